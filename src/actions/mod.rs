@@ -1,0 +1,141 @@
+//! Actions: what a rule does when it fires.
+//!
+//! An action type is one file implementing [`ActionKind`] (check the params at load, build an
+//! [`Action`]) and one line in [`ActionRegistry::builtin`]. At evaluation an action *plans* its
+//! effect without allocating; the engine applies the plan (to the ledger, later to webhooks) and
+//! asks the action to describe the outcome in words.
+
+pub mod reward_points;
+
+use std::fmt;
+
+use crate::event::Event;
+use crate::expr::Unknown;
+use crate::rules::{ActionDef, Diagnostics};
+
+/// A kind of action, as named by `type:` in the rules file.
+pub trait ActionKind: Send + Sync {
+    /// The `type:` value.
+    fn type_name(&self) -> &'static str;
+    /// Checks an action's params, reporting every problem; builds the action when they are valid.
+    fn compile(&self, def: &ActionDef, diags: &mut Diagnostics) -> Option<Box<dyn Action>>;
+}
+
+/// A compiled action, ready to plan.
+pub trait Action: Send + Sync + fmt::Debug {
+    /// Decides what the action would do for this event. Must not allocate.
+    fn plan(&self, event: &Event) -> Plan;
+    /// The message for a result: what was done, or why it failed.
+    fn message(&self, outcome: &Outcome, event: &Event) -> String;
+}
+
+/// What an action means to do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Plan {
+    /// Change a member's points balance.
+    Points(PointsChange),
+    /// The action cannot run for this event.
+    Failed(Failure),
+}
+
+/// A change to a member's points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PointsChange {
+    /// Signed whole points: positive for an award, negative for a deduction.
+    pub amount: i64,
+    /// Days until awarded points expire, when the rule says.
+    pub expiry_days: Option<u32>,
+}
+
+/// Why an action could not run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Failure {
+    /// The event has no `actor_id`.
+    NoActor,
+    /// The formula's value is unknown.
+    FormulaUnknown(Unknown),
+    /// The formula's value is infinite or not a number.
+    FormulaNotFinite,
+    /// The formula's value rounds to less than one point.
+    FormulaBelowOne(f64),
+}
+
+/// What happened when a plan was applied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// The plan was carried out.
+    Done(Plan),
+    /// The plan could not be made.
+    Failed(Failure),
+    /// A deduction was refused: the balance is lower than the amount.
+    InsufficientBalance {
+        /// Points the action wanted to deduct.
+        wanted: i64,
+        /// The member's balance.
+        balance: i64,
+    },
+}
+
+impl Outcome {
+    /// The outcome of a plan applied without a ledger.
+    pub fn of_plan(plan: Plan) -> Outcome {
+        match plan {
+            Plan::Failed(f) => Outcome::Failed(f),
+            done => Outcome::Done(done),
+        }
+    }
+
+    /// True when the action did what it meant to.
+    pub fn success(&self) -> bool {
+        matches!(self, Outcome::Done(_))
+    }
+
+    /// The signed points moved, for a successful points action.
+    pub fn points(&self) -> Option<i64> {
+        match self {
+            Outcome::Done(Plan::Points(change)) => Some(change.amount),
+            _ => None,
+        }
+    }
+}
+
+/// The action types this engine knows.
+pub struct ActionRegistry {
+    kinds: Vec<Box<dyn ActionKind>>,
+}
+
+impl ActionRegistry {
+    /// A registry with no types.
+    pub fn empty() -> Self {
+        ActionRegistry { kinds: Vec::new() }
+    }
+
+    /// The built-in types.
+    pub fn builtin() -> Self {
+        let mut registry = ActionRegistry::empty();
+        registry.register(Box::new(reward_points::RewardPoints));
+        registry
+    }
+
+    /// Adds a type; a later registration of the same name replaces the earlier.
+    pub fn register(&mut self, kind: Box<dyn ActionKind>) {
+        self.kinds.retain(|k| k.type_name() != kind.type_name());
+        self.kinds.push(kind);
+    }
+
+    /// The type of that name.
+    pub fn get(&self, name: &str) -> Option<&dyn ActionKind> {
+        self.kinds.iter().find(|k| k.type_name() == name).map(|k| k.as_ref())
+    }
+
+    /// The names of all types, for messages.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.kinds.iter().map(|k| k.type_name()).collect()
+    }
+}
+
+impl Default for ActionRegistry {
+    fn default() -> Self {
+        ActionRegistry::builtin()
+    }
+}

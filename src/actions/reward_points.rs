@@ -1,0 +1,211 @@
+//! `reward_points`: award or deduct points, fixed or by formula.
+
+use super::{Action, ActionKind, Failure, Outcome, Plan, PointsChange};
+use crate::event::Event;
+use crate::expr::{Program, Purpose};
+use crate::rules::schema::{Fields, read_string};
+use crate::rules::yaml::{Style, parse_yaml_float};
+use crate::rules::{ActionDef, Diagnostics, Text, compile_expression};
+
+/// Longest expiry, in days (100 years).
+pub const MAX_EXPIRY_DAYS: u64 = 36_500;
+
+/// Rounds points like the original: to 2 decimals half away from zero, then to a whole number
+/// half to even.
+///
+/// ```
+/// use fluxflow::actions::reward_points::round_points;
+/// assert_eq!(round_points(50.5), 50.0);
+/// assert_eq!(round_points(51.5), 52.0);
+/// assert_eq!(round_points(1.005), 1.0);
+/// assert_eq!(round_points(74.996), 75.0);
+/// ```
+pub fn round_points(x: f64) -> f64 {
+    ((x * 100.0).round() / 100.0).round_ties_even()
+}
+
+/// Whether the action awards or deducts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Adds points.
+    Award,
+    /// Takes points away.
+    Deduct,
+}
+
+#[derive(Debug)]
+enum Amount {
+    Fixed(i64),
+    Formula(Program),
+}
+
+/// A compiled `reward_points` action.
+#[derive(Debug)]
+pub struct RewardPointsAction {
+    operation: Operation,
+    amount: Amount,
+    reason: Option<String>,
+    expiry_days: Option<u32>,
+}
+
+/// The `reward_points` action type.
+pub struct RewardPoints;
+
+const PARAMS: [&str; 5] = ["operation", "points", "points_formula", "reason", "expiry_days"];
+
+impl ActionKind for RewardPoints {
+    fn type_name(&self) -> &'static str {
+        "reward_points"
+    }
+
+    fn compile(&self, def: &ActionDef, diags: &mut Diagnostics) -> Option<Box<dyn Action>> {
+        let Some(params) = &def.params_node else {
+            diags.error(def.pos, format!("action `{}` needs `params` with `operation` and `points` or `points_formula`", def.id));
+            return None;
+        };
+        let what = format!("the params of action `{}`", def.id);
+        let fields = Fields::new(params, &what, &PARAMS, diags)?;
+        let operation = match fields.get("operation") {
+            None => {
+                diags.warning(params.pos, format!("action `{}` has no `operation`; it awards points (write `operation: award`)", def.id));
+                Some(Operation::Award)
+            }
+            Some(node) => match read_string(node, "operation", diags).as_deref() {
+                Some("award") => Some(Operation::Award),
+                Some("deduct") => Some(Operation::Deduct),
+                Some(other) => {
+                    diags.error(node.pos, format!("`operation` must be award or deduct, got `{other}`"));
+                    None
+                }
+                None => None,
+            },
+        };
+        let amount = match (fields.get("points"), fields.get("points_formula")) {
+            (Some(_), Some(formula)) => {
+                diags.error(formula.pos, "give `points` or `points_formula`, not both");
+                None
+            }
+            (None, None) => {
+                diags.error(params.pos, format!("action `{}` needs `points` or `points_formula`", def.id));
+                None
+            }
+            (Some(points), None) => fixed_points(points, diags).map(Amount::Fixed),
+            (None, Some(formula)) => match Text::from_node(formula).filter(|_| !formula.is_null()) {
+                Some(text) => compile_expression(&text, Purpose::Formula, "points_formula", diags).map(Amount::Formula),
+                None => {
+                    diags.error(formula.pos, format!("`points_formula` must be a string, not {}", formula.shape()));
+                    None
+                }
+            },
+        };
+        let reason = fields.get("reason").and_then(|n| read_string(n, "reason", diags));
+        let expiry_days = match fields.get("expiry_days") {
+            None => Some(None),
+            Some(node) => expiry(node, diags).map(Some),
+        };
+        Some(Box::new(RewardPointsAction { operation: operation?, amount: amount?, reason, expiry_days: expiry_days? }))
+    }
+}
+
+fn fixed_points(node: &crate::rules::yaml::Node, diags: &mut Diagnostics) -> Option<i64> {
+    let value = match node.scalar() {
+        Some((text, Style::Plain)) => parse_yaml_float(text),
+        _ => None,
+    };
+    let Some(value) = value else {
+        let shown = node.scalar().map_or_else(|| node.shape().to_owned(), |(t, _)| format!("`{t}`"));
+        diags.error(node.pos, format!("`points` must be a number, got {shown}"));
+        return None;
+    };
+    let rounded = round_points(value);
+    if rounded < 1.0 {
+        diags.error(node.pos, format!("`points` is {value}, which rounds to less than 1 point (use operation: deduct to take points away)"));
+        return None;
+    }
+    if rounded > i64::MAX as f64 / 2.0 {
+        diags.error(node.pos, format!("`points` is {value}, which is too large"));
+        return None;
+    }
+    Some(rounded as i64)
+}
+
+fn expiry(node: &crate::rules::yaml::Node, diags: &mut Diagnostics) -> Option<u32> {
+    let text = match node.scalar() {
+        Some((text, Style::Plain)) => text,
+        _ => {
+            diags.error(node.pos, format!("`expiry_days` must be a whole number of days, not {}", node.shape()));
+            return None;
+        }
+    };
+    match text.parse::<u64>() {
+        Ok(days) if (1..=MAX_EXPIRY_DAYS).contains(&days) => u32::try_from(days).ok(),
+        _ => {
+            diags.error(node.pos, format!("`expiry_days` must be a whole number from 1 to {MAX_EXPIRY_DAYS}, got `{text}`"));
+            None
+        }
+    }
+}
+
+impl Action for RewardPointsAction {
+    fn plan(&self, event: &Event) -> Plan {
+        if event.actor_id.is_none() {
+            return Plan::Failed(Failure::NoActor);
+        }
+        let amount = match &self.amount {
+            Amount::Fixed(points) => *points,
+            Amount::Formula(program) => match program.number(event) {
+                Err(unknown) => return Plan::Failed(Failure::FormulaUnknown(unknown)),
+                Ok(x) if !x.is_finite() => return Plan::Failed(Failure::FormulaNotFinite),
+                Ok(x) => {
+                    let rounded = round_points(x);
+                    // Beyond 2^53 a double no longer holds whole numbers exactly: no points rule means that.
+                    if !(1.0..=9_007_199_254_740_992.0).contains(&rounded) {
+                        return Plan::Failed(Failure::FormulaBelowOne(x));
+                    }
+                    rounded as i64
+                }
+            },
+        };
+        let amount = match self.operation {
+            Operation::Award => amount,
+            Operation::Deduct => -amount,
+        };
+        Plan::Points(PointsChange { amount, expiry_days: self.expiry_days })
+    }
+
+    fn message(&self, outcome: &Outcome, event: &Event) -> String {
+        let actor = event.actor_id.as_deref().unwrap_or("");
+        let formula = match &self.amount {
+            Amount::Formula(p) => p.source(),
+            Amount::Fixed(_) => "",
+        };
+        match outcome {
+            Outcome::Done(Plan::Points(change)) => {
+                let (verb, preposition) = match self.operation {
+                    Operation::Award => ("Awarded", "to"),
+                    Operation::Deduct => ("Deducted", "from"),
+                };
+                let mut message = format!("{verb} {} points {preposition} {actor}", change.amount.unsigned_abs());
+                if let Some(reason) = &self.reason {
+                    message.push_str(" \u{2014} ");
+                    message.push_str(reason);
+                }
+                message
+            }
+            Outcome::Done(Plan::Failed(failure)) | Outcome::Failed(failure) => match failure {
+                Failure::NoActor => "reward_points needs an actor: the event has no actor_id".into(),
+                Failure::FormulaUnknown(unknown) => {
+                    format!("points_formula `{formula}` has no value: {}", unknown.explain(formula))
+                }
+                Failure::FormulaNotFinite => format!("points_formula `{formula}` gave a number that is not finite"),
+                Failure::FormulaBelowOne(x) if round_points(*x) < 1.0 => {
+                    format!("points_formula `{formula}` gave {x}, which rounds to less than 1 point")
+                }
+                Failure::FormulaBelowOne(x) => format!("points_formula `{formula}` gave {x}, which is too large"),
+            },
+            Outcome::InsufficientBalance { wanted, balance } => {
+                format!("cannot deduct {wanted} points from {actor}: the balance is {balance}")
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Events: what shops and apps send, decoded strictly.
+//!
+//! Keys are exact and lower-case; an unknown key is an error that names it, so a typo such as
+//! `actorId` cannot silently lose data. A missing `id` is filled with a fresh UUID (v7, so ids
+//! sort by arrival).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One event, decoded and checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// The idempotency key; filled with a UUID when the sender gave none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    /// What happened (`purchase`, `login`, ...).
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Where it came from (`pos-system`, `app`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The member the event is about; points actions need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_id: Option<String>,
+    /// When it happened, as sent (RFC 3339, checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<String>,
+    /// Free-form data the rules read as `payload.…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Map<String, Value>>,
+    /// String labels the rules read as `meta.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<BTreeMap<String, String>>,
+}
+
+/// Why an event was refused. The message names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// The JSON does not fit the event shape (unknown key, wrong type, missing `type`).
+    #[error("{0}")]
+    Shape(String),
+    /// A field has a value the engine cannot accept.
+    #[error("{field}: {problem}")]
+    Field {
+        /// The field, as a JSON path (`actor_id`, `occurred_at`).
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Longest accepted `id`, `type`, `source` or `actor_id`, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+
+impl Event {
+    /// Decodes and checks an event from a JSON value; fills a missing `id`.
+    ///
+    /// ```
+    /// use fluxflow::event::Event;
+    /// let ev = Event::from_value(serde_json::json!({"type": "login", "actor_id": "u1"})).unwrap();
+    /// assert_eq!(ev.event_type, "login");
+    /// assert!(!ev.id.is_empty());
+    /// let err = Event::from_value(serde_json::json!({"type": "login", "actorId": "u1"})).unwrap_err();
+    /// assert!(err.to_string().contains("actorId"));
+    /// ```
+    pub fn from_value(value: Value) -> Result<Event, EventError> {
+        if !value.is_object() {
+            return Err(EventError::Shape(format!("an event is a JSON object, not {}", json_kind(&value))));
+        }
+        let mut event: Event =
+            serde_path_to_error::deserialize(value).map_err(|e| EventError::Shape(describe_serde_error(&e)))?;
+        event.check()?;
+        if event.id.is_empty() {
+            event.id = uuid::Uuid::now_v7().to_string();
+        }
+        Ok(event)
+    }
+
+    fn check(&self) -> Result<(), EventError> {
+        let field = |field, problem: &str| Err(EventError::Field { field, problem: problem.to_owned() });
+        if self.event_type.is_empty() {
+            return field("type", "must not be empty");
+        }
+        if self.actor_id.as_deref() == Some("") {
+            return field("actor_id", "must not be empty (leave it out when there is no actor)");
+        }
+        for (name, value) in [
+            ("id", Some(self.id.as_str())),
+            ("type", Some(self.event_type.as_str())),
+            ("source", self.source.as_deref()),
+            ("actor_id", self.actor_id.as_deref()),
+        ] {
+            if value.is_some_and(|v| v.len() > MAX_NAME_LEN) {
+                return field(name, &format!("is longer than {MAX_NAME_LEN} bytes"));
+            }
+        }
+        if let Some(at) = &self.occurred_at {
+            if let Err(e) = at.parse::<jiff::Timestamp>() {
+                return field("occurred_at", &format!("is not an RFC 3339 time ({e})"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The value at a payload key.
+    pub fn payload_get(&self, key: &str) -> Option<&Value> {
+        self.payload.as_ref()?.get(key)
+    }
+
+    /// The value of a meta key.
+    pub fn meta_get(&self, key: &str) -> Option<&str> {
+        self.meta.as_ref()?.get(key).map(String::as_str)
+    }
+}
+
+/// A word for a JSON value's type, for messages.
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn describe_serde_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    let inner = e.inner().to_string();
+    // serde_json appends " at line 1 column 0" for errors raised on a Value; it means nothing here.
+    let inner = inner.split(" at line ").next().unwrap_or(&inner);
+    if path == "." || inner.starts_with("unknown field") || inner.starts_with("missing field") {
+        inner.to_owned()
+    } else {
+        format!("{path}: {inner}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn err(v: Value) -> String {
+        Event::from_value(v).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err(json!({"type": "x", "actorId": "u"})).contains("unknown field `actorId`"));
+        assert!(err(json!({"actor_id": "u"})).contains("missing field `type`"));
+        assert_eq!(err(json!({"type": 5})), "type: invalid type: integer `5`, expected a string");
+        assert!(err(json!({"type": "x", "meta": {"n": 1}})).starts_with("meta.n: invalid type"));
+        assert!(err(json!({"type": "x", "payload": [1]})).starts_with("payload: invalid type"));
+        assert_eq!(err(json!({"type": ""})), "type: must not be empty");
+        assert!(err(json!({"type": "x", "actor_id": ""})).starts_with("actor_id: must not be empty"));
+        assert!(err(json!({"type": "x", "occurred_at": "yesterday"})).starts_with("occurred_at: is not an RFC 3339 time"));
+        assert_eq!(err(json!(null)), "an event is a JSON object, not null");
+        assert_eq!(err(json!({"type": "x".repeat(300)})), "type: is longer than 256 bytes");
+    }
+
+    #[test]
+    fn fills_missing_id_and_keeps_given_one() {
+        let ev = Event::from_value(json!({"type": "x", "occurred_at": "2026-11-28T10:00:00+01:00"})).unwrap();
+        assert_eq!(ev.id.len(), 36);
+        let ev = Event::from_value(json!({"id": "e1", "type": "x", "payload": null})).unwrap();
+        assert_eq!((ev.id.as_str(), ev.payload), ("e1", None));
+    }
+}

@@ -1,0 +1,357 @@
+//! The syntax tree of an expression, and how it prints back as text.
+
+use std::fmt;
+
+/// A byte range in the expression text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    /// First byte.
+    pub start: u32,
+    /// One past the last byte.
+    pub end: u32,
+}
+
+impl Span {
+    /// A span from byte offsets (expressions longer than 4 GiB are cut short by the rules loader).
+    pub fn new(start: usize, end: usize) -> Self {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Span { start: clamp(start), end: clamp(end) }
+    }
+
+    /// The smallest span covering both.
+    pub fn to(self, other: Span) -> Span {
+        Span { start: self.start.min(other.start), end: self.end.max(other.end) }
+    }
+
+    /// The text under the span (empty when the span does not fit `src`).
+    pub fn text(self, src: &str) -> &str {
+        src.get(self.start as usize..self.end as usize).unwrap_or("")
+    }
+
+    /// 1-based column, in characters, of the span's start in `src`.
+    pub fn column(self, src: &str) -> usize {
+        src.get(..self.start as usize).map_or(1, |s| s.chars().count() + 1)
+    }
+}
+
+/// Where a path starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    /// `payload`.
+    Payload,
+    /// `meta`.
+    Meta,
+    /// `event`.
+    Event,
+}
+
+/// One step of a payload path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// `.key` or `["key"]`.
+    Key(String),
+    /// `[3]`.
+    Index(usize),
+}
+
+/// The fields of the event envelope that `event.` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventField {
+    /// `event.id`.
+    Id,
+    /// `event.type`.
+    Type,
+    /// `event.source`.
+    Source,
+    /// `event.actor_id`.
+    ActorId,
+}
+
+impl EventField {
+    fn name(self) -> &'static str {
+        match self {
+            EventField::Id => "id",
+            EventField::Type => "type",
+            EventField::Source => "source",
+            EventField::ActorId => "actor_id",
+        }
+    }
+}
+
+/// A path into the event, checked: `meta` takes one key, `event` one of its four fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Path {
+    /// `payload` followed by any steps.
+    Payload(Vec<Segment>),
+    /// `meta.key`.
+    Meta(String),
+    /// `event.type` and friends.
+    Event(EventField),
+}
+
+impl Path {
+    /// Checks the steps that follow a root; the error says what is allowed.
+    pub fn new(root: Root, mut segments: Vec<Segment>, _span: Span) -> Result<Path, String> {
+        match root {
+            Root::Payload => Ok(Path::Payload(segments)),
+            Root::Meta => match (segments.len(), segments.pop()) {
+                (1, Some(Segment::Key(key))) => Ok(Path::Meta(key)),
+                _ => Err("meta takes exactly one key (meta values are strings): write meta.key".into()),
+            },
+            Root::Event => {
+                let field = match segments.as_slice() {
+                    [Segment::Key(k)] => match k.as_str() {
+                        "id" => Some(EventField::Id),
+                        "type" => Some(EventField::Type),
+                        "source" => Some(EventField::Source),
+                        "actor_id" => Some(EventField::ActorId),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                field.map(Path::Event).ok_or_else(|| {
+                    "event has the fields event.id, event.type, event.source and event.actor_id".into()
+                })
+            }
+        }
+    }
+}
+
+fn write_key(f: &mut fmt::Formatter<'_>, key: &str) -> fmt::Result {
+    let plain = key.bytes().next().is_some() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if plain {
+        write!(f, ".{key}")
+    } else {
+        write!(f, "[")?;
+        write_string(f, key)?;
+        write!(f, "]")
+    }
+}
+
+/// Writes a string literal that the lexer reads back as the same string.
+fn write_string(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    write!(f, "\"")?;
+    let bytes = s.as_bytes();
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' => write!(f, "\\\"")?,
+            // A backslash is kept as is unless the lexer would read it as an escape.
+            '\\' if matches!(bytes.get(i + 1), Some(b'"' | b'\'' | b'\\') | None) => write!(f, "\\\\")?,
+            c => write!(f, "{c}")?,
+        }
+    }
+    write!(f, "\"")
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Payload(segments) => {
+                write!(f, "payload")?;
+                for segment in segments {
+                    match segment {
+                        Segment::Key(k) => write_key(f, k)?,
+                        Segment::Index(i) => write!(f, "[{i}]")?,
+                    }
+                }
+                Ok(())
+            }
+            Path::Meta(key) => {
+                write!(f, "meta")?;
+                write_key(f, key)
+            }
+            Path::Event(field) => write!(f, "event.{}", field.name()),
+        }
+    }
+}
+
+/// A literal value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    /// A number.
+    Number(f64),
+    /// A string.
+    Str(String),
+    /// `true` or `false`.
+    Bool(bool),
+    /// `null`.
+    Null,
+}
+
+/// Operators with two operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `OR`.
+    Or,
+    /// `AND`.
+    And,
+    /// `==`.
+    Eq,
+    /// `!=`.
+    Ne,
+    /// `>`.
+    Gt,
+    /// `>=`.
+    Ge,
+    /// `<`.
+    Lt,
+    /// `<=`.
+    Le,
+    /// `contains`.
+    Contains,
+    /// `matches`.
+    Matches,
+    /// `+`.
+    Add,
+    /// `-`.
+    Sub,
+    /// `*`.
+    Mul,
+    /// `/`.
+    Div,
+    /// `%`.
+    Rem,
+}
+
+impl BinaryOp {
+    /// How tightly the operator binds: higher binds tighter.
+    pub fn precedence(self) -> u8 {
+        match self {
+            BinaryOp::Or => 1,
+            BinaryOp::And => 2,
+            BinaryOp::Eq
+            | BinaryOp::Ne
+            | BinaryOp::Gt
+            | BinaryOp::Ge
+            | BinaryOp::Lt
+            | BinaryOp::Le
+            | BinaryOp::Contains
+            | BinaryOp::Matches => 4,
+            BinaryOp::Add | BinaryOp::Sub => 5,
+            BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem => 6,
+        }
+    }
+
+    /// The operator as written.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinaryOp::Or => "OR",
+            BinaryOp::And => "AND",
+            BinaryOp::Eq => "==",
+            BinaryOp::Ne => "!=",
+            BinaryOp::Gt => ">",
+            BinaryOp::Ge => ">=",
+            BinaryOp::Lt => "<",
+            BinaryOp::Le => "<=",
+            BinaryOp::Contains => "contains",
+            BinaryOp::Matches => "matches",
+            BinaryOp::Add => "+",
+            BinaryOp::Sub => "-",
+            BinaryOp::Mul => "*",
+            BinaryOp::Div => "/",
+            BinaryOp::Rem => "%",
+        }
+    }
+
+    /// True for `== != > >= < <= contains matches`.
+    pub fn is_comparison(self) -> bool {
+        self.precedence() == 4
+    }
+
+    /// True for `+ - * / %`.
+    pub fn is_arithmetic(self) -> bool {
+        self.precedence() >= 5
+    }
+}
+
+/// Precedence of `NOT`: looser than comparisons, tighter than `AND`.
+pub const NOT_PRECEDENCE: u8 = 3;
+/// Precedence of unary minus: tighter than everything.
+pub const NEG_PRECEDENCE: u8 = 7;
+
+/// Operators with one operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnaryOp {
+    /// `NOT`.
+    Not,
+    /// `-`.
+    Neg,
+}
+
+/// An expression node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// A literal.
+    Literal(Literal, Span),
+    /// A path.
+    Path(Path, Span),
+    /// `NOT x` or `-x`.
+    Unary(UnaryOp, Box<Expr>, Span),
+    /// `a op b`.
+    Binary(BinaryOp, Box<Expr>, Box<Expr>, Span),
+}
+
+impl Expr {
+    /// Where the node stands in the source.
+    pub fn span(&self) -> Span {
+        match self {
+            Expr::Literal(_, s) | Expr::Path(_, s) | Expr::Unary(_, _, s) | Expr::Binary(_, _, _, s) => *s,
+        }
+    }
+
+    fn precedence(&self) -> u8 {
+        match self {
+            Expr::Literal(..) | Expr::Path(..) => u8::MAX,
+            Expr::Unary(UnaryOp::Not, ..) => NOT_PRECEDENCE,
+            Expr::Unary(UnaryOp::Neg, ..) => NEG_PRECEDENCE,
+            Expr::Binary(op, ..) => op.precedence(),
+        }
+    }
+
+    /// A fully parenthesised form without positions, for comparing trees in tests.
+    pub fn to_sexpr(&self) -> String {
+        match self {
+            Expr::Literal(Literal::Number(n), _) => format!("{n:?}"),
+            Expr::Literal(Literal::Str(s), _) => format!("{s:?}"),
+            Expr::Literal(Literal::Bool(b), _) => b.to_string(),
+            Expr::Literal(Literal::Null, _) => "null".into(),
+            Expr::Path(p, _) => p.to_string(),
+            Expr::Unary(UnaryOp::Not, e, _) => format!("(NOT {})", e.to_sexpr()),
+            Expr::Unary(UnaryOp::Neg, e, _) => format!("(- {})", e.to_sexpr()),
+            Expr::Binary(op, l, r, _) => format!("({} {} {})", op.symbol(), l.to_sexpr(), r.to_sexpr()),
+        }
+    }
+}
+
+/// Prints with the fewest parentheses that parse back to the same tree.
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let operand = |f: &mut fmt::Formatter<'_>, e: &Expr, needs_parens: bool| {
+            if needs_parens { write!(f, "({e})") } else { write!(f, "{e}") }
+        };
+        match self {
+            Expr::Literal(Literal::Number(n), _) => write!(f, "{n}"),
+            Expr::Literal(Literal::Str(s), _) => write_string(f, s),
+            Expr::Literal(Literal::Bool(b), _) => write!(f, "{b}"),
+            Expr::Literal(Literal::Null, _) => write!(f, "null"),
+            Expr::Path(p, _) => write!(f, "{p}"),
+            Expr::Unary(UnaryOp::Not, e, _) => {
+                write!(f, "NOT ")?;
+                operand(f, e, e.precedence() < NOT_PRECEDENCE)
+            }
+            Expr::Unary(UnaryOp::Neg, e, _) => {
+                write!(f, "-")?;
+                operand(f, e, e.precedence() < NEG_PRECEDENCE)
+            }
+            Expr::Binary(op, l, r, _) => {
+                let p = op.precedence();
+                // Left-associative: the left side may share our level, the right may not.
+                // Comparisons do not chain, so neither side may be a comparison.
+                let left_parens = l.precedence() < p || (op.is_comparison() && l.precedence() == p);
+                operand(f, l, left_parens)?;
+                write!(f, " {} ", op.symbol())?;
+                operand(f, r, r.precedence() <= p)
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! Evaluator: runs a compiled expression against an event, without allocating.
+//!
+//! Values are borrowed from the event or the compiled form. Anything that cannot be decided
+//! (a missing path, a type mismatch, a division by zero) is *unknown*, carrying a [`Unknown`]
+//! that says why and where; conditions use Kleene's three-valued logic.
+
+use serde_json::{Map, Value};
+
+use super::ast::{EventField, Path, Segment, Span};
+use super::compiler::{ArithOp, CmpOp, Const, Node};
+use crate::event::Event;
+
+/// Numbers closer than this are equal for `==` and `!=`.
+pub const EQUALITY_TOLERANCE: f64 = 1e-9;
+
+/// A value during evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Val<'a> {
+    /// JSON `null`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A number (every number is a double).
+    Num(f64),
+    /// A string.
+    Str(&'a str),
+    /// A JSON array.
+    Array(&'a [Value]),
+    /// A JSON object.
+    Object(&'a Map<String, Value>),
+}
+
+/// The type of a value, for reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValType {
+    /// `null`.
+    Null,
+    /// A boolean.
+    Bool,
+    /// A number.
+    Number,
+    /// A string.
+    Str,
+    /// An array.
+    Array,
+    /// An object.
+    Object,
+}
+
+impl ValType {
+    /// The type's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValType::Null => "null",
+            ValType::Bool => "boolean",
+            ValType::Number => "number",
+            ValType::Str => "string",
+            ValType::Array => "array",
+            ValType::Object => "object",
+        }
+    }
+}
+
+impl<'a> Val<'a> {
+    /// Borrows a JSON value.
+    pub fn from_json(v: &'a Value) -> Val<'a> {
+        match v {
+            Value::Null => Val::Null,
+            Value::Bool(b) => Val::Bool(*b),
+            // Every JSON number this engine reads is a double (as in the original).
+            Value::Number(n) => Val::Num(n.as_f64().unwrap_or(f64::NAN)),
+            Value::String(s) => Val::Str(s),
+            Value::Array(a) => Val::Array(a),
+            Value::Object(o) => Val::Object(o),
+        }
+    }
+
+    fn from_const(c: &'a Const) -> Val<'a> {
+        match c {
+            Const::Number(n) => Val::Num(*n),
+            Const::Str(s) => Val::Str(s),
+            Const::Bool(b) => Val::Bool(*b),
+            Const::Null => Val::Null,
+        }
+    }
+
+    /// The value's type.
+    pub fn val_type(&self) -> ValType {
+        match self {
+            Val::Null => ValType::Null,
+            Val::Bool(_) => ValType::Bool,
+            Val::Num(_) => ValType::Number,
+            Val::Str(_) => ValType::Str,
+            Val::Array(_) => ValType::Array,
+            Val::Object(_) => ValType::Object,
+        }
+    }
+}
+
+/// Why a result is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A path is absent from the event.
+    Missing,
+    /// An operator needs numbers and got other types.
+    NeedsNumbers(ValType, ValType),
+    /// Unary minus on something that is not a number.
+    NegNeedsNumber(ValType),
+    /// `contains` on something that is neither a string nor an array.
+    NotSearchable(ValType),
+    /// `contains` on a string with a needle that is not a string.
+    NeedleNotString(ValType),
+    /// `matches` on something that is not a string.
+    MatchesNeedsString(ValType),
+    /// A value in a boolean position that is not `true` or `false`.
+    NotBoolean(ValType),
+    /// Division or remainder by zero.
+    DivisionByZero,
+    /// A formula's value is not a number.
+    NotNumber(ValType),
+}
+
+impl Reason {
+    /// A stable label, for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Missing => "missing_path",
+            Reason::NeedsNumbers(..) | Reason::NegNeedsNumber(_) | Reason::NotNumber(_) => "not_a_number",
+            Reason::NotSearchable(_) | Reason::NeedleNotString(_) | Reason::MatchesNeedsString(_) => "type_mismatch",
+            Reason::NotBoolean(_) => "not_boolean",
+            Reason::DivisionByZero => "division_by_zero",
+        }
+    }
+}
+
+/// An unknown result: why, and which part of the expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unknown {
+    /// Why.
+    pub reason: Reason,
+    /// The part of the expression that could not be decided.
+    pub span: Span,
+}
+
+impl Unknown {
+    /// Explains the unknown in words, quoting the expression it came from.
+    pub fn explain(&self, src: &str) -> String {
+        let at = self.span.text(src);
+        match self.reason {
+            Reason::Missing => format!("`{at}` is missing"),
+            Reason::NeedsNumbers(l, r) => format!("`{at}` needs numbers, got {} and {}", l.name(), r.name()),
+            Reason::NegNeedsNumber(t) => format!("`{at}` needs a number, got {}", t.name()),
+            Reason::NotSearchable(t) => format!("`{at}`: contains needs a string or an array, got {}", t.name()),
+            Reason::NeedleNotString(t) => format!("`{at}`: contains on a string needs a string, got {}", t.name()),
+            Reason::MatchesNeedsString(t) => format!("`{at}`: matches needs a string, got {}", t.name()),
+            Reason::NotBoolean(t) => format!("`{at}` is {}, not true or false", t.name()),
+            Reason::DivisionByZero => format!("`{at}` divides by zero"),
+            Reason::NotNumber(t) => format!("`{at}` is {}, not a number", t.name()),
+        }
+    }
+}
+
+/// The result of a condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truth {
+    /// Passes.
+    True,
+    /// Does not pass.
+    False,
+    /// Cannot be decided; never passes.
+    Unknown(Unknown),
+}
+
+type Res<'a> = Result<Val<'a>, Unknown>;
+
+/// Reads a path from an event; `None` when absent.
+pub fn resolve<'a>(path: &Path, event: &'a Event) -> Option<Val<'a>> {
+    match path {
+        Path::Payload(segments) => {
+            let mut current = segments.first().map_or_else(
+                || event.payload.as_ref().map(Val::Object),
+                |first| match first {
+                    Segment::Key(k) => event.payload_get(k).map(Val::from_json),
+                    Segment::Index(_) => None,
+                },
+            )?;
+            for segment in segments.iter().skip(1) {
+                current = match (segment, current) {
+                    (Segment::Key(k), Val::Object(map)) => Val::from_json(map.get(k.as_str())?),
+                    (Segment::Index(i), Val::Array(items)) => Val::from_json(items.get(*i)?),
+                    _ => return None,
+                };
+            }
+            Some(current)
+        }
+        Path::Meta(key) => event.meta_get(key).map(Val::Str),
+        Path::Event(field) => match field {
+            EventField::Id => Some(Val::Str(&event.id)),
+            EventField::Type => Some(Val::Str(&event.event_type)),
+            EventField::Source => event.source.as_deref().map(Val::Str),
+            EventField::ActorId => event.actor_id.as_deref().map(Val::Str),
+        },
+    }
+}
+
+/// Evaluates a node in a boolean position.
+pub fn truth(node: &Node, event: &Event) -> Truth {
+    match node {
+        Node::And(l, r) => match truth(l, event) {
+            Truth::False => Truth::False,
+            left => match (left, truth(r, event)) {
+                (_, Truth::False) => Truth::False,
+                (Truth::True, right) => right,
+                (unknown, _) => unknown,
+            },
+        },
+        Node::Or(l, r) => match truth(l, event) {
+            Truth::True => Truth::True,
+            left => match (left, truth(r, event)) {
+                (_, Truth::True) => Truth::True,
+                (Truth::False, right) => right,
+                (unknown, _) => unknown,
+            },
+        },
+        Node::Not(inner, _) => match truth(inner, event) {
+            Truth::True => Truth::False,
+            Truth::False => Truth::True,
+            unknown => unknown,
+        },
+        other => match value(other, event) {
+            Ok(Val::Bool(true)) => Truth::True,
+            Ok(Val::Bool(false)) => Truth::False,
+            Ok(v) => Truth::Unknown(Unknown { reason: Reason::NotBoolean(v.val_type()), span: span_of(other) }),
+            Err(u) => Truth::Unknown(u),
+        },
+    }
+}
+
+fn span_of(node: &Node) -> Span {
+    match node {
+        Node::Path(_, s)
+        | Node::Neg(_, s)
+        | Node::Arith(_, _, _, s)
+        | Node::Compare(_, _, _, s)
+        | Node::Contains(_, _, s)
+        | Node::Matches(_, _, s)
+        | Node::Not(_, s) => *s,
+        Node::And(l, r) | Node::Or(l, r) => span_of(l).to(span_of(r)),
+        Node::Const(_) => Span::default(),
+    }
+}
+
+/// Evaluates a node to a number (formulas).
+pub fn number(node: &Node, event: &Event) -> Result<f64, Unknown> {
+    match value(node, event)? {
+        Val::Num(n) => Ok(n),
+        other => Err(Unknown { reason: Reason::NotNumber(other.val_type()), span: span_of(node) }),
+    }
+}
+
+/// Evaluates a node to a value.
+pub fn value<'a>(node: &'a Node, event: &'a Event) -> Res<'a> {
+    let bool_of = |t: Truth| match t {
+        Truth::True => Ok(Val::Bool(true)),
+        Truth::False => Ok(Val::Bool(false)),
+        Truth::Unknown(u) => Err(u),
+    };
+    match node {
+        Node::Const(c) => Ok(Val::from_const(c)),
+        Node::Path(path, span) => resolve(path, event).ok_or(Unknown { reason: Reason::Missing, span: *span }),
+        Node::Neg(inner, span) => match value(inner, event)? {
+            Val::Num(n) => Ok(Val::Num(-n)),
+            other => Err(Unknown { reason: Reason::NegNeedsNumber(other.val_type()), span: *span }),
+        },
+        Node::Arith(op, l, r, span) => arith(*op, value(l, event)?, value(r, event)?, *span),
+        Node::Compare(op, l, r, span) => compare(*op, value(l, event), value(r, event), *span),
+        Node::Contains(l, r, span) => contains(value(l, event)?, value(r, event)?, *span),
+        Node::Matches(subject, regex, span) => match value(subject, event)? {
+            Val::Str(s) => Ok(Val::Bool(regex.is_match(s))),
+            other => Err(Unknown { reason: Reason::MatchesNeedsString(other.val_type()), span: *span }),
+        },
+        Node::And(..) | Node::Or(..) | Node::Not(..) => bool_of(truth(node, event)),
+    }
+}
+
+fn arith<'a>(op: ArithOp, l: Val<'a>, r: Val<'a>, span: Span) -> Res<'a> {
+    let (Val::Num(a), Val::Num(b)) = (l, r) else {
+        return Err(Unknown { reason: Reason::NeedsNumbers(l.val_type(), r.val_type()), span });
+    };
+    let n = match op {
+        ArithOp::Add => a + b,
+        ArithOp::Sub => a - b,
+        ArithOp::Mul => a * b,
+        ArithOp::Div | ArithOp::Rem if b == 0.0 => {
+            return Err(Unknown { reason: Reason::DivisionByZero, span });
+        }
+        ArithOp::Div => a / b,
+        // Rust's `%` on doubles keeps the sign of the dividend, as the contract asks.
+        ArithOp::Rem => a % b,
+    };
+    Ok(Val::Num(n))
+}
+
+fn compare<'a>(op: CmpOp, l: Res<'a>, r: Res<'a>, span: Span) -> Res<'a> {
+    let missing = |res: &Res<'_>| matches!(res, Err(Unknown { reason: Reason::Missing, .. }));
+    if matches!(op, CmpOp::Eq | CmpOp::Ne) {
+        // A missing value equals null: `payload.x == null` asks "absent or null?".
+        let null_check = (missing(&l) && r == Ok(Val::Null)) || (missing(&r) && l == Ok(Val::Null));
+        if null_check {
+            return Ok(Val::Bool(op == CmpOp::Eq));
+        }
+        let equal = values_equal(l?, r?);
+        return Ok(Val::Bool(equal == (op == CmpOp::Eq)));
+    }
+    let (l, r) = (l?, r?);
+    let (Val::Num(a), Val::Num(b)) = (l, r) else {
+        return Err(Unknown { reason: Reason::NeedsNumbers(l.val_type(), r.val_type()), span });
+    };
+    Ok(Val::Bool(match op {
+        CmpOp::Gt => a > b,
+        CmpOp::Ge => a >= b,
+        CmpOp::Lt => a < b,
+        _ => a <= b,
+    }))
+}
+
+fn contains<'a>(haystack: Val<'a>, needle: Val<'a>, span: Span) -> Res<'a> {
+    match haystack {
+        Val::Str(s) => match needle {
+            Val::Str(n) => Ok(Val::Bool(s.contains(n))),
+            other => Err(Unknown { reason: Reason::NeedleNotString(other.val_type()), span }),
+        },
+        Val::Array(items) => Ok(Val::Bool(items.iter().any(|item| values_equal(Val::from_json(item), needle)))),
+        other => Err(Unknown { reason: Reason::NotSearchable(other.val_type()), span }),
+    }
+}
+
+/// `==` on present values: numbers within [`EQUALITY_TOLERANCE`], numeric strings as numbers,
+/// arrays and objects element-wise; different types are simply not equal.
+pub fn values_equal(a: Val<'_>, b: Val<'_>) -> bool {
+    match (a, b) {
+        (Val::Num(x), Val::Num(y)) => numbers_equal(x, y),
+        (Val::Num(x), Val::Str(s)) | (Val::Str(s), Val::Num(x)) => json_number(s).is_some_and(|y| numbers_equal(x, y)),
+        (Val::Str(x), Val::Str(y)) => x == y,
+        (Val::Bool(x), Val::Bool(y)) => x == y,
+        (Val::Null, Val::Null) => true,
+        (Val::Array(x), Val::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| values_equal(Val::from_json(p), Val::from_json(q)))
+        }
+        (Val::Object(x), Val::Object(y)) => {
+            x.len() == y.len()
+                && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| values_equal(Val::from_json(v), Val::from_json(w))))
+        }
+        _ => false,
+    }
+}
+
+fn numbers_equal(x: f64, y: f64) -> bool {
+    x == y || (x - y).abs() < EQUALITY_TOLERANCE
+}
+
+/// Reads a string that is exactly a JSON number (`-12.5e3`); nothing else (` 12`, `inf`, `0x1`).
+pub fn json_number(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    if b.first() == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return None;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return None;
+        }
+    }
+    if i != b.len() {
+        return None;
+    }
+    s.parse().ok()
+}

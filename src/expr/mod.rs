@@ -1,0 +1,97 @@
+//! The expression language of conditions and formulas: lexer, parser, compiler, evaluator.
+//!
+//! An expression is compiled once, when the rules are loaded, into a [`Program`]; evaluating a
+//! program reads the event in place and allocates nothing.
+//!
+//! ```
+//! use fluxflow::event::Event;
+//! use fluxflow::expr::{Program, Purpose, Truth};
+//!
+//! let condition = Program::compile("payload.amount > 1000 AND payload.tags contains 'vip'", Purpose::Condition).unwrap();
+//! let event = Event::from_value(serde_json::json!({
+//!     "type": "purchase", "payload": {"amount": 1500, "tags": ["vip", "new"]}
+//! })).unwrap();
+//! assert_eq!(condition.truth(&event), Truth::True);
+//!
+//! let formula = Program::compile("payload.amount * 0.05", Purpose::Formula).unwrap();
+//! assert_eq!(formula.number(&event), Ok(75.0));
+//! ```
+
+pub mod ast;
+pub mod compiler;
+pub mod eval;
+pub mod lexer;
+pub mod parser;
+
+pub use ast::Span;
+pub use compiler::Purpose;
+pub use eval::{Reason, Truth, Unknown, Val};
+
+use crate::event::Event;
+
+/// Longest expression accepted, in bytes.
+pub const MAX_EXPRESSION_LEN: usize = 4096;
+
+/// An expression that failed to load: where and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ExprError {
+    /// Where in the expression.
+    pub span: Span,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl From<parser::ParseError> for ExprError {
+    fn from(e: parser::ParseError) -> Self {
+        ExprError { span: e.span, message: e.message }
+    }
+}
+
+impl From<compiler::CompileError> for ExprError {
+    fn from(e: compiler::CompileError) -> Self {
+        ExprError { span: e.span, message: e.message }
+    }
+}
+
+/// A compiled expression with its source text.
+#[derive(Debug, Clone)]
+pub struct Program {
+    source: Box<str>,
+    root: compiler::Node,
+}
+
+impl Program {
+    /// Parses and compiles an expression.
+    pub fn compile(source: &str, purpose: Purpose) -> Result<Program, ExprError> {
+        if source.len() > MAX_EXPRESSION_LEN {
+            return Err(ExprError {
+                span: Span::new(0, 0),
+                message: format!("expression is longer than {MAX_EXPRESSION_LEN} bytes"),
+            });
+        }
+        let tree = parser::parse(source)?;
+        let root = compiler::compile(&tree, purpose)?;
+        Ok(Program { source: source.into(), root })
+    }
+
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Evaluates as a condition.
+    pub fn truth(&self, event: &Event) -> Truth {
+        eval::truth(&self.root, event)
+    }
+
+    /// Evaluates as a formula.
+    pub fn number(&self, event: &Event) -> Result<f64, Unknown> {
+        eval::number(&self.root, event)
+    }
+
+    /// Explains an unknown that this program produced.
+    pub fn explain(&self, unknown: &Unknown) -> String {
+        unknown.explain(&self.source)
+    }
+}

@@ -1,0 +1,132 @@
+//! Evaluation: one event against the graph, depth-first in file order.
+//!
+//! The fast path writes into an [`Evaluation`] that the caller owns and reuses, and allocates
+//! nothing. The traced path runs the same code with a [`Tracer`] that records each step; the
+//! fast path's tracer does nothing and is compiled away.
+
+use super::trace::{ScenarioStatus, Trace};
+use super::{CompiledScenario, ConditionEntry, Graph, GraphNode, Rules};
+use crate::actions::Plan;
+use crate::event::Event;
+use crate::expr::Truth;
+
+/// The result of evaluating one event: matched scenarios and planned actions, by index.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Indices of matched scenarios, in file order.
+    pub matched: Vec<u32>,
+    /// Actions reached, in scenario order then depth-first pre-order, with their plans.
+    pub planned: Vec<PlannedAction>,
+}
+
+/// An action that was reached, with what it plans to do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlannedAction {
+    /// Index of the scenario it fired in.
+    pub scenario: u32,
+    /// Index of the action.
+    pub action: u32,
+    /// What it plans.
+    pub plan: Plan,
+}
+
+impl Evaluation {
+    /// An empty buffer with room reserved.
+    pub fn with_capacity(scenarios: usize, actions: usize) -> Self {
+        Evaluation { matched: Vec::with_capacity(scenarios), planned: Vec::with_capacity(actions) }
+    }
+
+    fn clear(&mut self) {
+        self.matched.clear();
+        self.planned.clear();
+    }
+}
+
+/// Receives the steps of an evaluation.
+pub(super) trait Tracer {
+    fn scenario(&mut self, _scenario: &CompiledScenario, _status: ScenarioStatus) {}
+    fn condition(&mut self, _condition: &ConditionEntry, _depth: usize, _truth: Truth) {}
+}
+
+/// The fast path's tracer.
+struct NoTrace;
+impl Tracer for NoTrace {}
+
+impl Rules {
+    /// Evaluates an event into `out` (cleared first). Allocates nothing once `out` has grown to
+    /// the size the rules need.
+    pub fn evaluate(&self, event: &Event, out: &mut Evaluation) {
+        self.graph.run(event, out, &mut NoTrace);
+    }
+
+    /// Evaluates an event and records every step in a trace.
+    pub fn evaluate_traced(&self, event: &Event, out: &mut Evaluation) -> Trace {
+        let mut trace = Trace::default();
+        self.graph.run(event, out, &mut trace);
+        trace.add_unconsidered(&self.graph, event);
+        trace
+    }
+}
+
+/// True when `candidate` equals `lower` (already lower-cased) ignoring case.
+fn eq_lowercase(candidate: &str, lower: &str) -> bool {
+    if candidate.is_ascii() {
+        candidate.eq_ignore_ascii_case(lower)
+    } else {
+        candidate.chars().flat_map(char::to_lowercase).eq(lower.chars())
+    }
+}
+
+impl Graph {
+    pub(super) fn scenarios_for_type(&self, event_type: &str) -> &[u32] {
+        let found = if event_type.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+            self.by_type.get(event_type.to_lowercase().as_str())
+        } else {
+            self.by_type.get(event_type)
+        };
+        found.map_or(&[], |list| list)
+    }
+
+    fn run<T: Tracer>(&self, event: &Event, out: &mut Evaluation, tracer: &mut T) {
+        out.clear();
+        for &index in self.scenarios_for_type(&event.event_type) {
+            let Some(scenario) = self.scenarios.get(index as usize) else { continue };
+            if !scenario.sources.is_empty() {
+                let accepted = event
+                    .source
+                    .as_deref()
+                    .is_some_and(|source| scenario.sources.iter().any(|s| eq_lowercase(source, s)));
+                if !accepted {
+                    tracer.scenario(scenario, ScenarioStatus::SkippedSource);
+                    continue;
+                }
+            }
+            tracer.scenario(scenario, ScenarioStatus::Entered);
+            let before = out.planned.len();
+            self.visit(&scenario.children, index, event, out, tracer, 0);
+            if out.planned.len() > before {
+                out.matched.push(index);
+            }
+        }
+    }
+
+    fn visit<T: Tracer>(&self, nodes: &[GraphNode], scenario: u32, event: &Event, out: &mut Evaluation, tracer: &mut T, depth: usize) {
+        for node in nodes {
+            match node {
+                GraphNode::Action(action) => {
+                    if let Some(entry) = self.actions.get(*action as usize) {
+                        out.planned.push(PlannedAction { scenario, action: *action, plan: entry.action.plan(event) });
+                    }
+                }
+                GraphNode::Condition { condition, children } => {
+                    let Some(entry) = self.conditions.get(*condition as usize) else { continue };
+                    let truth = entry.program.truth(event);
+                    tracer.condition(entry, depth, truth);
+                    if truth == Truth::True {
+                        self.visit(children, scenario, event, out, tracer, depth + 1);
+                    }
+                }
+            }
+        }
+    }
+}

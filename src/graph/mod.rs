@@ -1,0 +1,206 @@
+//! The compiled scenario graph: what a rules file becomes once it is checked, indexed by event
+//! type so that an event only meets the scenarios that listen to its type.
+
+mod evaluate;
+pub mod trace;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+pub use evaluate::{Evaluation, PlannedAction};
+pub use trace::Trace;
+
+use crate::actions::{Action, ActionRegistry};
+use crate::expr::{Program, Purpose};
+use crate::rules::{self, Child, Diagnostic, Diagnostics, RulesFile, Severity};
+
+/// A rules file, checked and compiled, with what is needed to show it.
+pub struct Rules {
+    /// The file as read (for `GET /v1/rules`).
+    pub file: RulesFile,
+    /// SHA-256 of the file's bytes, hex.
+    pub hash: String,
+    /// Warnings found while loading.
+    pub warnings: Vec<Diagnostic>,
+    graph: Graph,
+}
+
+/// Why a rules file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file has errors; every problem (warnings too) is listed.
+    #[error("{} error(s) in the rules file", .0.iter().filter(|d| d.severity == Severity::Error).count())]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl Rules {
+    /// Reads, checks and compiles a rules file.
+    pub fn load_path(path: &Path, registry: &ActionRegistry) -> Result<Rules, LoadError> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+        Rules::load_str(&source, registry)
+    }
+
+    /// Checks and compiles a rules file's text.
+    ///
+    /// ```
+    /// use fluxflow::actions::ActionRegistry;
+    /// use fluxflow::graph::Rules;
+    /// let rules = Rules::load_str("version: v1\nscenarios: []\n", &ActionRegistry::builtin()).unwrap();
+    /// assert_eq!(rules.scenario_count(), 0);
+    /// ```
+    pub fn load_str(source: &str, registry: &ActionRegistry) -> Result<Rules, LoadError> {
+        let mut diags = Diagnostics::default();
+        let file = rules::read(source, &mut diags);
+        let graph = Graph::compile(&file, registry, &mut diags);
+        let has_errors = diags.has_errors();
+        let all = diags.into_sorted();
+        if has_errors {
+            return Err(LoadError::Invalid(all));
+        }
+        let hash = Sha256::digest(source.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Rules { file, hash, warnings: all, graph })
+    }
+
+    /// Enabled scenarios that were compiled.
+    pub fn scenario_count(&self) -> usize {
+        self.graph.scenarios.len()
+    }
+
+    /// The id of a scenario, by index.
+    pub fn scenario_id(&self, index: u32) -> &str {
+        self.graph.scenarios.get(index as usize).map_or("", |s| s.id.as_str())
+    }
+
+    /// An action, by index.
+    pub fn action(&self, index: u32) -> Option<&ActionEntry> {
+        self.graph.actions.get(index as usize)
+    }
+
+    /// A new, empty evaluation buffer sized for these rules.
+    pub fn new_evaluation(&self) -> Evaluation {
+        Evaluation::with_capacity(self.graph.scenarios.len().min(64), self.graph.actions.len().min(256))
+    }
+}
+
+/// A compiled action and where it sits.
+#[derive(Debug)]
+pub struct ActionEntry {
+    /// The action's id.
+    pub id: String,
+    /// Its `type:`.
+    pub action_type: String,
+    /// The compiled action.
+    pub action: Box<dyn Action>,
+}
+
+struct ConditionEntry {
+    id: String,
+    program: Program,
+}
+
+enum GraphNode {
+    Condition { condition: u32, children: Box<[GraphNode]> },
+    Action(u32),
+}
+
+struct CompiledScenario {
+    id: String,
+    /// Lower-cased; empty means any source.
+    sources: Box<[Box<str>]>,
+    children: Box<[GraphNode]>,
+}
+
+struct Graph {
+    scenarios: Vec<CompiledScenario>,
+    /// Lower-cased event type → enabled scenarios listening to it, in file order.
+    by_type: HashMap<Box<str>, Box<[u32]>>,
+    conditions: Vec<ConditionEntry>,
+    actions: Vec<ActionEntry>,
+    /// Ids of scenarios that are not enabled, for traces.
+    disabled: Vec<String>,
+}
+
+impl Graph {
+    /// Compiles every scenario (disabled ones too, so their mistakes are found before they are
+    /// switched on); only enabled scenarios join the graph.
+    fn compile(file: &RulesFile, registry: &ActionRegistry, diags: &mut Diagnostics) -> Graph {
+        let mut graph = Graph {
+            scenarios: Vec::new(),
+            by_type: HashMap::new(),
+            conditions: Vec::new(),
+            actions: Vec::new(),
+            disabled: Vec::new(),
+        };
+        let mut by_type: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+        for scenario in &file.scenarios {
+            let children = graph.compile_children(&scenario.children, registry, diags);
+            if !scenario.enabled {
+                graph.disabled.push(scenario.id.clone());
+                continue;
+            }
+            let index = u32::try_from(graph.scenarios.len()).unwrap_or(u32::MAX);
+            for event_type in &scenario.event_types {
+                let list = by_type.entry(event_type.to_lowercase().into()).or_default();
+                if list.last() != Some(&index) {
+                    list.push(index);
+                }
+            }
+            graph.scenarios.push(CompiledScenario {
+                id: scenario.id.clone(),
+                sources: scenario.sources.iter().map(|s| s.to_lowercase().into()).collect(),
+                children,
+            });
+        }
+        graph.by_type = by_type.into_iter().map(|(k, v)| (k, v.into_boxed_slice())).collect();
+        graph
+    }
+
+    fn compile_children(&mut self, children: &[Child], registry: &ActionRegistry, diags: &mut Diagnostics) -> Box<[GraphNode]> {
+        let mut nodes = Vec::with_capacity(children.len());
+        for child in children {
+            match child {
+                Child::Condition(condition) => {
+                    let what = format!("condition `{}`", condition.id);
+                    let program = rules::compile_expression(&condition.expression, Purpose::Condition, &what, diags);
+                    let children = self.compile_children(&condition.children, registry, diags);
+                    if let Some(program) = program {
+                        let index = u32::try_from(self.conditions.len()).unwrap_or(u32::MAX);
+                        self.conditions.push(ConditionEntry { id: condition.id.clone(), program });
+                        nodes.push(GraphNode::Condition { condition: index, children });
+                    }
+                }
+                Child::Action(def) => {
+                    let Some(kind) = registry.get(&def.action_type) else {
+                        diags.error(
+                            def.pos,
+                            format!(
+                                "action `{}` has unknown type `{}` (known: {})",
+                                def.id,
+                                def.action_type,
+                                registry.names().join(", ")
+                            ),
+                        );
+                        continue;
+                    };
+                    if let Some(action) = kind.compile(def, diags) {
+                        let index = u32::try_from(self.actions.len()).unwrap_or(u32::MAX);
+                        self.actions.push(ActionEntry { id: def.id.clone(), action_type: def.action_type.clone(), action });
+                        nodes.push(GraphNode::Action(index));
+                    }
+                }
+            }
+        }
+        nodes.into_boxed_slice()
+    }
+}

@@ -1,0 +1,14 @@
+//! FluxFlow: a rule engine for loyalty programmes.
+//!
+//! Data flows through the modules in this order: [`event`] (what arrives) → [`rules`] (the YAML
+//! rules file, read and checked) → [`expr`] (the expression language) → [`graph`] (compiled
+//! scenarios, evaluation, trace) → [`actions`] (what a rule does) → [`engine`] (processing an event
+//! into a result) → [`cli`] (the command line).
+
+pub mod actions;
+pub mod cli;
+pub mod engine;
+pub mod event;
+pub mod expr;
+pub mod graph;
+pub mod rules;

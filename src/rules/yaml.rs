@@ -1,0 +1,288 @@
+//! A YAML tree that remembers where every node stands in the file.
+//!
+//! serde stops at the first problem of a document; a rules file must report every problem at once,
+//! each with its line and column. So the file is read into this small tree (built from
+//! `saphyr-parser` events) and the schema is checked by hand in [`super::schema`].
+//! Duplicate mapping keys are kept here so that the schema can report them.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+
+/// A position in a file: line and column, both counted from 1 (columns in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Pos {
+    /// Line, from 1.
+    pub line: u32,
+    /// Column in characters, from 1.
+    pub col: u32,
+}
+
+impl Pos {
+    fn from_marker(marker: &saphyr_parser::Marker) -> Self {
+        Pos {
+            line: saturating_u32(marker.line()),
+            col: saturating_u32(marker.col() + 1),
+        }
+    }
+}
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// How a scalar was written, which decides how its text maps back to file columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Unquoted.
+    Plain,
+    /// In `'...'` or `"..."`.
+    Quoted,
+    /// A `|` or `>` block.
+    Block,
+}
+
+/// One node of the tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Where the node starts.
+    pub pos: Pos,
+    /// Where the node ends (exclusive).
+    pub end: Pos,
+    /// What the node holds.
+    pub kind: NodeKind,
+}
+
+/// The three shapes of YAML data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeKind {
+    /// A scalar with its text exactly as the YAML parser unescaped it.
+    Scalar {
+        /// The text.
+        text: String,
+        /// How it was written.
+        style: Style,
+    },
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping, in file order, duplicates kept.
+    Map(Vec<(Node, Node)>),
+}
+
+/// A YAML syntax error, with its position.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct SyntaxError {
+    /// Where the parser stopped.
+    pub pos: Pos,
+    /// What it found wrong.
+    pub message: String,
+}
+
+impl Node {
+    /// The scalar text, if this is a scalar.
+    pub fn scalar(&self) -> Option<(&str, Style)> {
+        match &self.kind {
+            NodeKind::Scalar { text, style } => Some((text, *style)),
+            _ => None,
+        }
+    }
+
+    /// True for an empty value, `~` or `null` written plain.
+    pub fn is_null(&self) -> bool {
+        matches!(self.scalar(), Some(("" | "~" | "null" | "Null" | "NULL", Style::Plain)))
+    }
+
+    /// A word for the node's shape, for messages.
+    pub fn shape(&self) -> &'static str {
+        match &self.kind {
+            NodeKind::Scalar { .. } if self.is_null() => "nothing",
+            NodeKind::Scalar { .. } => "a scalar",
+            NodeKind::Seq(_) => "a list",
+            NodeKind::Map(_) => "a mapping",
+        }
+    }
+
+    /// The value as JSON, the way YAML 1.2's core schema reads plain scalars.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.kind {
+            NodeKind::Scalar { text, style } => match style {
+                Style::Plain => plain_scalar_to_json(text),
+                _ => Value::String(text.clone()),
+            },
+            NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeKind::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = k.scalar().map_or_else(|| k.shape().to_owned(), |(t, _)| t.to_owned());
+                        (key, v.to_json())
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+fn plain_scalar_to_json(text: &str) -> serde_json::Value {
+    use serde_json::Value;
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => Value::Null,
+        "true" | "True" | "TRUE" => Value::Bool(true),
+        "false" | "False" | "FALSE" => Value::Bool(false),
+        _ => {
+            if let Ok(i) = text.parse::<i64>() {
+                Value::from(i)
+            } else if let Some(f) = parse_yaml_float(text) {
+                serde_json::Number::from_f64(f).map_or_else(|| Value::String(text.to_owned()), Value::Number)
+            } else {
+                Value::String(text.to_owned())
+            }
+        }
+    }
+}
+
+/// A plain scalar read as a YAML 1.2 float (`1.5`, `-2e3`, `.5`); infinities and NaN are not numbers here.
+pub fn parse_yaml_float(text: &str) -> Option<f64> {
+    let looks_numeric = text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+        && text.bytes().any(|b| b.is_ascii_digit());
+    if !looks_numeric {
+        return None;
+    }
+    text.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+/// Reads one YAML document into a [`Node`] tree. An empty file gives `None`.
+pub fn parse(source: &str) -> Result<Option<Node>, SyntaxError> {
+    let mut builder = TreeBuilder::default();
+    for item in Parser::new_from_str(source) {
+        let (event, span) = item.map_err(|e| SyntaxError {
+            pos: Pos::from_marker(e.marker()),
+            message: e.info().to_owned(),
+        })?;
+        builder.push(event, span)?;
+    }
+    Ok(builder.root)
+}
+
+enum Open {
+    Seq { start: Span, anchor: usize, items: Vec<Node> },
+    Map { start: Span, anchor: usize, entries: Vec<(Node, Node)>, key: Option<Node> },
+}
+
+#[derive(Default)]
+struct TreeBuilder {
+    stack: Vec<Open>,
+    anchors: HashMap<usize, Node>,
+    root: Option<Node>,
+    documents: usize,
+}
+
+impl TreeBuilder {
+    fn push(&mut self, event: Event<'_>, span: Span) -> Result<(), SyntaxError> {
+        match event {
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(SyntaxError {
+                        pos: Pos::from_marker(&span.start),
+                        message: "a rules file holds one YAML document; found a second one".into(),
+                    });
+                }
+            }
+            Event::Scalar(text, style, anchor, _tag) => {
+                let style = match style {
+                    ScalarStyle::Plain => Style::Plain,
+                    ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
+                    _ => Style::Block,
+                };
+                let node = Node {
+                    pos: Pos::from_marker(&span.start),
+                    end: Pos::from_marker(&span.end),
+                    kind: NodeKind::Scalar { text: text.into_owned(), style },
+                };
+                self.complete(node, anchor);
+            }
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                    pos: Pos::from_marker(&span.start),
+                    message: "alias to an unknown anchor".into(),
+                })?;
+                self.complete(node, 0);
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.stack.push(Open::Seq { start: span, anchor, items: Vec::new() });
+            }
+            Event::MappingStart(anchor, _) => {
+                self.stack.push(Open::Map { start: span, anchor, entries: Vec::new(), key: None });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some(open) = self.stack.pop() {
+                    let (start, anchor, kind) = match open {
+                        Open::Seq { start, anchor, items } => (start, anchor, NodeKind::Seq(items)),
+                        Open::Map { start, anchor, entries, .. } => (start, anchor, NodeKind::Map(entries)),
+                    };
+                    let node = Node {
+                        pos: Pos::from_marker(&start.start),
+                        end: Pos::from_marker(&span.end),
+                        kind,
+                    };
+                    self.complete(node, anchor);
+                }
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, node: Node, anchor: usize) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Open::Seq { items, .. }) => items.push(node),
+            Some(Open::Map { entries, key, .. }) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => entries.push((k, node)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_positions_and_duplicate_keys() {
+        let root = parse("a: 1\nb:\n  - x\n  - 'y'\na: 2\n").unwrap().unwrap();
+        let NodeKind::Map(entries) = &root.kind else { panic!("not a map") };
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[2].0.pos, Pos { line: 5, col: 1 });
+        let NodeKind::Seq(items) = &entries[1].1.kind else { panic!("not a seq") };
+        assert_eq!(items[1].scalar(), Some(("y", Style::Quoted)));
+        assert_eq!(items[1].pos, Pos { line: 4, col: 5 });
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.pos.line >= 1, "{err:?}");
+    }
+
+    #[test]
+    fn empty_file_has_no_root() {
+        assert_eq!(parse("").unwrap(), None);
+        assert_eq!(parse("# only a comment\n").unwrap(), None);
+    }
+
+    #[test]
+    fn aliases_are_resolved() {
+        let root = parse("a: &x [1]\nb: *x\n").unwrap().unwrap();
+        assert_eq!(root.to_json(), serde_json::json!({"a": [1], "b": [1]}));
+    }
+}
