@@ -39,6 +39,9 @@ pub struct Event {
 /// Why an event was refused. The message names the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
+    /// The bytes are not JSON.
+    #[error("invalid JSON: {0}")]
+    Json(String),
     /// The JSON does not fit the event shape (unknown key, wrong type, missing `type`).
     #[error("{0}")]
     Shape(String),
@@ -70,8 +73,36 @@ impl Event {
         if !value.is_object() {
             return Err(EventError::Shape(format!("an event is a JSON object, not {}", json_kind(&value))));
         }
-        let mut event: Event =
-            serde_path_to_error::deserialize(value).map_err(|e| EventError::Shape(describe_serde_error(&e)))?;
+        let event = serde_path_to_error::deserialize(value).map_err(|e| EventError::Shape(describe_serde_error(&e)))?;
+        Event::checked(event)
+    }
+
+    /// Decodes and checks an event from JSON text, rejecting duplicate keys and trailing bytes;
+    /// fills a missing `id`.
+    ///
+    /// ```
+    /// use fluxflow::event::{Event, EventError};
+    /// assert!(Event::from_slice(br#"{"type": "login"}"#).is_ok());
+    /// assert!(matches!(Event::from_slice(br#"{"type": "a", "type": "b"}"#), Err(EventError::Shape(_))));
+    /// assert!(matches!(Event::from_slice(br#"{"type": "a"} x"#), Err(EventError::Json(_))));
+    /// ```
+    pub fn from_slice(bytes: &[u8]) -> Result<Event, EventError> {
+        let starts_as_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if !starts_as_object {
+            // Not an object: say what it is instead, or why it is not JSON at all.
+            let value: Value = serde_json::from_slice(bytes).map_err(|e| EventError::Json(describe_json_error(&e)))?;
+            return Event::from_value(value);
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let event = serde_path_to_error::deserialize(&mut de).map_err(|e| match e.inner().classify() {
+            serde_json::error::Category::Data => EventError::Shape(describe_serde_error(&e)),
+            _ => EventError::Json(describe_json_error(e.inner())),
+        })?;
+        de.end().map_err(|e| EventError::Json(describe_json_error(&e)))?;
+        Event::checked(event)
+    }
+
+    fn checked(mut event: Event) -> Result<Event, EventError> {
         event.check()?;
         if event.id.is_empty() {
             event.id = uuid::Uuid::now_v7().to_string();
@@ -128,6 +159,11 @@ pub fn json_kind(value: &Value) -> &'static str {
     }
 }
 
+/// Describes a JSON syntax error for a client.
+pub fn describe_json_error(e: &serde_json::Error) -> String {
+    if e.is_eof() && e.line() == 1 && e.column() == 0 { "the body is empty".to_owned() } else { e.to_string() }
+}
+
 fn describe_serde_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = e.path().to_string();
     let inner = e.inner().to_string();
@@ -158,7 +194,9 @@ mod tests {
         assert!(err(json!({"type": "x", "payload": [1]})).starts_with("payload: invalid type"));
         assert_eq!(err(json!({"type": ""})), "type: must not be empty");
         assert!(err(json!({"type": "x", "actor_id": ""})).starts_with("actor_id: must not be empty"));
-        assert!(err(json!({"type": "x", "occurred_at": "yesterday"})).starts_with("occurred_at: is not an RFC 3339 time"));
+        assert!(
+            err(json!({"type": "x", "occurred_at": "yesterday"})).starts_with("occurred_at: is not an RFC 3339 time")
+        );
         assert_eq!(err(json!(null)), "an event is a JSON object, not null");
         assert_eq!(err(json!({"type": "x".repeat(300)})), "type: is longer than 256 bytes");
     }

@@ -5,7 +5,10 @@
 //! scenarios, evaluation, trace) → [`actions`] (what a rule does) → [`engine`] (processing an event
 //! into a result) → [`cli`] (the command line).
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod actions;
+pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod event;

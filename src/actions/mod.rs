@@ -6,6 +6,8 @@
 //! asks the action to describe the outcome in words.
 
 pub mod reward_points;
+#[cfg(feature = "test-actions")]
+pub mod test_sleep;
 
 use std::fmt;
 
@@ -34,6 +36,8 @@ pub trait Action: Send + Sync + fmt::Debug {
 pub enum Plan {
     /// Change a member's points balance.
     Points(PointsChange),
+    /// Succeed without an effect on the ledger.
+    Nothing,
     /// The action cannot run for this event.
     Failed(Failure),
 }
@@ -114,6 +118,8 @@ impl ActionRegistry {
     pub fn builtin() -> Self {
         let mut registry = ActionRegistry::empty();
         registry.register(Box::new(reward_points::RewardPoints));
+        #[cfg(feature = "test-actions")]
+        registry.register(Box::new(test_sleep::TestSleep));
         registry
     }
 

@@ -3,7 +3,7 @@
 use super::{Action, ActionKind, Failure, Outcome, Plan, PointsChange};
 use crate::event::Event;
 use crate::expr::{Program, Purpose};
-use crate::rules::schema::{Fields, read_string};
+use crate::rules::schema::{Fields, describe, read_string};
 use crate::rules::yaml::{Style, parse_yaml_float};
 use crate::rules::{ActionDef, Diagnostics, Text, compile_expression};
 
@@ -59,22 +59,32 @@ impl ActionKind for RewardPoints {
     }
 
     fn compile(&self, def: &ActionDef, diags: &mut Diagnostics) -> Option<Box<dyn Action>> {
+        let id = &def.id;
         let Some(params) = &def.params_node else {
-            diags.error(def.pos, format!("action `{}` needs `params` with `operation` and `points` or `points_formula`", def.id));
+            diags.error(
+                def.pos,
+                format!("action `{id}` needs `params` with `operation` and `points` or `points_formula`"),
+            );
             return None;
         };
-        let what = format!("the params of action `{}`", def.id);
+        let what = format!("the params of action `{id}`");
         let fields = Fields::new(params, &what, &PARAMS, diags)?;
         let operation = match fields.get("operation") {
             None => {
-                diags.warning(params.pos, format!("action `{}` has no `operation`; it awards points (write `operation: award`)", def.id));
+                diags.warning(
+                    params.pos,
+                    format!("action `{id}` has no `operation`; it awards points (write `operation: award`)"),
+                );
                 Some(Operation::Award)
             }
-            Some(node) => match read_string(node, "operation", diags).as_deref() {
+            Some(node) => match read_string(node, &format!("the `operation` of action `{id}`"), diags).as_deref() {
                 Some("award") => Some(Operation::Award),
                 Some("deduct") => Some(Operation::Deduct),
                 Some(other) => {
-                    diags.error(node.pos, format!("`operation` must be award or deduct, got `{other}`"));
+                    diags.error(
+                        node.pos,
+                        format!("the `operation` of action `{id}` must be award or deduct, got `{other}`"),
+                    );
                     None
                 }
                 None => None,
@@ -82,65 +92,95 @@ impl ActionKind for RewardPoints {
         };
         let amount = match (fields.get("points"), fields.get("points_formula")) {
             (Some(_), Some(formula)) => {
-                diags.error(formula.pos, "give `points` or `points_formula`, not both");
+                let pos = fields.key_pos("points_formula").unwrap_or(formula.pos);
+                diags.error(pos, format!("action `{id}` has both `points` and `points_formula`; keep one"));
                 None
             }
             (None, None) => {
-                diags.error(params.pos, format!("action `{}` needs `points` or `points_formula`", def.id));
+                diags.error(
+                    params.pos,
+                    format!("action `{id}` needs `points` (a number) or `points_formula` (an expression)"),
+                );
                 None
             }
-            (Some(points), None) => fixed_points(points, diags).map(Amount::Fixed),
-            (None, Some(formula)) => match Text::from_node(formula).filter(|_| !formula.is_null()) {
-                Some(text) => compile_expression(&text, Purpose::Formula, "points_formula", diags).map(Amount::Formula),
-                None => {
-                    diags.error(formula.pos, format!("`points_formula` must be a string, not {}", formula.shape()));
-                    None
+            (Some(points), None) => fixed_points(points, id, diags).map(Amount::Fixed),
+            (None, Some(formula)) => {
+                let owner = format!("the `points_formula` of action `{id}`");
+                match Text::from_node(formula).filter(|_| !formula.is_null()) {
+                    Some(text) if text.value.trim().is_empty() => {
+                        diags.error(formula.pos, format!("{owner} is empty"));
+                        None
+                    }
+                    Some(text) => compile_expression(&text, Purpose::Formula, &owner, diags).map(Amount::Formula),
+                    None => {
+                        diags.error(formula.pos, format!("{owner} must be an expression, got {}", describe(formula)));
+                        None
+                    }
                 }
-            },
+            }
         };
-        let reason = fields.get("reason").and_then(|n| read_string(n, "reason", diags));
+        let reason =
+            fields.get("reason").and_then(|n| read_string(n, &format!("the `reason` of action `{id}`"), diags));
         let expiry_days = match fields.get("expiry_days") {
             None => Some(None),
-            Some(node) => expiry(node, diags).map(Some),
+            Some(node) => expiry(node, id, diags).map(Some),
         };
         Some(Box::new(RewardPointsAction { operation: operation?, amount: amount?, reason, expiry_days: expiry_days? }))
     }
 }
 
-fn fixed_points(node: &crate::rules::yaml::Node, diags: &mut Diagnostics) -> Option<i64> {
+fn fixed_points(node: &crate::rules::yaml::Node, id: &str, diags: &mut Diagnostics) -> Option<i64> {
+    let owner = format!("the `points` of action `{id}`");
     let value = match node.scalar() {
         Some((text, Style::Plain)) => parse_yaml_float(text),
         _ => None,
     };
     let Some(value) = value else {
-        let shown = node.scalar().map_or_else(|| node.shape().to_owned(), |(t, _)| format!("`{t}`"));
-        diags.error(node.pos, format!("`points` must be a number, got {shown}"));
+        let message = match node.scalar() {
+            Some((text, Style::Quoted)) if parse_yaml_float(text.trim()).is_some() => {
+                format!("{owner} must be a number, not a string: write `points: {}` without quotes", text.trim())
+            }
+            _ => format!("{owner} must be a number, got {}", describe(node)),
+        };
+        diags.error(node.pos, message);
         return None;
     };
     let rounded = round_points(value);
+    if value < 0.0 {
+        diags.error(
+            node.pos,
+            format!("{owner} is {value}: points must be at least 1 (to take points away, write `operation: deduct` and a positive number)"),
+        );
+        return None;
+    }
     if rounded < 1.0 {
-        diags.error(node.pos, format!("`points` is {value}, which rounds to less than 1 point (use operation: deduct to take points away)"));
+        let rounds = if rounded == value { String::new() } else { format!(", which rounds to {rounded}") };
+        diags.error(node.pos, format!("{owner} is {value}{rounds}: an action gives at least 1 point"));
         return None;
     }
     if rounded > i64::MAX as f64 / 2.0 {
-        diags.error(node.pos, format!("`points` is {value}, which is too large"));
+        diags.error(node.pos, format!("{owner} is {value}, which is too large"));
         return None;
     }
     Some(rounded as i64)
 }
 
-fn expiry(node: &crate::rules::yaml::Node, diags: &mut Diagnostics) -> Option<u32> {
+fn expiry(node: &crate::rules::yaml::Node, id: &str, diags: &mut Diagnostics) -> Option<u32> {
+    let owner = format!("the `expiry_days` of action `{id}`");
     let text = match node.scalar() {
-        Some((text, Style::Plain)) => text,
+        Some((text, Style::Plain)) if !node.is_null() => text,
         _ => {
-            diags.error(node.pos, format!("`expiry_days` must be a whole number of days, not {}", node.shape()));
+            diags.error(node.pos, format!("{owner} must be a whole number of days, got {}", describe(node)));
             return None;
         }
     };
     match text.parse::<u64>() {
         Ok(days) if (1..=MAX_EXPIRY_DAYS).contains(&days) => u32::try_from(days).ok(),
         _ => {
-            diags.error(node.pos, format!("`expiry_days` must be a whole number from 1 to {MAX_EXPIRY_DAYS}, got `{text}`"));
+            diags.error(
+                node.pos,
+                format!("{owner} must be a whole number of days from 1 to {MAX_EXPIRY_DAYS}, got `{text}`"),
+            );
             None
         }
     }
@@ -197,12 +237,17 @@ impl Action for RewardPointsAction {
                 Failure::FormulaUnknown(unknown) => {
                     format!("points_formula `{formula}` has no value: {}", unknown.explain(formula))
                 }
-                Failure::FormulaNotFinite => format!("points_formula `{formula}` gave a number that is not finite"),
+                Failure::FormulaNotFinite => {
+                    format!("points_formula `{formula}` gave a number that is not finite")
+                }
                 Failure::FormulaBelowOne(x) if round_points(*x) < 1.0 => {
                     format!("points_formula `{formula}` gave {x}, which rounds to less than 1 point")
                 }
-                Failure::FormulaBelowOne(x) => format!("points_formula `{formula}` gave {x}, which is too large"),
+                Failure::FormulaBelowOne(x) => {
+                    format!("points_formula `{formula}` gave {x}, which is too large")
+                }
             },
+            Outcome::Done(Plan::Nothing) => String::new(),
             Outcome::InsufficientBalance { wanted, balance } => {
                 format!("cannot deduct {wanted} points from {actor}: the balance is {balance}")
             }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::actions::ActionRegistry;
 use crate::engine::evaluate_stateless;
@@ -53,24 +54,33 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     let mut all_valid = true;
     let mut index = 0usize;
-    for value in serde_json::Deserializer::from_reader(BufReader::new(input)).into_iter::<Value>() {
+    for value in serde_json::Deserializer::from_reader(BufReader::new(input)).into_iter::<Box<RawValue>>() {
         let value = match value {
             Ok(v) => v,
             Err(e) => {
-                print_line(&mut out, &json!({"error": format!("invalid JSON: {e}"), "code": "invalid_json"}), args.pretty)?;
+                print_line(
+                    &mut out,
+                    &json!({"error": format!("invalid JSON: {e}"), "code": "invalid_json"}),
+                    args.pretty,
+                )?;
                 return Ok(ExitCode::from(1));
             }
         };
-        let events = match value {
-            Value::Array(items) => items,
-            single => vec![single],
+        // An array is a list of events; anything else is one event.
+        let events: Vec<&RawValue> = match serde_json::from_str::<Vec<&RawValue>>(value.get()) {
+            Ok(items) if value.get().starts_with('[') => items,
+            _ => vec![&*value],
         };
-        for value in events {
-            match Event::from_value(value) {
+        for raw in events {
+            match Event::from_slice(raw.get().as_bytes()) {
                 Ok(event) => print_line(&mut out, &evaluate_stateless(&rules, &event, args.trace), args.pretty)?,
                 Err(e) => {
                     all_valid = false;
-                    print_line(&mut out, &json!({"error": format!("event {index}: {e}"), "code": "invalid_event"}), args.pretty)?;
+                    print_line(
+                        &mut out,
+                        &json!({"error": format!("event {index}: {e}"), "code": "invalid_event"}),
+                        args.pretty,
+                    )?;
                 }
             }
             index += 1;

@@ -1,6 +1,7 @@
 //! The `fluxflow` command line: `serve` (the default), `validate` and `eval`.
 
 mod eval;
+mod serve;
 mod validate;
 
 use std::path::PathBuf;
@@ -43,9 +44,25 @@ pub struct ServeArgs {
     /// Ledger: `sqlite` (embedded, under --data), `none` (stateless), or a postgres:// URL.
     #[arg(long, env = "FLUXFLOW_LEDGER", default_value = "sqlite")]
     pub ledger: String,
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "FLUXFLOW_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
+    /// Log format.
+    #[arg(long, env = "FLUXFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// After SIGTERM/SIGINT, keep answering 503 (and /readyz 503) this long before closing the
+    /// listener, so load balancers notice; then finish what is in flight and drain the queue.
+    #[arg(long, env = "FLUXFLOW_SHUTDOWN_GRACE_MS", default_value_t = 0)]
+    pub shutdown_grace_ms: u64,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "FLUXFLOW_MAX_BODY_BYTES", default_value_t = crate::api::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per record.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Runs the command line; the exit code is 0 when all went well, 1 for invalid input, 2 for a
@@ -55,8 +72,8 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Some(Command::Validate(args)) => validate::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
-        Some(Command::Serve(args)) => serve(&args),
-        None => serve(&cli.serve),
+        Some(Command::Serve(args)) => serve::run(&args),
+        None => serve::run(&cli.serve),
     };
     match outcome {
         Ok(code) => code,
@@ -65,8 +82,4 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("the HTTP service is not built yet (rules file {}); use `fluxflow eval`", args.config.display())
 }

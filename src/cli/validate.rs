@@ -27,7 +27,11 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
                 for warning in &rules.warnings {
                     println!("{}", warning.render(&name));
                 }
-                println!("{name}: ok ({} scenarios enabled, {} warnings)", rules.scenario_count(), rules.warnings.len());
+                println!(
+                    "{name}: ok ({} scenarios enabled, {} warnings)",
+                    rules.scenario_count(),
+                    rules.warnings.len()
+                );
             }
             Err(LoadError::Invalid(diagnostics)) => {
                 failed = true;

@@ -48,7 +48,13 @@ pub struct ActionResult {
 
 impl EventResult {
     /// Builds the result from an evaluation and the outcome of each planned action (same order).
-    pub fn build(rules: &Rules, event: &Event, evaluation: &Evaluation, outcomes: &[Outcome], elapsed: Duration) -> Self {
+    pub fn build(
+        rules: &Rules,
+        event: &Event,
+        evaluation: &Evaluation,
+        outcomes: &[Outcome],
+        elapsed: Duration,
+    ) -> Self {
         let actions_executed = evaluation
             .planned
             .iter()

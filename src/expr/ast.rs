@@ -109,9 +109,9 @@ impl Path {
                     },
                     _ => None,
                 };
-                field.map(Path::Event).ok_or_else(|| {
-                    "event has the fields event.id, event.type, event.source and event.actor_id".into()
-                })
+                field
+                    .map(Path::Event)
+                    .ok_or_else(|| "event has the fields event.id, event.type, event.source and event.actor_id".into())
             }
         }
     }

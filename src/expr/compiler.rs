@@ -241,17 +241,13 @@ fn compile_binary(op: BinaryOp, left: &Expr, right: &Expr, span: Span) -> Result
 
 /// Builds a regex from a rules file, with limits so a hostile pattern cannot exhaust memory.
 pub fn build_regex(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .nest_limit(REGEX_NEST_LIMIT)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(limit) => format!("regex is too large (limit {limit} bytes compiled)"),
-            other => {
-                let text = other.to_string();
-                // The regex crate draws the pattern with a caret over several lines; keep its last line.
-                let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(&text).trim();
-                format!("invalid regex: {}", last.trim_start_matches("error: "))
-            }
-        })
+    RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).nest_limit(REGEX_NEST_LIMIT).build().map_err(|e| match e {
+        regex::Error::CompiledTooBig(limit) => format!("regex is too large (limit {limit} bytes compiled)"),
+        other => {
+            let text = other.to_string();
+            // The regex crate draws the pattern with a caret over several lines; keep its last line.
+            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(&text).trim();
+            format!("invalid regex: {}", last.trim_start_matches("error: "))
+        }
+    })
 }

@@ -121,15 +121,24 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The stable labels of reasons, for metrics; [`Reason::label_index`] indexes it.
+    pub const LABELS: [&'static str; 5] =
+        ["missing_path", "not_a_number", "type_mismatch", "not_boolean", "division_by_zero"];
+
+    /// The position of this reason's label in [`Reason::LABELS`].
+    pub fn label_index(self) -> usize {
+        match self {
+            Reason::Missing => 0,
+            Reason::NeedsNumbers(..) | Reason::NegNeedsNumber(_) | Reason::NotNumber(_) => 1,
+            Reason::NotSearchable(_) | Reason::NeedleNotString(_) | Reason::MatchesNeedsString(_) => 2,
+            Reason::NotBoolean(_) => 3,
+            Reason::DivisionByZero => 4,
+        }
+    }
+
     /// A stable label, for metrics.
     pub fn label(self) -> &'static str {
-        match self {
-            Reason::Missing => "missing_path",
-            Reason::NeedsNumbers(..) | Reason::NegNeedsNumber(_) | Reason::NotNumber(_) => "not_a_number",
-            Reason::NotSearchable(_) | Reason::NeedleNotString(_) | Reason::MatchesNeedsString(_) => "type_mismatch",
-            Reason::NotBoolean(_) => "not_boolean",
-            Reason::DivisionByZero => "division_by_zero",
-        }
+        Self::LABELS[self.label_index()]
     }
 }
 
@@ -273,7 +282,7 @@ pub fn value<'a>(node: &'a Node, event: &'a Event) -> Res<'a> {
             other => Err(Unknown { reason: Reason::NegNeedsNumber(other.val_type()), span: *span }),
         },
         Node::Arith(op, l, r, span) => arith(*op, value(l, event)?, value(r, event)?, *span),
-        Node::Compare(op, l, r, span) => compare(*op, value(l, event), value(r, event), *span),
+        Node::Compare(op, l, r, span) => compare(*op, operand(l, event), operand(r, event), *span),
         Node::Contains(l, r, span) => contains(value(l, event)?, value(r, event)?, *span),
         Node::Matches(subject, regex, span) => match value(subject, event)? {
             Val::Str(s) => Ok(Val::Bool(regex.is_match(s))),
@@ -301,18 +310,33 @@ fn arith<'a>(op: ArithOp, l: Val<'a>, r: Val<'a>, span: Span) -> Res<'a> {
     Ok(Val::Num(n))
 }
 
-fn compare<'a>(op: CmpOp, l: Res<'a>, r: Res<'a>, span: Span) -> Res<'a> {
-    let missing = |res: &Res<'_>| matches!(res, Err(Unknown { reason: Reason::Missing, .. }));
+/// An operand of a comparison.
+struct Operand<'a> {
+    /// Its value, or why it is unknown.
+    value: Res<'a>,
+    /// True when the operand is itself a path that is absent: only then does `== null` hold.
+    absent: bool,
+}
+
+/// Evaluates a comparison operand. An unknown that merely stems from an absent path deeper down
+/// (`payload.x + 1`, `(payload.x > 1)`) is not absent: it stays unknown, even for `== null`.
+fn operand<'a>(node: &'a Node, event: &'a Event) -> Operand<'a> {
+    let value = value(node, event);
+    let absent = matches!(node, Node::Path(..)) && matches!(value, Err(Unknown { reason: Reason::Missing, .. }));
+    Operand { value, absent }
+}
+
+fn compare<'a>(op: CmpOp, l: Operand<'a>, r: Operand<'a>, span: Span) -> Res<'a> {
     if matches!(op, CmpOp::Eq | CmpOp::Ne) {
         // A missing value equals null: `payload.x == null` asks "absent or null?".
-        let null_check = (missing(&l) && r == Ok(Val::Null)) || (missing(&r) && l == Ok(Val::Null));
+        let null_check = (l.absent && r.value == Ok(Val::Null)) || (r.absent && l.value == Ok(Val::Null));
         if null_check {
             return Ok(Val::Bool(op == CmpOp::Eq));
         }
-        let equal = values_equal(l?, r?);
+        let equal = values_equal(l.value?, r.value?);
         return Ok(Val::Bool(equal == (op == CmpOp::Eq)));
     }
-    let (l, r) = (l?, r?);
+    let (l, r) = (l.value?, r.value?);
     let (Val::Num(a), Val::Num(b)) = (l, r) else {
         return Err(Unknown { reason: Reason::NeedsNumbers(l.val_type(), r.val_type()), span });
     };

@@ -307,7 +307,10 @@ impl<'a> Lexer<'a> {
             }
         };
         let segments = self.segments()?;
-        Ok(TokenKind::Path(Path::new(root, segments, Span::new(start, self.pos)).map_err(|message| self.error(start, self.pos, message))?))
+        Ok(TokenKind::Path(
+            Path::new(root, segments, Span::new(start, self.pos))
+                .map_err(|message| self.error(start, self.pos, message))?,
+        ))
     }
 
     fn segments(&mut self) -> Result<Vec<Segment>, LexError> {
@@ -319,7 +322,11 @@ impl<'a> Lexer<'a> {
                     self.pos += 1;
                     let key = self.ident();
                     if key.is_empty() {
-                        return Err(self.error(dot, self.pos + 1, "expected a key after `.` (use [\"...\"] for other characters)"));
+                        return Err(self.error(
+                            dot,
+                            self.pos + 1,
+                            "expected a key after `.` (use [\"...\"] for other characters)",
+                        ));
                     }
                     segments.push(Segment::Key(key.to_owned()));
                 }
@@ -332,9 +339,9 @@ impl<'a> Lexer<'a> {
                             let digits_start = self.pos;
                             self.digits();
                             let text = &self.src[digits_start..self.pos];
-                            let index = text
-                                .parse::<usize>()
-                                .map_err(|_| self.error(digits_start, self.pos, format!("index `{text}` is too large")))?;
+                            let index = text.parse::<usize>().map_err(|_| {
+                                self.error(digits_start, self.pos, format!("index `{text}` is too large"))
+                            })?;
                             Segment::Index(index)
                         }
                         _ => return Err(self.error(open, self.pos, "expected an index or a quoted key after `[`")),
@@ -361,7 +368,10 @@ mod tests {
 
     #[test]
     fn minus_is_always_an_operator() {
-        assert_eq!(kinds("5-3"), vec![TokenKind::Number(5.0), TokenKind::Minus, TokenKind::Number(3.0), TokenKind::Eof]);
+        assert_eq!(
+            kinds("5-3"),
+            vec![TokenKind::Number(5.0), TokenKind::Minus, TokenKind::Number(3.0), TokenKind::Eof]
+        );
         let k = kinds("payload.n>-5");
         assert!(matches!(k[0], TokenKind::Path(_)));
         assert_eq!(k[1..], [TokenKind::Gt, TokenKind::Minus, TokenKind::Number(5.0), TokenKind::Eof]);
@@ -376,27 +386,29 @@ mod tests {
 
     #[test]
     fn strings_keep_unknown_escapes() {
-        assert_eq!(kinds(r#"'a\"b' "\d+\.\\" 'it\'s'"#)[..3], [
-            TokenKind::Str("a\"b".into()),
-            TokenKind::Str(r"\d+\.\".into()),
-            TokenKind::Str("it's".into())
-        ]);
+        assert_eq!(
+            kinds(r#"'a\"b' "\d+\.\\" 'it\'s'"#)[..3],
+            [TokenKind::Str("a\"b".into()), TokenKind::Str(r"\d+\.\".into()), TokenKind::Str("it's".into())]
+        );
         let err = tokenize("'open").unwrap_err();
         assert_eq!((err.span.start, err.message.as_str()), (0, "unterminated string"));
     }
 
     #[test]
     fn keywords_any_case() {
-        assert_eq!(kinds("and Or NOT Contains MATCHES True false NULL")[..8], [
-            TokenKind::And,
-            TokenKind::Or,
-            TokenKind::Not,
-            TokenKind::Contains,
-            TokenKind::Matches,
-            TokenKind::Bool(true),
-            TokenKind::Bool(false),
-            TokenKind::Null
-        ]);
+        assert_eq!(
+            kinds("and Or NOT Contains MATCHES True false NULL")[..8],
+            [
+                TokenKind::And,
+                TokenKind::Or,
+                TokenKind::Not,
+                TokenKind::Contains,
+                TokenKind::Matches,
+                TokenKind::Bool(true),
+                TokenKind::Bool(false),
+                TokenKind::Null
+            ]
+        );
     }
 
     #[test]

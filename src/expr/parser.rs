@@ -36,7 +36,7 @@ pub const MAX_OPERATORS: usize = 256;
 /// ```
 pub fn parse(src: &str) -> Result<Expr, ParseError> {
     let tokens = tokenize(src)?;
-    let mut parser = Parser { tokens, pos: 0, depth: 0, operators: 0 };
+    let mut parser = Parser { src, tokens, pos: 0, depth: 0, operators: 0 };
     let expr = parser.expression(0)?;
     let next = parser.peek();
     if next.kind != TokenKind::Eof {
@@ -49,7 +49,9 @@ pub fn parse(src: &str) -> Result<Expr, ParseError> {
     Ok(expr)
 }
 
-struct Parser {
+struct Parser<'a> {
+    /// The expression text, for columns in messages.
+    src: &'a str,
     tokens: Vec<Token>,
     pos: usize,
     depth: usize,
@@ -77,7 +79,7 @@ fn binary_op(kind: &TokenKind) -> Option<BinaryOp> {
     })
 }
 
-impl Parser {
+impl Parser<'_> {
     fn peek(&self) -> &Token {
         // `tokenize` always ends with Eof, and `advance` never moves past it.
         &self.tokens[self.pos.min(self.tokens.len() - 1)]
@@ -153,13 +155,19 @@ impl Parser {
                 if close.kind != TokenKind::RParen {
                     return Err(ParseError {
                         span: close.span,
-                        message: format!("expected `)` to close the `(` at column {}, found {}", span.start + 1, close.kind.describe()),
+                        message: format!(
+                            "expected `)` to close the `(` at column {}, found {}",
+                            span.column(self.src),
+                            close.kind.describe()
+                        ),
                     });
                 }
                 // Parentheses only group: the tree keeps the inner node, with the wider span.
                 Ok(with_span(inner, span.to(close.span)))
             }
-            TokenKind::Eof => Err(ParseError { span, message: "expected a value, found the end of the expression".into() }),
+            TokenKind::Eof => {
+                Err(ParseError { span, message: "expected a value, found the end of the expression".into() })
+            }
             other => Err(ParseError { span, message: format!("expected a value, found {}", other.describe()) }),
         }
     }
@@ -217,16 +225,25 @@ mod tests {
 
     #[test]
     fn keywords_are_case_insensitive() {
-        assert_eq!(sexpr("payload.t CONTAINS 'x' and payload.e Matches 'y'"), "(AND (contains payload.t \"x\") (matches payload.e \"y\"))");
+        assert_eq!(
+            sexpr("payload.t CONTAINS 'x' and payload.e Matches 'y'"),
+            "(AND (contains payload.t \"x\") (matches payload.e \"y\"))"
+        );
     }
 
     #[test]
     fn errors_point_at_the_column() {
         assert_eq!(error("payload.a < payload.b < 3").0, 22);
         assert!(error("payload.a < payload.b < 3").1.contains("cannot be chained"));
-        assert_eq!(error("payload.amount 1000"), (15, "unexpected number 1000 after a complete expression (missing AND/OR?)".into()));
+        assert_eq!(
+            error("payload.amount 1000"),
+            (15, "unexpected number 1000 after a complete expression (missing AND/OR?)".into())
+        );
         assert_eq!(error(""), (0, "expected a value, found the end of the expression".into()));
-        assert_eq!(error("(payload.a > 1").1, "expected `)` to close the `(` at column 1, found the end of the expression");
+        assert_eq!(
+            error("(payload.a > 1").1,
+            "expected `)` to close the `(` at column 1, found the end of the expression"
+        );
         assert_eq!(error("payload.a > 1)").1, "unmatched `)`");
         assert_eq!(error("payload.a > AND").0, 12);
     }

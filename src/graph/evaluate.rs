@@ -8,7 +8,7 @@ use super::trace::{ScenarioStatus, Trace};
 use super::{CompiledScenario, ConditionEntry, Graph, GraphNode, Rules};
 use crate::actions::Plan;
 use crate::event::Event;
-use crate::expr::Truth;
+use crate::expr::{Reason, Truth};
 
 /// The result of evaluating one event: matched scenarios and planned actions, by index.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -17,6 +17,8 @@ pub struct Evaluation {
     pub matched: Vec<u32>,
     /// Actions reached, in scenario order then depth-first pre-order, with their plans.
     pub planned: Vec<PlannedAction>,
+    /// Conditions whose result was unknown, counted by [`Reason::label_index`].
+    pub unknowns: [u32; Reason::LABELS.len()],
 }
 
 /// An action that was reached, with what it plans to do.
@@ -33,12 +35,17 @@ pub struct PlannedAction {
 impl Evaluation {
     /// An empty buffer with room reserved.
     pub fn with_capacity(scenarios: usize, actions: usize) -> Self {
-        Evaluation { matched: Vec::with_capacity(scenarios), planned: Vec::with_capacity(actions) }
+        Evaluation {
+            matched: Vec::with_capacity(scenarios),
+            planned: Vec::with_capacity(actions),
+            unknowns: Default::default(),
+        }
     }
 
     fn clear(&mut self) {
         self.matched.clear();
         self.planned.clear();
+        self.unknowns = Default::default();
     }
 }
 
@@ -110,7 +117,15 @@ impl Graph {
         }
     }
 
-    fn visit<T: Tracer>(&self, nodes: &[GraphNode], scenario: u32, event: &Event, out: &mut Evaluation, tracer: &mut T, depth: usize) {
+    fn visit<T: Tracer>(
+        &self,
+        nodes: &[GraphNode],
+        scenario: u32,
+        event: &Event,
+        out: &mut Evaluation,
+        tracer: &mut T,
+        depth: usize,
+    ) {
         for node in nodes {
             match node {
                 GraphNode::Action(action) => {
@@ -122,8 +137,10 @@ impl Graph {
                     let Some(entry) = self.conditions.get(*condition as usize) else { continue };
                     let truth = entry.program.truth(event);
                     tracer.condition(entry, depth, truth);
-                    if truth == Truth::True {
-                        self.visit(children, scenario, event, out, tracer, depth + 1);
+                    match truth {
+                        Truth::True => self.visit(children, scenario, event, out, tracer, depth + 1),
+                        Truth::False => {}
+                        Truth::Unknown(u) => out.unknowns[u.reason.label_index()] += 1,
                     }
                 }
             }

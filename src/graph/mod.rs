@@ -82,6 +82,11 @@ impl Rules {
         self.graph.scenarios.get(index as usize).map_or("", |s| s.id.as_str())
     }
 
+    /// Every compiled action, by index.
+    pub fn actions(&self) -> impl Iterator<Item = &ActionEntry> {
+        self.graph.actions.iter()
+    }
+
     /// An action, by index.
     pub fn action(&self, index: u32) -> Option<&ActionEntry> {
         self.graph.actions.get(index as usize)
@@ -166,7 +171,12 @@ impl Graph {
         graph
     }
 
-    fn compile_children(&mut self, children: &[Child], registry: &ActionRegistry, diags: &mut Diagnostics) -> Box<[GraphNode]> {
+    fn compile_children(
+        &mut self,
+        children: &[Child],
+        registry: &ActionRegistry,
+        diags: &mut Diagnostics,
+    ) -> Box<[GraphNode]> {
         let mut nodes = Vec::with_capacity(children.len());
         for child in children {
             match child {
@@ -182,20 +192,20 @@ impl Graph {
                 }
                 Child::Action(def) => {
                     let Some(kind) = registry.get(&def.action_type) else {
+                        let hint = rules::schema::suggestion(&def.action_type, &registry.names());
                         diags.error(
-                            def.pos,
-                            format!(
-                                "action `{}` has unknown type `{}` (known: {})",
-                                def.id,
-                                def.action_type,
-                                registry.names().join(", ")
-                            ),
+                            def.type_pos,
+                            format!("action `{}` has unknown type `{}`{hint}", def.id, def.action_type),
                         );
                         continue;
                     };
                     if let Some(action) = kind.compile(def, diags) {
                         let index = u32::try_from(self.actions.len()).unwrap_or(u32::MAX);
-                        self.actions.push(ActionEntry { id: def.id.clone(), action_type: def.action_type.clone(), action });
+                        self.actions.push(ActionEntry {
+                            id: def.id.clone(),
+                            action_type: def.action_type.clone(),
+                            action,
+                        });
                         nodes.push(GraphNode::Action(index));
                     }
                 }

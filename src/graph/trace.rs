@@ -93,7 +93,11 @@ impl Trace {
             }
         }
         for id in &graph.disabled {
-            self.scenarios.push(ScenarioTrace { scenario_id: id.clone(), status: ScenarioStatus::Disabled, conditions: Vec::new() });
+            self.scenarios.push(ScenarioTrace {
+                scenario_id: id.clone(),
+                status: ScenarioStatus::Disabled,
+                conditions: Vec::new(),
+            });
         }
     }
 }

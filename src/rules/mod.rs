@@ -28,8 +28,9 @@ pub fn read(source: &str, diags: &mut Diagnostics) -> RulesFile {
     }
 }
 
-/// Compiles an expression written in the rules file; a problem is reported at its column in the
-/// file (or at the scalar, with the expression's own column, inside multi-line strings).
+/// Compiles an expression written in the rules file; a problem is reported at its line and
+/// column in the file, naming the part of the expression at fault when the message does not.
+/// `what` names the expression's owner (``condition `id` ``).
 pub fn compile_expression(
     text: &Text,
     purpose: crate::expr::Purpose,
@@ -40,9 +41,51 @@ pub fn compile_expression(
         Ok(program) => Some(program),
         Err(e) => {
             let (pos, exact) = text.locate(e.span);
-            let within = if exact { String::new() } else { format!(" (column {} of the expression)", e.span.column(&text.value)) };
-            diags.error(pos, format!("{what}: {}{within}", e.message));
+            let message = relocate_column(&e.message, text, pos);
+            let fragment = e.span.text(&text.value).trim();
+            let named = fragment.is_empty()
+                || fragment == text.value.trim()
+                || fragment.chars().count() > 60
+                || message.contains(fragment)
+                || message.contains(&fragment.replace('\'', "\""));
+            let at = if named { String::new() } else { format!(", at `{fragment}`") };
+            let within = if exact {
+                String::new()
+            } else {
+                let before = text.value.get(..e.span.start as usize).unwrap_or("");
+                let line = before.matches('\n').count() + 1;
+                let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!(" (line {line}, column {col} of the expression)")
+            };
+            diags.error(pos, format!("{what}{at}: {message}{within}"));
             None
         }
     }
+}
+
+/// The parser names other places of the expression as `at column N` (N counted from the
+/// expression's first byte); this turns N into the file's column (and line, when it differs
+/// from the line of the error at `error_pos`).
+fn relocate_column(message: &str, text: &Text, error_pos: Pos) -> String {
+    const MARK: &str = "at column ";
+    let Some(start) = message.find(MARK) else {
+        return message.to_owned();
+    };
+    let digits_start = start + MARK.len();
+    let rest = message.get(digits_start..).unwrap_or("");
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let Some(column) = rest.get(..digits).and_then(|d| d.parse::<usize>().ok()).filter(|&c| c >= 1) else {
+        return message.to_owned();
+    };
+    let offset = column - 1;
+    let (pos, exact) = text.locate(crate::expr::Span::new(offset, offset));
+    if !exact || !text.value.is_char_boundary(offset) {
+        return message.to_owned();
+    }
+    let place = if pos.line == error_pos.line {
+        format!("at column {}", pos.col)
+    } else {
+        format!("at line {}, column {}", pos.line, pos.col)
+    };
+    format!("{}{place}{}", message.get(..start).unwrap_or(""), rest.get(digits..).unwrap_or(""))
 }

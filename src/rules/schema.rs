@@ -12,7 +12,8 @@ use super::diagnostic::Diagnostics;
 use super::yaml::{Node, NodeKind, Pos, Style};
 use crate::expr::Span;
 
-/// A rules file, as read. Parts with errors are left out; the diagnostics say what was wrong.
+/// A rules file, as read. Parts with errors are left out (the children of a scenario or a
+/// condition too broken to keep are still read and checked); the diagnostics say what was wrong.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RulesFile {
     /// The file's `version`.
@@ -40,7 +41,13 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { event_workers: 32, action_workers: 16, queue_depth: 10_000, event_timeout_ms: 5_000, fail_open: false }
+        EngineSettings {
+            event_workers: 32,
+            action_workers: 16,
+            queue_depth: 10_000,
+            event_timeout_ms: 5_000,
+            fail_open: false,
+        }
     }
 }
 
@@ -100,6 +107,9 @@ pub struct ActionDef {
     /// The action type (`reward_points`).
     #[serde(rename = "type")]
     pub action_type: String,
+    /// Where the type is written.
+    #[serde(skip)]
+    pub type_pos: Pos,
     /// The params as JSON (for display).
     pub params: serde_json::Value,
     /// The params with positions (for checking), when given.
@@ -111,7 +121,7 @@ pub struct ActionDef {
 }
 
 /// A string from the file that remembers where it was written, so that an error found inside it
-/// (a bad expression) can point at the right column of the file.
+/// (a bad expression) can point at the right line and column of the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Text {
@@ -123,28 +133,119 @@ pub struct Text {
     /// How it was written; quoted scalars start one column later.
     #[serde(skip)]
     pub style: Style,
-    /// True when the scalar sits on one line, so columns map one to one.
+    /// True when the scalar sits on one line.
     #[serde(skip)]
     pub single_line: bool,
+    /// The scalar as written in the file, when its characters do not stand one to one in the
+    /// file (escapes, quotes, blocks, folded lines).
+    #[serde(skip)]
+    pub raw: Option<Box<str>>,
 }
 
 impl Text {
     /// Reads a scalar node as text.
     pub fn from_node(node: &Node) -> Option<Text> {
         let (text, style) = node.scalar()?;
-        Some(Text { value: text.to_owned(), pos: node.pos, style, single_line: node.pos.line == node.end.line })
+        Some(Text {
+            value: text.to_owned(),
+            pos: node.pos,
+            style,
+            single_line: node.pos.line == node.end.line,
+            raw: node.raw().map(Into::into),
+        })
     }
 
-    /// The file position of a span of the text, and whether it is exact. Inside block scalars
-    /// and multi-line strings the scalar's own position is given instead.
+    /// The file position of a span of the text, and whether it is exact. When the text cannot
+    /// be matched with the file, the scalar's own position is given instead.
     pub fn locate(&self, span: Span) -> (Pos, bool) {
-        if !self.single_line || self.style == Style::Block {
-            return (self.pos, false);
-        }
-        let quote = u32::from(self.style == Style::Quoted);
-        let offset = u32::try_from(span.column(&self.value)).unwrap_or(u32::MAX);
-        (Pos { line: self.pos.line, col: self.pos.col + quote + offset - 1 }, true)
+        let target = self.value.get(..span.start as usize).map_or(0, |s| s.chars().count());
+        let found = match &self.raw {
+            Some(raw) => locate_in_raw(raw, self.pos, self.style, &self.value, target),
+            None if self.single_line && self.style == Style::Plain => {
+                let offset = u32::try_from(target).unwrap_or(u32::MAX);
+                Some(Pos { line: self.pos.line, col: self.pos.col.saturating_add(offset) })
+            }
+            None => None,
+        };
+        found.map_or((self.pos, false), |pos| (pos, true))
     }
+}
+
+/// Walks a scalar as written (`raw`, starting at `start`) alongside its text, and gives the file
+/// position of the text's character number `target`. Quotes, escapes (`\"`, `''`, `\x41`),
+/// folded line breaks and block indentation are stepped over; `None` when the two cannot be
+/// matched. A target at or past the end of the text (white space trimmed) gives the position
+/// just after its last character, where an "unexpected end" belongs.
+fn locate_in_raw(raw: &str, start: Pos, style: Style, value: &str, target: usize) -> Option<Pos> {
+    let raw: Vec<char> = raw.chars().collect();
+    let significant = value.trim_end().chars().count();
+    let target = target.min(significant);
+    let mut pos = start;
+    let mut i = 0;
+    let step = |i: &mut usize, pos: &mut Pos, n: usize| {
+        for _ in 0..n {
+            match raw.get(*i) {
+                Some('\n') => *pos = Pos { line: pos.line.saturating_add(1), col: 1 },
+                Some('\r') | None => {}
+                Some(_) => pos.col = pos.col.saturating_add(1),
+            }
+            *i += 1;
+        }
+    };
+    let double = style == Style::Quoted && raw.first() == Some(&'"');
+    let single = style == Style::Quoted && !double;
+    if style == Style::Quoted {
+        step(&mut i, &mut pos, 1);
+    }
+    for (j, v) in value.chars().enumerate() {
+        if j == target {
+            return Some(pos);
+        }
+        loop {
+            let r = *raw.get(i)?;
+            let next = raw.get(i + 1).copied();
+            if double && r == '\\' {
+                if matches!(next, Some('\n' | '\r')) {
+                    step(&mut i, &mut pos, 2); // an escaped line break stands for nothing
+                    continue;
+                }
+                let len = match next {
+                    Some('x') => 4,
+                    Some('u') => 6,
+                    Some('U') => 10,
+                    _ => 2,
+                };
+                step(&mut i, &mut pos, len);
+                break;
+            }
+            if single && r == '\'' && next == Some('\'') {
+                step(&mut i, &mut pos, 2);
+                break;
+            }
+            let trailing_space = style != Style::Block
+                && matches!(r, ' ' | '\t')
+                && raw[i..].iter().find(|c| !matches!(c, ' ' | '\t')).is_some_and(|c| matches!(c, '\n' | '\r'));
+            if r == v && !trailing_space {
+                step(&mut i, &mut pos, 1);
+                break;
+            }
+            match r {
+                // Indentation, or white space before a folded line break.
+                ' ' | '\t' | '\r' => step(&mut i, &mut pos, 1),
+                // A folded line break stands for a space or a line break of the text, or for nothing.
+                '\n' if matches!(v, ' ' | '\n') => {
+                    step(&mut i, &mut pos, 1);
+                    break;
+                }
+                '\n' => step(&mut i, &mut pos, 1),
+                _ => return None,
+            }
+        }
+        if j + 1 == significant {
+            return Some(pos);
+        }
+    }
+    (target == 0).then_some(pos)
 }
 
 /// Reads a whole rules file from its YAML tree, recording every problem.
@@ -185,8 +286,12 @@ fn read_engine(node: &Node, diags: &mut Diagnostics) -> EngineSettings {
         return engine;
     };
     for (key, limit) in ENGINE_LIMITS {
-        let Some(value) = fields.get(key) else { continue };
-        let Some(n) = read_whole_number(value, key, limit, diags) else { continue };
+        let Some(value) = fields.get(key) else {
+            continue;
+        };
+        let Some(n) = read_whole_number(value, key, limit, diags) else {
+            continue;
+        };
         // 0 means the default, as in the original.
         if n == 0 {
             continue;
@@ -202,7 +307,10 @@ fn read_engine(node: &Node, diags: &mut Diagnostics) -> EngineSettings {
     if let Some(value) = fields.get("fail_open") {
         if let Some(b) = read_bool(value, "fail_open", diags) {
             engine.fail_open = b;
-            diags.warning(value.pos, "`fail_open` is ignored: unknown conditions never pass, and a failing ledger answers 503");
+            diags.warning(
+                value.pos,
+                "`fail_open` is ignored: unknown conditions never pass, and a failing ledger answers 503",
+            );
         }
     }
     engine
@@ -210,9 +318,16 @@ fn read_engine(node: &Node, diags: &mut Diagnostics) -> EngineSettings {
 
 fn read_whole_number(node: &Node, key: &str, max: u64, diags: &mut Diagnostics) -> Option<u64> {
     let text = match node.scalar() {
-        Some((t, Style::Plain)) => t,
+        Some((t, Style::Plain)) if !node.is_null() => t,
+        Some((t, Style::Quoted)) if t.trim().parse::<i64>().is_ok() => {
+            diags.error(
+                node.pos,
+                format!("`{key}` must be a number, not a string: write `{key}: {}` without quotes", t.trim()),
+            );
+            return None;
+        }
         _ => {
-            diags.error(node.pos, format!("`{key}` must be a whole number, not {}", node.shape()));
+            diags.error(node.pos, format!("`{key}` must be a whole number, got {}", describe(node)));
             return None;
         }
     };
@@ -225,11 +340,33 @@ fn read_whole_number(node: &Node, key: &str, max: u64, diags: &mut Diagnostics) 
     None
 }
 
+/// A value as a message shows it: `` `text` `` for a plain scalar, `the string "text"` for a
+/// quoted one, `nothing`, `a list` or `a mapping`.
+pub fn describe(node: &Node) -> String {
+    match node.scalar() {
+        Some(_) if node.is_null() => "nothing".to_owned(),
+        Some((text, Style::Plain)) => format!("`{text}`"),
+        Some((text, _)) => format!("the string {text:?}"),
+        None => node.shape().to_owned(),
+    }
+}
+
 /// Reads a boolean. YAML 1.1's `yes`/`no`/`on`/`off` are accepted, as the original did, with a warning.
 pub fn read_bool(node: &Node, key: &str, diags: &mut Diagnostics) -> Option<bool> {
-    let Some((text, Style::Plain)) = node.scalar() else {
-        diags.error(node.pos, format!("`{key}` must be true or false, not {}", node.shape()));
-        return None;
+    let text = match node.scalar() {
+        Some((text, Style::Plain)) if !node.is_null() => text,
+        Some((text, Style::Quoted)) if matches!(text.to_ascii_lowercase().as_str(), "true" | "false") => {
+            let plain = text.to_ascii_lowercase();
+            diags.error(
+                node.pos,
+                format!("`{key}` must be true or false, not a string: write `{key}: {plain}` without quotes"),
+            );
+            return None;
+        }
+        _ => {
+            diags.error(node.pos, format!("`{key}` must be true or false, got {}", describe(node)));
+            return None;
+        }
     };
     match text {
         "true" | "True" | "TRUE" => Some(true),
@@ -241,7 +378,7 @@ pub fn read_bool(node: &Node, key: &str, diags: &mut Diagnostics) -> Option<bool
                 _ => None,
             };
             match legacy {
-                Some(b) => diags.warning(node.pos, format!("`{key}: {text}` is read as {b}; write `{b}`")),
+                Some(b) => diags.warning(node.pos, format!("`{key}: {text}` is read as {b}; write `{key}: {b}`")),
                 None => diags.error(node.pos, format!("`{key}` must be true or false, got `{text}`")),
             }
             legacy
@@ -249,33 +386,34 @@ pub fn read_bool(node: &Node, key: &str, diags: &mut Diagnostics) -> Option<bool
     }
 }
 
-/// Reads a non-empty scalar as a string (plain numbers are taken as their text, as the original did).
-pub fn read_string(node: &Node, key: &str, diags: &mut Diagnostics) -> Option<String> {
+/// Reads a non-empty scalar as a string (plain numbers are taken as their text, as the original
+/// did). `what` names the value in messages, such as ``the `reason` of action `x` ``.
+pub fn read_string(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<String> {
     match node.scalar() {
         Some((text, _)) if !node.is_null() && !text.is_empty() => Some(text.to_owned()),
         Some(_) => {
-            diags.error(node.pos, format!("`{key}` must not be empty"));
+            diags.error(node.pos, format!("{what} must not be empty"));
             None
         }
         None => {
-            diags.error(node.pos, format!("`{key}` must be a string, not {}", node.shape()));
+            diags.error(node.pos, format!("{what} must be a string, not {}", node.shape()));
             None
         }
     }
 }
 
-fn read_string_list(node: &Node, key: &str, diags: &mut Diagnostics) -> Vec<String> {
+fn read_string_list(node: &Node, key: &str, owner: &str, diags: &mut Diagnostics) -> Vec<String> {
     if node.is_null() {
         return Vec::new();
     }
-    if node.scalar().is_some() {
-        let text = node.scalar().map_or("", |(t, _)| t);
-        diags.error(node.pos, format!("`{key}` must be a list; write `{key}: [{text}]`"));
+    if let Some((text, _)) = node.scalar() {
+        diags.error(node.pos, format!("`{key}` of {owner} must be a list; write `{key}: [{text}]`"));
         return Vec::new();
     }
-    seq_items(node, &format!("`{key}`"), diags)
+    seq_items(node, &format!("`{key}` of {owner}"), diags)
         .iter()
-        .filter_map(|item| read_string(item, &format!("{key} item"), diags))
+        .enumerate()
+        .filter_map(|(i, item)| read_string(item, &format!("item {} of `{key}` of {owner}", i + 1), diags))
         .collect()
 }
 
@@ -283,78 +421,145 @@ fn seq_items<'a>(node: &'a Node, what: &str, diags: &mut Diagnostics) -> &'a [No
     match &node.kind {
         NodeKind::Seq(items) => items,
         _ if node.is_null() => &[],
-        _ => {
-            diags.error(node.pos, format!("{what} must be a list, not {}", node.shape()));
+        NodeKind::Map(_) => {
+            diags.error(node.pos, format!("{what} must be a list, not a mapping (start each item with `- `)"));
+            &[]
+        }
+        NodeKind::Scalar { .. } => {
+            diags.error(node.pos, format!("{what} must be a list, got {}", describe(node)));
             &[]
         }
     }
 }
 
+/// The `id` of a mapping, if it has a plain one, for naming a part that has other problems.
+fn peek_id(node: &Node) -> Option<&str> {
+    let NodeKind::Map(entries) = &node.kind else {
+        return None;
+    };
+    entries
+        .iter()
+        .find(|(k, _)| k.scalar().is_some_and(|(t, _)| t == "id"))
+        .and_then(|(_, v)| v.scalar())
+        .map(|(t, _)| t)
+}
+
 fn read_scenario(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> Option<Scenario> {
     let keys = ["id", "description", "enabled", "event_types", "sources", "children"];
     let fields = Fields::new(node, "a scenario", &keys, diags)?;
-    let id = fields.required_string("id", "scenario", diags);
+    let id = fields.required_string("id", "a scenario", diags);
     if let Some(id) = &id {
         ids.claim(id, "scenario", fields.get("id").map_or(node.pos, |n| n.pos), diags);
     }
-    let label = id.as_deref().map_or_else(|| format!("scenario at line {}", node.pos.line), |id| format!("scenario `{id}`"));
-    let description = fields.get("description").and_then(|n| read_string(n, "description", diags)).unwrap_or_default();
+    let label = id
+        .as_deref()
+        .map_or_else(|| format!("the scenario at line {}", node.pos.line), |id| format!("scenario `{id}`"));
+    let description = fields
+        .get("description")
+        .and_then(|n| read_string(n, &format!("the `description` of {label}"), diags))
+        .unwrap_or_default();
     let enabled = match fields.get("enabled") {
         Some(n) => read_bool(n, "enabled", diags).unwrap_or(false),
         None => {
-            diags.warning(node.pos, format!("{label} has no `enabled` key, so it is disabled; write `enabled: true` or `enabled: false`"));
+            diags.warning(
+                node.pos,
+                format!("{label} has no `enabled` key, so it is disabled; write `enabled: true` or `enabled: false`"),
+            );
             false
         }
     };
     let event_types = match fields.get("event_types") {
         None => {
-            diags.error(node.pos, format!("{label} needs `event_types`"));
+            diags.error(node.pos, format!("{label} needs `event_types`, such as `event_types: [purchase]`"));
             Vec::new()
         }
         Some(n) => {
-            let types = read_string_list(n, "event_types", diags);
-            let reported_as_scalar = n.scalar().is_some() && !n.is_null();
-            if types.is_empty() && !reported_as_scalar {
-                diags.error(n.pos, format!("`event_types` of {label} must not be empty"));
+            let types = read_string_list(n, "event_types", &label, diags);
+            // A scalar, a mapping or bad items were reported already.
+            let nothing_listed = n.is_null() || matches!(&n.kind, NodeKind::Seq(items) if items.is_empty());
+            if types.is_empty() && nothing_listed {
+                diags.error(
+                    n.pos,
+                    format!("`event_types` of {label} must not be empty: list the event types it listens to"),
+                );
             }
             types
         }
     };
-    let sources = fields.get("sources").map(|n| read_string_list(n, "sources", diags)).unwrap_or_default();
+    let sources = fields.get("sources").map(|n| read_string_list(n, "sources", &label, diags)).unwrap_or_default();
     let children = fields.get("children").map(|n| read_children(n, ids, diags)).unwrap_or_default();
-    Some(Scenario { id: id?, description, enabled, event_types, sources, children, pos: node.pos })
+    // A scenario without an id is kept (disabled) so that its children are checked too; the
+    // file has an error, so it never goes live.
+    let (id, enabled) = match id {
+        Some(id) => (id, enabled),
+        None => (String::new(), false),
+    };
+    Some(Scenario { id, description, enabled, event_types, sources, children, pos: node.pos })
 }
 
 fn read_children(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> Vec<Child> {
-    seq_items(node, "`children`", diags).iter().filter_map(|item| read_child(item, ids, diags)).collect()
+    let mut children = Vec::new();
+    for item in seq_items(node, "`children`", diags) {
+        read_child(item, ids, diags, &mut children);
+    }
+    children
 }
 
-fn read_child(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> Option<Child> {
-    let fields = Fields::new(node, "a child", &["condition", "action"], diags)?;
+/// Reads one child into `out`. A condition too broken to keep (no id, no expression) leaves its
+/// own children in `out`, so that their problems are reported in the same run.
+fn read_child(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics, out: &mut Vec<Child>) {
+    if !matches!(node.kind, NodeKind::Map(_)) {
+        diags.error(
+            node.pos,
+            format!("a child must be a mapping, got {} (write `- condition:` or `- action:`)", describe(node)),
+        );
+        return;
+    }
+    let Some(fields) = Fields::new(node, "a child", &["condition", "action"], diags) else {
+        return;
+    };
     match (fields.get("condition"), fields.get("action")) {
-        (Some(_), Some(_)) => {
-            diags.error(node.pos, "a child has both `condition` and `action`; give each its own list item");
-            None
+        (Some(c), Some(a)) => {
+            let name = |n: &Node| peek_id(n).map_or_else(String::new, |id| format!(" (`{id}`)"));
+            diags.error(
+                node.pos,
+                format!(
+                    "a child has both a `condition`{} and an `action`{}; make each its own list item starting with `- `",
+                    name(c),
+                    name(a)
+                ),
+            );
+            // Both are still read, so that their own problems are reported too.
+            read_condition(c, ids, diags, out);
+            if let Some(action) = read_action(a, ids, diags) {
+                out.push(Child::Action(action));
+            }
         }
         (None, None) => {
-            if !fields.is_empty() {
-                return None; // the unknown key was reported already
-            }
-            diags.error(node.pos, "a child needs a `condition` or an `action`");
-            None
+            if fields.is_empty() {
+                diags.error(node.pos, "a child needs a `condition` or an `action`");
+            } // else the unknown key was reported already
         }
-        (Some(c), None) => read_condition(c, ids, diags).map(Child::Condition),
-        (None, Some(a)) => read_action(a, ids, diags).map(Child::Action),
+        (Some(c), None) => read_condition(c, ids, diags, out),
+        (None, Some(a)) => {
+            if let Some(action) = read_action(a, ids, diags) {
+                out.push(Child::Action(action));
+            }
+        }
     }
 }
 
-fn read_condition(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> Option<Condition> {
-    let fields = Fields::new(node, "a condition", &["id", "expression", "children"], diags)?;
-    let id = fields.required_string("id", "condition", diags);
+fn read_condition(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics, out: &mut Vec<Child>) {
+    let Some(fields) = Fields::new(node, "a condition", &["id", "expression", "children"], diags) else {
+        return;
+    };
+    let id = fields.required_string("id", "a condition", diags);
     if let Some(id) = &id {
         ids.claim(id, "condition", fields.get("id").map_or(node.pos, |n| n.pos), diags);
     }
-    let label = id.as_deref().map_or_else(|| "a condition".to_owned(), |id| format!("condition `{id}`"));
+    let label = id
+        .as_deref()
+        .map_or_else(|| format!("the condition at line {}", node.pos.line), |id| format!("condition `{id}`"));
     let expression = match fields.get("expression") {
         None => {
             diags.error(node.pos, format!("{label} needs an `expression`"));
@@ -376,25 +581,39 @@ fn read_condition(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) ->
     if children.is_empty() {
         diags.warning(node.pos, format!("{label} has no children: it can never fire anything"));
     }
-    Some(Condition { id: id?, expression: expression?, children, pos: node.pos })
+    match (id, expression) {
+        (Some(id), Some(expression)) => {
+            out.push(Child::Condition(Condition { id, expression, children, pos: node.pos }))
+        }
+        _ => out.extend(children),
+    }
 }
 
 fn read_action(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> Option<ActionDef> {
     let fields = Fields::new(node, "an action", &["id", "type", "params"], diags)?;
-    let id = fields.required_string("id", "action", diags);
+    let id = fields.required_string("id", "an action", diags);
     if let Some(id) = &id {
         ids.claim(id, "action", fields.get("id").map_or(node.pos, |n| n.pos), diags);
     }
-    let action_type = fields.required_string("type", "action", diags);
+    let label =
+        id.as_deref().map_or_else(|| format!("the action at line {}", node.pos.line), |id| format!("action `{id}`"));
+    let action_type = match fields.get("type") {
+        Some(n) => read_string(n, &format!("the `type` of {label}"), diags),
+        None => {
+            diags.error(node.pos, format!("{label} needs a `type`, such as `type: reward_points`"));
+            None
+        }
+    };
+    let type_pos = fields.get("type").map_or(node.pos, |n| n.pos);
     let params_node = fields.get("params").filter(|n| !n.is_null()).cloned();
     let params = params_node.as_ref().map_or(serde_json::Value::Null, Node::to_json);
-    Some(ActionDef { id: id?, action_type: action_type?, params, params_node, pos: node.pos })
+    Some(ActionDef { id: id?, action_type: action_type?, type_pos, params, params_node, pos: node.pos })
 }
 
 /// The keys of a mapping, checked against the keys allowed there.
 pub struct Fields<'a> {
     pos: Pos,
-    entries: Vec<(&'a str, &'a Node)>,
+    entries: Vec<(&'a str, Pos, &'a Node)>,
 }
 
 impl<'a> Fields<'a> {
@@ -402,7 +621,7 @@ impl<'a> Fields<'a> {
     /// `None` when the node is not a mapping at all.
     pub fn new(node: &'a Node, what: &str, known: &[&str], diags: &mut Diagnostics) -> Option<Fields<'a>> {
         let NodeKind::Map(entries) = &node.kind else {
-            diags.error(node.pos, format!("{what} must be a mapping, not {}", node.shape()));
+            diags.error(node.pos, format!("{what} must be a mapping, got {}", describe(node)));
             return None;
         };
         let mut seen: HashMap<&str, Pos> = HashMap::new();
@@ -413,12 +632,15 @@ impl<'a> Fields<'a> {
                 continue;
             };
             if let Some(first) = seen.get(key) {
-                diags.error(key_node.pos, format!("duplicate key `{key}` in {what} (first at line {})", first.line));
+                diags.error(
+                    key_node.pos,
+                    format!("duplicate key `{key}` in {what} (first at line {}); keep only one", first.line),
+                );
                 continue;
             }
             seen.insert(key, key_node.pos);
             if known.contains(&key) {
-                kept.push((key, value));
+                kept.push((key, key_node.pos, value));
             } else {
                 diags.error(key_node.pos, format!("unknown key `{key}` in {what}{}", suggestion(key, known)));
             }
@@ -428,7 +650,12 @@ impl<'a> Fields<'a> {
 
     /// The value of a known key.
     pub fn get(&self, key: &str) -> Option<&'a Node> {
-        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, _, v)| *v)
+    }
+
+    /// Where a known key is written (the key itself, not its value).
+    pub fn key_pos(&self, key: &str) -> Option<Pos> {
+        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, pos, _)| *pos)
     }
 
     /// True when no known key was given.
@@ -438,14 +665,15 @@ impl<'a> Fields<'a> {
 
     /// Iterates over the known keys given, in file order.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a Node)> + '_ {
-        self.entries.iter().copied()
+        self.entries.iter().map(|(k, _, v)| (*k, *v))
     }
 
-    fn required_string(&self, key: &str, kind: &str, diags: &mut Diagnostics) -> Option<String> {
+    /// A required string such as an `id`; `owner` is ``a scenario`` or ``action `x` ``.
+    fn required_string(&self, key: &str, owner: &str, diags: &mut Diagnostics) -> Option<String> {
         match self.get(key) {
-            Some(n) => read_string(n, key, diags),
+            Some(n) => read_string(n, &format!("the `{key}` of {owner}"), diags),
             None => {
-                diags.error(self.pos, format!("{kind} needs an `{key}`"));
+                diags.error(self.pos, format!("{owner} needs an `{key}`"));
                 None
             }
         }
@@ -459,10 +687,7 @@ pub fn suggestion(unknown: &str, known: &[&str]) -> String {
         .map(|k| (strsim::jaro_winkler(unknown, k), k))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map_or_else(
-            || format!(" (allowed: {})", known.join(", ")),
-            |(_, k)| format!(" (did you mean `{k}`?)"),
-        )
+        .map_or_else(|| format!(" (allowed: {})", known.join(", ")), |(_, k)| format!(" (did you mean `{k}`?)"))
 }
 
 /// Ids are unique across scenarios, conditions and actions.
@@ -474,7 +699,13 @@ struct IdRegistry {
 impl IdRegistry {
     fn claim(&mut self, id: &str, kind: &'static str, pos: Pos, diags: &mut Diagnostics) {
         if let Some((first_kind, first)) = self.seen.get(id) {
-            diags.error(pos, format!("duplicate id `{id}`: already used by the {first_kind} at line {}", first.line));
+            diags.error(
+                pos,
+                format!(
+                    "duplicate id `{id}`: the {first_kind} at line {} already has it (ids must be unique across scenarios, conditions and actions)",
+                    first.line
+                ),
+            );
         } else {
             self.seen.insert(id.to_owned(), (kind, pos));
         }

@@ -20,10 +20,7 @@ pub struct Pos {
 
 impl Pos {
     fn from_marker(marker: &saphyr_parser::Marker) -> Self {
-        Pos {
-            line: saturating_u32(marker.line()),
-            col: saturating_u32(marker.col() + 1),
-        }
+        Pos { line: saturating_u32(marker.line()), col: saturating_u32(marker.col() + 1) }
     }
 }
 
@@ -62,6 +59,11 @@ pub enum NodeKind {
         text: String,
         /// How it was written.
         style: Style,
+        /// The scalar as written in the file, from its first character (an opening quote, or the
+        /// first character of a block's content) onwards, when its characters do not stand one
+        /// to one in the file (quoted, block and multi-line scalars); `None` for a plain scalar
+        /// on one line. Lets a problem inside the text be pointed at in the file.
+        raw: Option<Box<str>>,
     },
     /// A sequence.
     Seq(Vec<Node>),
@@ -83,7 +85,15 @@ impl Node {
     /// The scalar text, if this is a scalar.
     pub fn scalar(&self) -> Option<(&str, Style)> {
         match &self.kind {
-            NodeKind::Scalar { text, style } => Some((text, *style)),
+            NodeKind::Scalar { text, style, .. } => Some((text, *style)),
+            _ => None,
+        }
+    }
+
+    /// The scalar as written in the file, when it differs from its text (see [`NodeKind::Scalar`]).
+    pub fn raw(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Scalar { raw, .. } => raw.as_deref(),
             _ => None,
         }
     }
@@ -107,7 +117,7 @@ impl Node {
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value;
         match &self.kind {
-            NodeKind::Scalar { text, style } => match style {
+            NodeKind::Scalar { text, style, .. } => match style {
                 Style::Plain => plain_scalar_to_json(text),
                 _ => Value::String(text.clone()),
             },
@@ -145,9 +155,7 @@ fn plain_scalar_to_json(text: &str) -> serde_json::Value {
 
 /// A plain scalar read as a YAML 1.2 float (`1.5`, `-2e3`, `.5`); infinities and NaN are not numbers here.
 pub fn parse_yaml_float(text: &str) -> Option<f64> {
-    let looks_numeric = text
-        .bytes()
-        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+    let looks_numeric = text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
         && text.bytes().any(|b| b.is_ascii_digit());
     if !looks_numeric {
         return None;
@@ -157,12 +165,16 @@ pub fn parse_yaml_float(text: &str) -> Option<f64> {
 
 /// Reads one YAML document into a [`Node`] tree. An empty file gives `None`.
 pub fn parse(source: &str) -> Result<Option<Node>, SyntaxError> {
-    let mut builder = TreeBuilder::default();
+    let mut builder = TreeBuilder::new(source);
     for item in Parser::new_from_str(source) {
-        let (event, span) = item.map_err(|e| SyntaxError {
-            pos: Pos::from_marker(e.marker()),
-            message: e.info().to_owned(),
-        })?;
+        let (event, span) = match item {
+            Ok(ok) => ok,
+            Err(e) => {
+                let pos = Pos::from_marker(e.marker());
+                let message = format!("{}{}", e.info(), builder.hint(e.info(), pos));
+                return Err(SyntaxError { pos, message });
+            }
+        };
         builder.push(event, span)?;
     }
     Ok(builder.root)
@@ -173,15 +185,83 @@ enum Open {
     Map { start: Span, anchor: usize, entries: Vec<(Node, Node)>, key: Option<Node> },
 }
 
-#[derive(Default)]
-struct TreeBuilder {
+struct TreeBuilder<'s> {
+    source: &'s str,
+    /// A character index of `source` and its byte offset, so that the parser's character
+    /// markers are turned into byte offsets without rescanning the file for each scalar.
+    cursor: (usize, usize),
     stack: Vec<Open>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     documents: usize,
 }
 
-impl TreeBuilder {
+impl<'s> TreeBuilder<'s> {
+    fn new(source: &'s str) -> Self {
+        TreeBuilder { source, cursor: (0, 0), stack: Vec::new(), anchors: HashMap::new(), root: None, documents: 0 }
+    }
+
+    /// The source from a character index on (markers only move forward, so the cursor does too).
+    fn rest_from(&mut self, char_index: usize) -> &'s str {
+        if char_index < self.cursor.0 {
+            self.cursor = (0, 0);
+        }
+        let (mut chars, mut bytes) = self.cursor;
+        let mut iter = self.source.get(bytes..).unwrap_or("").chars();
+        while chars < char_index {
+            let Some(c) = iter.next() else { break };
+            chars += 1;
+            bytes += c.len_utf8();
+        }
+        self.cursor = (chars, bytes);
+        self.source.get(bytes..).unwrap_or("")
+    }
+
+    /// The scalar as written, when its characters do not stand one to one in the file.
+    fn raw_scalar(&mut self, span: &Span, style: Style) -> Option<Box<str>> {
+        if style == Style::Plain && span.start.line() == span.end.line() {
+            return None;
+        }
+        let len = span.end.index().saturating_sub(span.start.index());
+        let rest = self.rest_from(span.start.index());
+        let end = rest.char_indices().nth(len).map_or(rest.len(), |(i, _)| i);
+        rest.get(..end).map(Into::into)
+    }
+
+    /// Advice added to a YAML syntax error: the usual causes of the parser's terse messages, and
+    /// a `[` or `{` left open on an earlier line (the parser stops far from it).
+    fn hint(&mut self, info: &str, at: Pos) -> String {
+        let mut hint = String::new();
+        if info.contains("tabs") {
+            hint.push_str(" (indent with spaces, not tabs)");
+        } else if info.contains("quoted scalar") {
+            hint.push_str(" (is a closing quote missing?)");
+        } else if info.contains("mapping values are not allowed") {
+            hint.push_str(" (check this line's indentation; quote a value that contains `: `)");
+        } else if info.contains("did not find expected '-'") || info.contains("did not find expected key") {
+            hint.push_str(" (check this line's indentation against the lines above)");
+        }
+        let starts: Vec<Span> = self
+            .stack
+            .iter()
+            .rev()
+            .map(|open| match open {
+                Open::Seq { start, .. } | Open::Map { start, .. } => *start,
+            })
+            .collect();
+        for start in starts {
+            let opener = self.rest_from(start.start.index()).chars().next();
+            if let Some(c @ ('[' | '{')) = opener {
+                let pos = Pos::from_marker(&start.start);
+                if pos.line < at.line {
+                    hint.push_str(&format!(" (the `{c}` at line {}, column {} is not closed)", pos.line, pos.col));
+                }
+                break;
+            }
+        }
+        hint
+    }
+
     fn push(&mut self, event: Event<'_>, span: Span) -> Result<(), SyntaxError> {
         match event {
             Event::DocumentStart(_) => {
@@ -199,10 +279,11 @@ impl TreeBuilder {
                     ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
                     _ => Style::Block,
                 };
+                let raw = self.raw_scalar(&span, style);
                 let node = Node {
                     pos: Pos::from_marker(&span.start),
                     end: Pos::from_marker(&span.end),
-                    kind: NodeKind::Scalar { text: text.into_owned(), style },
+                    kind: NodeKind::Scalar { text: text.into_owned(), style, raw },
                 };
                 self.complete(node, anchor);
             }
@@ -225,11 +306,7 @@ impl TreeBuilder {
                         Open::Seq { start, anchor, items } => (start, anchor, NodeKind::Seq(items)),
                         Open::Map { start, anchor, entries, .. } => (start, anchor, NodeKind::Map(entries)),
                     };
-                    let node = Node {
-                        pos: Pos::from_marker(&start.start),
-                        end: Pos::from_marker(&span.end),
-                        kind,
-                    };
+                    let node = Node { pos: Pos::from_marker(&start.start), end: Pos::from_marker(&span.end), kind };
                     self.complete(node, anchor);
                 }
             }
@@ -247,7 +324,14 @@ impl TreeBuilder {
             Some(Open::Seq { items, .. }) => items.push(node),
             Some(Open::Map { entries, key, .. }) => match key.take() {
                 None => *key = Some(node),
-                Some(k) => entries.push((k, node)),
+                Some(k) => {
+                    let mut node = node;
+                    // A key with nothing after it: point at the key, not at the space after it.
+                    if node.is_null() && node.pos == node.end {
+                        node.pos = k.pos;
+                    }
+                    entries.push((k, node));
+                }
             },
         }
     }

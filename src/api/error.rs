@@ -1,0 +1,110 @@
+//! API errors: one table maps each error code to its HTTP status; every error answers
+//! `{"error": "...", "code": "..."}` with a message that names the field, index or limit.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::engine::EngineError;
+
+/// Stable, machine-readable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The body is not valid JSON.
+    InvalidJson,
+    /// The event does not fit the event shape.
+    InvalidEvent,
+    /// The batch is not an array of 1 to 100 valid, distinct events.
+    InvalidBatch,
+    /// The body is over the size limit.
+    BodyTooLarge,
+    /// The content type is not `application/json`.
+    UnsupportedMediaType,
+    /// The same id was sent with other content.
+    IdConflict,
+    /// The rules file is invalid.
+    InvalidRules,
+    /// The queue is full.
+    QueueFull,
+    /// Shutting down, or not ready.
+    Unavailable,
+    /// The result did not come within `event_timeout_ms`.
+    Timeout,
+    /// No such route or resource.
+    NotFound,
+    /// The route exists, but not for this method.
+    MethodNotAllowed,
+    /// A bad query parameter.
+    InvalidQuery,
+    /// Something failed inside the service.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code's HTTP status and its name.
+    pub fn parts(self) -> (StatusCode, &'static str) {
+        match self {
+            ErrorCode::InvalidJson => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ErrorCode::InvalidEvent => (StatusCode::BAD_REQUEST, "invalid_event"),
+            ErrorCode::InvalidBatch => (StatusCode::BAD_REQUEST, "invalid_batch"),
+            ErrorCode::InvalidQuery => (StatusCode::BAD_REQUEST, "invalid_query"),
+            ErrorCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorCode::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ErrorCode::IdConflict => (StatusCode::CONFLICT, "id_conflict"),
+            ErrorCode::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ErrorCode::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ErrorCode::InvalidRules => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_rules"),
+            ErrorCode::QueueFull => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+            ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ErrorCode::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        }
+    }
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    details: Option<(&'static str, Value)>,
+}
+
+impl ApiError {
+    /// An error with a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into(), details: None }
+    }
+
+    /// Adds one more field to the error body (e.g. `problems`).
+    pub fn with(mut self, key: &'static str, value: Value) -> Self {
+        self.details = Some((key, value));
+        self
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let code = match e {
+            EngineError::QueueFull { .. } => ErrorCode::QueueFull,
+            EngineError::Timeout { .. } => ErrorCode::Timeout,
+            EngineError::ShuttingDown => ErrorCode::Unavailable,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.code.parts();
+        let mut body = json!({"error": self.message, "code": code});
+        if let (Some((key, value)), Some(map)) = (self.details, body.as_object_mut()) {
+            map.insert(key.to_owned(), value);
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if self.code == ErrorCode::QueueFull || self.code == ErrorCode::Unavailable {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,102 @@
+//! `POST /v1/events` and `POST /v1/events/batch`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::AppState;
+use super::body::read_json_body;
+use super::error::{ApiError, ErrorCode};
+use crate::event::{Event, EventError, describe_json_error};
+
+/// Most events in one batch.
+pub const MAX_BATCH: usize = 100;
+
+fn invalid_event(e: EventError, code: ErrorCode) -> ApiError {
+    match e {
+        EventError::Json(_) => ApiError::new(ErrorCode::InvalidJson, e.to_string()),
+        other => ApiError::new(code, other.to_string()),
+    }
+}
+
+/// `?trace=true` (or `1`, or a bare `trace`).
+fn wants_trace(uri: &Uri) -> Result<bool, ApiError> {
+    let Some(query) = uri.query() else { return Ok(false) };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        if key == "trace" {
+            return match value {
+                "true" | "1" | "" => Ok(true),
+                "false" | "0" => Ok(false),
+                other => {
+                    Err(ApiError::new(ErrorCode::InvalidQuery, format!("trace must be true or false, got `{other}`")))
+                }
+            };
+        }
+    }
+    Ok(false)
+}
+
+/// Evaluates one event and answers its result.
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let trace = wants_trace(&uri)?;
+    let bytes = read_json_body(&headers, body, state.max_body_bytes).await?;
+    let event = Event::from_slice(&bytes).map_err(|e| invalid_event(e, ErrorCode::InvalidEvent))?;
+    let result = state.engine.process(event, trace).await?;
+    Ok(Json(result).into_response())
+}
+
+/// Queues a batch of 1 to 100 events and answers 202 with the job.
+pub async fn submit_batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_json_body(&headers, body, state.max_body_bytes).await?;
+    let events = decode_batch(&bytes)?;
+    let receipt = state.engine.submit_batch(events)?;
+    Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
+}
+
+/// Checks every element; any invalid one fails the whole batch, naming its index.
+fn decode_batch(bytes: &[u8]) -> Result<Vec<Event>, ApiError> {
+    let invalid = |message: String| ApiError::new(ErrorCode::InvalidBatch, message);
+    let starts_as_array = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !starts_as_array {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {}", describe_json_error(&e))))?;
+        return Err(invalid(format!("a batch is a JSON array of events, not {}", crate::event::json_kind(&value))));
+    }
+    let items: Vec<&RawValue> = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {}", describe_json_error(&e))))?;
+    if items.is_empty() {
+        return Err(invalid("batch must contain at least one event".into()));
+    }
+    if items.len() > MAX_BATCH {
+        return Err(invalid(format!("batch size {} exceeds max {MAX_BATCH}", items.len())));
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+    let mut events = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let event = Event::from_slice(item.get().as_bytes()).map_err(|e| invalid(format!("events[{index}]: {e}")))?;
+        events.push(event);
+    }
+    for (index, event) in events.iter().enumerate() {
+        if let Some(first) = seen.insert(event.id.as_str(), index) {
+            return Err(invalid(format!("events[{index}]: id `{}` repeats events[{first}]", event.id)));
+        }
+    }
+    Ok(events)
+}

@@ -1,0 +1,96 @@
+//! `fluxflow serve`: the HTTP service, its logs, its watcher, and its graceful shutdown.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+
+use super::{LogFormat, ServeArgs};
+use crate::actions::ActionRegistry;
+use crate::api::{AppState, app};
+use crate::engine::{Engine, watch};
+use crate::graph::LoadError;
+
+/// Runs the service until SIGTERM or SIGINT, then drains and exits.
+pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let _log_guard = init_logging(args.log_format);
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+/// Logs go through a background writer so that a slow terminal or pipe never holds up a request.
+/// Under extreme load lines may be dropped rather than slow the service down.
+fn init_logging(format: LogFormat) -> WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let filter = EnvFilter::try_from_env("FLUXFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
+    }
+    guard
+}
+
+async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let engine = match Engine::start(args.config.clone(), ActionRegistry::builtin()) {
+        Ok(engine) => engine,
+        Err(LoadError::Invalid(diagnostics)) => {
+            let name = args.config.display().to_string();
+            for d in &diagnostics {
+                tracing::error!("{}", d.render(&name));
+            }
+            tracing::error!(file = %name, "the rules file has errors; not starting");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let _watcher = match watch::watch(&engine, &args.config) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the rules file; hot reload is off (POST /v1/rules/reload still works)");
+            None
+        }
+    };
+    let listener = TcpListener::bind(&args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
+    let addr = listener.local_addr()?;
+    let live = engine.live();
+    tracing::info!(%addr, rules = %args.config.display(), hash = %live.rules.hash, scenarios = live.rules.scenario_count(), "listening");
+    drop(live);
+    let state = Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes: args.max_body_bytes });
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal(Arc::clone(&engine), args.shutdown_grace_ms))
+        .await
+        .context("the HTTP server failed")?;
+    tracing::info!("no more requests in flight; evaluating what is still queued");
+    let draining = Arc::clone(&engine);
+    tokio::task::spawn_blocking(move || draining.drain()).await.context("drain failed")?;
+    tracing::info!(
+        enqueued = engine.metrics.events_enqueued.get(),
+        processed = engine.metrics.events_processed.get(),
+        "shutdown complete"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal(engine: Arc<Engine>, grace_ms: u64) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received: refusing new events, finishing the rest");
+    engine.begin_shutdown();
+    tokio::time::sleep(std::time::Duration::from_millis(grace_ms)).await;
+}

@@ -1,0 +1,179 @@
+//! Prometheus metrics: the original's seven `ifttt_*` series (same names and labels) and
+//! FluxFlow's own `fluxflow_*` series.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::expr::Reason;
+
+/// `scenario_id` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScenarioLabel {
+    /// The scenario.
+    pub scenario_id: String,
+}
+
+/// `action_type` and `status` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// The action type.
+    pub action_type: String,
+    /// `success` or `error`.
+    pub status: &'static str,
+}
+
+/// `outcome` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `success` or `invalid`.
+    pub outcome: &'static str,
+}
+
+/// `reason` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why a condition was unknown.
+    pub reason: &'static str,
+}
+
+/// `route` and `status` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route pattern (`/v1/jobs/{job_id}`), or `unmatched`.
+    pub route: String,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Events placed on the queue.
+    pub events_enqueued: Counter,
+    /// Events fully processed.
+    pub events_processed: Counter,
+    /// Events refused because the queue was full.
+    pub events_dropped: Counter,
+    /// Scenario matches.
+    pub scenarios_matched: Family<ScenarioLabel, Counter>,
+    /// Actions run, by type and status.
+    pub actions_executed: Family<ActionLabels, Counter>,
+    /// The original's latency histogram, in milliseconds.
+    pub duration_ms: Histogram,
+    /// Waiting events over queue capacity, kept current.
+    pub queue_utilization: Gauge<f64, AtomicU64>,
+    /// Latency from enqueue to result, in seconds.
+    pub duration_seconds: Histogram,
+    /// Rules reloads by outcome.
+    pub reloads: Family<OutcomeLabel, Counter>,
+    /// Unknown conditions by reason.
+    pub unknown_conditions: Family<ReasonLabel, Counter>,
+    /// HTTP requests by route and status.
+    pub http_requests: Family<RouteLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics {
+            events_enqueued: Counter::default(),
+            events_processed: Counter::default(),
+            events_dropped: Counter::default(),
+            scenarios_matched: Family::default(),
+            actions_executed: Family::default(),
+            duration_ms: Histogram::new([1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0]),
+            queue_utilization: Gauge::default(),
+            duration_seconds: Histogram::new([
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                2.5, 5.0,
+            ]),
+            reloads: Family::default(),
+            unknown_conditions: Family::default(),
+            http_requests: Family::default(),
+            registry: Registry::default(),
+        };
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "ifttt_events_enqueued",
+            "Total number of events placed on the processing queue.",
+            metrics.events_enqueued.clone(),
+        );
+        registry.register(
+            "ifttt_events_processed",
+            "Total number of events fully processed by the engine.",
+            metrics.events_processed.clone(),
+        );
+        registry.register(
+            "ifttt_events_dropped",
+            "Total number of events rejected due to a full queue.",
+            metrics.events_dropped.clone(),
+        );
+        registry.register(
+            "ifttt_scenarios_matched",
+            "Total number of scenario matches, labelled by scenario ID.",
+            metrics.scenarios_matched.clone(),
+        );
+        registry.register(
+            "ifttt_actions_executed",
+            "Total number of actions executed, labelled by type and status.",
+            metrics.actions_executed.clone(),
+        );
+        registry.register(
+            "ifttt_event_processing_duration_ms",
+            "Event processing latency in milliseconds, from enqueue to result.",
+            metrics.duration_ms.clone(),
+        );
+        registry.register(
+            "ifttt_queue_utilization_ratio",
+            "Current event queue utilization (0–1).",
+            metrics.queue_utilization.clone(),
+        );
+        registry.register(
+            "fluxflow_event_duration_seconds",
+            "Event latency from enqueue to result, in seconds.",
+            metrics.duration_seconds.clone(),
+        );
+        registry.register("fluxflow_rules_reloads", "Rules reloads, by outcome.", metrics.reloads.clone());
+        registry.register(
+            "fluxflow_unknown_conditions",
+            "Conditions whose result was unknown, by reason.",
+            metrics.unknown_conditions.clone(),
+        );
+        registry.register(
+            "fluxflow_http_requests",
+            "HTTP requests, by route and status.",
+            metrics.http_requests.clone(),
+        );
+        Metrics { registry, ..metrics }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts an unknown condition.
+    pub fn unknown_condition(&self, reason: Reason) {
+        self.unknown_conditions.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
+    }
+
+    /// Counts a reload.
+    pub fn reload(&self, outcome: &'static str) {
+        self.reloads.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}

@@ -1,0 +1,192 @@
+//! Scenario graph evaluation: the original's own evaluator tests (SEED-TESTS.md), adapted, and
+//! CONTRACT §5's ordering and filtering rules.
+
+use fluxflow::actions::{ActionRegistry, Plan, PointsChange};
+use fluxflow::event::Event;
+use fluxflow::graph::Rules;
+use serde_json::{Value, json};
+
+const SEED_RULES: &str = r#"
+version: v1
+scenarios:
+  - id: sc_food_high
+    enabled: true
+    event_types: [transaction]
+    sources: [pos-system]
+    children:
+      - condition:
+          id: cond_food
+          expression: 'payload.category == "food"'
+          children:
+            - condition:
+                id: cond_amount
+                expression: payload.amount > 1000
+                children:
+                  - action: {id: act_bonus, type: reward_points, params: {operation: award, points: 100.0}}
+  - id: sc_login
+    enabled: true
+    event_types: [login]
+    children:
+      - action: {id: act_welcome, type: reward_points, params: {operation: award, points: 50.0}}
+"#;
+
+fn rules(yaml: &str) -> Rules {
+    Rules::load_str(yaml, &ActionRegistry::builtin()).unwrap()
+}
+
+fn event(v: Value) -> Event {
+    Event::from_value(v).unwrap()
+}
+
+fn make_event(event_type: &str, source: Option<&str>, payload: Value) -> Event {
+    event(json!({"id": "test-evt", "type": event_type, "source": source, "actor_id": "user_42", "payload": payload}))
+}
+
+/// (matched scenario ids, reached action ids)
+fn run(rules: &Rules, ev: &Event) -> (Vec<String>, Vec<String>) {
+    let mut out = rules.new_evaluation();
+    rules.evaluate(ev, &mut out);
+    let matched = out.matched.iter().map(|&i| rules.scenario_id(i).to_owned()).collect();
+    let actions = out.planned.iter().map(|p| rules.action(p.action).unwrap().id.clone()).collect();
+    (matched, actions)
+}
+
+#[test]
+fn seed_scenario_match() {
+    let r = rules(SEED_RULES);
+    let got = run(&r, &make_event("transaction", Some("pos-system"), json!({"amount": 1500, "category": "food"})));
+    assert_eq!(got, (vec!["sc_food_high".into()], vec!["act_bonus".into()]));
+}
+
+#[test]
+fn seed_condition_prune() {
+    let r = rules(SEED_RULES);
+    let got = run(&r, &make_event("transaction", Some("pos-system"), json!({"amount": 500, "category": "food"})));
+    assert_eq!(got, (vec![], vec![]));
+}
+
+#[test]
+fn seed_login_matches_only_its_type() {
+    let r = rules(SEED_RULES);
+    let got = run(&r, &make_event("login", None, Value::Null));
+    assert_eq!(got, (vec!["sc_login".into()], vec!["act_welcome".into()]));
+}
+
+#[test]
+fn seed_wrong_source() {
+    let r = rules(SEED_RULES);
+    let got = run(&r, &make_event("transaction", Some("mobile-app"), json!({"amount": 1500, "category": "food"})));
+    assert_eq!(got.0, Vec::<String>::new());
+}
+
+#[test]
+fn seed_disabled_scenario() {
+    let r = rules(
+        "version: v1\nscenarios:\n  - id: s\n    enabled: false\n    event_types: [transaction]\n    children:\n      - action: {id: a, type: reward_points, params: {operation: award, points: 1}}\n",
+    );
+    assert_eq!(run(&r, &make_event("transaction", None, json!({}))), (vec![], vec![]));
+}
+
+#[test]
+fn type_and_source_match_ignore_case_but_expressions_do_not() {
+    let r = rules(
+        r#"
+version: v1
+scenarios:
+  - id: s
+    enabled: true
+    event_types: [Purchase]
+    sources: [Store]
+    children:
+      - condition:
+          id: c
+          expression: event.type == 'PURCHASE'
+          children:
+            - action: {id: exact, type: reward_points, params: {operation: award, points: 1}}
+      - action: {id: always, type: reward_points, params: {operation: award, points: 2}}
+"#,
+    );
+    let ev = make_event("PURCHASE", Some("STORE"), json!({}));
+    assert_eq!(run(&r, &ev), (vec!["s".into()], vec!["exact".into(), "always".into()]));
+    let ev = make_event("purchase", Some("store"), json!({}));
+    assert_eq!(run(&r, &ev).1, vec!["always".to_owned()]);
+    assert_eq!(run(&r, &make_event("purchase", None, json!({}))).1, Vec::<String>::new(), "no source, sources listed");
+}
+
+#[test]
+fn every_passing_branch_fires_depth_first_in_file_order() {
+    let r = rules(
+        r#"
+version: v1
+scenarios:
+  - id: first
+    enabled: true
+    event_types: [e]
+    children:
+      - condition:
+          id: c1
+          expression: payload.missing > 1
+          children:
+            - action: {id: never, type: reward_points, params: {operation: award, points: 1}}
+      - condition:
+          id: c2
+          expression: payload.n > 1
+          children:
+            - action: {id: a1, type: reward_points, params: {operation: award, points: 1}}
+            - condition:
+                id: c3
+                expression: payload.n > 2
+                children:
+                  - action: {id: a2, type: reward_points, params: {operation: award, points: 1}}
+            - action: {id: a3, type: reward_points, params: {operation: award, points: 1}}
+  - id: conditions_only
+    enabled: true
+    event_types: [e]
+    children:
+      - condition:
+          id: c4
+          expression: "true"
+  - id: second
+    enabled: true
+    event_types: [e, E, other]
+    children:
+      - action: {id: a4, type: reward_points, params: {operation: deduct, points: 4}}
+"#,
+    );
+    let ev = make_event("e", None, json!({"n": 3}));
+    assert_eq!(
+        run(&r, &ev),
+        (vec!["first".into(), "second".into()], vec!["a1".into(), "a2".into(), "a3".into(), "a4".into()])
+    );
+    let mut out = r.new_evaluation();
+    r.evaluate(&ev, &mut out);
+    assert_eq!(out.planned[3].plan, Plan::Points(PointsChange { amount: -4, expiry_days: None }));
+}
+
+#[test]
+fn trace_explains_unknowns_and_skips() {
+    let r = rules(SEED_RULES);
+    let ev = make_event("transaction", Some("pos-system"), json!({"category": "food"}));
+    let mut out = r.new_evaluation();
+    let trace = serde_json::to_value(r.evaluate_traced(&ev, &mut out)).unwrap();
+    assert_eq!(
+        trace,
+        json!({"scenarios": [
+            {"scenario_id": "sc_food_high", "status": "entered", "conditions": [
+                {"condition_id": "cond_food", "expression": "payload.category == \"food\"", "result": "true", "depth": 0},
+                {"condition_id": "cond_amount", "expression": "payload.amount > 1000", "result": "unknown",
+                 "reason": "`payload.amount` is missing", "depth": 1}
+            ]},
+            {"scenario_id": "sc_login", "status": "skipped_type"}
+        ]})
+    );
+}
+
+#[test]
+fn evaluation_buffer_is_reused() {
+    let r = rules(SEED_RULES);
+    let mut out = r.new_evaluation();
+    r.evaluate(&make_event("login", None, Value::Null), &mut out);
+    r.evaluate(&make_event("transaction", Some("pos-system"), json!({"amount": 1, "category": "food"})), &mut out);
+    assert!(out.matched.is_empty() && out.planned.is_empty(), "cleared between events");
+}
