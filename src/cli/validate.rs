@@ -28,7 +28,7 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
                     println!("{}", warning.render(&name));
                 }
                 println!(
-                    "{name}: ok ({} scenarios enabled, {} warnings)",
+                    "{name}: ok ({} enabled scenario(s), {} warning(s))",
                     rules.scenario_count(),
                     rules.warnings.len()
                 );

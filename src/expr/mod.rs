@@ -40,17 +40,29 @@ pub struct ExprError {
     pub span: Span,
     /// What is wrong.
     pub message: String,
+    /// For an unclosed `(`: where it was opened.
+    pub opened_at: Option<Span>,
+}
+
+impl ExprError {
+    /// The message with the column of the unclosed `(`, if any, for an expression on its own.
+    pub fn render(&self, src: &str) -> String {
+        match self.opened_at {
+            Some(open) => format!("{} (the `(` is at column {})", self.message, open.column(src)),
+            None => self.message.clone(),
+        }
+    }
 }
 
 impl From<parser::ParseError> for ExprError {
     fn from(e: parser::ParseError) -> Self {
-        ExprError { span: e.span, message: e.message }
+        ExprError { span: e.span, message: e.message, opened_at: e.opened_at }
     }
 }
 
 impl From<compiler::CompileError> for ExprError {
     fn from(e: compiler::CompileError) -> Self {
-        ExprError { span: e.span, message: e.message }
+        ExprError { span: e.span, message: e.message, opened_at: None }
     }
 }
 
@@ -68,6 +80,7 @@ impl Program {
             return Err(ExprError {
                 span: Span::new(0, 0),
                 message: format!("expression is longer than {MAX_EXPRESSION_LEN} bytes"),
+                opened_at: None,
             });
         }
         let tree = parser::parse(source)?;

@@ -13,11 +13,19 @@ pub struct ParseError {
     pub span: Span,
     /// What is wrong.
     pub message: String,
+    /// For an unclosed `(`: where it was opened.
+    pub opened_at: Option<Span>,
+}
+
+impl ParseError {
+    fn new(span: Span, message: impl Into<String>) -> Self {
+        ParseError { span, message: message.into(), opened_at: None }
+    }
 }
 
 impl From<LexError> for ParseError {
     fn from(e: LexError) -> Self {
-        ParseError { span: e.span, message: e.message }
+        ParseError::new(e.span, e.message)
     }
 }
 
@@ -36,7 +44,7 @@ pub const MAX_OPERATORS: usize = 256;
 /// ```
 pub fn parse(src: &str) -> Result<Expr, ParseError> {
     let tokens = tokenize(src)?;
-    let mut parser = Parser { src, tokens, pos: 0, depth: 0, operators: 0 };
+    let mut parser = Parser { tokens, pos: 0, depth: 0, operators: 0 };
     let expr = parser.expression(0)?;
     let next = parser.peek();
     if next.kind != TokenKind::Eof {
@@ -44,14 +52,12 @@ pub fn parse(src: &str) -> Result<Expr, ParseError> {
             TokenKind::RParen => "unmatched `)`".to_owned(),
             _ => format!("unexpected {} after a complete expression (missing AND/OR?)", next.kind.describe()),
         };
-        return Err(ParseError { span: next.span, message });
+        return Err(ParseError::new(next.span, message));
     }
     Ok(expr)
 }
 
-struct Parser<'a> {
-    /// The expression text, for columns in messages.
-    src: &'a str,
+struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     depth: usize,
@@ -79,7 +85,7 @@ fn binary_op(kind: &TokenKind) -> Option<BinaryOp> {
     })
 }
 
-impl Parser<'_> {
+impl Parser {
     fn peek(&self) -> &Token {
         // `tokenize` always ends with Eof, and `advance` never moves past it.
         &self.tokens[self.pos.min(self.tokens.len() - 1)]
@@ -96,7 +102,7 @@ impl Parser<'_> {
     fn nest(&mut self, span: Span) -> Result<(), ParseError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(ParseError { span, message: format!("expression nests deeper than {MAX_DEPTH} levels") });
+            return Err(ParseError::new(span, format!("expression nests deeper than {MAX_DEPTH} levels")));
         }
         Ok(())
     }
@@ -112,22 +118,22 @@ impl Parser<'_> {
             let op_token = self.advance();
             self.operators += 1;
             if self.operators > MAX_OPERATORS {
-                return Err(ParseError {
-                    span: op_token.span,
-                    message: format!("expression has more than {MAX_OPERATORS} operators"),
-                });
+                return Err(ParseError::new(
+                    op_token.span,
+                    format!("expression has more than {MAX_OPERATORS} operators"),
+                ));
             }
             let right = self.expression(precedence)?;
             if op.is_comparison() {
                 if let Some(next) = binary_op(&self.peek().kind).filter(|n| n.is_comparison()) {
-                    return Err(ParseError {
-                        span: self.peek().span,
-                        message: format!(
+                    return Err(ParseError::new(
+                        self.peek().span,
+                        format!(
                             "comparisons cannot be chained: `{}` after `{}` (join them with AND)",
                             next.symbol(),
                             op.symbol()
                         ),
-                    });
+                    ));
                 }
             }
             let span = left.span().to(right.span()).to(op_token.span);
@@ -155,20 +161,15 @@ impl Parser<'_> {
                 if close.kind != TokenKind::RParen {
                     return Err(ParseError {
                         span: close.span,
-                        message: format!(
-                            "expected `)` to close the `(` at column {}, found {}",
-                            span.column(self.src),
-                            close.kind.describe()
-                        ),
+                        message: format!("expected `)` to close the `(`, found {}", close.kind.describe()),
+                        opened_at: Some(span),
                     });
                 }
                 // Parentheses only group: the tree keeps the inner node, with the wider span.
                 Ok(with_span(inner, span.to(close.span)))
             }
-            TokenKind::Eof => {
-                Err(ParseError { span, message: "expected a value, found the end of the expression".into() })
-            }
-            other => Err(ParseError { span, message: format!("expected a value, found {}", other.describe()) }),
+            TokenKind::Eof => Err(ParseError::new(span, "expected a value, found the end of the expression")),
+            other => Err(ParseError::new(span, format!("expected a value, found {}", other.describe()))),
         }
     }
 
@@ -240,10 +241,7 @@ mod tests {
             (15, "unexpected number 1000 after a complete expression (missing AND/OR?)".into())
         );
         assert_eq!(error(""), (0, "expected a value, found the end of the expression".into()));
-        assert_eq!(
-            error("(payload.a > 1").1,
-            "expected `)` to close the `(` at column 1, found the end of the expression"
-        );
+        assert_eq!(error("(payload.a > 1").1, "expected `)` to close the `(`, found the end of the expression");
         assert_eq!(error("payload.a > 1)").1, "unmatched `)`");
         assert_eq!(error("payload.a > AND").0, 12);
     }

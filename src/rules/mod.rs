@@ -41,7 +41,10 @@ pub fn compile_expression(
         Ok(program) => Some(program),
         Err(e) => {
             let (pos, exact) = text.locate(e.span);
-            let message = relocate_column(&e.message, text, pos);
+            let message = match e.opened_at {
+                Some(open) => format!("{} ({})", e.message, opening_place(text, open, pos)),
+                None => e.message.clone(),
+            };
             let fragment = e.span.text(&text.value).trim();
             let named = fragment.is_empty()
                 || fragment == text.value.trim()
@@ -63,29 +66,12 @@ pub fn compile_expression(
     }
 }
 
-/// The parser names other places of the expression as `at column N` (N counted from the
-/// expression's first byte); this turns N into the file's column (and line, when it differs
-/// from the line of the error at `error_pos`).
-fn relocate_column(message: &str, text: &Text, error_pos: Pos) -> String {
-    const MARK: &str = "at column ";
-    let Some(start) = message.find(MARK) else {
-        return message.to_owned();
-    };
-    let digits_start = start + MARK.len();
-    let rest = message.get(digits_start..).unwrap_or("");
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let Some(column) = rest.get(..digits).and_then(|d| d.parse::<usize>().ok()).filter(|&c| c >= 1) else {
-        return message.to_owned();
-    };
-    let offset = column - 1;
-    let (pos, exact) = text.locate(crate::expr::Span::new(offset, offset));
-    if !exact || !text.value.is_char_boundary(offset) {
-        return message.to_owned();
+/// Where an unclosed `(` stands in the file: `the `(` is at column C`, with the line when it
+/// differs from the error's.
+fn opening_place(text: &Text, open: crate::expr::Span, error_pos: Pos) -> String {
+    match text.locate(open) {
+        (pos, true) if pos.line == error_pos.line => format!("the `(` is at column {}", pos.col),
+        (pos, true) => format!("the `(` is at line {}, column {}", pos.line, pos.col),
+        (_, false) => format!("the `(` is at column {} of the expression", open.column(&text.value)),
     }
-    let place = if pos.line == error_pos.line {
-        format!("at column {}", pos.col)
-    } else {
-        format!("at line {}, column {}", pos.line, pos.col)
-    };
-    format!("{}{place}{}", message.get(..start).unwrap_or(""), rest.get(digits..).unwrap_or(""))
 }
