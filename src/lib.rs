@@ -2,8 +2,9 @@
 //!
 //! Data flows through the modules in this order: [`event`] (what arrives) → [`rules`] (the YAML
 //! rules file, read and checked) → [`expr`] (the expression language) → [`graph`] (compiled
-//! scenarios, evaluation, trace) → [`actions`] (what a rule does) → [`engine`] (processing an event
-//! into a result) → [`cli`] (the command line).
+//! scenarios, evaluation, trace) → [`actions`] (what a rule does) → [`result`] (what an event
+//! did) → [`ledger`] (durable points, idempotency, batch jobs) → [`engine`] (queue, workers,
+//! reload) → [`api`] (HTTP) → [`cli`] (the command line).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -14,4 +15,6 @@ pub mod engine;
 pub mod event;
 pub mod expr;
 pub mod graph;
+pub mod ledger;
+pub mod result;
 pub mod rules;

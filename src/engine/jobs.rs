@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use super::result::EventResult;
+use crate::result::EventResult;
 
 /// Jobs remembered at most.
 pub const MAX_JOBS: usize = 10_000;

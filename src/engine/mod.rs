@@ -8,11 +8,11 @@
 pub mod jobs;
 pub mod live;
 pub mod metrics;
-pub mod result;
+
 pub mod watch;
 
+pub use crate::result::{ActionResult, EventResult};
 pub use live::{LiveRules, ReloadReport};
-pub use result::{ActionResult, EventResult};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -77,7 +77,10 @@ pub struct BatchReceipt {
 }
 
 /// What the queue carries: an event to evaluate, or a worker's signal to stop.
-#[allow(clippy::large_enum_variant, reason = "Stop is sent once per worker at shutdown; boxing every event would cost more")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "Stop is sent once per worker at shutdown; boxing every event would cost more"
+)]
 enum Work {
     Event(Task),
     Stop,
