@@ -1,4 +1,4 @@
-//! The result of an event, in the shape `POST /v1/events` answers.
+//! The result of an event, in the shape `POST /v1/events` answers; the ledger stores it for replays.
 
 use std::time::Duration;
 
