@@ -34,6 +34,9 @@ pub struct Event {
     /// String labels the rules read as `meta.key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<BTreeMap<String, String>>,
+    /// True when the sender gave no id and one was generated (so it cannot have been seen).
+    #[serde(skip)]
+    pub generated_id: bool,
 }
 
 /// Why an event was refused. The message names the field at fault.
@@ -106,6 +109,7 @@ impl Event {
         event.check()?;
         if event.id.is_empty() {
             event.id = uuid::Uuid::now_v7().to_string();
+            event.generated_id = true;
         }
         Ok(event)
     }

@@ -81,3 +81,93 @@ impl EventResult {
         }
     }
 }
+
+/// The state of one event of a batch job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventState {
+    /// Waiting for a worker.
+    Queued,
+    /// Evaluated; the result is there.
+    Done,
+    /// Refused: the queue was full.
+    Rejected,
+    /// Its id was already used by an event with other content.
+    Conflict,
+}
+
+impl EventState {
+    /// The state's name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Queued => "queued",
+            EventState::Done => "done",
+            EventState::Rejected => "rejected",
+            EventState::Conflict => "conflict",
+        }
+    }
+
+    /// Reads a stored state name.
+    pub fn parse(name: &str) -> Option<EventState> {
+        [EventState::Queued, EventState::Done, EventState::Rejected, EventState::Conflict]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+/// One event of a batch job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// The event's id.
+    pub event_id: String,
+    /// Where it is.
+    pub state: EventState,
+    /// Its result, once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<EventResult>,
+}
+
+/// A batch job, as `GET /v1/jobs/{job_id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job's id.
+    pub job_id: String,
+    /// `queued` while any event waits, else `done`.
+    pub state: String,
+    /// Events in the batch.
+    pub total: usize,
+    /// Events accepted onto the queue.
+    pub queued: usize,
+    /// Events refused because the queue was full.
+    pub rejected: usize,
+    /// Events finished (done or conflict).
+    pub done: usize,
+    /// Each event, in batch order.
+    pub events: Vec<JobEvent>,
+}
+
+impl Job {
+    /// A job of these events, the first `queued` of them accepted.
+    pub fn new(job_id: String, event_ids: impl IntoIterator<Item = String>, queued: usize) -> Job {
+        let events: Vec<JobEvent> = event_ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, event_id)| JobEvent {
+                event_id,
+                state: if i < queued { EventState::Queued } else { EventState::Rejected },
+                result: None,
+            })
+            .collect();
+        let mut job = Job { job_id, state: String::new(), total: events.len(), queued, rejected: 0, done: 0, events };
+        job.recount();
+        job
+    }
+
+    /// Recomputes the counts and the state from the events.
+    pub fn recount(&mut self) {
+        let count = |s: EventState| self.events.iter().filter(|e| e.state == s).count();
+        self.rejected = count(EventState::Rejected);
+        self.done = count(EventState::Done) + count(EventState::Conflict);
+        self.state = if count(EventState::Queued) > 0 { "queued" } else { "done" }.to_owned();
+    }
+}

@@ -6,7 +6,7 @@
 //! asks the action to describe the outcome in words.
 
 pub mod reward_points;
-#[cfg(feature = "test-actions")]
+#[cfg(feature = "test-support")]
 pub mod test_sleep;
 
 use std::fmt;
@@ -29,6 +29,10 @@ pub trait Action: Send + Sync + fmt::Debug {
     fn plan(&self, event: &Event) -> Plan;
     /// The message for a result: what was done, or why it failed.
     fn message(&self, outcome: &Outcome, event: &Event) -> String;
+    /// The reason written on the action's ledger entries.
+    fn ledger_reason(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// What an action means to do.
@@ -118,7 +122,7 @@ impl ActionRegistry {
     pub fn builtin() -> Self {
         let mut registry = ActionRegistry::empty();
         registry.register(Box::new(reward_points::RewardPoints));
-        #[cfg(feature = "test-actions")]
+        #[cfg(feature = "test-support")]
         registry.register(Box::new(test_sleep::TestSleep));
         registry
     }

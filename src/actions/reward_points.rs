@@ -213,6 +213,10 @@ impl Action for RewardPointsAction {
         Plan::Points(PointsChange { amount, expiry_days: self.expiry_days })
     }
 
+    fn ledger_reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
     fn message(&self, outcome: &Outcome, event: &Event) -> String {
         let actor = event.actor_id.as_deref().unwrap_or("");
         let formula = match &self.amount {

@@ -1,4 +1,4 @@
-//! `test_sleep`: holds its worker for `ms` milliseconds. Compiled only with the `test-actions`
+//! `test_sleep`: holds its worker for `ms` milliseconds. Compiled only with the `test-support`
 //! feature, which the test suite enables and release builds never do; it lets the tests fill
 //! the queue and reach the timeout with a real server.
 

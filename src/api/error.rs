@@ -28,6 +28,8 @@ pub enum ErrorCode {
     QueueFull,
     /// Shutting down, or not ready.
     Unavailable,
+    /// The ledger failed; nothing was stored.
+    LedgerUnavailable,
     /// The result did not come within `event_timeout_ms`.
     Timeout,
     /// No such route or resource.
@@ -57,6 +59,7 @@ impl ErrorCode {
             ErrorCode::QueueFull => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
             ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ErrorCode::LedgerUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
             ErrorCode::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         }
     }
@@ -83,12 +86,20 @@ impl ApiError {
     }
 }
 
+impl From<crate::ledger::LedgerError> for ApiError {
+    fn from(e: crate::ledger::LedgerError) -> Self {
+        ApiError::new(ErrorCode::LedgerUnavailable, e.to_string())
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let code = match e {
             EngineError::QueueFull { .. } => ErrorCode::QueueFull,
             EngineError::Timeout { .. } => ErrorCode::Timeout,
             EngineError::ShuttingDown => ErrorCode::Unavailable,
+            EngineError::Conflict { .. } => ErrorCode::IdConflict,
+            EngineError::Ledger(_) => ErrorCode::LedgerUnavailable,
         };
         ApiError::new(code, e.to_string())
     }
@@ -102,7 +113,7 @@ impl IntoResponse for ApiError {
             map.insert(key.to_owned(), value);
         }
         let mut response = (status, axum::Json(body)).into_response();
-        if self.code == ErrorCode::QueueFull || self.code == ErrorCode::Unavailable {
+        if matches!(self.code, ErrorCode::QueueFull | ErrorCode::Unavailable | ErrorCode::LedgerUnavailable) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response

@@ -66,7 +66,7 @@ pub async fn submit_batch(
 ) -> Result<Response, ApiError> {
     let bytes = read_json_body(&headers, body, state.max_body_bytes).await?;
     let events = decode_batch(&bytes)?;
-    let receipt = state.engine.submit_batch(events)?;
+    let receipt = state.engine.submit_batch(events).await?;
     Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
 }
 

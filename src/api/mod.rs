@@ -34,6 +34,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/events", post(events::submit))
         .route("/v1/events/batch", post(events::submit_batch))
         .route("/v1/jobs/{job_id}", get(routes::job))
+        .route("/v1/actors/{actor_id}/balance", get(routes::balance))
+        .route("/v1/actors/{actor_id}/ledger", get(routes::history))
         .route("/v1/rules", get(routes::rules))
         .route("/v1/rules/reload", post(routes::reload))
         .route("/healthz", get(routes::healthz))

@@ -11,15 +11,89 @@ use serde_json::json;
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use crate::engine::READY_UTILIZATION;
+use crate::ledger::LedgerError;
+
+/// Runs a blocking ledger read off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LedgerError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("ledger read task failed: {e}")))?
+        .map_err(ApiError::from)
+}
 
 /// `GET /v1/jobs/{job_id}`.
 pub async fn job(State(state): State<Arc<AppState>>, Path(job_id): Path<String>) -> Result<Response, ApiError> {
-    let job = state
-        .engine
-        .jobs
-        .get(&job_id)
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no job `{job_id}`")))?;
+    let engine = Arc::clone(&state.engine);
+    let id = job_id.clone();
+    let job = blocking(move || engine.job(&id)).await?;
+    let job = job.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no job `{job_id}`")))?;
     Ok(Json(job).into_response())
+}
+
+fn no_ledger() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no ledger: the service runs with --ledger none, so it keeps no balances")
+}
+
+/// `GET /v1/actors/{actor_id}/balance`.
+pub async fn balance(State(state): State<Arc<AppState>>, Path(actor_id): Path<String>) -> Result<Response, ApiError> {
+    if state.engine.ledger().is_none() {
+        return Err(no_ledger());
+    }
+    let engine = Arc::clone(&state.engine);
+    let actor = actor_id.clone();
+    let balance = blocking(move || engine.ledger().map_or(Ok(0), |l| l.store().balance(&actor))).await?;
+    Ok(Json(json!({"actor_id": actor_id, "balance": balance})).into_response())
+}
+
+/// `?limit=` and `?cursor=` of the ledger history.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Default and largest page of ledger history.
+pub const HISTORY_LIMITS: (usize, usize) = (50, 500);
+
+/// `GET /v1/actors/{actor_id}/ledger`.
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(actor_id): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    if state.engine.ledger().is_none() {
+        return Err(no_ledger());
+    }
+    let query: HistoryQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("bad query: {e} (allowed: limit, cursor)")))?;
+    let (default, max) = HISTORY_LIMITS;
+    let limit = match query.limit.as_deref() {
+        None => default,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => {
+                let message = format!("limit must be a whole number from 1 to {max}, got `{text}`");
+                return Err(ApiError::new(ErrorCode::InvalidQuery, message));
+            }
+        },
+    };
+    let before = match query.cursor.as_deref() {
+        None => None,
+        Some(text) => Some(text.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            let message = format!("cursor `{text}` is not one this API gave out (use next_cursor)");
+            ApiError::new(ErrorCode::InvalidQuery, message)
+        })?),
+    };
+    let engine = Arc::clone(&state.engine);
+    let page = blocking(move || match engine.ledger() {
+        Some(l) => l.store().history(&actor_id, limit, before),
+        None => Err(LedgerError::Unavailable("no ledger".into())),
+    })
+    .await?;
+    Ok(Json(page).into_response())
 }
 
 /// `GET /v1/rules`.
@@ -49,8 +123,17 @@ pub async fn healthz() -> Response {
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let utilization = state.engine.queue_utilization();
     state.engine.metrics.queue_utilization.set(utilization);
+    let ledger_ok = match state.engine.ledger() {
+        None => true,
+        Some(_) => {
+            let engine = Arc::clone(&state.engine);
+            tokio::task::spawn_blocking(move || engine.ledger().is_none_or(|l| l.is_healthy())).await.unwrap_or(false)
+        }
+    };
     let status = if state.engine.is_shutting_down() {
         "shutting_down"
+    } else if !ledger_ok {
+        "ledger_unavailable"
     } else if utilization > READY_UTILIZATION {
         "overloaded"
     } else {

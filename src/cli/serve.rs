@@ -14,6 +14,8 @@ use crate::actions::ActionRegistry;
 use crate::api::{AppState, app};
 use crate::engine::{Engine, watch};
 use crate::graph::LoadError;
+use crate::ledger::sqlite::SqliteStore;
+use crate::ledger::{Ledger, LedgerStore};
 
 /// Runs the service until SIGTERM or SIGINT, then drains and exits.
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -36,8 +38,33 @@ fn init_logging(format: LogFormat) -> WorkerGuard {
     guard
 }
 
+/// Opens the ledger that `--ledger` names.
+fn open_ledger(args: &ServeArgs) -> anyhow::Result<Option<Ledger>> {
+    let store: Arc<dyn LedgerStore> = match args.ledger.as_str() {
+        "none" => return Ok(None),
+        "sqlite" => sqlite_store(&args.data)?,
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            anyhow::bail!("the PostgreSQL ledger is not available in this version; use --ledger sqlite or none")
+        }
+        other => anyhow::bail!("--ledger must be sqlite, none or a postgres:// URL, got `{other}`"),
+    };
+    let ledger = Ledger::start(store)?;
+    Ok(Some(ledger))
+}
+
+fn sqlite_store(data: &std::path::Path) -> anyhow::Result<Arc<dyn LedgerStore>> {
+    let store = SqliteStore::open(data)?;
+    tracing::info!(path = %store.path().display(), "ledger open (SQLite, WAL, synchronous=FULL)");
+    #[cfg(feature = "test-support")]
+    if let Some(marker) = std::env::var_os(crate::ledger::faulty::FAULT_FILE_ENV) {
+        return Ok(Arc::new(crate::ledger::faulty::FaultyStore::new(store, marker.into())));
+    }
+    Ok(Arc::new(store))
+}
+
 async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let engine = match Engine::start(args.config.clone(), ActionRegistry::builtin()) {
+    let ledger = open_ledger(args)?;
+    let engine = match Engine::start(args.config.clone(), ActionRegistry::builtin(), ledger) {
         Ok(engine) => engine,
         Err(LoadError::Invalid(diagnostics)) => {
             let name = args.config.display().to_string();

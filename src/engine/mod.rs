@@ -1,14 +1,14 @@
-//! The engine: a bounded queue, a fixed pool of event workers, the live rules and their reload.
+//! The engine: a bounded queue, a fixed pool of event workers, the live rules and their reload,
+//! and the ledger the workers apply results to.
 //!
 //! Admission is exact: at most `queue_depth` events wait and `event_workers` are evaluated at
-//! once. Workers are OS threads, so evaluation never stalls the HTTP runtime. A synchronous
-//! caller waits up to `event_timeout_ms` for its result; past that it is told so, and the event
-//! still completes.
+//! once. Workers are OS threads, so evaluation and ledger waits never stall the HTTP runtime. A
+//! synchronous caller waits up to `event_timeout_ms` for its result; past that it is told so,
+//! and the event still completes (and is stored, so a retry with its id gets the result).
 
 pub mod jobs;
 pub mod live;
 pub mod metrics;
-
 pub mod watch;
 
 pub use crate::result::{ActionResult, EventResult};
@@ -23,11 +23,13 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::actions::{ActionRegistry, Outcome};
+use crate::actions::{ActionRegistry, Outcome, Plan};
 use crate::event::Event;
 use crate::graph::{Evaluation, LoadError, Rules};
+use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, PointsWrite, fingerprint};
+use crate::result::Job;
 use crate::rules::EngineSettings;
-use jobs::{EventState, Job, JobEvent, JobStore};
+use jobs::MemoryJobs;
 use metrics::Metrics;
 
 /// Queue utilisation above which `/readyz` answers 503.
@@ -53,6 +55,15 @@ pub enum EngineError {
     /// The service is shutting down.
     #[error("the service is shutting down")]
     ShuttingDown,
+    /// The id was used before by an event with other content.
+    #[error("event id `{event_id}` was already used by an event with other content")]
+    Conflict {
+        /// The event.
+        event_id: String,
+    },
+    /// The ledger failed; nothing of the event was stored.
+    #[error("{0}; nothing was stored, retry later")]
+    Ledger(LedgerError),
 }
 
 /// The reload failed; the old rules stay live.
@@ -87,10 +98,10 @@ enum Work {
 }
 
 struct Task {
-    event: Event,
+    event: Arc<Event>,
     trace: bool,
-    reply: Option<oneshot::Sender<EventResult>>,
-    job: Option<(Arc<str>, usize)>,
+    reply: Option<oneshot::Sender<Result<EventResult, EngineError>>>,
+    job: Option<(String, usize)>,
     enqueued: Instant,
 }
 
@@ -106,15 +117,20 @@ pub struct Engine {
     workers: Mutex<Vec<JoinHandle<()>>>,
     shutting_down: AtomicBool,
     reload_lock: Mutex<()>,
+    ledger: Option<Ledger>,
+    memory_jobs: MemoryJobs,
     /// Every metric.
     pub metrics: Metrics,
-    /// Batch jobs.
-    pub jobs: JobStore,
 }
 
 impl Engine {
-    /// Loads the rules and starts the workers.
-    pub fn start(config_path: PathBuf, registry: ActionRegistry) -> Result<Arc<Engine>, LoadError> {
+    /// Loads the rules, starts the workers, and re-queues batch events that the ledger holds
+    /// as accepted but not yet processed (from before a crash or a stop).
+    pub fn start(
+        config_path: PathBuf,
+        registry: ActionRegistry,
+        ledger: Option<Ledger>,
+    ) -> Result<Arc<Engine>, LoadError> {
         let rules = Rules::load_path(&config_path, &registry)?;
         let metrics = Metrics::new();
         metrics.reload("success");
@@ -132,8 +148,9 @@ impl Engine {
             workers: Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
+            ledger,
+            memory_jobs: MemoryJobs::default(),
             metrics,
-            jobs: JobStore::default(),
         });
         let handles = (0..settings.event_workers.max(1))
             .map(|i| {
@@ -145,7 +162,42 @@ impl Engine {
         if let Ok(mut workers) = engine.workers.lock() {
             *workers = handles;
         }
+        engine.requeue_pending();
         Ok(engine)
+    }
+
+    /// Puts accepted-but-unprocessed batch events back on the queue, from a thread of its own
+    /// since there may be more of them than the queue holds.
+    fn requeue_pending(self: &Arc<Self>) {
+        let Some(ledger) = &self.ledger else { return };
+        let pending = match ledger.store().pending_events() {
+            Ok(pending) if !pending.is_empty() => pending,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the batch events left from before; they stay stored");
+                return;
+            }
+        };
+        tracing::info!(events = pending.len(), "re-queueing batch events accepted before the last stop");
+        let engine = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("requeue".into()).spawn(move || {
+            for p in pending {
+                let task = Task {
+                    event: Arc::new(p.event),
+                    trace: false,
+                    reply: None,
+                    job: Some((p.job_id, p.index)),
+                    enqueued: Instant::now(),
+                };
+                if engine.queue.blocking_send(Work::Event(task)).is_err() {
+                    break;
+                }
+                engine.metrics.events_enqueued.inc();
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the re-queue thread; pending batch events wait for the next start");
+        }
     }
 
     /// The rules now live.
@@ -156,6 +208,11 @@ impl Engine {
     /// The engine settings the engine started with.
     pub fn settings(&self) -> EngineSettings {
         self.settings
+    }
+
+    /// The ledger, unless running with `--ledger none`.
+    pub fn ledger(&self) -> Option<&Ledger> {
+        self.ledger.as_ref()
     }
 
     /// Waiting events over capacity, from 0 to 1.
@@ -170,77 +227,76 @@ impl Engine {
         self.shutting_down.load(Ordering::Acquire)
     }
 
-    fn enqueue(&self, task: Task) -> Result<(), EngineError> {
-        if self.is_shutting_down() {
-            return Err(EngineError::ShuttingDown);
-        }
-        match self.queue.try_send(Work::Event(task)) {
-            Ok(()) => {
-                self.metrics.events_enqueued.inc();
-                self.metrics.queue_utilization.set(self.queue_utilization());
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics.events_dropped.inc();
-                Err(EngineError::QueueFull { capacity: self.queue.max_capacity() })
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(EngineError::ShuttingDown),
-        }
+    fn admitted(&self, count: usize) {
+        self.metrics.events_enqueued.inc_by(count as u64);
+        self.metrics.queue_utilization.set(self.queue_utilization());
     }
 
     /// Evaluates one event and waits for its result, up to `event_timeout_ms`.
     pub async fn process(&self, event: Event, trace: bool) -> Result<EventResult, EngineError> {
+        if self.is_shutting_down() {
+            return Err(EngineError::ShuttingDown);
+        }
         let event_id = event.id.clone();
         let (reply, result) = oneshot::channel();
-        self.enqueue(Task { event, trace, reply: Some(reply), job: None, enqueued: Instant::now() })?;
+        let task = Task { event: Arc::new(event), trace, reply: Some(reply), job: None, enqueued: Instant::now() };
+        match self.queue.try_send(Work::Event(task)) {
+            Ok(()) => self.admitted(1),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.events_dropped.inc();
+                return Err(EngineError::QueueFull { capacity: self.queue.max_capacity() });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(EngineError::ShuttingDown),
+        }
         let timeout_ms = self.timeout_ms.load(Ordering::Relaxed);
         match tokio::time::timeout(Duration::from_millis(timeout_ms), result).await {
-            Ok(Ok(result)) => Ok(result),
+            Ok(Ok(result)) => result,
             // A worker dropped the reply without answering: only when the process is going down.
             Ok(Err(_)) => Err(EngineError::ShuttingDown),
             Err(_) => Err(EngineError::Timeout { event_id, timeout_ms }),
         }
     }
 
-    /// Queues a batch; events that do not fit are counted as rejected.
-    pub fn submit_batch(&self, events: Vec<Event>) -> Result<BatchReceipt, EngineError> {
+    /// Queues a batch: the events that fit are stored durably (with a ledger) and queued; the
+    /// rest are counted as rejected. Answers once the accepted events are stored.
+    pub async fn submit_batch(&self, events: Vec<Event>) -> Result<BatchReceipt, EngineError> {
         if self.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
         }
-        let job_id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
-        let total = events.len();
-        let mut record = Job {
-            job_id: job_id.to_string(),
-            state: "queued",
-            total,
-            queued: 0,
-            rejected: 0,
-            done: 0,
-            events: events
-                .iter()
-                .map(|e| JobEvent { event_id: e.id.clone(), state: EventState::Queued, result: None })
-                .collect(),
-        };
-        // Insert first, so a worker that finishes an event at once finds its job.
-        self.jobs.insert(record.clone());
-        for (index, event) in events.into_iter().enumerate() {
-            let task = Task {
-                event,
-                trace: false,
-                reply: None,
-                job: Some((Arc::clone(&job_id), index)),
-                enqueued: Instant::now(),
-            };
-            match self.enqueue(task) {
-                Ok(()) => record.queued += 1,
-                Err(_) => {
-                    record.rejected += 1;
-                    record.events[index].state = EventState::Rejected;
-                }
+        let mut permits = Vec::with_capacity(events.len());
+        while permits.len() < events.len() {
+            match self.queue.try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
             }
         }
-        self.jobs.record_admission(&job_id, record.queued, &record.events);
-        Ok(BatchReceipt { job_id: job_id.to_string(), total, queued: record.queued, rejected: record.rejected })
+        let (total, queued) = (events.len(), permits.len());
+        let job_id = uuid::Uuid::now_v7().to_string();
+        let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
+        match &self.ledger {
+            Some(ledger) => {
+                let job = NewJob { job_id: job_id.clone(), events: events.clone(), queued };
+                // On error the permits drop here, so the reserved places are freed.
+                ledger.store_job(job).await.map_err(EngineError::Ledger)?;
+            }
+            None => self.memory_jobs.insert(Job::new(job_id.clone(), events.iter().map(|e| e.id.clone()), queued)),
+        }
+        for (index, (permit, event)) in permits.into_iter().zip(events).enumerate() {
+            let task =
+                Task { event, trace: false, reply: None, job: Some((job_id.clone(), index)), enqueued: Instant::now() };
+            permit.send(Work::Event(task));
+        }
+        self.admitted(queued);
+        self.metrics.events_dropped.inc_by((total - queued) as u64);
+        Ok(BatchReceipt { job_id, total, queued, rejected: total - queued })
+    }
+
+    /// A batch job, from the ledger or (with `--ledger none`) from memory.
+    pub fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {
+        match &self.ledger {
+            Some(ledger) => ledger.store().job(job_id),
+            None => Ok(self.memory_jobs.get(job_id)),
+        }
     }
 
     /// Re-reads the rules file; swaps it in only when it is valid.
@@ -291,8 +347,9 @@ impl Engine {
         self.shutting_down.store(true, Ordering::Release);
     }
 
-    /// Lets the workers evaluate every event already queued, then stops them and waits for
-    /// them. Call it once no request is in flight any more. Blocks: call it off the async runtime.
+    /// Lets the workers evaluate every event already queued, then stops them, then commits and
+    /// closes the ledger. Call it once no request is in flight any more. Blocks: call it off the
+    /// async runtime.
     pub fn drain(&self) {
         self.begin_shutdown();
         let workers = self.workers.lock().map(|w| w.len()).unwrap_or(0);
@@ -306,6 +363,9 @@ impl Engine {
         let handles = self.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
         for handle in handles {
             let _ = handle.join();
+        }
+        if let Some(ledger) = &self.ledger {
+            ledger.close();
         }
     }
 
@@ -323,19 +383,98 @@ impl Engine {
         while let Some(task) = self.next_task() {
             self.metrics.queue_utilization.set(self.queue_utilization());
             let result = self.run(&task, &mut evaluation);
-            match (task.reply, task.job) {
+            let elapsed = task.enqueued.elapsed();
+            self.metrics.duration_seconds.observe(elapsed.as_secs_f64());
+            self.metrics.duration_ms.observe(elapsed.as_secs_f64() * 1000.0);
+            self.metrics.events_processed.inc();
+            if let Err(e) = &result {
+                tracing::warn!(event_id = %task.event.id, error = %e, "event not applied");
+            }
+            match (task.reply, &task.job) {
                 (Some(reply), _) => {
                     let _ = reply.send(result);
                 }
-                (None, Some((job_id, index))) => self.jobs.complete(&job_id, index, result),
-                (None, None) => {}
+                (None, Some((job_id, index))) if self.ledger.is_none() => {
+                    if let Ok(result) = result {
+                        self.memory_jobs.complete(job_id, *index, result);
+                    }
+                }
+                _ => {}
             }
         }
     }
 
-    fn run(&self, task: &Task, evaluation: &mut Evaluation) -> EventResult {
-        let live = self.live.load();
-        let result = evaluate_into(&live.rules, &task.event, task.trace, evaluation, task.enqueued);
+    fn run(&self, task: &Task, evaluation: &mut Evaluation) -> Result<EventResult, EngineError> {
+        let event = &task.event;
+        // A retry of a stored event is answered from the ledger without evaluating again.
+        if let (Some(ledger), false, None) = (&self.ledger, event.generated_id, &task.job) {
+            if let Some((stored_fp, mut stored)) =
+                ledger.store().stored_result(&event.id).map_err(EngineError::Ledger)?
+            {
+                if stored_fp != fingerprint(event) {
+                    return Err(EngineError::Conflict { event_id: event.id.clone() });
+                }
+                stored.replayed = true;
+                return Ok(stored);
+            }
+        }
+        let live = self.live.load_full();
+        let trace = if task.trace {
+            Some(live.rules.evaluate_traced(event, evaluation))
+        } else {
+            live.rules.evaluate(event, evaluation);
+            None
+        };
+        let mut result = match &self.ledger {
+            None => build_result(&live.rules, event, evaluation, task.enqueued),
+            Some(ledger) => {
+                match ledger.apply(self.ledger_write(task, &live, evaluation)).map_err(EngineError::Ledger)? {
+                    Applied::Fresh(result) => result,
+                    Applied::Replayed(mut stored) => {
+                        stored.replayed = true;
+                        return Ok(stored);
+                    }
+                    Applied::Conflict => return Err(EngineError::Conflict { event_id: event.id.clone() }),
+                }
+            }
+        };
+        result.trace = trace;
+        self.count(&live, evaluation, &result);
+        Ok(result)
+    }
+
+    /// What the ledger must write for an evaluated event; the result is built once the ledger
+    /// has decided each action's outcome (a deduction can be refused).
+    fn ledger_write(&self, task: &Task, live: &Arc<LiveRules>, evaluation: &Evaluation) -> EventWrite {
+        let event = &task.event;
+        let actions = evaluation
+            .planned
+            .iter()
+            .map(|planned| match (planned.plan, &event.actor_id, live.rules.action(planned.action)) {
+                (Plan::Points(change), Some(actor), Some(entry)) => ActionWrite::Points(PointsWrite {
+                    actor_id: actor.clone(),
+                    action_id: entry.id.clone(),
+                    scenario_id: live.rules.scenario_id(planned.scenario).to_owned(),
+                    change,
+                    reason: entry.action.ledger_reason().map(str::to_owned),
+                }),
+                (plan, _, _) => ActionWrite::Decided(Outcome::of_plan(plan)),
+            })
+            .collect();
+        let (live, event, evaluation, started) =
+            (Arc::clone(live), Arc::clone(event), evaluation.clone(), task.enqueued);
+        EventWrite {
+            event_id: event.id.clone(),
+            fingerprint: fingerprint(&event),
+            actions,
+            job: task.job.clone(),
+            build_result: Box::new(move |outcomes| {
+                EventResult::build(&live.rules, &event, &evaluation, outcomes, started.elapsed())
+            }),
+        }
+    }
+
+    fn count(&self, live: &LiveRules, evaluation: &Evaluation, result: &EventResult) {
         for &scenario in &evaluation.matched {
             live.count_match(scenario);
         }
@@ -348,11 +487,6 @@ impl Engine {
                 self.metrics.unknown_conditions.get_or_create(&label).inc_by(u64::from(count));
             }
         }
-        let elapsed = task.enqueued.elapsed();
-        self.metrics.duration_seconds.observe(elapsed.as_secs_f64());
-        self.metrics.duration_ms.observe(elapsed.as_secs_f64() * 1000.0);
-        self.metrics.events_processed.inc();
-        result
     }
 }
 
@@ -374,24 +508,21 @@ impl Engine {
 /// assert_eq!(result.actions_executed[0].message, "Awarded 75 points to user_42 — High-value food purchase bonus");
 /// ```
 pub fn evaluate_stateless(rules: &Rules, event: &Event, trace: bool) -> EventResult {
-    evaluate_into(rules, event, trace, &mut rules.new_evaluation(), Instant::now())
-}
-
-fn evaluate_into(
-    rules: &Rules,
-    event: &Event,
-    trace: bool,
-    evaluation: &mut Evaluation,
-    started: Instant,
-) -> EventResult {
+    let started = Instant::now();
+    let mut evaluation = rules.new_evaluation();
     let trace = if trace {
-        Some(rules.evaluate_traced(event, evaluation))
+        Some(rules.evaluate_traced(event, &mut evaluation))
     } else {
-        rules.evaluate(event, evaluation);
+        rules.evaluate(event, &mut evaluation);
         None
     };
-    let outcomes: Vec<Outcome> = evaluation.planned.iter().map(|p| Outcome::of_plan(p.plan)).collect();
-    let mut result = EventResult::build(rules, event, evaluation, &outcomes, started.elapsed());
+    let mut result = build_result(rules, event, &evaluation, started);
     result.trace = trace;
     result
+}
+
+/// The result of an evaluation whose plans are carried out as planned (no ledger to refuse one).
+fn build_result(rules: &Rules, event: &Event, evaluation: &Evaluation, started: Instant) -> EventResult {
+    let outcomes: Vec<Outcome> = evaluation.planned.iter().map(|p| Outcome::of_plan(p.plan)).collect();
+    EventResult::build(rules, event, evaluation, &outcomes, started.elapsed())
 }

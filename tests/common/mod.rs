@@ -37,8 +37,14 @@ impl Server {
 
     /// Starts on the rules file already in `dir/rules.yaml`.
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
-        let config = dir.path().join("rules.yaml");
-        let data = dir.path().join("data");
+        let args = Server::args_for(dir.path(), extra);
+        Server::spawn(dir, &args)
+    }
+
+    /// The command line that serves `dir/rules.yaml` with its ledger in `dir/data`.
+    pub fn args_for(dir: &Path, extra: &[&str]) -> Vec<String> {
+        let config = dir.join("rules.yaml");
+        let data = dir.join("data");
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--addr".into(),
@@ -52,12 +58,18 @@ impl Server {
             args.extend(["--ledger".into(), "none".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        Server::spawn(dir, &args)
+        args
     }
 
     pub fn spawn(dir: tempfile::TempDir, args: &[String]) -> Server {
+        Server::spawn_with_env(dir, args, &[])
+    }
+
+    /// Runs `fluxflow` with these arguments and extra environment variables.
+    pub fn spawn_with_env(dir: tempfile::TempDir, args: &[String], env: &[(&str, &Path)]) -> Server {
         let mut child = Command::new(bin())
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .env("FLUXFLOW_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,398 @@
+//! The embedded ledger: one SQLite file under `--data`, WAL with `synchronous=FULL`, so a
+//! commit is on disk (fsync'd) before any answer depends on it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+use super::{
+    ActionWrite, Applied, Entry, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
+    PointsWrite, admission_state,
+};
+use crate::actions::{Outcome, Plan};
+use crate::event::Event;
+use crate::result::{EventResult, EventState, Job, JobEvent};
+
+/// The database file's name inside the data directory.
+pub const FILE_NAME: &str = "fluxflow.db";
+/// Read connections kept open for lookups and the actor endpoints.
+const READERS: usize = 4;
+/// The schema this code writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE events (
+    event_id     TEXT PRIMARY KEY,
+    fingerprint  BLOB NOT NULL,
+    actor_id     TEXT,
+    result       TEXT NOT NULL,
+    processed_at INTEGER NOT NULL
+);
+-- Append-only: one row per executed points action. Room for the roadmap: `kind` will also say
+-- expire, reversal and release; lots and their remaining points go in a table of their own.
+CREATE TABLE entries (
+    entry_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    actor_id    TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    action_id   TEXT NOT NULL,
+    scenario_id TEXT NOT NULL,
+    points      INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    reason      TEXT,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER
+);
+CREATE INDEX entries_by_actor ON entries (actor_id, entry_id);
+CREATE INDEX entries_by_event ON entries (event_id);
+-- Derived from entries, kept in the same transaction.
+CREATE TABLE balances (
+    actor_id   TEXT PRIMARY KEY,
+    balance    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE jobs (
+    job_id     TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    total      INTEGER NOT NULL,
+    queued     INTEGER NOT NULL
+);
+CREATE TABLE job_events (
+    job_id   TEXT NOT NULL,
+    idx      INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    event    TEXT NOT NULL,
+    state    TEXT NOT NULL,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE INDEX job_events_queued ON job_events (state) WHERE state = 'queued';
+";
+
+/// The SQLite ledger.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Unavailable(e.to_string())
+}
+
+fn now_micros() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}
+
+fn rfc3339(micros: i64) -> String {
+    jiff::Timestamp::from_microsecond(micros).map_or_else(|_| micros.to_string(), |t| t.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the ledger in `data_dir`. A directory that cannot be created or
+    /// written, or a file that is not a FluxFlow ledger, is a clear error.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, LedgerError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| LedgerError::Open(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+        let path = data_dir.join(FILE_NAME);
+        let open_error =
+            |e: rusqlite::Error| LedgerError::Open(format!("{} is not a usable SQLite ledger: {e}", path.display()));
+        let writer = Connection::open(&path).map_err(open_error)?;
+        configure(&writer).map_err(open_error)?;
+        migrate(&writer).map_err(|e| match e {
+            MigrateError::Sql(e) => open_error(e),
+            MigrateError::TooNew(v) => LedgerError::Open(format!(
+                "{} has schema version {v}, newer than this FluxFlow knows ({SCHEMA_VERSION}); upgrade FluxFlow",
+                path.display()
+            )),
+        })?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_error)?;
+                conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_error)?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        Ok(SqliteStore { path, writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The value of a PRAGMA on the write connection (for tests and diagnostics).
+    pub fn pragma(&self, name: &str) -> Result<String, LedgerError> {
+        let conn = self.writer.lock().map_err(unavailable)?;
+        conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, rusqlite::types::Value>(0))
+            .map(|v| match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .map_err(unavailable)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
+        let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let conn = self.readers[index].lock().map_err(unavailable)?;
+        f(&conn).map_err(unavailable)
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!("journal_mode is {mode}, WAL is required")));
+    }
+    // FULL: every commit is fsync'd before it returns, so an answer never outlives its data.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+}
+
+enum MigrateError {
+    Sql(rusqlite::Error),
+    TooNew(i64),
+}
+
+fn migrate(conn: &Connection) -> Result<(), MigrateError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(MigrateError::Sql)?;
+    match version {
+        0 => conn
+            .execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+            .map_err(MigrateError::Sql),
+        SCHEMA_VERSION => Ok(()),
+        newer => Err(MigrateError::TooNew(newer)),
+    }
+}
+
+impl LedgerStore for SqliteStore {
+    fn write_events(&self, events: Vec<EventWrite>) -> Result<Vec<Applied>, LedgerError> {
+        let mut conn = self.writer.lock().map_err(unavailable)?;
+        let tx = conn.transaction().map_err(unavailable)?;
+        let mut applied = Vec::with_capacity(events.len());
+        for event in events {
+            applied.push(apply_event(&tx, event).map_err(unavailable)?);
+        }
+        tx.commit().map_err(unavailable)?;
+        Ok(applied)
+    }
+
+    fn store_job(&self, job: &NewJob) -> Result<(), LedgerError> {
+        let mut conn = self.writer.lock().map_err(unavailable)?;
+        let tx = conn.transaction().map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO jobs (job_id, created_at, total, queued) VALUES (?1, ?2, ?3, ?4)",
+            params![job.job_id, now_micros(), job.events.len() as i64, job.queued as i64],
+        )
+        .map_err(unavailable)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO job_events (job_id, idx, event_id, event, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(unavailable)?;
+            for (index, event) in job.events.iter().enumerate() {
+                let json = serde_json::to_string(event.as_ref()).map_err(unavailable)?;
+                let state = admission_state(index, job.queued).as_str();
+                insert.execute(params![job.job_id, index as i64, event.id, json, state]).map_err(unavailable)?;
+            }
+        }
+        tx.commit().map_err(unavailable)
+    }
+
+    fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
+        let row: Option<(Vec<u8>, String)> = self.read(|conn| {
+            conn.prepare_cached("SELECT fingerprint, result FROM events WHERE event_id = ?1")?
+                .query_row([event_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })?;
+        row.map(|(fp, json)| decode_stored(&fp, &json)).transpose()
+    }
+
+    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT balance FROM balances WHERE actor_id = ?1")?
+                .query_row([actor_id], |row| row.get(0))
+                .optional()
+                .map(Option::unwrap_or_default)
+        })
+    }
+
+    fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
+        let mut entries = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT entry_id, actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at
+                 FROM entries WHERE actor_id = ?1 AND entry_id < ?2 ORDER BY entry_id DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![actor_id, before.unwrap_or(i64::MAX), limit as i64 + 1], |row| {
+                Ok(Entry {
+                    entry_id: row.get(0)?,
+                    actor_id: row.get(1)?,
+                    event_id: row.get(2)?,
+                    action_id: row.get(3)?,
+                    scenario_id: row.get(4)?,
+                    points: row.get(5)?,
+                    kind: row.get(6)?,
+                    reason: row.get(7)?,
+                    created_at: rfc3339(row.get(8)?),
+                    expires_at: row.get::<_, Option<i64>>(9)?.map(rfc3339),
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let next_cursor = if entries.len() > limit {
+            entries.truncate(limit);
+            entries.last().map(|e| e.entry_id.to_string())
+        } else {
+            None
+        };
+        Ok(HistoryPage { actor_id: actor_id.to_owned(), entries, next_cursor })
+    }
+
+    fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {
+        let found: Option<i64> = self.read(|conn| {
+            conn.prepare_cached("SELECT queued FROM jobs WHERE job_id = ?1")?
+                .query_row([job_id], |r| r.get(0))
+                .optional()
+        })?;
+        let Some(queued) = found else { return Ok(None) };
+        let rows: Vec<(String, String, Option<String>)> = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT j.event_id, j.state, e.result FROM job_events j
+                 LEFT JOIN events e ON e.event_id = j.event_id AND j.state = 'done'
+                 WHERE j.job_id = ?1 ORDER BY j.idx",
+            )?;
+            let rows = stmt.query_map([job_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })?;
+        let mut job = Job::new(job_id.to_owned(), std::iter::empty(), 0);
+        job.queued = usize::try_from(queued).unwrap_or(0);
+        job.events = rows
+            .into_iter()
+            .map(|(event_id, state, result)| JobEvent {
+                event_id,
+                state: EventState::parse(&state).unwrap_or(EventState::Queued),
+                result: result.and_then(|json| serde_json::from_str(&json).ok()),
+            })
+            .collect();
+        job.total = job.events.len();
+        job.recount();
+        Ok(Some(job))
+    }
+
+    fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError> {
+        let rows: Vec<(String, i64, String)> = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT j.job_id, j.idx, j.event FROM job_events j JOIN jobs USING (job_id)
+                 WHERE j.state = 'queued' ORDER BY jobs.created_at, j.job_id, j.idx",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })?;
+        rows.into_iter()
+            .map(|(job_id, index, json)| {
+                let event: Event = serde_json::from_str(&json).map_err(unavailable)?;
+                Ok(PendingEvent { job_id, index: usize::try_from(index).unwrap_or(0), event })
+            })
+            .collect()
+    }
+
+    fn ping(&self) -> Result<(), LedgerError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+    }
+}
+
+fn decode_stored(fingerprint: &[u8], json: &str) -> Result<(Fingerprint, EventResult), LedgerError> {
+    let fp: Fingerprint =
+        fingerprint.try_into().map_err(|_| unavailable("a stored fingerprint has the wrong length"))?;
+    let result = serde_json::from_str(json).map_err(unavailable)?;
+    Ok((fp, result))
+}
+
+/// Applies one event inside the group's transaction.
+fn apply_event(tx: &Transaction<'_>, event: EventWrite) -> rusqlite::Result<Applied> {
+    let existing: Option<(Vec<u8>, String)> = tx
+        .prepare_cached("SELECT fingerprint, result FROM events WHERE event_id = ?1")?
+        .query_row([&event.event_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let applied = match existing {
+        Some((fp, _)) if fp.as_slice() != event.fingerprint.as_slice() => Applied::Conflict,
+        Some((_, json)) => {
+            let result: EventResult =
+                serde_json::from_str(&json).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            Applied::Replayed(result)
+        }
+        None => {
+            let now = now_micros();
+            let mut outcomes = Vec::with_capacity(event.actions.len());
+            let mut actor = None;
+            for action in &event.actions {
+                outcomes.push(match action {
+                    ActionWrite::Decided(outcome) => *outcome,
+                    ActionWrite::Points(points) => {
+                        actor = Some(points.actor_id.as_str());
+                        write_points(tx, &event.event_id, points, now)?
+                    }
+                });
+            }
+            let result = (event.build_result)(&outcomes);
+            let json =
+                serde_json::to_string(&result).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            tx.prepare_cached(
+                "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![event.event_id, event.fingerprint.as_slice(), actor, json, now])?;
+            Applied::Fresh(result)
+        }
+    };
+    if let Some((job_id, index)) = &event.job {
+        let state = if applied == Applied::Conflict { EventState::Conflict } else { EventState::Done };
+        tx.prepare_cached("UPDATE job_events SET state = ?1 WHERE job_id = ?2 AND idx = ?3")?.execute(params![
+            state.as_str(),
+            job_id,
+            *index as i64
+        ])?;
+    }
+    Ok(applied)
+}
+
+/// Writes one points movement and its balance, or refuses a deduction the balance cannot cover.
+fn write_points(tx: &Transaction<'_>, event_id: &str, points: &PointsWrite, now: i64) -> rusqlite::Result<Outcome> {
+    let amount = points.change.amount;
+    if amount < 0 {
+        let balance: i64 = tx
+            .prepare_cached("SELECT balance FROM balances WHERE actor_id = ?1")?
+            .query_row([&points.actor_id], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if balance + amount < 0 {
+            return Ok(Outcome::InsufficientBalance { wanted: -amount, balance });
+        }
+    }
+    let expires_at =
+        points.change.expiry_days.filter(|_| amount > 0).map(|days| now + i64::from(days) * 86_400 * 1_000_000);
+    let kind = if amount < 0 { "deduct" } else { "award" };
+    tx.prepare_cached(
+        "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        points.actor_id,
+        event_id,
+        points.action_id,
+        points.scenario_id,
+        amount,
+        kind,
+        points.reason,
+        now,
+        expires_at
+    ])?;
+    tx.prepare_cached(
+        "INSERT INTO balances (actor_id, balance, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (actor_id) DO UPDATE SET balance = balance + excluded.balance, updated_at = excluded.updated_at",
+    )?
+    .execute(params![points.actor_id, amount, now])?;
+    Ok(Outcome::Done(Plan::Points(points.change)))
+}

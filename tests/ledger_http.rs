@@ -1,0 +1,235 @@
+//! The durable ledger over real HTTP: idempotency under concurrency, deductions, the actor
+//! endpoints, batch jobs that survive a kill, and a ledger that fails while running.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{EXAMPLE_EVENT, Server, bin, repo_path, wait_until};
+use serde_json::{Value, json};
+
+const LOYALTY: &str = r#"
+version: v1
+engine: {event_workers: 4}
+scenarios:
+  - id: earn
+    enabled: true
+    event_types: [purchase]
+    children:
+      - action:
+          id: earn_points
+          type: reward_points
+          params: {operation: award, points_formula: payload.amount, reason: Purchase, expiry_days: 365}
+  - id: spend
+    enabled: true
+    event_types: [redeem]
+    children:
+      - action:
+          id: spend_points
+          type: reward_points
+          params: {operation: deduct, points_formula: payload.amount, reason: Reward redeemed}
+  - id: slow
+    enabled: true
+    event_types: [slow]
+    children:
+      - action: {id: nap, type: test_sleep, params: {ms: 300}}
+      - action: {id: slow_points, type: reward_points, params: {operation: award, points: 1}}
+"#;
+
+fn sqlite(rules: &str) -> Server {
+    Server::start(rules, &["--ledger", "sqlite"])
+}
+
+fn purchase(id: &str, actor: &str, amount: i64) -> Value {
+    json!({"id": id, "type": "purchase", "actor_id": actor, "payload": {"amount": amount}})
+}
+
+#[test]
+fn same_id_sent_concurrently_is_applied_once() {
+    let server = sqlite(LOYALTY);
+    let body = purchase("order-1", "ann", 40).to_string();
+    let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50).map(|_| s.spawn(|| server.post("/v1/events", &body))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(answers.iter().all(|(status, _)| *status == 200), "{answers:?}");
+    let fresh = answers.iter().filter(|(_, b)| b.get("replayed").is_none()).count();
+    assert_eq!(fresh, 1, "exactly one evaluation applied, the rest replayed");
+    assert!(answers.iter().all(|(_, b)| b["actions_executed"] == answers[0].1["actions_executed"]));
+    assert_eq!(server.get("/v1/actors/ann/balance"), (200, json!({"actor_id": "ann", "balance": 40})));
+    assert_eq!(server.get("/v1/actors/ann/ledger").1["entries"].as_array().unwrap().len(), 1);
+
+    let (status, body) = server.post_json("/v1/events", &purchase("order-1", "ann", 41));
+    assert_eq!((status, body["code"].as_str()), (409, Some("id_conflict")), "{body}");
+    assert_eq!(server.get("/v1/actors/ann/balance").1["balance"], 40);
+}
+
+#[test]
+fn deductions_never_overdraw() {
+    let server = sqlite(LOYALTY);
+    server.post_json("/v1/events", &purchase("p1", "bob", 30));
+    let redeem = |id: &str, amount: i64| {
+        server.post_json(
+            "/v1/events",
+            &json!({"id": id, "type": "redeem", "actor_id": "bob", "payload": {"amount": amount}}),
+        )
+    };
+    let (status, refused) = redeem("r1", 50);
+    assert_eq!(status, 200);
+    assert_eq!(
+        refused["actions_executed"][0],
+        json!({"action_id": "spend_points", "type": "reward_points", "success": false,
+               "message": "cannot deduct 50 points from bob: the balance is 30"})
+    );
+    let (_, done) = redeem("r2", 20);
+    assert_eq!(done["actions_executed"][0]["message"], "Deducted 20 points from bob — Reward redeemed");
+    assert_eq!(done["actions_executed"][0]["points"], -20);
+    assert_eq!(server.get("/v1/actors/bob/balance").1["balance"], 10);
+    let entries = server.get("/v1/actors/bob/ledger").1["entries"].clone();
+    assert_eq!(entries.as_array().unwrap().len(), 2, "the refused deduction wrote nothing: {entries}");
+}
+
+#[test]
+fn actor_endpoints_page_newest_first() {
+    let server = sqlite(LOYALTY);
+    for i in 1..=5 {
+        assert_eq!(server.post_json("/v1/events", &purchase(&format!("o{i}"), "cy", i)).0, 200);
+    }
+    assert_eq!(server.get("/v1/actors/never-seen/balance").1["balance"], 0);
+    let (status, page) = server.get("/v1/actors/cy/ledger?limit=2");
+    assert_eq!(status, 200);
+    let points =
+        |p: &Value| p["entries"].as_array().unwrap().iter().map(|e| e["points"].as_i64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(points(&page), vec![5, 4]);
+    let entry = &page["entries"][0];
+    assert_eq!(
+        (entry["event_id"].as_str(), entry["reason"].as_str(), entry["kind"].as_str()),
+        (Some("o5"), Some("Purchase"), Some("award"))
+    );
+    assert!(entry["expires_at"].as_str().unwrap() > entry["created_at"].as_str().unwrap());
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, next) = server.get(&format!("/v1/actors/cy/ledger?limit=2&cursor={cursor}"));
+    assert_eq!(points(&next), vec![3, 2]);
+    let (_, last) =
+        server.get(&format!("/v1/actors/cy/ledger?limit=2&cursor={}", next["next_cursor"].as_str().unwrap()));
+    assert_eq!((points(&last), &last["next_cursor"]), (vec![1], &Value::Null));
+    for bad in ["limit=0", "limit=501", "limit=x", "cursor=abc", "other=1"] {
+        let (status, body) = server.get(&format!("/v1/actors/cy/ledger?{bad}"));
+        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_query")), "{bad}: {body}");
+    }
+}
+
+#[test]
+fn without_a_ledger_actor_endpoints_are_404() {
+    let server = Server::start(LOYALTY, &["--ledger", "none"]);
+    let (status, body) = server.get("/v1/actors/ann/balance");
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(server.get("/v1/actors/ann/ledger").0, 404);
+}
+
+#[test]
+fn batch_events_accepted_before_a_kill_are_processed_after_restart() {
+    let mut server = sqlite(LOYALTY);
+    let batch =
+        json!((0..6).map(|i| json!({"id": format!("s{i}"), "type": "slow", "actor_id": "dee"})).collect::<Vec<_>>());
+    let (status, receipt) = server.post_json("/v1/events/batch", &batch);
+    assert_eq!((status, receipt["queued"].as_u64()), (202, Some(6)));
+    // Each event takes 300 ms on one of 4 workers: kill while most are still waiting.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let args = Server::args_for(server.dir.path(), &["--ledger", "sqlite"]);
+    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
+    let restarted = Server::spawn(dir, &args);
+    let job_path = format!("/v1/jobs/{}", receipt["job_id"].as_str().unwrap());
+    let mut job = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            job = restarted.get(&job_path).1;
+            job["state"] == "done"
+        }),
+        "{job}"
+    );
+    assert_eq!(job["done"], 6);
+    assert!(restarted.log_text().contains("re-queueing batch events accepted before the last stop"));
+    assert_eq!(restarted.get("/v1/actors/dee/balance").1["balance"], 6, "each event applied once");
+}
+
+#[test]
+fn a_failing_ledger_answers_503_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), LOYALTY).unwrap();
+    let marker = dir.path().join("fail-now");
+    let args = Server::args_for(dir.path(), &["--ledger", "sqlite"]);
+    let server = Server::spawn_with_env(dir, &args, &[("FLUXFLOW_TEST_LEDGER_FAULT_FILE", &marker)]);
+    assert_eq!(server.post_json("/v1/events", &purchase("ok-1", "eve", 10)).0, 200);
+    std::fs::write(&marker, b"fail").unwrap();
+    let (status, body) = server.post_json("/v1/events", &purchase("lost-1", "eve", 99));
+    assert_eq!((status, body["code"].as_str()), (503, Some("ledger_unavailable")), "{body}");
+    assert_eq!(server.get("/readyz"), (503, json!({"queue_utilization": 0.0, "status": "ledger_unavailable"})));
+    assert_eq!(server.get("/v1/actors/eve/balance").0, 503);
+    let (status, _) = server.post_json("/v1/events/batch", &json!([purchase("lost-2", "eve", 5)]));
+    assert_eq!(status, 503, "a batch is not acknowledged unless stored");
+    std::fs::remove_file(&marker).unwrap();
+    assert!(wait_until(Duration::from_secs(3), || server.get("/readyz").0 == 200));
+    assert_eq!(server.get("/v1/actors/eve/balance").1["balance"], 10, "nothing of the failed events was stored");
+    let (status, retried) = server.post_json("/v1/events", &purchase("lost-1", "eve", 99));
+    assert_eq!((status, retried.get("replayed")), (200, None), "the retry is applied fresh");
+    assert_eq!(server.get("/v1/actors/eve/balance").1["balance"], 109);
+}
+
+#[test]
+fn corrupt_or_unusable_data_directories_fail_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("fluxflow.db"), vec![b'x'; 4096]).unwrap();
+    let rules = repo_path("configs/rules.yaml");
+    let run = |data: &std::path::Path| {
+        std::process::Command::new(bin())
+            .args(["serve", "--addr", "127.0.0.1:0", "--ledger", "sqlite", "--config"])
+            .arg(&rules)
+            .arg("--data")
+            .arg(data)
+            .output()
+            .unwrap()
+    };
+    let out = run(&data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("fluxflow.db is not a usable SQLite ledger: file is not a database"), "{stderr}");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let out = run(&file);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot create the data directory"));
+}
+
+#[test]
+fn readme_quick_start_with_the_default_ledger() {
+    let server = sqlite(&std::fs::read_to_string(repo_path("configs/rules.yaml")).unwrap());
+    let (status, body) = server.post("/v1/events", EXAMPLE_EVENT);
+    assert_eq!(status, 200);
+    assert_eq!(body["actions_executed"][0]["message"], "Awarded 75 points to user_42 — High-value food purchase bonus");
+    assert_eq!(server.get("/v1/actors/user_42/balance").1["balance"], 75);
+}
+
+#[test]
+fn sigterm_stores_every_accepted_batch_event_before_exit() {
+    let rules = LOYALTY.replace("ms: 300", "ms: 2");
+    let mut server = sqlite(&rules);
+    let mut accepted = 0;
+    for b in 0..3 {
+        let batch = json!(
+            (0..100).map(|i| json!({"id": format!("t{b}-{i}"), "type": "slow", "actor_id": "fay"})).collect::<Vec<_>>()
+        );
+        let (status, receipt) = server.post_json("/v1/events/batch", &batch);
+        assert_eq!(status, 202);
+        accepted += receipt["queued"].as_i64().unwrap();
+    }
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(30)), Some(0));
+    let db = rusqlite::Connection::open(server.dir.path().join("data/fluxflow.db")).unwrap();
+    let done: i64 = db.query_row("SELECT count(*) FROM job_events WHERE state = 'done'", [], |r| r.get(0)).unwrap();
+    let entries: i64 = db.query_row("SELECT count(*) FROM entries WHERE actor_id = 'fay'", [], |r| r.get(0)).unwrap();
+    assert_eq!((done, entries), (accepted, accepted));
+}
