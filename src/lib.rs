@@ -18,3 +18,4 @@ pub mod graph;
 pub mod ledger;
 pub mod result;
 pub mod rules;
+pub mod ruletest;

@@ -172,13 +172,41 @@ fn trace_explains_unknowns_and_skips() {
     assert_eq!(
         trace,
         json!({"scenarios": [
-            {"scenario_id": "sc_food_high", "status": "entered", "conditions": [
-                {"condition_id": "cond_food", "expression": "payload.category == \"food\"", "result": "true", "depth": 0},
-                {"condition_id": "cond_amount", "expression": "payload.amount > 1000", "result": "unknown",
-                 "reason": "`payload.amount` is missing", "depth": 1}
+            {"scenario_id": "sc_food_high", "status": "entered", "matched": false, "nodes": [
+                {"kind": "condition", "id": "cond_food", "depth": 0, "result": "true",
+                 "expression": "payload.category == \"food\"", "values": [{"path": "payload.category", "value": "food"}]},
+                {"kind": "condition", "id": "cond_amount", "depth": 1, "result": "unknown",
+                 "expression": "payload.amount > 1000", "reason": "`payload.amount` is missing",
+                 "values": [{"path": "payload.amount", "missing": true}]},
+                {"kind": "action", "id": "act_bonus", "depth": 2, "result": "pruned"}
             ]},
-            {"scenario_id": "sc_login", "status": "skipped_type"}
+            {"scenario_id": "sc_login", "status": "skipped_type", "matched": false}
         ]})
+    );
+    let parsed = r.evaluate_traced(&ev, &mut out);
+    assert_eq!(
+        parsed.scenario("sc_food_high").unwrap().why_not().unwrap(),
+        "condition `cond_amount` is unknown: `payload.amount` is missing"
+    );
+    assert_eq!(
+        parsed.scenario("sc_login").unwrap().why_not().unwrap(),
+        "skipped: it does not listen to this event type"
+    );
+}
+
+#[test]
+fn trace_marks_reached_actions_and_disabled_and_source_skips() {
+    let r = rules(&SEED_RULES.replace("  - id: sc_login\n    enabled: true", "  - id: sc_login\n    enabled: false"));
+    let ev = make_event("transaction", Some("web"), json!({}));
+    let trace = r.evaluate_traced(&ev, &mut r.new_evaluation());
+    assert_eq!(trace.scenario("sc_food_high").unwrap().why_not().unwrap(), "skipped: it does not accept this source");
+    assert_eq!(trace.scenario("sc_login").unwrap().why_not().unwrap(), "skipped: it is disabled");
+    let ev = make_event("transaction", Some("pos-system"), json!({"amount": 1500, "category": "food"}));
+    let trace = serde_json::to_value(r.evaluate_traced(&ev, &mut r.new_evaluation())).unwrap();
+    assert_eq!(trace["scenarios"][0]["matched"], true);
+    assert_eq!(
+        trace["scenarios"][0]["nodes"][2],
+        json!({"kind": "action", "id": "act_bonus", "depth": 2, "result": "reached"})
     );
 }
 

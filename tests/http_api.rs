@@ -61,7 +61,11 @@ fn trace_on_demand() {
     assert!(plain.get("trace").is_none());
     let (status, traced) = server.post("/v1/events?trace=true", EXAMPLE_EVENT);
     assert_eq!(status, 200);
-    assert_eq!(traced["trace"]["scenarios"][0]["conditions"][1]["condition_id"], "cond_amount_gt_1000");
+    assert_eq!(traced["trace"]["scenarios"][0]["nodes"][1]["id"], "cond_amount_gt_1000");
+    assert_eq!(
+        traced["trace"]["scenarios"][0]["nodes"][1]["values"][0],
+        json!({"path": "payload.amount", "value": 1500})
+    );
     let (status, bad) = server.post("/v1/events?trace=maybe", EXAMPLE_EVENT);
     assert_eq!((status, bad["code"].as_str()), (400, Some("invalid_query")));
 }

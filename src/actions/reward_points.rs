@@ -3,9 +3,12 @@
 use super::{Action, ActionKind, Failure, Outcome, Plan, PointsChange};
 use crate::event::Event;
 use crate::expr::{Program, Purpose};
-use crate::rules::schema::{Fields, describe, read_string};
+use crate::rules::schema::{Fields, describe, read_string, read_text};
 use crate::rules::yaml::{Style, parse_yaml_float};
 use crate::rules::{ActionDef, Diagnostics, Text, compile_expression};
+
+/// Most points one action moves: beyond 2^53 a double no longer holds whole numbers exactly.
+pub const MAX_POINTS: f64 = 9_007_199_254_740_992.0;
 
 /// Longest expiry, in days (100 years).
 pub const MAX_EXPIRY_DAYS: u64 = 36_500;
@@ -51,7 +54,8 @@ pub struct RewardPointsAction {
 /// The `reward_points` action type.
 pub struct RewardPoints;
 
-const PARAMS: [&str; 5] = ["operation", "points", "points_formula", "reason", "expiry_days"];
+/// The keys allowed in the params of `reward_points`.
+pub const PARAMS: [&str; 5] = ["operation", "points", "points_formula", "reason", "expiry_days"];
 
 impl ActionKind for RewardPoints {
     fn type_name(&self) -> &'static str {
@@ -119,8 +123,7 @@ impl ActionKind for RewardPoints {
                 }
             }
         };
-        let reason =
-            fields.get("reason").and_then(|n| read_string(n, &format!("the `reason` of action `{id}`"), diags));
+        let reason = fields.get("reason").and_then(|n| read_text(n, &format!("the `reason` of action `{id}`"), diags));
         let expiry_days = match fields.get("expiry_days") {
             None => Some(None),
             Some(node) => expiry(node, id, diags).map(Some),
@@ -158,7 +161,7 @@ fn fixed_points(node: &crate::rules::yaml::Node, id: &str, diags: &mut Diagnosti
         diags.error(node.pos, format!("{owner} is {value}{rounds}: an action gives at least 1 point"));
         return None;
     }
-    if rounded > i64::MAX as f64 / 2.0 {
+    if rounded > MAX_POINTS {
         diags.error(node.pos, format!("{owner} is {value}, which is too large"));
         return None;
     }
@@ -198,8 +201,7 @@ impl Action for RewardPointsAction {
                 Ok(x) if !x.is_finite() => return Plan::Failed(Failure::FormulaNotFinite),
                 Ok(x) => {
                     let rounded = round_points(x);
-                    // Beyond 2^53 a double no longer holds whole numbers exactly: no points rule means that.
-                    if !(1.0..=9_007_199_254_740_992.0).contains(&rounded) {
+                    if !(1.0..=MAX_POINTS).contains(&rounded) {
                         return Plan::Failed(Failure::FormulaBelowOne(x));
                     }
                     rounded as i64
@@ -230,7 +232,7 @@ impl Action for RewardPointsAction {
                     Operation::Deduct => ("Deducted", "from"),
                 };
                 let mut message = format!("{verb} {} points {preposition} {actor}", change.amount.unsigned_abs());
-                if let Some(reason) = &self.reason {
+                if let Some(reason) = self.reason.as_deref().filter(|r| !r.is_empty()) {
                     message.push_str(" \u{2014} ");
                     message.push_str(reason);
                 }

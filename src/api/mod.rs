@@ -4,6 +4,7 @@ pub mod body;
 pub mod error;
 pub mod events;
 pub mod routes;
+pub mod simulate;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +34,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/events", post(events::submit))
         .route("/v1/events/batch", post(events::submit_batch))
+        .route("/v1/simulate", post(simulate::simulate_events))
         .route("/v1/jobs/{job_id}", get(routes::job))
         .route("/v1/actors/{actor_id}/balance", get(routes::balance))
         .route("/v1/actors/{actor_id}/ledger", get(routes::history))

@@ -1,7 +1,9 @@
 //! The `fluxflow` command line: `serve` (the default), `validate` and `eval`.
 
 mod eval;
+mod schema;
 mod serve;
+mod test;
 mod validate;
 
 use std::path::PathBuf;
@@ -27,6 +29,10 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Evaluate events against a rules file without touching any ledger.
     Eval(eval::EvalArgs),
+    /// Run rule test files (`*.test.yaml`): cases, failures with traces, coverage.
+    Test(test::TestArgs),
+    /// Print the JSON Schema of rules files (docs/rules.schema.json), for editors.
+    Schema,
 }
 
 /// Flags of `fluxflow serve`.
@@ -72,6 +78,8 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Some(Command::Validate(args)) => validate::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::Test(args)) => test::run(&args),
+        Some(Command::Schema) => schema::run(),
         Some(Command::Serve(args)) => serve::run(&args),
         None => serve::run(&cli.serve),
     };

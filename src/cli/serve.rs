@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
@@ -83,6 +84,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    let signals = ShutdownSignals::install()?;
     let listener = TcpListener::bind(&args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
     let addr = listener.local_addr()?;
     let live = engine.live();
@@ -90,7 +92,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     drop(live);
     let state = Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes: args.max_body_bytes });
     axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal(Arc::clone(&engine), args.shutdown_grace_ms))
+        .with_graceful_shutdown(signals.wait(Arc::clone(&engine), args.shutdown_grace_ms))
         .await
         .context("the HTTP server failed")?;
     tracing::info!("no more requests in flight; evaluating what is still queued");
@@ -104,20 +106,29 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal(engine: Arc<Engine>, grace_ms: u64) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+/// SIGTERM and SIGINT, listened for from before the service says it is listening, so a signal
+/// that comes at once still shuts down gracefully.
+struct ShutdownSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(ShutdownSignals {
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
     }
-    tracing::info!("shutdown signal received: refusing new events, finishing the rest");
-    engine.begin_shutdown();
-    tokio::time::sleep(std::time::Duration::from_millis(grace_ms)).await;
+
+    /// Waits for a signal, refuses new events, and keeps answering 503 for the grace period.
+    async fn wait(mut self, engine: Arc<Engine>, grace_ms: u64) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        tracing::info!("shutdown signal received: refusing new events, finishing the rest");
+        engine.begin_shutdown();
+        tokio::time::sleep(std::time::Duration::from_millis(grace_ms)).await;
+    }
 }

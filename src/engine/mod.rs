@@ -9,6 +9,7 @@
 pub mod jobs;
 pub mod live;
 pub mod metrics;
+pub mod simulate;
 pub mod watch;
 
 pub use crate::result::{ActionResult, EventResult};
@@ -208,6 +209,11 @@ impl Engine {
     /// The engine settings the engine started with.
     pub fn settings(&self) -> EngineSettings {
         self.settings
+    }
+
+    /// The registry of action types, for compiling rules that are not live (simulations).
+    pub fn registry(&self) -> &ActionRegistry {
+        &self.registry
     }
 
     /// The ledger, unless running with `--ledger none`.

@@ -251,3 +251,22 @@ pub fn build_regex(pattern: &str) -> Result<Regex, String> {
         }
     })
 }
+
+impl Node {
+    /// Calls `f` with every path in the expression, left to right.
+    pub fn visit_paths<'a>(&'a self, f: &mut impl FnMut(&'a Path, Span)) {
+        match self {
+            Node::Const(_) => {}
+            Node::Path(path, span) => f(path, *span),
+            Node::Neg(inner, _) | Node::Not(inner, _) | Node::Matches(inner, _, _) => inner.visit_paths(f),
+            Node::Arith(_, l, r, _)
+            | Node::Compare(_, l, r, _)
+            | Node::Contains(l, r, _)
+            | Node::And(l, r)
+            | Node::Or(l, r) => {
+                l.visit_paths(f);
+                r.visit_paths(f);
+            }
+        }
+    }
+}

@@ -84,6 +84,20 @@ impl<'a> Val<'a> {
         }
     }
 
+    /// The value as JSON (copies it; for traces, not the fast path).
+    pub fn to_json(&self) -> Value {
+        match *self {
+            Val::Null => Value::Null,
+            Val::Bool(b) => Value::Bool(b),
+            // Whole numbers print as integers, as they were most likely sent.
+            Val::Num(n) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => Value::from(n as i64),
+            Val::Num(n) => serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
+            Val::Str(s) => Value::String(s.to_owned()),
+            Val::Array(a) => Value::Array(a.to_vec()),
+            Val::Object(o) => Value::Object(o.clone()),
+        }
+    }
+
     /// The value's type.
     pub fn val_type(&self) -> ValType {
         match self {

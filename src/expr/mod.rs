@@ -103,6 +103,18 @@ impl Program {
         eval::number(&self.root, event)
     }
 
+    /// The paths the expression reads, each once, as written (`payload.amount`), in order.
+    pub fn paths(&self) -> Vec<(&str, &ast::Path)> {
+        let mut found: Vec<(&str, &ast::Path)> = Vec::new();
+        self.root.visit_paths(&mut |path, span| {
+            let text = span.text(&self.source);
+            if !found.iter().any(|(t, _)| *t == text) {
+                found.push((text, path));
+            }
+        });
+        found
+    }
+
     /// Explains an unknown that this program produced.
     pub fn explain(&self, unknown: &Unknown) -> String {
         unknown.explain(&self.source)

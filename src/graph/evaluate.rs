@@ -4,7 +4,7 @@
 //! nothing. The traced path runs the same code with a [`Tracer`] that records each step; the
 //! fast path's tracer does nothing and is compiled away.
 
-use super::trace::{ScenarioStatus, Trace};
+use super::trace::{Recorder, ScenarioStatus, Trace};
 use super::{CompiledScenario, ConditionEntry, Graph, GraphNode, Rules};
 use crate::actions::Plan;
 use crate::event::Event;
@@ -53,6 +53,8 @@ impl Evaluation {
 pub(super) trait Tracer {
     fn scenario(&mut self, _scenario: &CompiledScenario, _status: ScenarioStatus) {}
     fn condition(&mut self, _condition: &ConditionEntry, _depth: usize, _truth: Truth) {}
+    fn action(&mut self, _action: u32, _depth: usize) {}
+    fn pruned(&mut self, _nodes: &[GraphNode], _depth: usize) {}
 }
 
 /// The fast path's tracer.
@@ -68,12 +70,16 @@ impl Rules {
 
     /// Evaluates an event and records every step in a trace.
     pub fn evaluate_traced(&self, event: &Event, out: &mut Evaluation) -> Trace {
-        let mut trace = Trace::default();
-        self.graph.run(event, out, &mut trace);
+        let mut recorder = Recorder { trace: Trace::default(), graph: &self.graph, event };
+        self.graph.run(event, out, &mut recorder);
+        let mut trace = recorder.trace;
         trace.add_unconsidered(&self.graph, event);
         trace
     }
 }
+
+/// Longest event type lower-cased without allocating (the event decoder's limit on names).
+const TYPE_BUFFER: usize = crate::event::MAX_NAME_LEN;
 
 /// True when `candidate` equals `lower` (already lower-cased) ignoring case.
 fn eq_lowercase(candidate: &str, lower: &str) -> bool {
@@ -86,10 +92,17 @@ fn eq_lowercase(candidate: &str, lower: &str) -> bool {
 
 impl Graph {
     pub(super) fn scenarios_for_type(&self, event_type: &str) -> &[u32] {
-        let found = if event_type.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
-            self.by_type.get(event_type.to_lowercase().as_str())
-        } else {
+        let found = if !event_type.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
             self.by_type.get(event_type)
+        } else if event_type.len() <= TYPE_BUFFER && event_type.is_ascii() {
+            // Lower-case on the stack: the fast path allocates nothing.
+            let mut buffer = [0u8; TYPE_BUFFER];
+            let lower = &mut buffer[..event_type.len()];
+            lower.copy_from_slice(event_type.as_bytes());
+            lower.make_ascii_lowercase();
+            std::str::from_utf8(lower).ok().and_then(|t| self.by_type.get(t))
+        } else {
+            self.by_type.get(event_type.to_lowercase().as_str())
         };
         found.map_or(&[], |list| list)
     }
@@ -130,6 +143,7 @@ impl Graph {
             match node {
                 GraphNode::Action(action) => {
                     if let Some(entry) = self.actions.get(*action as usize) {
+                        tracer.action(*action, depth);
                         out.planned.push(PlannedAction { scenario, action: *action, plan: entry.action.plan(event) });
                     }
                 }
@@ -139,8 +153,11 @@ impl Graph {
                     tracer.condition(entry, depth, truth);
                     match truth {
                         Truth::True => self.visit(children, scenario, event, out, tracer, depth + 1),
-                        Truth::False => {}
-                        Truth::Unknown(u) => out.unknowns[u.reason.label_index()] += 1,
+                        Truth::False => tracer.pruned(children, depth + 1),
+                        Truth::Unknown(u) => {
+                            out.unknowns[u.reason.label_index()] += 1;
+                            tracer.pruned(children, depth + 1);
+                        }
                     }
                 }
             }

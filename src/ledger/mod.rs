@@ -300,6 +300,23 @@ fn note_health<T>(healthy: &AtomicBool, outcome: &Result<T, LedgerError>) {
     healthy.store(outcome.is_ok(), Ordering::Release);
 }
 
+/// Decides a points movement against a balance: a deduction the balance cannot cover is
+/// refused. The one rule every backend and the simulator share.
+///
+/// ```
+/// use fluxflow::actions::{Outcome, Plan, PointsChange};
+/// use fluxflow::ledger::decide_points;
+/// let take = |amount| PointsChange { amount, expiry_days: None };
+/// assert_eq!(decide_points(10, take(-10)), Outcome::Done(Plan::Points(take(-10))));
+/// assert_eq!(decide_points(10, take(-11)), Outcome::InsufficientBalance { wanted: 11, balance: 10 });
+/// ```
+pub fn decide_points(balance: i64, change: PointsChange) -> Outcome {
+    if change.amount < 0 && balance.saturating_add(change.amount) < 0 {
+        return Outcome::InsufficientBalance { wanted: change.amount.saturating_neg(), balance };
+    }
+    Outcome::Done(crate::actions::Plan::Points(change))
+}
+
 /// The state a job event is stored with.
 pub fn admission_state(index: usize, queued: usize) -> EventState {
     if index < queued { EventState::Queued } else { EventState::Rejected }

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::{
     ActionWrite, Applied, Entry, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
-    PointsWrite, admission_state,
+    PointsWrite, admission_state, decide_points,
 };
 use crate::actions::{Outcome, Plan};
 use crate::event::Event;
@@ -367,8 +367,9 @@ fn write_points(tx: &Transaction<'_>, event_id: &str, points: &PointsWrite, now:
             .query_row([&points.actor_id], |row| row.get(0))
             .optional()?
             .unwrap_or(0);
-        if balance + amount < 0 {
-            return Ok(Outcome::InsufficientBalance { wanted: -amount, balance });
+        let outcome = decide_points(balance, points.change);
+        if !outcome.success() {
+            return Ok(outcome);
         }
     }
     let expires_at =

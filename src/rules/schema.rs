@@ -51,8 +51,27 @@ impl Default for EngineSettings {
     }
 }
 
+/// The keys allowed at the top of a rules file. `docs/rules.schema.json` lists the same keys
+/// (tests/rules_schema.rs checks it), as it does for each list below.
+pub const TOP_KEYS: [&str; 3] = ["version", "engine", "scenarios"];
+
+/// The keys allowed in `engine:`.
+pub const ENGINE_KEYS: [&str; 5] = ["event_workers", "action_workers", "queue_depth", "event_timeout_ms", "fail_open"];
+
+/// The keys allowed in a scenario.
+pub const SCENARIO_KEYS: [&str; 6] = ["id", "description", "enabled", "event_types", "sources", "children"];
+
+/// The keys allowed in a child (one of them).
+pub const CHILD_KEYS: [&str; 2] = ["condition", "action"];
+
+/// The keys allowed in a condition.
+pub const CONDITION_KEYS: [&str; 3] = ["id", "expression", "children"];
+
+/// The keys allowed in an action (its params are checked by its type).
+pub const ACTION_KEYS: [&str; 3] = ["id", "type", "params"];
+
 /// Upper bounds of the engine numbers, so a typo cannot ask for a billion threads.
-const ENGINE_LIMITS: [(&str, u64); 4] =
+pub const ENGINE_LIMITS: [(&str, u64); 4] =
     [("event_workers", 4_096), ("action_workers", 4_096), ("queue_depth", 10_000_000), ("event_timeout_ms", 3_600_000)];
 
 /// A scenario.
@@ -255,7 +274,7 @@ pub fn read(root: Option<&Node>, diags: &mut Diagnostics) -> RulesFile {
         diags.error(Pos { line: 1, col: 1 }, "the rules file is empty: it needs at least `version: v1`");
         return file;
     };
-    let Some(top) = Fields::new(root, "the rules file", &["version", "engine", "scenarios"], diags) else {
+    let Some(top) = Fields::new(root, "the rules file", &TOP_KEYS, diags) else {
         return file;
     };
     match top.get("version") {
@@ -281,8 +300,7 @@ pub fn read(root: Option<&Node>, diags: &mut Diagnostics) -> RulesFile {
 
 fn read_engine(node: &Node, diags: &mut Diagnostics) -> EngineSettings {
     let mut engine = EngineSettings::default();
-    let keys = ["event_workers", "action_workers", "queue_depth", "event_timeout_ms", "fail_open"];
-    let Some(fields) = Fields::new(node, "`engine`", &keys, diags) else {
+    let Some(fields) = Fields::new(node, "`engine`", &ENGINE_KEYS, diags) else {
         return engine;
     };
     for (key, limit) in ENGINE_LIMITS {
@@ -402,6 +420,18 @@ pub fn read_string(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<S
     }
 }
 
+/// Reads free text (a description, a reason): any scalar, empty allowed; absent when null.
+pub fn read_text(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<String> {
+    match node.scalar() {
+        Some(_) if node.is_null() => None,
+        Some((text, _)) => Some(text.to_owned()),
+        None => {
+            diags.error(node.pos, format!("{what} must be a string, not {}", node.shape()));
+            None
+        }
+    }
+}
+
 fn read_string_list(node: &Node, key: &str, owner: &str, diags: &mut Diagnostics) -> Vec<String> {
     if node.is_null() {
         return Vec::new();
@@ -445,8 +475,7 @@ fn peek_id(node: &Node) -> Option<&str> {
 }
 
 fn read_scenario(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> Option<Scenario> {
-    let keys = ["id", "description", "enabled", "event_types", "sources", "children"];
-    let fields = Fields::new(node, "a scenario", &keys, diags)?;
+    let fields = Fields::new(node, "a scenario", &SCENARIO_KEYS, diags)?;
     let id = fields.required_string("id", "a scenario", diags);
     if let Some(id) = &id {
         ids.claim(id, "scenario", fields.get("id").map_or(node.pos, |n| n.pos), diags);
@@ -456,7 +485,7 @@ fn read_scenario(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> 
         .map_or_else(|| format!("the scenario at line {}", node.pos.line), |id| format!("scenario `{id}`"));
     let description = fields
         .get("description")
-        .and_then(|n| read_string(n, &format!("the `description` of {label}"), diags))
+        .and_then(|n| read_text(n, &format!("the `description` of {label}"), diags))
         .unwrap_or_default();
     let enabled = match fields.get("enabled") {
         Some(n) => read_bool(n, "enabled", diags).unwrap_or(false),
@@ -515,7 +544,7 @@ fn read_child(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics, out: &
         );
         return;
     }
-    let Some(fields) = Fields::new(node, "a child", &["condition", "action"], diags) else {
+    let Some(fields) = Fields::new(node, "a child", &CHILD_KEYS, diags) else {
         return;
     };
     match (fields.get("condition"), fields.get("action")) {
@@ -550,7 +579,7 @@ fn read_child(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics, out: &
 }
 
 fn read_condition(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics, out: &mut Vec<Child>) {
-    let Some(fields) = Fields::new(node, "a condition", &["id", "expression", "children"], diags) else {
+    let Some(fields) = Fields::new(node, "a condition", &CONDITION_KEYS, diags) else {
         return;
     };
     let id = fields.required_string("id", "a condition", diags);
@@ -590,7 +619,7 @@ fn read_condition(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics, ou
 }
 
 fn read_action(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> Option<ActionDef> {
-    let fields = Fields::new(node, "an action", &["id", "type", "params"], diags)?;
+    let fields = Fields::new(node, "an action", &ACTION_KEYS, diags)?;
     let id = fields.required_string("id", "an action", diags);
     if let Some(id) = &id {
         ids.claim(id, "action", fields.get("id").map_or(node.pos, |n| n.pos), diags);

@@ -1,0 +1,118 @@
+//! Evaluating an already decoded event against the example rules allocates nothing on the heap
+//! (CONTRACT §5): trace off, action planning and formula evaluation included; building the
+//! response message and JSON is not part of it.
+//!
+//! The counting global allocator comes from the `allocation-counter` crate, which keeps its
+//! counters per thread: the test harness's own threads and parallel tests cannot disturb a
+//! measurement, and this crate keeps `unsafe_code = "forbid"` (the `unsafe impl GlobalAlloc`
+//! lives in that crate). It becomes the global allocator of this test binary only, because no
+//! other target uses it.
+
+use allocation_counter::{AllocationInfo, measure};
+use fluxflow::actions::{ActionRegistry, Plan};
+use fluxflow::event::Event;
+use fluxflow::graph::{Evaluation, Rules};
+
+const EXAMPLE_RULES: &str = include_str!("../configs/rules.yaml");
+
+fn example_rules() -> Rules {
+    Rules::load_str(EXAMPLE_RULES, &ActionRegistry::builtin()).unwrap()
+}
+
+/// Allocations made by one `evaluate` call, after a warm-up call has grown `out`.
+fn allocations_of_evaluate(rules: &Rules, event: &Event, out: &mut Evaluation) -> AllocationInfo {
+    rules.evaluate(event, out);
+    measure(|| rules.evaluate(event, out))
+}
+
+/// The counter is live in this binary: without it every count would be zero and the test would
+/// pass for nothing.
+#[test]
+fn the_counting_allocator_counts() {
+    let info = measure(|| {
+        std::hint::black_box(vec![1_u8; 16]);
+    });
+    assert_eq!(info.count_total, 1, "allocation-counter is not the global allocator of this test");
+}
+
+/// (name, event JSON, what the evaluation must show)
+type Case = (&'static str, &'static str, fn(&Evaluation) -> bool);
+
+const CASES: [Case; 8] = [
+    (
+        "README event: matches, formula award",
+        include_str!("events/01_readme_quickstart_high_value_food.json"),
+        |e| matches!(e.planned.as_slice(), [p] if matches!(p.plan, Plan::Points(c) if c.amount == 75)),
+    ),
+    ("full event with id and meta", include_str!("events/02_readme_full_event.json"), |e| {
+        e.matched.len() == 1 && e.planned.len() == 1
+    }),
+    ("low value: second condition false", include_str!("events/04_testmd_low_value_food.json"), |e| {
+        e.matched.is_empty() && e.planned.is_empty()
+    }),
+    ("wrong source: filtered out", include_str!("events/05_testmd_wrong_source.json"), |e| e.matched.is_empty()),
+    (
+        "first login: fixed points",
+        include_str!("events/06_testmd_first_login.json"),
+        |e| matches!(e.planned.as_slice(), [p] if matches!(p.plan, Plan::Points(c) if c.amount == 100)),
+    ),
+    ("unknown event type", include_str!("events/08_testmd_unknown_type.json"), |e| e.matched.is_empty()),
+    (
+        "missing path: condition unknown",
+        r#"{"id": "e1", "type": "transaction", "source": "mobile-app", "actor_id": "u1", "payload": {"category": "food"}}"#,
+        |e| e.planned.is_empty() && e.unknowns.iter().sum::<u32>() == 1,
+    ),
+    (
+        "points action without actor_id fails; source in another case",
+        r#"{"id": "e2", "type": "transaction", "source": "POS-System", "payload": {"category": "food", "amount": 2000}}"#,
+        |e| matches!(e.planned.as_slice(), [p] if matches!(p.plan, Plan::Failed(_))),
+    ),
+];
+
+#[test]
+fn evaluating_a_decoded_event_allocates_nothing() {
+    let rules = example_rules();
+    let mut failures = Vec::new();
+    for (name, json, check) in CASES {
+        let event = Event::from_slice(json.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut out = rules.new_evaluation();
+        let info = allocations_of_evaluate(&rules, &event, &mut out);
+        assert!(check(&out), "{name}: unexpected evaluation {out:?}");
+        if info.count_total != 0 {
+            failures.push(format!("{name}: {} allocation(s), {} bytes", info.count_total, info.bytes_total));
+        }
+    }
+    assert!(failures.is_empty(), "evaluate allocated:\n{}", failures.join("\n"));
+}
+
+/// One buffer reused across different events, as a worker does: still nothing allocated once
+/// it has grown.
+#[test]
+fn a_reused_buffer_allocates_nothing() {
+    let rules = example_rules();
+    let events: Vec<Event> = CASES.iter().map(|(_, json, _)| Event::from_slice(json.as_bytes()).unwrap()).collect();
+    let mut out = rules.new_evaluation();
+    for event in &events {
+        rules.evaluate(event, &mut out);
+    }
+    let info = measure(|| {
+        for _ in 0..100 {
+            for event in &events {
+                rules.evaluate(event, &mut out);
+            }
+        }
+    });
+    assert_eq!(info.count_total, 0, "{info:?}");
+}
+
+/// An event type that is not lower-case (scenario filtering ignores case).
+#[test]
+fn an_event_type_in_another_case_allocates_nothing() {
+    let rules = example_rules();
+    let json = r#"{"type": "Transaction", "source": "pos-system", "actor_id": "u1", "payload": {"category": "food", "amount": 1500}}"#;
+    let event = Event::from_slice(json.as_bytes()).unwrap();
+    let mut out = rules.new_evaluation();
+    let info = allocations_of_evaluate(&rules, &event, &mut out);
+    assert_eq!(out.matched.len(), 1);
+    assert_eq!(info.count_total, 0, "{info:?}");
+}
