@@ -5,6 +5,9 @@
 //! sort by arrival).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -13,8 +16,8 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
-    /// The idempotency key; filled with a UUID when the sender gave none.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// The idempotency key; filled with a UUID when the sender gave none (or `null`).
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "null_as_empty")]
     pub id: String,
     /// What happened (`purchase`, `login`, ...).
     #[serde(rename = "type")]
@@ -56,6 +59,17 @@ pub enum EventError {
         /// What is wrong with it.
         problem: String,
     },
+}
+
+/// The shape of an RFC 3339 time; jiff then checks the values (it alone would also take ISO 8601
+/// variants such as a space for `T` or a missing seconds field).
+#[allow(clippy::expect_used, reason = "a constant pattern; the tests compile it")]
+static RFC3339: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$").expect("valid pattern")
+});
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// Longest accepted `id`, `type`, `source` or `actor_id`, in bytes.
@@ -133,6 +147,9 @@ impl Event {
             }
         }
         if let Some(at) = &self.occurred_at {
+            if !RFC3339.is_match(at) {
+                return field("occurred_at", "is not an RFC 3339 time such as 2026-11-28T10:00:00Z");
+            }
             if let Err(e) = at.parse::<jiff::Timestamp>() {
                 return field("occurred_at", &format!("is not an RFC 3339 time ({e})"));
             }
@@ -211,5 +228,23 @@ mod tests {
         assert_eq!(ev.id.len(), 36);
         let ev = Event::from_value(json!({"id": "e1", "type": "x", "payload": null})).unwrap();
         assert_eq!((ev.id.as_str(), ev.payload), ("e1", None));
+        let ev = Event::from_value(json!({"id": null, "type": "x"})).unwrap();
+        assert!(ev.generated_id && ev.id.len() == 36, "a null id is a missing id");
+    }
+
+    #[test]
+    fn occurred_at_is_strict_rfc_3339() {
+        for ok in ["2026-11-28T10:00:00Z", "2026-11-28t10:00:00.123456789+01:00", "2026-11-28T10:00:00-05:30"] {
+            assert!(Event::from_value(json!({"type": "x", "occurred_at": ok})).is_ok(), "{ok}");
+        }
+        for bad in [
+            "2026-11-28 10:00:00Z",
+            "2026-11-28T10:00Z",
+            "2026-11-28T10:00:00",
+            "2026-13-28T10:00:00Z",
+            "2026-11-28T10:00:00Z[Europe/Paris]",
+        ] {
+            assert!(Event::from_value(json!({"type": "x", "occurred_at": bad})).is_err(), "{bad}");
+        }
     }
 }

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::actions::ActionRegistry;
-use crate::engine::simulate::{SimulatedEvent, simulate_from};
+use crate::engine::simulate::{LedgerVerdict, SimulatedEvent, simulate_from};
 use crate::event::Event;
 use crate::graph::trace::{NodeResult, ScenarioTrace};
 use crate::graph::{LoadError, Rules};
@@ -231,6 +231,12 @@ pub fn run_file(path: &Path, registry: &ActionRegistry) -> Result<FileReport, Te
 fn check(case: &Case, sim: &SimulatedEvent, balances_now: &HashMap<String, i64>) -> CaseReport {
     let result = &sim.result;
     let mut problems = Vec::new();
+    if sim.ledger == LedgerVerdict::Conflict {
+        problems.push(format!(
+            "event id `{}` was used by an earlier case with other content (the service would answer 409)",
+            result.event_id
+        ));
+    }
     let mut compare = |what: &str, expected: &dyn std::fmt::Debug, got: &dyn std::fmt::Debug, equal: bool| {
         if !equal {
             problems.push(format!("{what}: expected {expected:?}, got {got:?}"));

@@ -109,5 +109,8 @@ fn engine_numbers_apply_or_say_they_need_a_restart() {
     let (status, body) = server.post("/v1/rules/reload", "");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["restart_required"], serde_json::json!(["queue_depth"]));
-    assert_eq!(server.get("/v1/rules").1["engine"]["event_timeout_ms"], 1234);
+    let view = server.get("/v1/rules").1;
+    assert_eq!(view["engine"]["event_timeout_ms"], 1234, "applied at once");
+    assert_eq!(view["engine"]["queue_depth"], 10000, "still the running size");
+    assert_eq!(view["restart_required"], serde_json::json!(["queue_depth"]));
 }

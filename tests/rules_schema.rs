@@ -272,13 +272,13 @@ fn schema_limits_are_the_loaders() {
     }
     assert_eq!(engine["fail_open"]["default"], defaults.fail_open);
     let params = &schema["$defs"]["reward_points_params"]["properties"];
-    assert_eq!(params["expiry_days"]["minimum"], 1);
+    assert_eq!(params["expiry_days"]["minimum"], 0, "0 loads with a warning: never expires");
     assert_eq!(params["expiry_days"]["maximum"], reward_points::MAX_EXPIRY_DAYS);
     // The smallest fixed amount that rounds to 1 point, and the largest the loader takes.
     assert_eq!(reward_points::round_points(0.505), 1.0);
     assert_eq!(reward_points::round_points(0.504_999), 0.0);
     assert_eq!(params["points"]["minimum"], 0.505);
-    assert_eq!(params["points"]["maximum"].as_f64(), Some(i64::MAX as f64 / 2.0));
+    assert_eq!(params["points"]["maximum"].as_f64(), Some(reward_points::MAX_POINTS));
     // Every type the schema names is a built-in one; every built-in one but the test-only
     // `test_sleep` is named.
     let registry = ActionRegistry::builtin();
@@ -356,6 +356,9 @@ fn what_the_loader_accepts_validates() {
         params("{points: 0.505}"),
         params("{operation: deduct, points: 9007199254740992}"),
         params("{operation: \"award\", points: 1.5e2, reason: 5, expiry_days: 1}"),
+        params("{points: 1, expiry_days: 0}"),
+        params("{points: 1, reason: \"\"}"),
+        scenario("    description: \"\"\n"),
         params("{operation: award, points: 10, reason: \"Welcome bonus\", expiry_days: 36500}"),
         params("{operation: award, points_formula: \"payload.amount * 0.05\"}"),
         params("{points_formula: 10}"),
@@ -412,7 +415,6 @@ fn structural_errors_are_rejected_by_both() {
         "version: v1\nscenarios:\n  - {id: [sc], enabled: true, event_types: [login]}\n".to_owned(),
         scenario("    enable: true\n"),
         scenario("    sources: web\n"),
-        scenario("    description: \"\"\n"),
         scenario("    description: [not, text]\n"),
         scenario("    children: {}\n"),
         scenario("    children: none\n"),
@@ -456,14 +458,12 @@ fn structural_errors_are_rejected_by_both() {
         params("{points_formula: \"\"}"),
         params("{points_formula: [payload.amount]}"),
         params("{points_formula: null}"),
-        params("{points: 1, expiry_days: 0}"),
         params("{points: 1, expiry_days: -1}"),
         params("{points: 1, expiry_days: 36501}"),
         params("{points: 1, expiry_days: \"30\"}"),
         params("{points: 1, expiry_days: 1.5}"),
         params("{points: 1, expiry_days: forever}"),
         params("{points: 1, reason: [a, b]}"),
-        params("{points: 1, reason: \"\"}"),
         params("{points: 1, poinst_formula: \"1\"}"),
     ];
     for (key, limit) in ENGINE_LIMITS {

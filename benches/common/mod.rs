@@ -8,6 +8,10 @@
 
 use std::fmt::Write as _;
 
+/// The service binary's allocator (src/main.rs), so the benches measure what the service does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How many event types the generated scenarios are spread over.
 pub const EVENT_TYPES: usize = 100;
 

@@ -126,7 +126,7 @@ impl ActionKind for RewardPoints {
         let reason = fields.get("reason").and_then(|n| read_text(n, &format!("the `reason` of action `{id}`"), diags));
         let expiry_days = match fields.get("expiry_days") {
             None => Some(None),
-            Some(node) => expiry(node, id, diags).map(Some),
+            Some(node) => expiry(node, id, diags),
         };
         Some(Box::new(RewardPointsAction { operation: operation?, amount: amount?, reason, expiry_days: expiry_days? }))
     }
@@ -168,7 +168,8 @@ fn fixed_points(node: &crate::rules::yaml::Node, id: &str, diags: &mut Diagnosti
     Some(rounded as i64)
 }
 
-fn expiry(node: &crate::rules::yaml::Node, id: &str, diags: &mut Diagnostics) -> Option<u32> {
+/// Reads `expiry_days`: `Some(None)` means no expiry (0, as the original allowed, with a warning).
+fn expiry(node: &crate::rules::yaml::Node, id: &str, diags: &mut Diagnostics) -> Option<Option<u32>> {
     let owner = format!("the `expiry_days` of action `{id}`");
     let text = match node.scalar() {
         Some((text, Style::Plain)) if !node.is_null() => text,
@@ -178,7 +179,14 @@ fn expiry(node: &crate::rules::yaml::Node, id: &str, diags: &mut Diagnostics) ->
         }
     };
     match text.parse::<u64>() {
-        Ok(days) if (1..=MAX_EXPIRY_DAYS).contains(&days) => u32::try_from(days).ok(),
+        Ok(0) => {
+            diags.warning(
+                node.pos,
+                format!("{owner} is 0: the points never expire (leave `expiry_days` out to say so)"),
+            );
+            Some(None)
+        }
+        Ok(days) if days <= MAX_EXPIRY_DAYS => u32::try_from(days).ok().map(Some),
         _ => {
             diags.error(
                 node.pos,

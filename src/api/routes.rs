@@ -99,7 +99,7 @@ pub async fn history(
 /// `GET /v1/rules`.
 pub async fn rules(State(state): State<Arc<AppState>>) -> Response {
     let live = state.engine.live();
-    Json(live.view()).into_response()
+    Json(live.view(&state.engine.settings())).into_response()
 }
 
 /// `POST /v1/rules/reload`.

@@ -85,7 +85,9 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let signals = ShutdownSignals::install()?;
-    let listener = TcpListener::bind(&args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
+    // `:8080` (the original's form) means every interface.
+    let addr = if args.addr.starts_with(':') { format!("0.0.0.0{}", args.addr) } else { args.addr.clone() };
+    let listener = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     let live = engine.live();
     tracing::info!(%addr, rules = %args.config.display(), hash = %live.rules.hash, scenarios = live.rules.scenario_count(), "listening");

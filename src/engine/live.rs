@@ -60,11 +60,15 @@ impl LiveRules {
         }
     }
 
-    /// The view `GET /v1/rules` shows.
-    pub fn view(&self) -> RulesView<'_> {
+    /// The view `GET /v1/rules` shows. `engine` is what is in effect: worker and queue sizes
+    /// are those the process started with (they change only with a restart).
+    pub fn view(&self, running: &EngineSettings) -> RulesView<'_> {
+        let file = &self.rules.file.engine;
+        let engine = EngineSettings { event_workers: running.event_workers, queue_depth: running.queue_depth, ..*file };
         RulesView {
             version: &self.rules.file.version,
-            engine: &self.rules.file.engine,
+            engine,
+            restart_required: settings_needing_restart(running, file),
             scenarios: &self.rules.file.scenarios,
             hash: &self.rules.hash,
             loaded_at: self.loaded_at.to_string(),
@@ -78,7 +82,8 @@ impl LiveRules {
 #[derive(Serialize)]
 pub struct RulesView<'a> {
     version: &'a str,
-    engine: &'a EngineSettings,
+    engine: EngineSettings,
+    restart_required: Vec<&'static str>,
     scenarios: &'a [crate::rules::Scenario],
     hash: &'a str,
     loaded_at: String,

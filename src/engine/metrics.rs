@@ -104,56 +104,56 @@ impl Metrics {
             http_requests: Family::default(),
             registry: Registry::default(),
         };
-        // prometheus-client appends `_total` to counters.
+        // prometheus-client appends `_total` to counters and a period to help texts.
         registry.register(
             "ifttt_events_enqueued",
-            "Total number of events placed on the processing queue.",
+            "Total number of events placed on the processing queue",
             metrics.events_enqueued.clone(),
         );
         registry.register(
             "ifttt_events_processed",
-            "Total number of events fully processed by the engine.",
+            "Total number of events fully processed by the engine",
             metrics.events_processed.clone(),
         );
         registry.register(
             "ifttt_events_dropped",
-            "Total number of events rejected due to a full queue.",
+            "Total number of events rejected due to a full queue",
             metrics.events_dropped.clone(),
         );
         registry.register(
             "ifttt_scenarios_matched",
-            "Total number of scenario matches, labelled by scenario ID.",
+            "Total number of scenario matches, labelled by scenario ID",
             metrics.scenarios_matched.clone(),
         );
         registry.register(
             "ifttt_actions_executed",
-            "Total number of actions executed, labelled by type and status.",
+            "Total number of actions executed, labelled by type and status",
             metrics.actions_executed.clone(),
         );
         registry.register(
             "ifttt_event_processing_duration_ms",
-            "Event processing latency in milliseconds, from enqueue to result.",
+            "Event processing latency in milliseconds, from enqueue to result",
             metrics.duration_ms.clone(),
         );
         registry.register(
             "ifttt_queue_utilization_ratio",
-            "Current event queue utilization (0–1).",
+            "Current event queue utilization (0–1)",
             metrics.queue_utilization.clone(),
         );
         registry.register(
             "fluxflow_event_duration_seconds",
-            "Event latency from enqueue to result, in seconds.",
+            "Event latency from enqueue to result, in seconds",
             metrics.duration_seconds.clone(),
         );
-        registry.register("fluxflow_rules_reloads", "Rules reloads, by outcome.", metrics.reloads.clone());
+        registry.register("fluxflow_rules_reloads", "Rules reloads, by outcome", metrics.reloads.clone());
         registry.register(
             "fluxflow_unknown_conditions",
-            "Conditions whose result was unknown, by reason.",
+            "Conditions whose result was unknown, by reason",
             metrics.unknown_conditions.clone(),
         );
         registry.register(
             "fluxflow_http_requests",
-            "HTTP requests, by route and status.",
+            "HTTP requests, by route and status",
             metrics.http_requests.clone(),
         );
         Metrics { registry, ..metrics }

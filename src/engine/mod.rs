@@ -33,6 +33,9 @@ use crate::rules::EngineSettings;
 use jobs::MemoryJobs;
 use metrics::Metrics;
 
+/// How often the requeue thread looks for batch events to put back on the queue.
+const REQUEUE_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Queue utilisation above which `/readyz` answers 503.
 pub const READY_UTILIZATION: f64 = 0.8;
 
@@ -120,6 +123,8 @@ pub struct Engine {
     reload_lock: Mutex<()>,
     ledger: Option<Ledger>,
     memory_jobs: MemoryJobs,
+    /// Batch events waiting to be (re-)queued by the requeue thread.
+    retry: Mutex<Vec<Task>>,
     /// Every metric.
     pub metrics: Metrics,
 }
@@ -151,6 +156,7 @@ impl Engine {
             reload_lock: Mutex::new(()),
             ledger,
             memory_jobs: MemoryJobs::default(),
+            retry: Mutex::new(Vec::new()),
             metrics,
         });
         let handles = (0..settings.event_workers.max(1))
@@ -163,41 +169,62 @@ impl Engine {
         if let Ok(mut workers) = engine.workers.lock() {
             *workers = handles;
         }
-        engine.requeue_pending();
+        engine.start_requeuer();
         Ok(engine)
     }
 
-    /// Puts accepted-but-unprocessed batch events back on the queue, from a thread of its own
-    /// since there may be more of them than the queue holds.
-    fn requeue_pending(self: &Arc<Self>) {
+    /// Starts the thread that (re-)queues batch events: those the ledger holds as accepted but
+    /// not processed (from before a crash or a stop), and those whose ledger write failed while
+    /// running, once the ledger is healthy again. Until then they stay stored as queued.
+    fn start_requeuer(self: &Arc<Self>) {
         let Some(ledger) = &self.ledger else { return };
-        let pending = match ledger.store().pending_events() {
-            Ok(pending) if !pending.is_empty() => pending,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the batch events left from before; they stay stored");
-                return;
-            }
-        };
-        tracing::info!(events = pending.len(), "re-queueing batch events accepted before the last stop");
-        let engine = Arc::clone(self);
-        let spawned = std::thread::Builder::new().name("requeue".into()).spawn(move || {
-            for p in pending {
-                let task = Task {
+        match ledger.store().pending_events() {
+            Ok(pending) if !pending.is_empty() => {
+                tracing::info!(events = pending.len(), "re-queueing batch events accepted before the last stop");
+                let tasks = pending.into_iter().map(|p| Task {
                     event: Arc::new(p.event),
                     trace: false,
                     reply: None,
                     job: Some((p.job_id, p.index)),
                     enqueued: Instant::now(),
-                };
-                if engine.queue.blocking_send(Work::Event(task)).is_err() {
-                    break;
+                });
+                if let Ok(mut retry) = self.retry.lock() {
+                    retry.extend(tasks);
                 }
-                engine.metrics.events_enqueued.inc();
             }
-        });
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read the batch events left from before; they stay stored"),
+        }
+        let engine = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("requeue".into()).spawn(move || engine.requeue_loop());
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the re-queue thread; pending batch events wait for the next start");
+        }
+    }
+
+    fn requeue_loop(&self) {
+        while !self.is_shutting_down() {
+            let waiting = self.retry.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+            if !waiting.is_empty() {
+                let healthy = self.ledger.as_ref().is_some_and(Ledger::is_healthy);
+                let mut left = Vec::new();
+                for task in waiting {
+                    if !healthy || !left.is_empty() {
+                        left.push(task);
+                        continue;
+                    }
+                    match self.queue.try_send(Work::Event(task)) {
+                        Ok(()) => self.admitted(1),
+                        Err(mpsc::error::TrySendError::Full(Work::Event(task))) => left.push(task),
+                        Err(_) => return,
+                    }
+                }
+                if let Ok(mut retry) = self.retry.lock() {
+                    left.append(&mut retry);
+                    *retry = left;
+                }
+            }
+            std::thread::sleep(REQUEUE_INTERVAL);
         }
     }
 
@@ -396,13 +423,17 @@ impl Engine {
             if let Err(e) = &result {
                 tracing::warn!(event_id = %task.event.id, error = %e, "event not applied");
             }
-            match (task.reply, &task.job) {
-                (Some(reply), _) => {
+            match (task.reply, &task.job, result) {
+                (Some(reply), _, result) => {
                     let _ = reply.send(result);
                 }
-                (None, Some((job_id, index))) if self.ledger.is_none() => {
-                    if let Ok(result) = result {
-                        self.memory_jobs.complete(job_id, *index, result);
+                (None, Some((job_id, index)), Ok(result)) if self.ledger.is_none() => {
+                    self.memory_jobs.complete(job_id, *index, result);
+                }
+                // Still stored as queued: try again once the ledger takes writes.
+                (None, Some(_), Err(EngineError::Ledger(_))) => {
+                    if let Ok(mut retry) = self.retry.lock() {
+                        retry.push(Task { reply: None, enqueued: Instant::now(), ..task });
                     }
                 }
                 _ => {}

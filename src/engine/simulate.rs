@@ -118,6 +118,7 @@ pub fn simulate_from(
         }
         let mut result = EventResult::build(rules, event, &evaluation, &outcomes, started.elapsed());
         result.trace = Some(trace);
+        result.replayed = verdict == LedgerVerdict::Replay;
         let touched =
             effects.iter().map(|e| (e.actor_id.clone(), balances.get(&e.actor_id).copied().unwrap_or(0))).collect();
         out.push(SimulatedEvent { result, ledger: verdict, points: effects, balances: touched });

@@ -4,7 +4,7 @@
 mod evaluate;
 pub mod trace;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -129,7 +129,7 @@ struct CompiledScenario {
 struct Graph {
     scenarios: Vec<CompiledScenario>,
     /// Lower-cased event type → enabled scenarios listening to it, in file order.
-    by_type: HashMap<Box<str>, Box<[u32]>>,
+    by_type: FxHashMap<Box<str>, Box<[u32]>>,
     conditions: Vec<ConditionEntry>,
     actions: Vec<ActionEntry>,
     /// Ids of scenarios that are not enabled, for traces.
@@ -142,12 +142,12 @@ impl Graph {
     fn compile(file: &RulesFile, registry: &ActionRegistry, diags: &mut Diagnostics) -> Graph {
         let mut graph = Graph {
             scenarios: Vec::new(),
-            by_type: HashMap::new(),
+            by_type: FxHashMap::default(),
             conditions: Vec::new(),
             actions: Vec::new(),
             disabled: Vec::new(),
         };
-        let mut by_type: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+        let mut by_type: FxHashMap<Box<str>, Vec<u32>> = FxHashMap::default();
         for scenario in &file.scenarios {
             let children = graph.compile_children(&scenario.children, registry, diags);
             if !scenario.enabled {

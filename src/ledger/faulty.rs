@@ -1,7 +1,7 @@
 //! A store that fails on demand, for testing how the service behaves when its ledger fails.
 //! Compiled only with the `test-support` feature (the test suite's), never in release builds.
 //!
-//! It wraps a real store and fails every call while a marker file exists; the binary uses it when
+//! It wraps a real store and fails every write while a marker file exists (reads still work), as a full or read-only disk would; the binary uses it when
 //! `FLUXFLOW_TEST_LEDGER_FAULT_FILE` names that file.
 
 use std::path::PathBuf;
@@ -42,27 +42,26 @@ impl<S: LedgerStore> LedgerStore for FaultyStore<S> {
         self.inner.store_job(job)
     }
     fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
-        self.check()?;
         self.inner.stored_result(event_id)
     }
     fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
-        self.check()?;
         self.inner.balance(actor_id)
     }
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
-        self.check()?;
         self.inner.history(actor_id, limit, before)
     }
     fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {
-        self.check()?;
         self.inner.job(job_id)
     }
     fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError> {
-        self.check()?;
         self.inner.pending_events()
     }
     fn ping(&self) -> Result<(), LedgerError> {
-        self.check()?;
+        // Reads keep working while writes fail: the service must still notice.
         self.inner.ping()
+    }
+    fn probe_write(&self) -> Result<(), LedgerError> {
+        self.check()?;
+        self.inner.probe_write()
     }
 }

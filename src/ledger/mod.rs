@@ -152,7 +152,7 @@ pub struct HistoryPage {
     pub actor_id: String,
     /// Entries, newest first.
     pub entries: Vec<Entry>,
-    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    /// Pass as `cursor` to get the next (older) page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
@@ -174,8 +174,10 @@ pub trait LedgerStore: Send + Sync {
     fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError>;
     /// Batch events accepted but not yet processed.
     fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError>;
-    /// Checks that the storage answers.
+    /// Checks that the storage answers reads.
     fn ping(&self) -> Result<(), LedgerError>;
+    /// Checks that the storage takes a durable write (after writes failed).
+    fn probe_write(&self) -> Result<(), LedgerError>;
 }
 
 enum Write {
@@ -225,13 +227,17 @@ impl Ledger {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// True when the storage answers; also clears an earlier failure once it does.
+    /// True when the storage answers. After a failed write it is healthy again only once a
+    /// probe write goes through, so a full or read-only disk keeps the service not ready.
     pub fn is_healthy(&self) -> bool {
-        let ok = self.store.ping().is_ok();
-        if ok {
+        if self.healthy.load(Ordering::Acquire) {
+            return self.store.ping().is_ok();
+        }
+        let recovered = self.store.probe_write().is_ok();
+        if recovered {
             self.healthy.store(true, Ordering::Release);
         }
-        ok && self.healthy.load(Ordering::Acquire)
+        recovered
     }
 
     /// Commits what is queued, then stops the writer. Blocking.

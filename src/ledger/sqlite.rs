@@ -67,6 +67,8 @@ CREATE TABLE job_events (
     PRIMARY KEY (job_id, idx)
 );
 CREATE INDEX job_events_queued ON job_events (state) WHERE state = 'queued';
+-- One row, rewritten to check that the disk takes writes again after a failure.
+CREATE TABLE health (id INTEGER PRIMARY KEY, checked_at INTEGER NOT NULL);
 ";
 
 /// The SQLite ledger.
@@ -301,6 +303,16 @@ impl LedgerStore for SqliteStore {
 
     fn ping(&self) -> Result<(), LedgerError> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
+    fn probe_write(&self) -> Result<(), LedgerError> {
+        let conn = self.writer.lock().map_err(unavailable)?;
+        conn.execute(
+            "INSERT INTO health (id, checked_at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET checked_at = ?1",
+            [now_micros()],
+        )
+        .map(|_| ())
+        .map_err(unavailable)
     }
 }
 

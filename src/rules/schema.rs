@@ -4,7 +4,7 @@
 //! Checks here are structural (keys, types, ids, lists). Expressions and action params are
 //! checked when the graph is compiled, which reports into the same [`Diagnostics`].
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 
@@ -653,21 +653,34 @@ impl<'a> Fields<'a> {
             diags.error(node.pos, format!("{what} must be a mapping, got {}", describe(node)));
             return None;
         };
-        let mut seen: HashMap<&str, Pos> = HashMap::new();
+        // Mappings of a rules file are small: a scan beats hashing; large ones (always an
+        // error somewhere) get a map so hostile input stays linear.
+        let mut seen: Option<FxHashMap<&str, Pos>> = (entries.len() > 32).then(FxHashMap::default);
         let mut kept = Vec::new();
-        for (key_node, value) in entries {
+        for (i, (key_node, value)) in entries.iter().enumerate() {
             let Some((key, _)) = key_node.scalar() else {
                 diags.error(key_node.pos, format!("keys of {what} must be plain names"));
                 continue;
             };
-            if let Some(first) = seen.get(key) {
+            let first = match &mut seen {
+                Some(seen) => match seen.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(key_node.pos);
+                        None
+                    }
+                },
+                None => {
+                    entries[..i].iter().find(|(k, _)| k.scalar().is_some_and(|(t, _)| t == key)).map(|(k, _)| k.pos)
+                }
+            };
+            if let Some(first) = first {
                 diags.error(
                     key_node.pos,
                     format!("duplicate key `{key}` in {what} (first at line {}); keep only one", first.line),
                 );
                 continue;
             }
-            seen.insert(key, key_node.pos);
             if known.contains(&key) {
                 kept.push((key, key_node.pos, value));
             } else {
@@ -722,7 +735,7 @@ pub fn suggestion(unknown: &str, known: &[&str]) -> String {
 /// Ids are unique across scenarios, conditions and actions.
 #[derive(Default)]
 struct IdRegistry {
-    seen: HashMap<String, (&'static str, Pos)>,
+    seen: FxHashMap<String, (&'static str, Pos)>,
 }
 
 impl IdRegistry {
