@@ -110,13 +110,26 @@ impl Event {
             let value: Value = serde_json::from_slice(bytes).map_err(|e| EventError::Json(describe_json_error(&e)))?;
             return Event::from_value(value);
         }
+        // The plain decoder is the fast path; only a failure pays for finding the field's path.
+        match serde_json::from_slice(bytes) {
+            Ok(event) => Event::checked(event),
+            Err(_) => Err(Event::explain_decode_error(bytes)),
+        }
+    }
+
+    /// Decodes again, tracking the path, to say which field is wrong.
+    fn explain_decode_error(bytes: &[u8]) -> EventError {
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        let event = serde_path_to_error::deserialize(&mut de).map_err(|e| match e.inner().classify() {
-            serde_json::error::Category::Data => EventError::Shape(describe_serde_error(&e)),
-            _ => EventError::Json(describe_json_error(e.inner())),
-        })?;
-        de.end().map_err(|e| EventError::Json(describe_json_error(&e)))?;
-        Event::checked(event)
+        match serde_path_to_error::deserialize::<_, Event>(&mut de) {
+            Err(e) if e.inner().classify() == serde_json::error::Category::Data => {
+                EventError::Shape(describe_serde_error(&e))
+            }
+            Err(e) => EventError::Json(describe_json_error(e.inner())),
+            Ok(_) => match de.end() {
+                Err(e) => EventError::Json(describe_json_error(&e)),
+                Ok(()) => EventError::Json("the event could not be decoded".into()),
+            },
+        }
     }
 
     fn checked(mut event: Event) -> Result<Event, EventError> {

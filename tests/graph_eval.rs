@@ -218,3 +218,58 @@ fn evaluation_buffer_is_reused() {
     r.evaluate(&make_event("transaction", Some("pos-system"), json!({"amount": 1, "category": "food"})), &mut out);
     assert!(out.matched.is_empty() && out.planned.is_empty(), "cleared between events");
 }
+
+/// The equality index must change nothing: the fast path (indexed) and the traced path (every
+/// scenario) agree on matches, plans and unknowns, for the golden events and for events that
+/// miss the guarded path or hold another type there.
+#[test]
+fn the_equality_index_changes_no_result() {
+    let mut yaml = String::from("version: v1\nscenarios:\n");
+    for i in 0..60 {
+        let category = ["food", "drinks", "books", "5"][i % 4];
+        let expression = if i % 3 == 0 {
+            format!("payload.category == '{category}' AND payload.amount > {}", i * 10)
+        } else {
+            format!("'{category}' == payload.category")
+        };
+        yaml.push_str(&format!(
+            "  - id: s{i}\n    enabled: true\n    event_types: [t{}]\n    children:\n      - condition:\n          id: c{i}\n          expression: \"{expression}\"\n          children:\n            - action: {{id: a{i}, type: reward_points, params: {{operation: award, points: {}}}}}\n",
+            i % 2,
+            i + 1
+        ));
+    }
+    yaml.push_str("  - id: open\n    enabled: true\n    event_types: [t0, t1]\n    children:\n      - action: {id: always, type: reward_points, params: {operation: award, points: 1}}\n");
+    let generated = rules(&yaml);
+    let golden =
+        rules(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/rules.yaml")).unwrap());
+    let mut events: Vec<(&Rules, Event)> = Vec::new();
+    for category in [json!("food"), json!("drinks"), json!("books"), json!("5"), json!(5), json!(null), json!(["food"])]
+    {
+        for t in ["t0", "T1"] {
+            events.push((
+                &generated,
+                event(json!({"type": t, "actor_id": "u", "payload": {"category": category, "amount": 300}})),
+            ));
+        }
+    }
+    events.push((&generated, event(json!({"type": "t0", "actor_id": "u", "payload": {"amount": 300}}))));
+    let cases = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/cases.jsonl")).unwrap();
+    for line in cases.lines() {
+        let case: Value = serde_json::from_str(line).unwrap();
+        events.push((&golden, event(case["event"].clone())));
+    }
+    for (rules, ev) in &events {
+        let (mut fast, mut full) = (rules.new_evaluation(), rules.new_evaluation());
+        rules.evaluate(ev, &mut fast);
+        rules.evaluate_traced(ev, &mut full);
+        assert_eq!(
+            (&fast.matched, &fast.planned, fast.unknowns),
+            (&full.matched, &full.planned, full.unknowns),
+            "{ev:?}"
+        );
+    }
+    let mut out = generated.new_evaluation();
+    generated.evaluate(&events[0].1, &mut out);
+    let fired: Vec<&str> = out.matched.iter().map(|&i| generated.scenario_id(i)).collect();
+    assert_eq!(fired, ["s0", "s4", "s8", "s12", "s16", "s20", "s24", "s28", "s32", "s40", "s44", "s52", "s56", "open"]);
+}

@@ -33,7 +33,15 @@ impl ActionKind for TestSleep {
 
 impl Action for Sleep {
     fn plan(&self, _event: &Event) -> Plan {
-        std::thread::sleep(std::time::Duration::from_millis(self.ms));
+        let nap = || std::thread::sleep(std::time::Duration::from_millis(self.ms));
+        // Inside the service, hand this thread's other tasks to another thread while sleeping,
+        // so a sleeping event holds its evaluation slot without stalling the HTTP server.
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(nap)
+            }
+            _ => nap(),
+        }
         Plan::Nothing
     }
 

@@ -18,6 +18,9 @@ use crate::graph::LoadError;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{Ledger, LedgerStore};
 
+/// How much log text the background writer gathers before it must write.
+const LOG_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Runs the service until SIGTERM or SIGINT, then drains and exits.
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let _log_guard = init_logging(args.log_format);
@@ -27,9 +30,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Logs go through a background writer so that a slow terminal or pipe never holds up a request.
-/// Under extreme load lines may be dropped rather than slow the service down.
+/// That writer buffers what it takes off its queue and flushes when the queue is empty, so under
+/// load many lines share one write. Under extreme load lines may be dropped rather than slow the
+/// service down.
 fn init_logging(format: LogFormat) -> WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let stdout = std::io::BufWriter::with_capacity(LOG_BUFFER_BYTES, std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking(stdout);
     let filter = EnvFilter::try_from_env("FLUXFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
@@ -98,8 +104,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("the HTTP server failed")?;
     tracing::info!("no more requests in flight; evaluating what is still queued");
-    let draining = Arc::clone(&engine);
-    tokio::task::spawn_blocking(move || draining.drain()).await.context("drain failed")?;
+    engine.drain().await;
     tracing::info!(
         enqueued = engine.metrics.events_enqueued.get(),
         processed = engine.metrics.events_processed.get(),

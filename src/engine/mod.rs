@@ -1,11 +1,12 @@
-//! The engine: a bounded queue, a fixed pool of event workers, the live rules and their reload,
-//! and the ledger the workers apply results to.
+//! The engine: admission (a bounded queue and a bounded number of events evaluating), the live
+//! rules and their reload, and the ledger that results are applied to.
 //!
 //! Admission is exact: at most `queue_depth` events wait and `event_workers` are evaluated at
-//! once. Workers are OS threads, so evaluation and ledger waits never stall the HTTP runtime. A
-//! synchronous caller waits up to `event_timeout_ms` for its result; past that it is told so,
-//! and the event still completes (and is stored, so a retry with its id gets the result).
+//! once (see [`admission`]). Each admitted event runs as a task of its own, so a synchronous
+//! caller can stop waiting after `event_timeout_ms` while the event still completes (and is
+//! stored, so a retry with its id gets the result).
 
+pub mod admission;
 pub mod jobs;
 pub mod live;
 pub mod metrics;
@@ -15,14 +16,13 @@ pub mod watch;
 pub use crate::result::{ActionResult, EventResult};
 pub use live::{LiveRules, ReloadReport};
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::actions::{ActionRegistry, Outcome, Plan};
 use crate::event::Event;
@@ -30,10 +30,11 @@ use crate::graph::{Evaluation, LoadError, Rules};
 use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, PointsWrite, fingerprint};
 use crate::result::Job;
 use crate::rules::EngineSettings;
+use admission::{Admission, Ticket};
 use jobs::MemoryJobs;
 use metrics::Metrics;
 
-/// How often the requeue thread looks for batch events to put back on the queue.
+/// How often the requeue task looks for batch events to put back on the queue.
 const REQUEUE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Queue utilisation above which `/readyz` answers 503.
@@ -91,22 +92,18 @@ pub struct BatchReceipt {
     pub rejected: usize,
 }
 
-/// What the queue carries: an event to evaluate, or a worker's signal to stop.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "Stop is sent once per worker at shutdown; boxing every event would cost more"
-)]
-enum Work {
-    Event(Task),
-    Stop,
-}
-
+/// One admitted event.
 struct Task {
     event: Arc<Event>,
     trace: bool,
-    reply: Option<oneshot::Sender<Result<EventResult, EngineError>>>,
     job: Option<(String, usize)>,
     enqueued: Instant,
+}
+
+thread_local! {
+    /// Each runtime thread's evaluation buffer, reused from event to event so the fast path
+    /// allocates nothing.
+    static EVALUATION: RefCell<Evaluation> = RefCell::new(Evaluation::default());
 }
 
 /// The running engine.
@@ -116,22 +113,20 @@ pub struct Engine {
     config_path: PathBuf,
     settings: EngineSettings,
     timeout_ms: AtomicU64,
-    queue: mpsc::Sender<Work>,
-    receiver: Mutex<mpsc::Receiver<Work>>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    admission: Arc<Admission>,
     shutting_down: AtomicBool,
     reload_lock: Mutex<()>,
     ledger: Option<Ledger>,
     memory_jobs: MemoryJobs,
-    /// Batch events waiting to be (re-)queued by the requeue thread.
+    /// Batch events waiting to be (re-)admitted by the requeue task.
     retry: Mutex<Vec<Task>>,
     /// Every metric.
     pub metrics: Metrics,
 }
 
 impl Engine {
-    /// Loads the rules, starts the workers, and re-queues batch events that the ledger holds
-    /// as accepted but not yet processed (from before a crash or a stop).
+    /// Loads the rules and re-admits batch events that the ledger holds as accepted but not yet
+    /// processed (from before a crash or a stop). Call it inside the tokio runtime.
     pub fn start(
         config_path: PathBuf,
         registry: ActionRegistry,
@@ -142,16 +137,13 @@ impl Engine {
         metrics.reload("success");
         let settings = rules.file.engine;
         let live = LiveRules::new(rules, config_path.clone(), &metrics);
-        let (queue, receiver) = mpsc::channel(settings.queue_depth.max(1) as usize);
         let engine = Arc::new(Engine {
             live: ArcSwap::from_pointee(live),
             registry,
             config_path,
             settings,
             timeout_ms: AtomicU64::new(u64::from(settings.event_timeout_ms)),
-            queue,
-            receiver: Mutex::new(receiver),
-            workers: Mutex::new(Vec::new()),
+            admission: Arc::new(Admission::new(settings.event_workers as usize, settings.queue_depth as usize)),
             shutting_down: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
             ledger,
@@ -159,22 +151,12 @@ impl Engine {
             retry: Mutex::new(Vec::new()),
             metrics,
         });
-        let handles = (0..settings.event_workers.max(1))
-            .map(|i| {
-                let engine = Arc::clone(&engine);
-                std::thread::Builder::new().name(format!("event-worker-{i}")).spawn(move || engine.work())
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| LoadError::Io { path: "event worker threads".into(), source: e })?;
-        if let Ok(mut workers) = engine.workers.lock() {
-            *workers = handles;
-        }
         engine.start_requeuer();
         Ok(engine)
     }
 
-    /// Starts the thread that (re-)queues batch events: those the ledger holds as accepted but
-    /// not processed (from before a crash or a stop), and those whose ledger write failed while
+    /// Starts the task that (re-)admits batch events: those the ledger holds as accepted but not
+    /// processed (from before a crash or a stop), and those whose ledger write failed while
     /// running, once the ledger is healthy again. Until then they stay stored as queued.
     fn start_requeuer(self: &Arc<Self>) {
         let Some(ledger) = &self.ledger else { return };
@@ -184,7 +166,6 @@ impl Engine {
                 let tasks = pending.into_iter().map(|p| Task {
                     event: Arc::new(p.event),
                     trace: false,
-                    reply: None,
                     job: Some((p.job_id, p.index)),
                     enqueued: Instant::now(),
                 });
@@ -195,28 +176,26 @@ impl Engine {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot read the batch events left from before; they stay stored"),
         }
-        let engine = Arc::clone(self);
-        let spawned = std::thread::Builder::new().name("requeue".into()).spawn(move || engine.requeue_loop());
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the re-queue thread; pending batch events wait for the next start");
-        }
+        tokio::spawn(Arc::clone(self).requeue_loop());
     }
 
-    fn requeue_loop(&self) {
+    async fn requeue_loop(self: Arc<Self>) {
         while !self.is_shutting_down() {
             let waiting = self.retry.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
             if !waiting.is_empty() {
-                let healthy = self.ledger.as_ref().is_some_and(Ledger::is_healthy);
+                let engine = Arc::clone(&self);
+                let healthy =
+                    tokio::task::spawn_blocking(move || engine.ledger.as_ref().is_some_and(Ledger::is_healthy))
+                        .await
+                        .unwrap_or(false);
                 let mut left = Vec::new();
                 for task in waiting {
-                    if !healthy || !left.is_empty() {
-                        left.push(task);
-                        continue;
-                    }
-                    match self.queue.try_send(Work::Event(task)) {
-                        Ok(()) => self.admitted(1),
-                        Err(mpsc::error::TrySendError::Full(Work::Event(task))) => left.push(task),
-                        Err(_) => return,
+                    match self.admission.try_enter().filter(|_| healthy && left.is_empty()) {
+                        Some(ticket) => {
+                            self.admitted(1);
+                            self.spawn(ticket, task);
+                        }
+                        None => left.push(task),
                     }
                 }
                 if let Ok(mut retry) = self.retry.lock() {
@@ -224,7 +203,7 @@ impl Engine {
                     *retry = left;
                 }
             }
-            std::thread::sleep(REQUEUE_INTERVAL);
+            tokio::time::sleep(REQUEUE_INTERVAL).await;
         }
     }
 
@@ -250,9 +229,7 @@ impl Engine {
 
     /// Waiting events over capacity, from 0 to 1.
     pub fn queue_utilization(&self) -> f64 {
-        let capacity = self.queue.max_capacity();
-        let waiting = capacity - self.queue.capacity();
-        waiting as f64 / capacity as f64
+        self.admission.utilization()
     }
 
     /// True once shutdown has begun.
@@ -265,62 +242,74 @@ impl Engine {
         self.metrics.queue_utilization.set(self.queue_utilization());
     }
 
+    fn queue_full(&self, count: usize) -> EngineError {
+        self.metrics.events_dropped.inc_by(count as u64);
+        EngineError::QueueFull { capacity: self.admission.capacity() }
+    }
+
+    /// Runs an admitted event as a task of its own, so it completes even when its caller stops
+    /// waiting (a timeout).
+    fn spawn(
+        self: &Arc<Self>,
+        ticket: Ticket,
+        task: Task,
+    ) -> tokio::task::JoinHandle<Result<EventResult, EngineError>> {
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            let running = ticket.start().await;
+            engine.metrics.queue_utilization.set(engine.queue_utilization());
+            let result = engine.run(&task).await;
+            engine.finish(task, &result);
+            drop(running);
+            result
+        })
+    }
+
     /// Evaluates one event and waits for its result, up to `event_timeout_ms`.
-    pub async fn process(&self, event: Event, trace: bool) -> Result<EventResult, EngineError> {
+    pub async fn process(self: &Arc<Self>, event: Event, trace: bool) -> Result<EventResult, EngineError> {
         if self.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
         }
+        let ticket = self.admission.try_enter().ok_or_else(|| self.queue_full(1))?;
+        self.admitted(1);
         let event_id = event.id.clone();
-        let (reply, result) = oneshot::channel();
-        let task = Task { event: Arc::new(event), trace, reply: Some(reply), job: None, enqueued: Instant::now() };
-        match self.queue.try_send(Work::Event(task)) {
-            Ok(()) => self.admitted(1),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics.events_dropped.inc();
-                return Err(EngineError::QueueFull { capacity: self.queue.max_capacity() });
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(EngineError::ShuttingDown),
-        }
+        let task = Task { event: Arc::new(event), trace, job: None, enqueued: Instant::now() };
+        let handle = self.spawn(ticket, task);
         let timeout_ms = self.timeout_ms.load(Ordering::Relaxed);
-        match tokio::time::timeout(Duration::from_millis(timeout_ms), result).await {
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), handle).await {
             Ok(Ok(result)) => result,
-            // A worker dropped the reply without answering: only when the process is going down.
+            // The task did not finish: only when the runtime is going down.
             Ok(Err(_)) => Err(EngineError::ShuttingDown),
             Err(_) => Err(EngineError::Timeout { event_id, timeout_ms }),
         }
     }
 
-    /// Queues a batch: the events that fit are stored durably (with a ledger) and queued; the
+    /// Queues a batch: the events that fit are stored durably (with a ledger) and admitted; the
     /// rest are counted as rejected. Answers once the accepted events are stored.
-    pub async fn submit_batch(&self, events: Vec<Event>) -> Result<BatchReceipt, EngineError> {
+    pub async fn submit_batch(self: &Arc<Self>, events: Vec<Event>) -> Result<BatchReceipt, EngineError> {
         if self.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
         }
-        let mut permits = Vec::with_capacity(events.len());
-        while permits.len() < events.len() {
-            match self.queue.try_reserve() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => break,
-            }
-        }
-        let (total, queued) = (events.len(), permits.len());
+        let tickets: Vec<Ticket> = std::iter::from_fn(|| self.admission.try_enter()).take(events.len()).collect();
+        let (total, queued) = (events.len(), tickets.len());
         let job_id = uuid::Uuid::now_v7().to_string();
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         match &self.ledger {
             Some(ledger) => {
                 let job = NewJob { job_id: job_id.clone(), events: events.clone(), queued };
-                // On error the permits drop here, so the reserved places are freed.
+                // On error the tickets drop here, so their places are freed.
                 ledger.store_job(job).await.map_err(EngineError::Ledger)?;
             }
             None => self.memory_jobs.insert(Job::new(job_id.clone(), events.iter().map(|e| e.id.clone()), queued)),
         }
-        for (index, (permit, event)) in permits.into_iter().zip(events).enumerate() {
-            let task =
-                Task { event, trace: false, reply: None, job: Some((job_id.clone(), index)), enqueued: Instant::now() };
-            permit.send(Work::Event(task));
+        for (index, (ticket, event)) in tickets.into_iter().zip(events).enumerate() {
+            let task = Task { event, trace: false, job: Some((job_id.clone(), index)), enqueued: Instant::now() };
+            self.spawn(ticket, task);
         }
         self.admitted(queued);
-        self.metrics.events_dropped.inc_by((total - queued) as u64);
+        if total > queued {
+            self.queue_full(total - queued);
+        }
         Ok(BatchReceipt { job_id, total, queued, rejected: total - queued })
     }
 
@@ -380,68 +369,41 @@ impl Engine {
         self.shutting_down.store(true, Ordering::Release);
     }
 
-    /// Lets the workers evaluate every event already queued, then stops them, then commits and
-    /// closes the ledger. Call it once no request is in flight any more. Blocks: call it off the
-    /// async runtime.
-    pub fn drain(&self) {
+    /// Refuses new events, waits until every admitted event is evaluated and applied, then
+    /// commits and closes the ledger. Call it once no request is in flight any more.
+    pub async fn drain(self: &Arc<Self>) {
         self.begin_shutdown();
-        let workers = self.workers.lock().map(|w| w.len()).unwrap_or(0);
-        // The queue is first in, first out: each worker meets a Stop only after every event
-        // queued before it.
-        for _ in 0..workers {
-            if self.queue.blocking_send(Work::Stop).is_err() {
-                break;
-            }
-        }
-        let handles = self.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
-        for handle in handles {
-            let _ = handle.join();
-        }
-        if let Some(ledger) = &self.ledger {
-            ledger.close();
+        self.admission.idle().await;
+        if self.ledger.is_some() {
+            let engine = Arc::clone(self);
+            let _ = tokio::task::spawn_blocking(move || engine.ledger.as_ref().map(Ledger::close)).await;
         }
     }
 
-    fn next_task(&self) -> Option<Task> {
-        // The lock hands the queue to one idle worker at a time.
-        let mut receiver = self.receiver.lock().ok()?;
-        match receiver.blocking_recv()? {
-            Work::Event(task) => Some(task),
-            Work::Stop => None,
+    /// Records what happened to a finished event: metrics, and batch bookkeeping.
+    fn finish(&self, task: Task, result: &Result<EventResult, EngineError>) {
+        let elapsed = task.enqueued.elapsed();
+        self.metrics.duration_seconds.observe(elapsed.as_secs_f64());
+        self.metrics.duration_ms.observe(elapsed.as_secs_f64() * 1000.0);
+        self.metrics.events_processed.inc();
+        if let Err(e) = result {
+            tracing::warn!(event_id = %task.event.id, error = %e, "event not applied");
+        }
+        match (&task.job, result) {
+            (Some((job_id, index)), Ok(result)) if self.ledger.is_none() => {
+                self.memory_jobs.complete(job_id, *index, result.clone());
+            }
+            // Still stored as queued: try again once the ledger takes writes.
+            (Some(_), Err(EngineError::Ledger(_))) => {
+                if let Ok(mut retry) = self.retry.lock() {
+                    retry.push(Task { enqueued: Instant::now(), ..task });
+                }
+            }
+            _ => {}
         }
     }
 
-    fn work(&self) {
-        let mut evaluation = Evaluation::default();
-        while let Some(task) = self.next_task() {
-            self.metrics.queue_utilization.set(self.queue_utilization());
-            let result = self.run(&task, &mut evaluation);
-            let elapsed = task.enqueued.elapsed();
-            self.metrics.duration_seconds.observe(elapsed.as_secs_f64());
-            self.metrics.duration_ms.observe(elapsed.as_secs_f64() * 1000.0);
-            self.metrics.events_processed.inc();
-            if let Err(e) = &result {
-                tracing::warn!(event_id = %task.event.id, error = %e, "event not applied");
-            }
-            match (task.reply, &task.job, result) {
-                (Some(reply), _, result) => {
-                    let _ = reply.send(result);
-                }
-                (None, Some((job_id, index)), Ok(result)) if self.ledger.is_none() => {
-                    self.memory_jobs.complete(job_id, *index, result);
-                }
-                // Still stored as queued: try again once the ledger takes writes.
-                (None, Some(_), Err(EngineError::Ledger(_))) => {
-                    if let Ok(mut retry) = self.retry.lock() {
-                        retry.push(Task { reply: None, enqueued: Instant::now(), ..task });
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn run(&self, task: &Task, evaluation: &mut Evaluation) -> Result<EventResult, EngineError> {
+    async fn run(&self, task: &Task) -> Result<EventResult, EngineError> {
         let event = &task.event;
         // A retry of a stored event is answered from the ledger without evaluating again.
         if let (Some(ledger), false, None) = (&self.ledger, event.generated_id, &task.job) {
@@ -456,17 +418,36 @@ impl Engine {
             }
         }
         let live = self.live.load_full();
-        let trace = if task.trace {
-            Some(live.rules.evaluate_traced(event, evaluation))
-        } else {
-            live.rules.evaluate(event, evaluation);
-            None
-        };
-        let mut result = match &self.ledger {
-            None => build_result(&live.rules, event, evaluation, task.enqueued),
-            Some(ledger) => {
-                match ledger.apply(self.ledger_write(task, &live, evaluation)).map_err(EngineError::Ledger)? {
-                    Applied::Fresh(result) => result,
+        // Evaluate into this thread's buffer; what outlives the await is copied out first.
+        let (evaluated, trace) = EVALUATION.with(|cell| {
+            let mut evaluation = cell.borrow_mut();
+            let trace = if task.trace {
+                Some(live.rules.evaluate_traced(event, &mut evaluation))
+            } else {
+                live.rules.evaluate(event, &mut evaluation);
+                None
+            };
+            self.count_evaluation(&live, &evaluation);
+            let evaluated = match &self.ledger {
+                None => {
+                    let result = build_result(&live.rules, event, &evaluation, task.enqueued);
+                    count_actions(&live, &evaluation, &result);
+                    Evaluated::Done(result)
+                }
+                Some(ledger) => Evaluated::ToApply(ledger, self.ledger_write(task, &live, &evaluation)),
+            };
+            (evaluated, trace)
+        });
+        let mut result = match evaluated {
+            Evaluated::Done(result) => result,
+            Evaluated::ToApply(ledger, (write, actions)) => {
+                match ledger.apply_async(write).await.map_err(EngineError::Ledger)? {
+                    Applied::Fresh(result) => {
+                        for (&action, outcome) in actions.iter().zip(&result.actions_executed) {
+                            live.count_action(action, outcome.success);
+                        }
+                        result
+                    }
                     Applied::Replayed(mut stored) => {
                         stored.replayed = true;
                         return Ok(stored);
@@ -476,13 +457,13 @@ impl Engine {
             }
         };
         result.trace = trace;
-        self.count(&live, evaluation, &result);
         Ok(result)
     }
 
-    /// What the ledger must write for an evaluated event; the result is built once the ledger
-    /// has decided each action's outcome (a deduction can be refused).
-    fn ledger_write(&self, task: &Task, live: &Arc<LiveRules>, evaluation: &Evaluation) -> EventWrite {
+    /// What the ledger must write for an evaluated event (the result is built once the ledger
+    /// has decided each action's outcome: a deduction can be refused), and the planned actions'
+    /// indices for the metrics.
+    fn ledger_write(&self, task: &Task, live: &Arc<LiveRules>, evaluation: &Evaluation) -> (EventWrite, Vec<u32>) {
         let event = &task.event;
         let actions = evaluation
             .planned
@@ -498,9 +479,10 @@ impl Engine {
                 (plan, _, _) => ActionWrite::Decided(Outcome::of_plan(plan)),
             })
             .collect();
+        let action_indices = evaluation.planned.iter().map(|p| p.action).collect();
         let (live, event, evaluation, started) =
             (Arc::clone(live), Arc::clone(event), evaluation.clone(), task.enqueued);
-        EventWrite {
+        let write = EventWrite {
             event_id: event.id.clone(),
             fingerprint: fingerprint(&event),
             actions,
@@ -508,15 +490,14 @@ impl Engine {
             build_result: Box::new(move |outcomes| {
                 EventResult::build(&live.rules, &event, &evaluation, outcomes, started.elapsed())
             }),
-        }
+        };
+        (write, action_indices)
     }
 
-    fn count(&self, live: &LiveRules, evaluation: &Evaluation, result: &EventResult) {
+    /// Counts matched scenarios and unknown conditions.
+    fn count_evaluation(&self, live: &LiveRules, evaluation: &Evaluation) {
         for &scenario in &evaluation.matched {
             live.count_match(scenario);
-        }
-        for (planned, action) in evaluation.planned.iter().zip(&result.actions_executed) {
-            live.count_action(planned.action, action.success);
         }
         for (index, &count) in evaluation.unknowns.iter().enumerate() {
             if count > 0 {
@@ -524,6 +505,20 @@ impl Engine {
                 self.metrics.unknown_conditions.get_or_create(&label).inc_by(u64::from(count));
             }
         }
+    }
+}
+
+/// An evaluated event: its result, or what the ledger must apply first (with the planned
+/// actions' indices, for the metrics).
+enum Evaluated<'a> {
+    Done(EventResult),
+    ToApply(&'a Ledger, (EventWrite, Vec<u32>)),
+}
+
+/// Counts executed actions by type and outcome.
+fn count_actions(live: &LiveRules, evaluation: &Evaluation, result: &EventResult) {
+    for (planned, action) in evaluation.planned.iter().zip(&result.actions_executed) {
+        live.count_action(planned.action, action.success);
     }
 }
 

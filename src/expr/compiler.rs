@@ -253,6 +253,24 @@ pub fn build_regex(pattern: &str) -> Result<Regex, String> {
 }
 
 impl Node {
+    /// See [`crate::expr::Program::equality_guard`]. Numeric strings are left out: they also
+    /// equal numbers, so a lookup by text would miss matches.
+    pub fn equality_guard(&self) -> Option<(&Path, &str)> {
+        match self {
+            Node::And(left, _) => left.equality_guard(),
+            Node::Compare(CmpOp::Eq, l, r, _) => match (&**l, &**r) {
+                (Node::Path(path, _), Node::Const(Const::Str(text)))
+                | (Node::Const(Const::Str(text)), Node::Path(path, _))
+                    if crate::expr::eval::json_number(text).is_none() =>
+                {
+                    Some((path, text))
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Calls `f` with every path in the expression, left to right.
     pub fn visit_paths<'a>(&'a self, f: &mut impl FnMut(&'a Path, Span)) {
         match self {

@@ -115,6 +115,12 @@ impl Program {
         found
     }
 
+    /// When the expression can only be true if a path equals a non-numeric string (it is
+    /// `path == 'text'`, or begins with it joined by AND), that path and text.
+    pub fn equality_guard(&self) -> Option<(&ast::Path, &str)> {
+        self.root.equality_guard()
+    }
+
     /// Explains an unknown that this program produced.
     pub fn explain(&self, unknown: &Unknown) -> String {
         unknown.explain(&self.source)

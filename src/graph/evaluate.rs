@@ -4,6 +4,7 @@
 //! nothing. The traced path runs the same code with a [`Tracer`] that records each step; the
 //! fast path's tracer does nothing and is compiled away.
 
+use super::index::TypeBucket;
 use super::trace::{Recorder, ScenarioStatus, Trace};
 use super::{CompiledScenario, ConditionEntry, Graph, GraphNode, Rules};
 use crate::actions::Plan;
@@ -19,6 +20,8 @@ pub struct Evaluation {
     pub planned: Vec<PlannedAction>,
     /// Conditions whose result was unknown, counted by [`Reason::label_index`].
     pub unknowns: [u32; Reason::LABELS.len()],
+    /// Scratch space for the equality index's candidates.
+    candidates: Vec<u32>,
 }
 
 /// An action that was reached, with what it plans to do.
@@ -39,6 +42,7 @@ impl Evaluation {
             matched: Vec::with_capacity(scenarios),
             planned: Vec::with_capacity(actions),
             unknowns: Default::default(),
+            candidates: Vec::with_capacity(scenarios),
         }
     }
 
@@ -51,6 +55,9 @@ impl Evaluation {
 
 /// Receives the steps of an evaluation.
 pub(super) trait Tracer {
+    /// A tracer sees every scenario of the type; without one the equality index skips
+    /// scenarios that cannot fire.
+    const TRACES: bool = true;
     fn scenario(&mut self, _scenario: &CompiledScenario, _status: ScenarioStatus) {}
     fn condition(&mut self, _condition: &ConditionEntry, _depth: usize, _truth: Truth) {}
     fn action(&mut self, _action: u32, _depth: usize) {}
@@ -59,7 +66,9 @@ pub(super) trait Tracer {
 
 /// The fast path's tracer.
 struct NoTrace;
-impl Tracer for NoTrace {}
+impl Tracer for NoTrace {
+    const TRACES: bool = false;
+}
 
 impl Rules {
     /// Evaluates an event into `out` (cleared first). Allocates nothing once `out` has grown to
@@ -91,7 +100,8 @@ fn eq_lowercase(candidate: &str, lower: &str) -> bool {
 }
 
 impl Graph {
-    pub(super) fn scenarios_for_type(&self, event_type: &str) -> &[u32] {
+    /// The scenarios of an event type, with their index.
+    pub(super) fn bucket(&self, event_type: &str) -> Option<&TypeBucket> {
         let found = if !event_type.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
             self.by_type.get(event_type)
         } else if event_type.len() <= TYPE_BUFFER && event_type.is_ascii() {
@@ -104,12 +114,21 @@ impl Graph {
         } else {
             self.by_type.get(event_type.to_lowercase().as_str())
         };
-        found.map_or(&[], |list| list)
+        found
+    }
+
+    /// Every scenario listening to an event type, in file order.
+    pub(super) fn scenarios_for_type(&self, event_type: &str) -> &[u32] {
+        self.bucket(event_type).map_or(&[], |bucket| &bucket.all)
     }
 
     fn run<T: Tracer>(&self, event: &Event, out: &mut Evaluation, tracer: &mut T) {
         out.clear();
-        for &index in self.scenarios_for_type(&event.event_type) {
+        let Some(bucket) = self.bucket(&event.event_type) else { return };
+        // The buffer is moved out and back so `out` stays free to write results into.
+        let mut candidates = std::mem::take(&mut out.candidates);
+        let scenarios = if T::TRACES { &bucket.all } else { bucket.candidates(event, &mut candidates) };
+        for &index in scenarios {
             let Some(scenario) = self.scenarios.get(index as usize) else { continue };
             if !scenario.sources.is_empty() {
                 let accepted = event
@@ -128,6 +147,7 @@ impl Graph {
                 out.matched.push(index);
             }
         }
+        out.candidates = candidates;
     }
 
     fn visit<T: Tracer>(

@@ -2,6 +2,7 @@
 //! type so that an event only meets the scenarios that listen to its type.
 
 mod evaluate;
+mod index;
 pub mod trace;
 
 use rustc_hash::FxHashMap;
@@ -128,8 +129,8 @@ struct CompiledScenario {
 
 struct Graph {
     scenarios: Vec<CompiledScenario>,
-    /// Lower-cased event type → enabled scenarios listening to it, in file order.
-    by_type: FxHashMap<Box<str>, Box<[u32]>>,
+    /// Lower-cased event type → enabled scenarios listening to it, in file order, indexed.
+    by_type: FxHashMap<Box<str>, index::TypeBucket>,
     conditions: Vec<ConditionEntry>,
     actions: Vec<ActionEntry>,
     /// Ids of scenarios that are not enabled, for traces.
@@ -167,7 +168,10 @@ impl Graph {
                 children,
             });
         }
-        graph.by_type = by_type.into_iter().map(|(k, v)| (k, v.into_boxed_slice())).collect();
+        graph.by_type = by_type
+            .into_iter()
+            .map(|(k, v)| (k, index::TypeBucket::new(v, &graph.scenarios, &graph.conditions)))
+            .collect();
         graph
     }
 

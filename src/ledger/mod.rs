@@ -220,6 +220,13 @@ impl Ledger {
         answer.blocking_recv().map_err(|_| stopped())?
     }
 
+    /// Applies one event, waiting (without blocking the thread) for its group to commit.
+    pub async fn apply_async(&self, write: EventWrite) -> Result<Applied, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes.send(Write::Event(write, reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
     /// Stores a batch job durably.
     pub async fn store_job(&self, job: NewJob) -> Result<(), LedgerError> {
         let (reply, answer) = oneshot::channel();

@@ -1,0 +1,143 @@
+//! Admission: at most `queue_depth` events wait and `event_workers` are evaluated at once.
+//!
+//! Events run as tokio tasks rather than on a pool of threads: evaluation takes microseconds,
+//! and handing each event to another thread and back cost more than the evaluation (futex wake
+//! ups and context switches were a fifth of the service's time under load). A semaphore bounds
+//! the tasks evaluating; a counter bounds those waiting for a permit, which is what "the queue"
+//! means here.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// The bounds, and the count of events admitted and not finished (for draining).
+pub struct Admission {
+    evaluating: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    capacity: usize,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// A place in the queue; given up when the event starts evaluating or is dropped.
+pub struct Ticket {
+    /// `None` once the ticket became a running event.
+    admission: Option<Arc<Admission>>,
+}
+
+impl Admission {
+    /// `workers` evaluate at once; `capacity` may wait.
+    pub fn new(workers: usize, capacity: usize) -> Self {
+        Admission {
+            evaluating: Arc::new(Semaphore::new(workers.max(1))),
+            waiting: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    /// Takes a place in the queue, unless it is full.
+    pub fn try_enter(self: &Arc<Self>) -> Option<Ticket> {
+        let mut current = self.waiting.load(Ordering::Relaxed);
+        loop {
+            if current >= self.capacity {
+                return None;
+            }
+            match self.waiting.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    self.in_flight.fetch_add(1, Ordering::AcqRel);
+                    return Some(Ticket { admission: Some(Arc::clone(self)) });
+                }
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Events waiting over capacity, from 0 to 1.
+    pub fn utilization(&self) -> f64 {
+        self.waiting.load(Ordering::Relaxed) as f64 / self.capacity as f64
+    }
+
+    /// The queue's capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Waits until every admitted event has finished.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn finished(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+impl Ticket {
+    /// Waits for an evaluation slot; the queue place is given up once it is granted.
+    pub async fn start(mut self) -> Running {
+        // While waiting the ticket still holds its place, so a cancelled wait gives it back.
+        let semaphore = self.admission.as_ref().map(|a| Arc::clone(&a.evaluating));
+        // The semaphore is never closed, so acquiring cannot fail.
+        let permit = match semaphore {
+            Some(semaphore) => semaphore.acquire_owned().await.ok(),
+            None => None,
+        };
+        let Some(admission) = self.admission.take() else {
+            unreachable!("only `start` empties a ticket, and it takes the ticket by value")
+        };
+        admission.waiting.fetch_sub(1, Ordering::AcqRel);
+        // The running event now holds the in-flight count.
+        Running { admission, _permit: permit }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(admission) = self.admission.take() {
+            admission.waiting.fetch_sub(1, Ordering::AcqRel);
+            admission.finished();
+        }
+    }
+}
+
+/// An event evaluating; frees its slot when dropped.
+pub struct Running {
+    admission: Arc<Admission>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.admission.finished();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounds_waiting_and_evaluating() {
+        let admission = Arc::new(Admission::new(1, 2));
+        let first = admission.try_enter().unwrap().start().await;
+        let a = admission.try_enter().unwrap();
+        let _b = admission.try_enter().unwrap();
+        assert!(admission.try_enter().is_none(), "two wait: the queue is full");
+        assert_eq!(admission.utilization(), 1.0);
+        drop(first);
+        let _second = a.start().await;
+        assert_eq!(admission.utilization(), 0.5);
+        assert!(admission.try_enter().is_some());
+    }
+}
