@@ -102,7 +102,7 @@ fn eq_lowercase(candidate: &str, lower: &str) -> bool {
 impl Graph {
     /// The scenarios of an event type, with their index.
     pub(super) fn bucket(&self, event_type: &str) -> Option<&TypeBucket> {
-        let found = if !event_type.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        if !event_type.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
             self.by_type.get(event_type)
         } else if event_type.len() <= TYPE_BUFFER && event_type.is_ascii() {
             // Lower-case on the stack: the fast path allocates nothing.
@@ -113,8 +113,7 @@ impl Graph {
             std::str::from_utf8(lower).ok().and_then(|t| self.by_type.get(t))
         } else {
             self.by_type.get(event_type.to_lowercase().as_str())
-        };
-        found
+        }
     }
 
     /// Every scenario listening to an event type, in file order.

@@ -33,6 +33,13 @@ struct Guard {
     by_value: FxHashMap<Box<str>, Box<[u32]>>,
 }
 
+/// A [`Guard`] while it is built.
+struct GuardBuilder {
+    path: Path,
+    all: Vec<u32>,
+    by_value: FxHashMap<Box<str>, Vec<u32>>,
+}
+
 /// Below this many scenarios in a type, trying each is cheaper than looking them up.
 const INDEX_MIN_SCENARIOS: usize = 16;
 
@@ -47,33 +54,33 @@ impl TypeBucket {
             return TypeBucket { all: scenarios.into_boxed_slice(), ..TypeBucket::default() };
         }
         let mut unguarded = Vec::new();
-        let mut guards: Vec<(Path, Vec<u32>, FxHashMap<Box<str>, Vec<u32>>)> = Vec::new();
+        let mut guards: Vec<GuardBuilder> = Vec::new();
         for &index in &scenarios {
             let guard = graph_scenarios.get(index as usize).and_then(|s| guard_of(s, conditions));
             let Some((path, value)) = guard else {
                 unguarded.push(index);
                 continue;
             };
-            let position = match guards.iter().position(|(p, _, _)| p == path) {
+            let position = match guards.iter().position(|g| g.path == *path) {
                 Some(position) => position,
                 None => {
-                    guards.push((path.clone(), Vec::new(), FxHashMap::default()));
+                    guards.push(GuardBuilder { path: path.clone(), all: Vec::new(), by_value: FxHashMap::default() });
                     guards.len() - 1
                 }
             };
-            let (_, all, by_value) = &mut guards[position];
-            all.push(index);
-            by_value.entry(value.into()).or_default().push(index);
+            let guard = &mut guards[position];
+            guard.all.push(index);
+            guard.by_value.entry(value.into()).or_default().push(index);
         }
         TypeBucket {
             all: scenarios.into_boxed_slice(),
             unguarded: unguarded.into_boxed_slice(),
             guards: guards
                 .into_iter()
-                .map(|(path, all, by_value)| Guard {
-                    path,
-                    all: all.into_boxed_slice(),
-                    by_value: by_value.into_iter().map(|(k, v)| (k, v.into_boxed_slice())).collect(),
+                .map(|g| Guard {
+                    path: g.path,
+                    all: g.all.into_boxed_slice(),
+                    by_value: g.by_value.into_iter().map(|(k, v)| (k, v.into_boxed_slice())).collect(),
                 })
                 .collect(),
         }
