@@ -29,6 +29,7 @@ fn write(ev: &Event, actions: Vec<ActionWrite>) -> EventWrite {
     let id = ev.id.clone();
     EventWrite {
         event_id: ev.id.clone(),
+        fresh_id: ev.generated_id,
         fingerprint: fingerprint(ev),
         actions,
         job: None,

@@ -484,6 +484,7 @@ impl Engine {
             (Arc::clone(live), Arc::clone(event), evaluation.clone(), task.enqueued);
         let write = EventWrite {
             event_id: event.id.clone(),
+            fresh_id: event.generated_id,
             fingerprint: fingerprint(&event),
             actions,
             job: task.job.clone(),

@@ -76,6 +76,8 @@ pub type ResultBuilder = Box<dyn FnOnce(&[Outcome]) -> EventResult + Send>;
 pub struct EventWrite {
     /// The idempotency key.
     pub event_id: String,
+    /// True when the id was generated here (so no earlier event can have it).
+    pub fresh_id: bool,
     /// The content's fingerprint.
     pub fingerprint: Fingerprint,
     /// One write per planned action, in order.

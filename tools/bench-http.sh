@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# HTTP benchmark: FluxFlow against the bare-hyper baseline, in one run, same load.
+#
+#   tools/bench-http.sh [SECONDS] [CONNECTIONS]
+#
+# Builds release binaries (fluxflow, loadgen, and ../shared/tools/baseline-hyper), then for each
+# target — baseline-hyper, fluxflow --ledger none, fluxflow --ledger sqlite — starts it on a free
+# loopback port, posts the README event without an id (every request is a new event) with
+# loadgen, and prints one line per target. For the SQLite ledger it also checks that the rows
+# written equal the requests answered 200, and it reports each server's peak resident memory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+conns=${2:-64}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/fluxflow-target}"
+baseline_src=../shared/tools/baseline-hyper
+baseline_target=/var/tmp/baseline-target
+
+cargo build --release --bin fluxflow --bin loadgen >/dev/null 2>&1
+if [ ! -x "$baseline_target/release/baseline-hyper" ]; then
+  work=$(mktemp -d)
+  cp -r "$baseline_src/." "$work/" && chmod -R u+w "$work"
+  (cd "$work" && CARGO_TARGET_DIR=$baseline_target cargo build --release >/dev/null 2>&1)
+fi
+bin=$CARGO_TARGET_DIR/release
+tmp=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
+printf '%s' '{"type":"transaction","source":"pos-system","actor_id":"user_42","payload":{"amount":1500,"category":"food"}}' >"$tmp/event.json"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+run() { # name, port, pid
+  local name=$1 port=$2 pid=$3 line
+  wait_port "$port"
+  line=$("$bin/loadgen" --url "http://127.0.0.1:$port/v1/events" --connections "$conns" --duration "${secs}s" \
+    --body "$tmp/event.json" | tail -1)
+  local rss; rss=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$pid/status")
+  echo "$name: $line peak_rss=$rss"
+}
+
+port=$(free_port)
+"$baseline_target/release/baseline-hyper" "127.0.0.1:$port" >/dev/null 2>&1 &
+run baseline-hyper "$port" $!
+kill $! 2>/dev/null; wait $! 2>/dev/null || true
+
+port=$(free_port)
+"$bin/fluxflow" --addr "127.0.0.1:$port" --config configs/rules.yaml --ledger none >"$tmp/none.log" 2>&1 &
+run "fluxflow --ledger none" "$port" $!
+kill $! 2>/dev/null; wait $! 2>/dev/null || true
+
+port=$(free_port)
+"$bin/fluxflow" --addr "127.0.0.1:$port" --config configs/rules.yaml --ledger sqlite --data "$tmp/data" >"$tmp/sqlite.log" 2>&1 &
+pid=$!
+out=$(run "fluxflow --ledger sqlite" "$port" $pid)
+echo "$out"
+kill -TERM $pid; wait $pid 2>/dev/null || true
+answered=$(sed -n 's/.*status_2xx=\([0-9]*\).*/\1/p' <<<"$out")
+rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$tmp/data/fluxflow.db")
+echo "sqlite check: rows_written=$rows answered_200=$answered $([ "$rows" = "$answered" ] && echo equal || echo DIFFERENT)"
