@@ -38,6 +38,11 @@ fn example(c: &mut Criterion) {
             black_box(&evaluation);
         });
     });
+    // What a trace costs when asked for (POST /v1/events?trace=true); the fast path above runs
+    // the same walk with a tracer that does nothing.
+    group.bench_function("readme_event_traced", |b| {
+        b.iter(|| black_box(rules.evaluate_traced(black_box(&event), &mut evaluation)));
+    });
     group.bench_function("decode_and_evaluate", |b| {
         b.iter(|| {
             let event = Event::from_slice(black_box(README_EVENT)).expect("decodes");

@@ -229,6 +229,13 @@ pub fn resolve<'a>(path: &Path, event: &'a Event) -> Option<Val<'a>> {
 /// Evaluates a node in a boolean position.
 pub fn truth(node: &Node, event: &Event) -> Truth {
     match node {
+        // The most common condition, `path op constant`, skips the general operand plumbing.
+        Node::Compare(op, l, r, span) => match (&**l, &**r) {
+            (Node::Path(path, path_span), Node::Const(constant)) => {
+                compare_path_to_constant(*op, path, *path_span, constant, *span, event)
+            }
+            _ => value_truth(node, event),
+        },
         Node::And(l, r) => match truth(l, event) {
             Truth::False => Truth::False,
             left => match (left, truth(r, event)) {
@@ -250,12 +257,17 @@ pub fn truth(node: &Node, event: &Event) -> Truth {
             Truth::False => Truth::True,
             unknown => unknown,
         },
-        other => match value(other, event) {
-            Ok(Val::Bool(true)) => Truth::True,
-            Ok(Val::Bool(false)) => Truth::False,
-            Ok(v) => Truth::Unknown(Unknown { reason: Reason::NotBoolean(v.val_type()), span: span_of(other) }),
-            Err(u) => Truth::Unknown(u),
-        },
+        other => value_truth(other, event),
+    }
+}
+
+/// A value in a boolean position: `true` and `false` are themselves, anything else is unknown.
+fn value_truth(node: &Node, event: &Event) -> Truth {
+    match value(node, event) {
+        Ok(Val::Bool(true)) => Truth::True,
+        Ok(Val::Bool(false)) => Truth::False,
+        Ok(v) => Truth::Unknown(Unknown { reason: Reason::NotBoolean(v.val_type()), span: span_of(node) }),
+        Err(u) => Truth::Unknown(u),
     }
 }
 
@@ -338,6 +350,35 @@ fn operand<'a>(node: &'a Node, event: &'a Event) -> Operand<'a> {
     let value = value(node, event);
     let absent = matches!(node, Node::Path(..)) && matches!(value, Err(Unknown { reason: Reason::Missing, .. }));
     Operand { value, absent }
+}
+
+/// `path op constant` in a boolean position; the same rules as [`compare`].
+fn compare_path_to_constant(
+    op: CmpOp,
+    path: &Path,
+    path_span: Span,
+    constant: &Const,
+    span: Span,
+    event: &Event,
+) -> Truth {
+    let as_truth = |b: bool| if b { Truth::True } else { Truth::False };
+    let constant = Val::from_const(constant);
+    let Some(value) = resolve(path, event) else {
+        return match (op, constant) {
+            (CmpOp::Eq, Val::Null) => Truth::True,
+            (CmpOp::Ne, Val::Null) => Truth::False,
+            _ => Truth::Unknown(Unknown { reason: Reason::Missing, span: path_span }),
+        };
+    };
+    match (op, value, constant) {
+        (CmpOp::Eq, _, _) => as_truth(values_equal(value, constant)),
+        (CmpOp::Ne, _, _) => as_truth(!values_equal(value, constant)),
+        (CmpOp::Gt, Val::Num(a), Val::Num(b)) => as_truth(a > b),
+        (CmpOp::Ge, Val::Num(a), Val::Num(b)) => as_truth(a >= b),
+        (CmpOp::Lt, Val::Num(a), Val::Num(b)) => as_truth(a < b),
+        (CmpOp::Le, Val::Num(a), Val::Num(b)) => as_truth(a <= b),
+        _ => Truth::Unknown(Unknown { reason: Reason::NeedsNumbers(value.val_type(), constant.val_type()), span }),
+    }
 }
 
 fn compare<'a>(op: CmpOp, l: Operand<'a>, r: Operand<'a>, span: Span) -> Res<'a> {
