@@ -6,25 +6,14 @@
 
 use std::hint::black_box;
 
+#[path = "../tests/cases/table.rs"]
+#[allow(dead_code)]
+mod table;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use fluxflow::event::Event;
 use fluxflow::expr::{Program, Purpose, Truth};
-use serde::Deserialize;
 use serde_json::Value;
-
-const TABLE: &str = include_str!("../tests/cases/expressions.json");
-
-/// The part of a table row the benches need (the tests check the rest).
-#[derive(Deserialize)]
-struct Case {
-    name: String,
-    expr: String,
-    purpose: String,
-    event: Value,
-    expect: Value,
-    #[serde(default)]
-    bench: bool,
-}
 
 /// A bench case, compiled and with its event decoded.
 struct Prepared {
@@ -35,7 +24,7 @@ struct Prepared {
 }
 
 fn prepare(purpose: &str) -> Vec<Prepared> {
-    let cases: Vec<Case> = serde_json::from_str(TABLE).expect("tests/cases/expressions.json is a JSON array of cases");
+    let cases = table::cases();
     cases
         .into_iter()
         .filter(|c| c.bench && c.purpose == purpose)

@@ -5,29 +5,13 @@
 //! "column"?, "bench"?}` where `expect` is `true`, `false`, `"unknown"`, a number (formulas) or
 //! `{"error": "substring of the load error"}`.
 
+#[path = "cases/table.rs"]
+mod table;
+
 use fluxflow::event::Event;
 use fluxflow::expr::{Program, Purpose, Truth, parser};
-use serde::Deserialize;
 use serde_json::Value;
-
-const TABLE: &str = include_str!("cases/expressions.json");
-
-/// One row of the table.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    name: String,
-    expr: String,
-    purpose: String,
-    event: Value,
-    expect: Value,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    column: Option<usize>,
-    #[serde(default)]
-    bench: bool,
-}
+use table::Case;
 
 /// What a case produced, printed like the table's `expect`.
 fn describe_truth(program: &Program, truth: Truth) -> String {
@@ -129,14 +113,9 @@ fn run(case: &Case) -> Result<(), String> {
     }
 }
 
-fn load_table() -> Vec<Case> {
-    serde_json::from_str(TABLE)
-        .unwrap_or_else(|e| panic!("tests/cases/expressions.json is not a JSON array of cases: {e}"))
-}
-
 #[test]
 fn every_case_of_the_table() {
-    let cases = load_table();
+    let cases = table::cases();
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|case| {
@@ -156,7 +135,7 @@ fn every_case_of_the_table() {
 
 #[test]
 fn the_table_is_well_formed() {
-    let cases = load_table();
+    let cases = table::cases();
     let mut names = std::collections::HashSet::new();
     let mut problems = Vec::new();
     for case in &cases {
