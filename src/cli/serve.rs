@@ -5,8 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::Notify;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +20,9 @@ use crate::engine::{Engine, watch};
 use crate::graph::LoadError;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{Ledger, LedgerStore};
+
+/// How long requests still in flight get to finish once the listener closes (the original's 15 s).
+const CONNECTION_DRAIN_LIMIT: Duration = Duration::from_secs(15);
 
 /// How much log text the background writer gathers before it must write.
 const LOG_BUFFER_BYTES: usize = 64 * 1024;
@@ -99,10 +105,24 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(%addr, rules = %args.config.display(), hash = %live.rules.hash, scenarios = live.rules.scenario_count(), "listening");
     drop(live);
     let state = Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes: args.max_body_bytes });
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(signals.wait(Arc::clone(&engine), args.shutdown_grace_ms))
-        .await
-        .context("the HTTP server failed")?;
+    let closing = Arc::new(Notify::new());
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signals.wait(
+        Arc::clone(&engine),
+        args.shutdown_grace_ms,
+        Arc::clone(&closing),
+    ));
+    // Requests in flight get a bounded time to finish (a synchronous event never waits longer
+    // than its timeout); connections still open after that are closed. The events themselves
+    // were admitted, so the drain below still completes them.
+    let limit =
+        CONNECTION_DRAIN_LIMIT.max(Duration::from_millis(u64::from(engine.settings().event_timeout_ms) + 1_000));
+    tokio::select! {
+        served = server => served.context("the HTTP server failed")?,
+        () = async {
+            closing.notified().await;
+            tokio::time::sleep(limit).await;
+        } => tracing::warn!(seconds = limit.as_secs(), "connections still open after the shutdown limit; closing them"),
+    }
     tracing::info!("no more requests in flight; evaluating what is still queued");
     engine.drain().await;
     tracing::info!(
@@ -128,14 +148,16 @@ impl ShutdownSignals {
         })
     }
 
-    /// Waits for a signal, refuses new events, and keeps answering 503 for the grace period.
-    async fn wait(mut self, engine: Arc<Engine>, grace_ms: u64) {
+    /// Waits for a signal, refuses new events, keeps answering 503 for the grace period, then
+    /// tells `closing` that the listener closes now.
+    async fn wait(mut self, engine: Arc<Engine>, grace_ms: u64, closing: Arc<Notify>) {
         tokio::select! {
             _ = self.terminate.recv() => {}
             _ = self.interrupt.recv() => {}
         }
         tracing::info!("shutdown signal received: refusing new events, finishing the rest");
         engine.begin_shutdown();
-        tokio::time::sleep(std::time::Duration::from_millis(grace_ms)).await;
+        tokio::time::sleep(Duration::from_millis(grace_ms)).await;
+        closing.notify_one();
     }
 }
