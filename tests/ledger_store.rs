@@ -1,5 +1,7 @@
-//! The SQLite ledger through its store trait: durable settings, start-up faults, and the
-//! invariants (exactly once, balance = sum of entries, deductions never overdraw).
+//! The ledger through its store trait: the invariants every backend must keep (exactly once,
+//! balance = sum of entries, deductions never overdraw, jobs survive a reopen, group commit),
+//! written against `dyn LedgerStore` so the PostgreSQL backend runs the same checks; plus the
+//! SQLite-specific durable settings and start-up faults.
 
 use std::sync::Arc;
 
@@ -75,10 +77,42 @@ fn start_up_faults_are_clear_errors() {
     assert!(err.starts_with("cannot open the ledger: cannot create the data directory"), "{err}");
 }
 
+/// A backend under test: opens (or reopens) the same store.
+trait Backend {
+    fn open(&self) -> Box<dyn LedgerStore>;
+}
+
+struct Sqlite(tempfile::TempDir);
+
+impl Sqlite {
+    fn new() -> Self {
+        Sqlite(tempfile::tempdir().unwrap())
+    }
+}
+
+impl Backend for Sqlite {
+    fn open(&self) -> Box<dyn LedgerStore> {
+        Box::new(SqliteStore::open(self.0.path()).unwrap())
+    }
+}
+
 #[test]
-fn exactly_once_conflicts_and_balances() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+fn sqlite_exactly_once_conflicts_and_balances() {
+    check_exactly_once_conflicts_and_balances(&Sqlite::new());
+}
+
+#[test]
+fn sqlite_jobs_are_stored_and_pending_events_survive_a_reopen() {
+    check_jobs_survive_a_reopen(&Sqlite::new());
+}
+
+#[test]
+fn sqlite_the_writer_groups_concurrent_events_and_answers_each() {
+    check_group_commit(&Sqlite::new());
+}
+
+fn check_exactly_once_conflicts_and_balances(backend: &dyn Backend) {
+    let store = backend.open();
     let e1 = event("e1", "ann");
     let applied =
         store.write_events(vec![write(&e1, vec![points("ann", 50)]), write(&e1, vec![points("ann", 50)])]).unwrap();
@@ -115,18 +149,16 @@ fn exactly_once_conflicts_and_balances() {
     assert_eq!(stored.event_id, "e1");
 }
 
-#[test]
-fn jobs_are_stored_and_pending_events_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+fn check_jobs_survive_a_reopen(backend: &dyn Backend) {
     {
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = backend.open();
         let events: Vec<Arc<Event>> = (0..3).map(|i| Arc::new(event(&format!("b{i}"), "bob"))).collect();
         store.store_job(&NewJob { job_id: "job1".into(), events, queued: 2 }).unwrap();
         let mut done = write(&event("b0", "bob"), vec![points("bob", 1)]);
         done.job = Some(("job1".into(), 0));
         store.write_events(vec![done]).unwrap();
     }
-    let store = SqliteStore::open(dir.path()).unwrap();
+    let store = backend.open();
     let pending = store.pending_events().unwrap();
     assert_eq!(pending.len(), 1, "b1 is accepted and not processed; b2 was rejected");
     assert_eq!((pending[0].job_id.as_str(), pending[0].index, pending[0].event.id.as_str()), ("job1", 1, "b1"));
@@ -135,10 +167,8 @@ fn jobs_are_stored_and_pending_events_survive_a_reopen() {
     assert!(job.events[0].result.is_some());
 }
 
-#[test]
-fn the_writer_groups_concurrent_events_and_answers_each() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Arc::new(Ledger::start(Arc::new(SqliteStore::open(dir.path()).unwrap())).unwrap());
+fn check_group_commit(backend: &dyn Backend) {
+    let ledger = Arc::new(Ledger::start(Arc::from(backend.open())).unwrap());
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let ledger = Arc::clone(&ledger);
