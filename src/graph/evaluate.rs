@@ -87,33 +87,45 @@ impl Rules {
     }
 }
 
-/// Longest event type lower-cased without allocating (the event decoder's limit on names).
-const TYPE_BUFFER: usize = crate::event::MAX_NAME_LEN;
+/// Longest name lower-cased on the stack; longer ones (rare) are lower-cased on the heap.
+const STACK_NAME: usize = 64;
 
-/// True when `candidate` equals `lower` (already lower-cased) ignoring case.
-fn eq_lowercase(candidate: &str, lower: &str) -> bool {
-    if candidate.is_ascii() {
-        candidate.eq_ignore_ascii_case(lower)
-    } else {
-        candidate.chars().flat_map(char::to_lowercase).eq(lower.chars())
+/// A name (event type, source) lower-cased for matching, without allocating in the common cases:
+/// already lower-case, or short ASCII.
+enum Lowered<'a> {
+    Same(&'a str),
+    Stack([u8; STACK_NAME], usize),
+    Heap(String),
+}
+
+impl<'a> Lowered<'a> {
+    fn new(name: &'a str) -> Self {
+        if !name.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+            Lowered::Same(name)
+        } else if name.len() <= STACK_NAME && name.is_ascii() {
+            let mut buffer = [0u8; STACK_NAME];
+            buffer[..name.len()].copy_from_slice(name.as_bytes());
+            buffer[..name.len()].make_ascii_lowercase();
+            Lowered::Stack(buffer, name.len())
+        } else {
+            Lowered::Heap(name.to_lowercase())
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Lowered::Same(name) => name,
+            // Lower-cased ASCII is still ASCII, hence UTF-8.
+            Lowered::Stack(buffer, len) => std::str::from_utf8(&buffer[..*len]).unwrap_or(""),
+            Lowered::Heap(name) => name,
+        }
     }
 }
 
 impl Graph {
     /// The scenarios of an event type, with their index.
     pub(super) fn bucket(&self, event_type: &str) -> Option<&TypeBucket> {
-        if !event_type.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
-            self.by_type.get(event_type)
-        } else if event_type.len() <= TYPE_BUFFER && event_type.is_ascii() {
-            // Lower-case on the stack: the fast path allocates nothing.
-            let mut buffer = [0u8; TYPE_BUFFER];
-            let lower = &mut buffer[..event_type.len()];
-            lower.copy_from_slice(event_type.as_bytes());
-            lower.make_ascii_lowercase();
-            std::str::from_utf8(lower).ok().and_then(|t| self.by_type.get(t))
-        } else {
-            self.by_type.get(event_type.to_lowercase().as_str())
-        }
+        self.by_type.get(Lowered::new(event_type).as_str())
     }
 
     /// Every scenario listening to an event type, in file order.
@@ -127,13 +139,12 @@ impl Graph {
         // The buffer is moved out and back so `out` stays free to write results into.
         let mut candidates = std::mem::take(&mut out.candidates);
         let scenarios = if T::TRACES { &bucket.all } else { bucket.candidates(event, &mut candidates) };
+        let source = event.source.as_deref().map(Lowered::new);
         for &index in scenarios {
             let Some(scenario) = self.scenarios.get(index as usize) else { continue };
             if !scenario.sources.is_empty() {
-                let accepted = event
-                    .source
-                    .as_deref()
-                    .is_some_and(|source| scenario.sources.iter().any(|s| eq_lowercase(source, s)));
+                let accepted =
+                    source.as_ref().is_some_and(|source| scenario.sources.iter().any(|s| **s == *source.as_str()));
                 if !accepted {
                     tracer.scenario(scenario, ScenarioStatus::SkippedSource);
                     continue;
