@@ -31,5 +31,17 @@ fn compile(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, compile);
+/// The YAML parser's share: reading the same file into the positioned tree only.
+fn parse_only(c: &mut Criterion) {
+    let mut group = c.benchmark_group("yaml_parse");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    let yaml = common::scenarios_yaml(10_000);
+    group.bench_function("10000", |b| b.iter(|| fluxflow::rules::yaml::parse(black_box(&yaml)).expect("parses")));
+    group.bench_function("10000_events_only", |b| {
+        b.iter(|| saphyr_parser::Parser::new_from_str(black_box(&yaml)).count())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, compile, parse_only);
 criterion_main!(benches);
