@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Notify;
@@ -106,6 +107,12 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     drop(live);
     let state = Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes: args.max_body_bytes });
     let closing = Arc::new(Notify::new());
+    // Answers are small and written whole: send them at once rather than wait for Nagle.
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(signals.wait(
         Arc::clone(&engine),
         args.shutdown_grace_ms,
