@@ -100,6 +100,7 @@ impl From<EngineError> for ApiError {
             EngineError::ShuttingDown => ErrorCode::Unavailable,
             EngineError::Conflict { .. } => ErrorCode::IdConflict,
             EngineError::Ledger(_) => ErrorCode::LedgerUnavailable,
+            EngineError::Internal(_) => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())
     }

@@ -69,6 +69,9 @@ pub enum EngineError {
     /// The ledger failed; nothing of the event was stored.
     #[error("{0}; nothing was stored, retry later")]
     Ledger(LedgerError),
+    /// The event's task ended without a result (a bug: it panicked).
+    #[error("the event could not be processed: {0}")]
+    Internal(String),
 }
 
 /// The reload failed; the old rules stay live.
@@ -278,8 +281,8 @@ impl Engine {
         let timeout_ms = self.timeout_ms.load(Ordering::Relaxed);
         match tokio::time::timeout(Duration::from_millis(timeout_ms), handle).await {
             Ok(Ok(result)) => result,
-            // The task did not finish: only when the runtime is going down.
-            Ok(Err(_)) => Err(EngineError::ShuttingDown),
+            Ok(Err(e)) if e.is_cancelled() => Err(EngineError::ShuttingDown),
+            Ok(Err(e)) => Err(EngineError::Internal(e.to_string())),
             Err(_) => Err(EngineError::Timeout { event_id, timeout_ms }),
         }
     }
