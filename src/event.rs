@@ -104,8 +104,7 @@ impl Event {
     /// assert!(matches!(Event::from_slice(br#"{"type": "a"} x"#), Err(EventError::Json(_))));
     /// ```
     pub fn from_slice(bytes: &[u8]) -> Result<Event, EventError> {
-        let starts_as_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-        if !starts_as_object {
+        if first_byte(bytes) != Some(b'{') {
             // Not an object: say what it is instead, or why it is not JSON at all.
             let value: Value = serde_json::from_slice(bytes).map_err(|e| EventError::Json(describe_json_error(&e)))?;
             return Event::from_value(value);
@@ -179,6 +178,11 @@ impl Event {
     pub fn meta_get(&self, key: &str) -> Option<&str> {
         self.meta.as_ref()?.get(key).map(String::as_str)
     }
+}
+
+/// The first byte of JSON text that is not white space: says what the value is before decoding.
+pub fn first_byte(bytes: &[u8]) -> Option<u8> {
+    bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
 /// A word for a JSON value's type, for messages.

@@ -107,6 +107,11 @@ impl EventState {
         }
     }
 
+    /// The state of the event at `index` of a batch whose first `queued` events were accepted.
+    pub fn at_admission(index: usize, queued: usize) -> EventState {
+        if index < queued { EventState::Queued } else { EventState::Rejected }
+    }
+
     /// Reads a stored state name.
     pub fn parse(name: &str) -> Option<EventState> {
         [EventState::Queued, EventState::Done, EventState::Rejected, EventState::Conflict]
@@ -149,15 +154,16 @@ pub struct Job {
 impl Job {
     /// A job of these events, the first `queued` of them accepted.
     pub fn new(job_id: String, event_ids: impl IntoIterator<Item = String>, queued: usize) -> Job {
-        let events: Vec<JobEvent> = event_ids
+        let events = event_ids
             .into_iter()
             .enumerate()
-            .map(|(i, event_id)| JobEvent {
-                event_id,
-                state: if i < queued { EventState::Queued } else { EventState::Rejected },
-                result: None,
-            })
+            .map(|(i, event_id)| JobEvent { event_id, state: EventState::at_admission(i, queued), result: None })
             .collect();
+        Job::from_events(job_id, queued, events)
+    }
+
+    /// A job from its events as they stand; counts and state are derived from them.
+    pub fn from_events(job_id: String, queued: usize, events: Vec<JobEvent>) -> Job {
         let mut job = Job { job_id, state: String::new(), total: events.len(), queued, rejected: 0, done: 0, events };
         job.recount();
         job

@@ -286,16 +286,19 @@ fn check(case: &Case, sim: &SimulatedEvent, balances_now: &HashMap<String, i64>)
     CaseReport { name: case.name.clone(), problems, trace: trace_text }
 }
 
+/// The name a trace value has in JSON (`skipped_type`, `pruned`), so text and JSON traces agree.
+fn wire_name(value: impl serde::Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
 /// A scenario's trace as indented lines.
 fn render_scenario(scenario: &ScenarioTrace) -> String {
-    let status =
-        serde_json::to_value(scenario.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let status = wire_name(scenario.status);
     let mut out =
         format!("    {} ({status}{})\n", scenario.scenario_id, if scenario.matched { ", matched" } else { "" });
     for node in &scenario.nodes {
         let indent = "  ".repeat(node.depth + 3);
-        let result =
-            serde_json::to_value(node.result).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let result = wire_name(node.result);
         let mut line = format!("{indent}{} {}", node.kind, node.id);
         if let Some(expr) = &node.expression {
             line.push_str(&format!(": {expr}"));

@@ -169,20 +169,24 @@ fn check_jobs_survive_a_reopen(backend: &dyn Backend) {
 
 fn check_group_commit(backend: &dyn Backend) {
     let ledger = Arc::new(Ledger::start(Arc::from(backend.open())).unwrap());
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let ledger = Arc::clone(&ledger);
-            std::thread::spawn(move || {
-                for i in 0..50 {
-                    let ev = event(&format!("t{t}-{i}"), "carol");
-                    assert!(matches!(ledger.apply(write(&ev, vec![points("carol", 2)])).unwrap(), Applied::Fresh(_)));
-                }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    runtime.block_on(async {
+        let clients: Vec<_> = (0..8)
+            .map(|t| {
+                let ledger = Arc::clone(&ledger);
+                tokio::spawn(async move {
+                    for i in 0..50 {
+                        let ev = event(&format!("t{t}-{i}"), "carol");
+                        let applied = ledger.apply(write(&ev, vec![points("carol", 2)])).await.unwrap();
+                        assert!(matches!(applied, Applied::Fresh(_)));
+                    }
+                })
             })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+            .collect();
+        for client in clients {
+            client.await.unwrap();
+        }
+    });
     assert_eq!(ledger.store().balance("carol").unwrap(), 800);
     ledger.close();
 }

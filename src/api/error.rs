@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::engine::EngineError;
+use crate::event::{EventError, describe_json_error};
 
 /// Stable, machine-readable error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +84,22 @@ impl ApiError {
     pub fn with(mut self, key: &'static str, value: Value) -> Self {
         self.details = Some((key, value));
         self
+    }
+}
+
+impl From<serde_json::Error> for ApiError {
+    /// A body that is not JSON at all.
+    fn from(e: serde_json::Error) -> Self {
+        ApiError::new(ErrorCode::InvalidJson, EventError::Json(describe_json_error(&e)).to_string())
+    }
+}
+
+impl From<EventError> for ApiError {
+    /// An event that is not JSON (400 `invalid_json`) or does not fit the event shape
+    /// (400 `invalid_event`).
+    fn from(e: EventError) -> Self {
+        let code = if matches!(e, EventError::Json(_)) { ErrorCode::InvalidJson } else { ErrorCode::InvalidEvent };
+        ApiError::new(code, e.to_string())
     }
 }
 

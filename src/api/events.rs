@@ -14,17 +14,10 @@ use serde_json::value::RawValue;
 use super::AppState;
 use super::body::read_json_body;
 use super::error::{ApiError, ErrorCode};
-use crate::event::{Event, EventError, describe_json_error};
+use crate::event::{Event, first_byte, json_kind};
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 100;
-
-fn invalid_event(e: EventError, code: ErrorCode) -> ApiError {
-    match e {
-        EventError::Json(_) => ApiError::new(ErrorCode::InvalidJson, e.to_string()),
-        other => ApiError::new(code, other.to_string()),
-    }
-}
 
 /// `?trace=true` (or `1`, or a bare `trace`).
 fn wants_trace(uri: &Uri) -> Result<bool, ApiError> {
@@ -53,7 +46,7 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let trace = wants_trace(&uri)?;
     let bytes = read_json_body(&headers, body, state.max_body_bytes).await?;
-    let event = Event::from_slice(&bytes).map_err(|e| invalid_event(e, ErrorCode::InvalidEvent))?;
+    let event = Event::from_slice(&bytes)?;
     let result = state.engine.process(event, trace).await?;
     Ok(Json(result).into_response())
 }
@@ -73,26 +66,23 @@ pub async fn submit_batch(
 /// Checks every element; any invalid one fails the whole batch, naming its index.
 fn decode_batch(bytes: &[u8]) -> Result<Vec<Event>, ApiError> {
     let invalid = |message: String| ApiError::new(ErrorCode::InvalidBatch, message);
-    let starts_as_array = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    if !starts_as_array {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {}", describe_json_error(&e))))?;
-        return Err(invalid(format!("a batch is a JSON array of events, not {}", crate::event::json_kind(&value))));
+    if first_byte(bytes) != Some(b'[') {
+        let value: Value = serde_json::from_slice(bytes)?;
+        return Err(invalid(format!("a batch is a JSON array of events, not {}", json_kind(&value))));
     }
-    let items: Vec<&RawValue> = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {}", describe_json_error(&e))))?;
+    let items: Vec<&RawValue> = serde_json::from_slice(bytes)?;
     if items.is_empty() {
         return Err(invalid("batch must contain at least one event".into()));
     }
     if items.len() > MAX_BATCH {
         return Err(invalid(format!("batch size {} exceeds max {MAX_BATCH}", items.len())));
     }
-    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(items.len());
     let mut events = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let event = Event::from_slice(item.get().as_bytes()).map_err(|e| invalid(format!("events[{index}]: {e}")))?;
         events.push(event);
     }
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         if let Some(first) = seen.insert(event.id.as_str(), index) {
             return Err(invalid(format!("events[{index}]: id `{}` repeats events[{first}]", event.id)));

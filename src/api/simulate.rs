@@ -17,7 +17,7 @@ use super::AppState;
 use super::body::read_json_body;
 use super::error::{ApiError, ErrorCode};
 use crate::engine::simulate::{MAX_EVENTS, simulate};
-use crate::event::{Event, describe_json_error};
+use crate::event::Event;
 use crate::graph::{LoadError, Rules};
 
 #[derive(Deserialize)]
@@ -29,8 +29,7 @@ struct Request {
 
 /// Reads the body's three forms into events and an optional rules text.
 fn decode(bytes: &[u8]) -> Result<(Vec<Event>, Option<String>), ApiError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {}", describe_json_error(&e))))?;
+    let value: Value = serde_json::from_slice(bytes)?;
     let (items, rules) = match value {
         Value::Array(items) => (items, None),
         Value::Object(ref map) if map.contains_key("events") => {

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::actions::ActionRegistry;
 use crate::engine::evaluate_stateless;
-use crate::event::Event;
+use crate::event::{Event, EventError, describe_json_error};
 use crate::graph::{LoadError, Rules};
 
 /// Arguments of `fluxflow eval`.
@@ -60,7 +60,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 print_line(
                     &mut out,
-                    &json!({"error": format!("invalid JSON: {e}"), "code": "invalid_json"}),
+                    &json!({"error": EventError::Json(describe_json_error(&e)).to_string(), "code": "invalid_json"}),
                     args.pretty,
                 )?;
                 return Ok(ExitCode::from(1));

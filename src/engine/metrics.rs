@@ -159,17 +159,21 @@ impl Metrics {
         Metrics { registry, ..metrics }
     }
 
+    /// Counts unknown conditions, one count per [`Reason::LABELS`] entry.
+    pub fn count_unknowns(&self, by_reason: &[u32; Reason::LABELS.len()]) {
+        for (reason, &count) in Reason::LABELS.iter().zip(by_reason) {
+            if count > 0 {
+                self.unknown_conditions.get_or_create(&ReasonLabel { reason }).inc_by(u64::from(count));
+            }
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-
-    /// Counts an unknown condition.
-    pub fn unknown_condition(&self, reason: Reason) {
-        self.unknown_conditions.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
     }
 
     /// Counts a reload.

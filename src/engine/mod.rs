@@ -424,12 +424,7 @@ impl Engine {
         // Evaluate into this thread's buffer; what outlives the await is copied out first.
         let (evaluated, trace) = EVALUATION.with(|cell| {
             let mut evaluation = cell.borrow_mut();
-            let trace = if task.trace {
-                Some(live.rules.evaluate_traced(event, &mut evaluation))
-            } else {
-                live.rules.evaluate(event, &mut evaluation);
-                None
-            };
+            let trace = live.rules.evaluate_maybe_traced(event, &mut evaluation, task.trace);
             self.count_evaluation(&live, &evaluation);
             let evaluated = match &self.ledger {
                 None => {
@@ -444,7 +439,7 @@ impl Engine {
         let mut result = match evaluated {
             Evaluated::Done(result) => result,
             Evaluated::ToApply(ledger, (write, actions)) => {
-                match ledger.apply_async(write).await.map_err(EngineError::Ledger)? {
+                match ledger.apply(write).await.map_err(EngineError::Ledger)? {
                     Applied::Fresh(result) => {
                         for (&action, outcome) in actions.iter().zip(&result.actions_executed) {
                             live.count_action(action, outcome.success);
@@ -503,12 +498,7 @@ impl Engine {
         for &scenario in &evaluation.matched {
             live.count_match(scenario);
         }
-        for (index, &count) in evaluation.unknowns.iter().enumerate() {
-            if count > 0 {
-                let label = metrics::ReasonLabel { reason: crate::expr::Reason::LABELS[index] };
-                self.metrics.unknown_conditions.get_or_create(&label).inc_by(u64::from(count));
-            }
-        }
+        self.metrics.count_unknowns(&evaluation.unknowns);
     }
 }
 
@@ -546,12 +536,7 @@ fn count_actions(live: &LiveRules, evaluation: &Evaluation, result: &EventResult
 pub fn evaluate_stateless(rules: &Rules, event: &Event, trace: bool) -> EventResult {
     let started = Instant::now();
     let mut evaluation = rules.new_evaluation();
-    let trace = if trace {
-        Some(rules.evaluate_traced(event, &mut evaluation))
-    } else {
-        rules.evaluate(event, &mut evaluation);
-        None
-    };
+    let trace = rules.evaluate_maybe_traced(event, &mut evaluation, trace);
     let mut result = build_result(rules, event, &evaluation, started);
     result.trace = trace;
     result

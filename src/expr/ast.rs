@@ -257,11 +257,6 @@ impl BinaryOp {
     pub fn is_comparison(self) -> bool {
         self.precedence() == 4
     }
-
-    /// True for `+ - * / %`.
-    pub fn is_arithmetic(self) -> bool {
-        self.precedence() >= 5
-    }
 }
 
 /// Precedence of `NOT`: looser than comparisons, tighter than `AND`.

@@ -77,6 +77,16 @@ impl Rules {
         self.graph.run(event, out, &mut NoTrace);
     }
 
+    /// Evaluates an event into `out`, and records a trace only when `trace` is true.
+    pub fn evaluate_maybe_traced(&self, event: &Event, out: &mut Evaluation, trace: bool) -> Option<Trace> {
+        if trace {
+            Some(self.evaluate_traced(event, out))
+        } else {
+            self.evaluate(event, out);
+            None
+        }
+    }
+
     /// Evaluates an event and records every step in a trace.
     pub fn evaluate_traced(&self, event: &Event, out: &mut Evaluation) -> Trace {
         let mut recorder = Recorder { trace: Trace::default(), graph: &self.graph, event };

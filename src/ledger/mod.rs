@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::actions::{Outcome, PointsChange};
 use crate::event::Event;
-use crate::result::{EventResult, EventState, Job};
+use crate::result::{EventResult, Job};
 
 /// Most events committed in one transaction.
 pub const MAX_GROUP: usize = 512;
@@ -215,15 +215,8 @@ impl Ledger {
         self.store.as_ref()
     }
 
-    /// Applies one event, waiting for its group to commit. Blocking.
-    pub fn apply(&self, write: EventWrite) -> Result<Applied, LedgerError> {
-        let (reply, answer) = oneshot::channel();
-        self.writes.send(Write::Event(write, reply)).map_err(|_| stopped())?;
-        answer.blocking_recv().map_err(|_| stopped())?
-    }
-
     /// Applies one event, waiting (without blocking the thread) for its group to commit.
-    pub async fn apply_async(&self, write: EventWrite) -> Result<Applied, LedgerError> {
+    pub async fn apply(&self, write: EventWrite) -> Result<Applied, LedgerError> {
         let (reply, answer) = oneshot::channel();
         self.writes.send(Write::Event(write, reply)).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -330,9 +323,4 @@ pub fn decide_points(balance: i64, change: PointsChange) -> Outcome {
         return Outcome::InsufficientBalance { wanted: change.amount.saturating_neg(), balance };
     }
     Outcome::Done(crate::actions::Plan::Points(change))
-}
-
-/// The state a job event is stored with.
-pub fn admission_state(index: usize, queued: usize) -> EventState {
-    if index < queued { EventState::Queued } else { EventState::Rejected }
 }

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::{
     ActionWrite, Applied, Entry, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
-    PointsWrite, admission_state, decide_points,
+    PointsWrite, decide_points,
 };
 use crate::actions::{Outcome, Plan};
 use crate::event::Event;
@@ -206,7 +206,7 @@ impl LedgerStore for SqliteStore {
                 .map_err(unavailable)?;
             for (index, event) in job.events.iter().enumerate() {
                 let json = serde_json::to_string(event.as_ref()).map_err(unavailable)?;
-                let state = admission_state(index, job.queued).as_str();
+                let state = EventState::at_admission(index, job.queued).as_str();
                 insert.execute(params![job.job_id, index as i64, event.id, json, state]).map_err(unavailable)?;
             }
         }
@@ -278,9 +278,7 @@ impl LedgerStore for SqliteStore {
             let rows = stmt.query_map([job_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
         })?;
-        let mut job = Job::new(job_id.to_owned(), std::iter::empty(), 0);
-        job.queued = usize::try_from(queued).unwrap_or(0);
-        job.events = rows
+        let events = rows
             .into_iter()
             .map(|(event_id, state, result)| JobEvent {
                 event_id,
@@ -288,9 +286,7 @@ impl LedgerStore for SqliteStore {
                 result: result.and_then(|json| serde_json::from_str(&json).ok()),
             })
             .collect();
-        job.total = job.events.len();
-        job.recount();
-        Ok(Some(job))
+        Ok(Some(Job::from_events(job_id.to_owned(), usize::try_from(queued).unwrap_or(0), events)))
     }
 
     fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError> {
