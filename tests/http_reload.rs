@@ -95,7 +95,7 @@ fn invalid_file_keeps_the_old_rules_live() {
         "{problems:?}"
     );
     assert!(problems[1].contains("is 0.1, which rounds to 0"), "{problems:?}");
-    assert!(server.log_text().contains("rules reload refused"));
+    assert!(wait_until(Duration::from_secs(3), || server.log_text().contains("rules reload refused")));
     // Fixing the file puts it live.
     std::fs::write(server.rules_path(), with_points(8)).unwrap();
     assert!(reloads_to(&server, 8));

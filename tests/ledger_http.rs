@@ -150,7 +150,9 @@ fn batch_events_accepted_before_a_kill_are_processed_after_restart() {
         "{job}"
     );
     assert_eq!(job["done"], 6);
-    assert!(restarted.log_text().contains("re-queueing batch events accepted before the last stop"));
+    assert!(wait_until(Duration::from_secs(3), || restarted
+        .log_text()
+        .contains("re-queueing batch events accepted before the last stop")));
     assert_eq!(restarted.get("/v1/actors/dee/balance").1["balance"], 6, "each event applied once");
 }
 

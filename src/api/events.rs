@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -37,15 +37,16 @@ fn wants_trace(uri: &Uri) -> Result<bool, ApiError> {
     Ok(false)
 }
 
+/// Evaluates one event and answers its result (the router's handler; see [`submit_request`]).
+pub async fn submit(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
+    submit_request(&state, request).await
+}
+
 /// Evaluates one event and answers its result.
-pub async fn submit(
-    State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let trace = wants_trace(&uri)?;
-    let bytes = read_json_body(&headers, body, state.max_body_bytes).await?;
+pub async fn submit_request(state: &AppState, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let trace = wants_trace(&parts.uri)?;
+    let bytes = read_json_body(&parts.headers, body, state.max_body_bytes).await?;
     let event = Event::from_slice(&bytes)?;
     let result = state.engine.process(event, trace).await?;
     Ok(Json(result).into_response())

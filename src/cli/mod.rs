@@ -1,6 +1,7 @@
 //! The `fluxflow` command line: `serve` (the default), `validate` and `eval`.
 
 mod eval;
+pub mod log_sink;
 mod schema;
 mod serve;
 mod test;

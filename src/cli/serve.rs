@@ -7,14 +7,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use std::time::Duration;
 
+use axum::ServiceExt;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Notify;
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
-use super::{LogFormat, ServeArgs};
+use super::{LogFormat, ServeArgs, log_sink};
 use crate::actions::ActionRegistry;
 use crate::api::{AppState, app};
 use crate::engine::{Engine, watch};
@@ -25,31 +25,25 @@ use crate::ledger::{Ledger, LedgerStore};
 /// How long requests still in flight get to finish once the listener closes (the original's 15 s).
 const CONNECTION_DRAIN_LIMIT: Duration = Duration::from_secs(15);
 
-/// How much log text the background writer gathers before it must write.
-const LOG_BUFFER_BYTES: usize = 64 * 1024;
-
 /// Runs the service until SIGTERM or SIGINT, then drains and exits.
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let _log_guard = init_logging(args.log_format);
+    let _log_guard = init_logging(args.log_format).context("cannot start the log writer")?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(serve(args))
 }
 
-/// Logs go through a background writer so that a slow terminal or pipe never holds up a request.
-/// That writer buffers what it takes off its queue and flushes when the queue is empty, so under
-/// load many lines share one write. Under extreme load lines may be dropped rather than slow the
-/// service down.
-fn init_logging(format: LogFormat) -> WorkerGuard {
-    let stdout = std::io::BufWriter::with_capacity(LOG_BUFFER_BYTES, std::io::stdout());
-    let (writer, guard) = tracing_appender::non_blocking(stdout);
+/// Logs go through a background writer ([`log_sink`]) so that a slow terminal or pipe never
+/// holds up a request, and lines are written in batches.
+fn init_logging(format: LogFormat) -> std::io::Result<log_sink::FlushGuard> {
+    let (writer, guard) = log_sink::start(std::io::stdout())?;
     let filter = EnvFilter::try_from_env("FLUXFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
     }
-    guard
+    Ok(guard)
 }
 
 /// Opens the ledger that `--ledger` names.
@@ -113,7 +107,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signals.wait(
+    let server = axum::serve(listener, app(state).into_make_service()).with_graceful_shutdown(signals.wait(
         Arc::clone(&engine),
         args.shutdown_grace_ms,
         Arc::clone(&closing),
