@@ -14,10 +14,11 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use prometheus_client::metrics::counter::Counter;
 use tower_service::Service;
 
 use crate::engine::Engine;
@@ -42,11 +43,15 @@ pub struct AppState {
 pub struct Api {
     state: Arc<AppState>,
     router: Router,
+    /// The `/v1/events` 200 counter, resolved once: the label lookup allocates.
+    events_answered: Counter,
 }
 
 /// The service over `state`.
 pub fn app(state: Arc<AppState>) -> Api {
-    Api { router: router(Arc::clone(&state)), state }
+    let labels = RouteLabels { route: EVENTS_ROUTE.to_owned(), status: 200 };
+    let events_answered = state.engine.metrics.http_requests.get_or_create(&labels).clone();
+    Api { router: router(Arc::clone(&state)), state, events_answered }
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -82,11 +87,16 @@ impl Service<Request> for Api {
 
     fn call(&mut self, request: Request) -> Self::Future {
         if request.method() == Method::POST && request.uri().path() == EVENTS_ROUTE {
-            let state = Arc::clone(&self.state);
+            let (state, answered) = (Arc::clone(&self.state), self.events_answered.clone());
             Box::pin(async move {
                 let started = Instant::now();
                 let response = events::submit_request(&state, request).await.into_response();
-                record_request(&state, &Method::POST, EVENTS_ROUTE, EVENTS_ROUTE.to_owned(), &response, started);
+                if response.status() == StatusCode::OK {
+                    answered.inc();
+                } else {
+                    count_request(&state, EVENTS_ROUTE.to_owned(), response.status());
+                }
+                log_request(&Method::POST, EVENTS_ROUTE, response.status(), started);
                 Ok(response)
             })
         } else {
@@ -102,19 +112,23 @@ async fn access_log(State(state): State<Arc<AppState>>, request: Request, next: 
     let path = request.uri().path().to_owned();
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     let response = next.run(request).await;
-    record_request(&state, &method, &path, route, &response, started);
+    count_request(&state, route, response.status());
+    log_request(&method, &path, response.status(), started);
     response
 }
 
-/// Counts a request by route and status, and logs one line for it.
-fn record_request(state: &AppState, method: &Method, path: &str, route: String, response: &Response, started: Instant) {
-    let status = response.status().as_u16();
-    state.engine.metrics.http_requests.get_or_create(&RouteLabels { route, status }).inc();
+/// Counts a request by route and status.
+fn count_request(state: &AppState, route: String, status: StatusCode) {
+    state.engine.metrics.http_requests.get_or_create(&RouteLabels { route, status: status.as_u16() }).inc();
+}
+
+/// Logs one access line.
+fn log_request(method: &Method, path: &str, status: StatusCode, started: Instant) {
     tracing::info!(
         target: "fluxflow::access",
         %method,
         path,
-        status,
+        status = status.as_u16(),
         duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );
