@@ -180,9 +180,12 @@ pub fn parse(source: &str) -> Result<Option<Node>, SyntaxError> {
     Ok(builder.root)
 }
 
+/// A collection being read. Its children wait on the builder's shared scratch stacks from index
+/// `first` on, and move into a vector of exactly their number when it ends: one allocation per
+/// collection instead of a vector regrown as it fills (most of the tree-building time before).
 enum Open {
-    Seq { start: Span, anchor: usize, items: Vec<Node> },
-    Map { start: Span, anchor: usize, entries: Vec<(Node, Node)>, key: Option<Node> },
+    Seq { start: Span, anchor: usize, first: usize },
+    Map { start: Span, anchor: usize, first: usize, key: Option<Node> },
 }
 
 struct TreeBuilder<'s> {
@@ -191,6 +194,8 @@ struct TreeBuilder<'s> {
     /// markers are turned into byte offsets without rescanning the file for each scalar.
     cursor: (usize, usize),
     stack: Vec<Open>,
+    items: Vec<Node>,
+    entries: Vec<(Node, Node)>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     documents: usize,
@@ -198,7 +203,16 @@ struct TreeBuilder<'s> {
 
 impl<'s> TreeBuilder<'s> {
     fn new(source: &'s str) -> Self {
-        TreeBuilder { source, cursor: (0, 0), stack: Vec::new(), anchors: HashMap::new(), root: None, documents: 0 }
+        TreeBuilder {
+            source,
+            cursor: (0, 0),
+            stack: Vec::new(),
+            items: Vec::new(),
+            entries: Vec::new(),
+            anchors: HashMap::new(),
+            root: None,
+            documents: 0,
+        }
     }
 
     /// The source from a character index on (markers only move forward, so the cursor does too).
@@ -295,16 +309,20 @@ impl<'s> TreeBuilder<'s> {
                 self.complete(node, 0);
             }
             Event::SequenceStart(anchor, _) => {
-                self.stack.push(Open::Seq { start: span, anchor, items: Vec::new() });
+                self.stack.push(Open::Seq { start: span, anchor, first: self.items.len() });
             }
             Event::MappingStart(anchor, _) => {
-                self.stack.push(Open::Map { start: span, anchor, entries: Vec::new(), key: None });
+                self.stack.push(Open::Map { start: span, anchor, first: self.entries.len(), key: None });
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some(open) = self.stack.pop() {
                     let (start, anchor, kind) = match open {
-                        Open::Seq { start, anchor, items } => (start, anchor, NodeKind::Seq(items)),
-                        Open::Map { start, anchor, entries, .. } => (start, anchor, NodeKind::Map(entries)),
+                        Open::Seq { start, anchor, first } => {
+                            (start, anchor, NodeKind::Seq(self.items.drain(first..).collect()))
+                        }
+                        Open::Map { start, anchor, first, .. } => {
+                            (start, anchor, NodeKind::Map(self.entries.drain(first..).collect()))
+                        }
                     };
                     let node = Node { pos: Pos::from_marker(&start.start), end: Pos::from_marker(&span.end), kind };
                     self.complete(node, anchor);
@@ -321,8 +339,8 @@ impl<'s> TreeBuilder<'s> {
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
-            Some(Open::Seq { items, .. }) => items.push(node),
-            Some(Open::Map { entries, key, .. }) => match key.take() {
+            Some(Open::Seq { .. }) => self.items.push(node),
+            Some(Open::Map { key, .. }) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => {
                     let mut node = node;
@@ -330,7 +348,7 @@ impl<'s> TreeBuilder<'s> {
                     if node.is_null() && node.pos == node.end {
                         node.pos = k.pos;
                     }
-                    entries.push((k, node));
+                    self.entries.push((k, node));
                 }
             },
         }
