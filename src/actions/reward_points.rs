@@ -85,7 +85,7 @@ impl ActionKind for RewardPoints {
                 );
                 Some(Operation::Award)
             }
-            Some(node) => match read_string(node, &format!("the `operation` of action `{id}`"), diags).as_deref() {
+            Some(node) => match read_string(node, format_args!("the `operation` of action `{id}`"), diags).as_deref() {
                 Some("award") => Some(Operation::Award),
                 Some("deduct") => Some(Operation::Deduct),
                 Some(other) => {
@@ -127,7 +127,8 @@ impl ActionKind for RewardPoints {
                 }
             }
         };
-        let reason = fields.get("reason").and_then(|n| read_text(n, &format!("the `reason` of action `{id}`"), diags));
+        let reason =
+            fields.get("reason").and_then(|n| read_text(n, format_args!("the `reason` of action `{id}`"), diags));
         let expiry_days = match fields.get("expiry_days") {
             None => Some(None),
             Some(node) => expiry(node, id, diags),

@@ -5,6 +5,7 @@
 //! checked when the graph is compiled, which reports into the same [`Diagnostics`].
 
 use rustc_hash::FxHashMap;
+use std::fmt;
 
 use serde::Serialize;
 
@@ -406,7 +407,7 @@ pub fn read_bool(node: &Node, key: &str, diags: &mut Diagnostics) -> Option<bool
 
 /// Reads a non-empty scalar as a string (plain numbers are taken as their text, as the original
 /// did). `what` names the value in messages, such as ``the `reason` of action `x` ``.
-pub fn read_string(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<String> {
+pub fn read_string(node: &Node, what: impl fmt::Display, diags: &mut Diagnostics) -> Option<String> {
     match node.scalar() {
         Some((text, _)) if !node.is_null() && !text.is_empty() => Some(text.to_owned()),
         Some(_) => {
@@ -421,7 +422,7 @@ pub fn read_string(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<S
 }
 
 /// Reads free text (a description, a reason): any scalar, empty allowed; absent when null.
-pub fn read_text(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<String> {
+pub fn read_text(node: &Node, what: impl fmt::Display, diags: &mut Diagnostics) -> Option<String> {
     match node.scalar() {
         Some(_) if node.is_null() => None,
         Some((text, _)) => Some(text.to_owned()),
@@ -440,14 +441,14 @@ fn read_string_list(node: &Node, key: &str, owner: &str, diags: &mut Diagnostics
         diags.error(node.pos, format!("`{key}` of {owner} must be a list; write `{key}: [{text}]`"));
         return Vec::new();
     }
-    seq_items(node, &format!("`{key}` of {owner}"), diags)
+    seq_items(node, format_args!("`{key}` of {owner}"), diags)
         .iter()
         .enumerate()
-        .filter_map(|(i, item)| read_string(item, &format!("item {} of `{key}` of {owner}", i + 1), diags))
+        .filter_map(|(i, item)| read_string(item, format_args!("item {} of `{key}` of {owner}", i + 1), diags))
         .collect()
 }
 
-fn seq_items<'a>(node: &'a Node, what: &str, diags: &mut Diagnostics) -> &'a [Node] {
+fn seq_items<'a>(node: &'a Node, what: impl fmt::Display, diags: &mut Diagnostics) -> &'a [Node] {
     match &node.kind {
         NodeKind::Seq(items) => items,
         _ if node.is_null() => &[],
@@ -485,7 +486,7 @@ fn read_scenario(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> 
         .map_or_else(|| format!("the scenario at line {}", node.pos.line), |id| format!("scenario `{id}`"));
     let description = fields
         .get("description")
-        .and_then(|n| read_text(n, &format!("the `description` of {label}"), diags))
+        .and_then(|n| read_text(n, format_args!("the `description` of {label}"), diags))
         .unwrap_or_default();
     let enabled = match fields.get("enabled") {
         Some(n) => read_bool(n, "enabled", diags).unwrap_or(false),
@@ -627,7 +628,7 @@ fn read_action(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> Op
     let label =
         id.as_deref().map_or_else(|| format!("the action at line {}", node.pos.line), |id| format!("action `{id}`"));
     let action_type = match fields.get("type") {
-        Some(n) => read_string(n, &format!("the `type` of {label}"), diags),
+        Some(n) => read_string(n, format_args!("the `type` of {label}"), diags),
         None => {
             diags.error(node.pos, format!("{label} needs a `type`, such as `type: reward_points`"));
             None
@@ -713,7 +714,7 @@ impl<'a> Fields<'a> {
     /// A required string such as an `id`; `owner` is ``a scenario`` or ``action `x` ``.
     fn required_string(&self, key: &str, owner: &str, diags: &mut Diagnostics) -> Option<String> {
         match self.get(key) {
-            Some(n) => read_string(n, &format!("the `{key}` of {owner}"), diags),
+            Some(n) => read_string(n, format_args!("the `{key}` of {owner}"), diags),
             None => {
                 diags.error(self.pos, format!("{owner} needs an `{key}`"));
                 None
