@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::ast::{EventField, Path, Segment, Span};
 use super::compiler::{ArithOp, CmpOp, Const, Node};
-use crate::event::Event;
+use crate::event::{Event, object_get};
 
 /// Numbers closer than this are equal for `==` and `!=`.
 pub const EQUALITY_TOLERANCE: f64 = 1e-9;
@@ -209,7 +209,7 @@ pub fn resolve<'a>(path: &Path, event: &'a Event) -> Option<Val<'a>> {
             )?;
             for segment in segments.iter().skip(1) {
                 current = match (segment, current) {
-                    (Segment::Key(k), Val::Object(map)) => Val::from_json(map.get(k.as_str())?),
+                    (Segment::Key(k), Val::Object(map)) => Val::from_json(object_get(map, k)?),
                     (Segment::Index(i), Val::Array(items)) => Val::from_json(items.get(*i)?),
                     _ => return None,
                 };
