@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # HTTP benchmark: FluxFlow against the bare-hyper baseline, in one run, same load.
 #
-#   tools/bench-http.sh [SECONDS] [CONNECTIONS]
+#   tools/bench-http.sh [SECONDS] [CONNECTIONS] [ROUNDS]
 #
 # Builds release binaries (fluxflow, loadgen, and ../shared/tools/baseline-hyper), then for each
 # target — baseline-hyper, fluxflow --ledger none, fluxflow --ledger sqlite — starts it on a free
 # loopback port, posts the README event without an id (every request is a new event) with
 # loadgen, and prints one line per target. For the SQLite ledger it also checks that the rows
 # written equal the requests answered 200, and it reports each server's peak resident memory.
+# With ROUNDS > 1 the three targets run again, in turn, that many times: on a shared machine one
+# run varies by ±10%, and interleaved rounds show which differences are real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-64}
+rounds=${3:-1}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/fluxflow-target}"
 baseline_src=../shared/tools/baseline-hyper
 baseline_target=/var/tmp/baseline-target
@@ -39,22 +42,25 @@ run() { # name, port, pid
   echo "$name: $line peak_rss=$rss"
 }
 
-port=$(free_port)
-"$baseline_target/release/baseline-hyper" "127.0.0.1:$port" >/dev/null 2>&1 &
-run baseline-hyper "$port" $!
-kill $! 2>/dev/null; wait $! 2>/dev/null || true
+for round in $(seq "$rounds"); do
+  [ "$rounds" -gt 1 ] && echo "# round $round"
+  port=$(free_port)
+  "$baseline_target/release/baseline-hyper" "127.0.0.1:$port" >/dev/null 2>&1 &
+  run baseline-hyper "$port" $!
+  kill $! 2>/dev/null; wait $! 2>/dev/null || true
 
-port=$(free_port)
-"$bin/fluxflow" --addr "127.0.0.1:$port" --config configs/rules.yaml --ledger none >"$tmp/none.log" 2>&1 &
-run "fluxflow --ledger none" "$port" $!
-kill $! 2>/dev/null; wait $! 2>/dev/null || true
+  port=$(free_port)
+  "$bin/fluxflow" --addr "127.0.0.1:$port" --config configs/rules.yaml --ledger none >"$tmp/none.log" 2>&1 &
+  run "fluxflow --ledger none" "$port" $!
+  kill $! 2>/dev/null; wait $! 2>/dev/null || true
 
-port=$(free_port)
-"$bin/fluxflow" --addr "127.0.0.1:$port" --config configs/rules.yaml --ledger sqlite --data "$tmp/data" >"$tmp/sqlite.log" 2>&1 &
-pid=$!
-out=$(run "fluxflow --ledger sqlite" "$port" $pid)
-echo "$out"
-kill -TERM $pid; wait $pid 2>/dev/null || true
-answered=$(sed -n 's/.*status_2xx=\([0-9]*\).*/\1/p' <<<"$out")
-rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$tmp/data/fluxflow.db")
-echo "sqlite check: rows_written=$rows answered_200=$answered $([ "$rows" = "$answered" ] && echo equal || echo DIFFERENT)"
+  port=$(free_port)
+  "$bin/fluxflow" --addr "127.0.0.1:$port" --config configs/rules.yaml --ledger sqlite --data "$tmp/data$round" >"$tmp/sqlite.log" 2>&1 &
+  pid=$!
+  out=$(run "fluxflow --ledger sqlite" "$port" $pid)
+  echo "$out"
+  kill -TERM $pid; wait $pid 2>/dev/null || true
+  answered=$(sed -n 's/.*status_2xx=\([0-9]*\).*/\1/p' <<<"$out")
+  rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$tmp/data$round/fluxflow.db")
+  echo "sqlite check: rows_written=$rows answered_200=$answered $([ "$rows" = "$answered" ] && echo equal || echo DIFFERENT)"
+done
