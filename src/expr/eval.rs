@@ -287,6 +287,19 @@ fn span_of(node: &Node) -> Span {
 
 /// Evaluates a node to a number (formulas).
 pub fn number(node: &Node, event: &Event) -> Result<f64, Unknown> {
+    // The most common formula, `path op number`, skips the general value plumbing (whose
+    // results travel through memory); the outcomes are the same as through `value`.
+    if let Node::Arith(op, l, r, span) = node {
+        if let (Node::Path(path, path_span), Node::Const(Const::Number(b))) = (&**l, &**r) {
+            return match resolve(path, event) {
+                Some(Val::Num(a)) => arith_numbers(*op, a, *b, *span),
+                Some(other) => {
+                    Err(Unknown { reason: Reason::NeedsNumbers(other.val_type(), ValType::Number), span: *span })
+                }
+                None => Err(Unknown { reason: Reason::Missing, span: *path_span }),
+            };
+        }
+    }
     match value(node, event)? {
         Val::Num(n) => Ok(n),
         other => Err(Unknown { reason: Reason::NotNumber(other.val_type()), span: span_of(node) }),
@@ -322,6 +335,10 @@ fn arith<'a>(op: ArithOp, l: Val<'a>, r: Val<'a>, span: Span) -> Res<'a> {
     let (Val::Num(a), Val::Num(b)) = (l, r) else {
         return Err(Unknown { reason: Reason::NeedsNumbers(l.val_type(), r.val_type()), span });
     };
+    arith_numbers(op, a, b, span).map(Val::Num)
+}
+
+fn arith_numbers(op: ArithOp, a: f64, b: f64, span: Span) -> Result<f64, Unknown> {
     let n = match op {
         ArithOp::Add => a + b,
         ArithOp::Sub => a - b,
@@ -333,7 +350,7 @@ fn arith<'a>(op: ArithOp, l: Val<'a>, r: Val<'a>, span: Span) -> Res<'a> {
         // Rust's `%` on doubles keeps the sign of the dividend, as the contract asks.
         ArithOp::Rem => a % b,
     };
-    Ok(Val::Num(n))
+    Ok(n)
 }
 
 /// An operand of a comparison.
