@@ -4,7 +4,7 @@
 //! rules file, read and checked) → [`expr`] (the expression language) → [`graph`] (compiled
 //! scenarios, evaluation, trace) → [`actions`] (what a rule does) → [`result`] (what an event
 //! did) → [`ledger`] (durable points, idempotency, batch jobs) → [`engine`] (queue, workers,
-//! reload) → [`api`] (HTTP) → [`cli`] (the command line).
+//! reload) → [`api`] (HTTP) → [`cli`] (the command line); [`logs`] writes the service's logs.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -16,6 +16,7 @@ pub mod event;
 pub mod expr;
 pub mod graph;
 pub mod ledger;
+pub mod logs;
 pub mod result;
 pub mod rules;
 pub mod ruletest;

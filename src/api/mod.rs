@@ -124,12 +124,6 @@ fn count_request(state: &AppState, route: String, status: StatusCode) {
 
 /// Logs one access line.
 fn log_request(method: &Method, path: &str, status: StatusCode, started: Instant) {
-    tracing::info!(
-        target: "fluxflow::access",
-        %method,
-        path,
-        status = status.as_u16(),
-        duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        "request"
-    );
+    let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    crate::logs::access(method.as_str(), path, status.as_u16(), duration_us);
 }

@@ -1,7 +1,6 @@
 //! The `fluxflow` command line: `serve` (the default), `validate` and `eval`.
 
 mod eval;
-pub mod log_sink;
 mod schema;
 mod serve;
 mod test;
@@ -63,14 +62,7 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// One human-readable line per record.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::logs::LogFormat;
 
 /// Runs the command line; the exit code is 0 when all went well, 1 for invalid input, 2 for a
 /// usage error.

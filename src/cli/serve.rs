@@ -1,6 +1,5 @@
 //! `fluxflow serve`: the HTTP service, its logs, its watcher, and its graceful shutdown.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -12,38 +11,25 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Notify;
-use tracing_subscriber::EnvFilter;
 
-use super::{LogFormat, ServeArgs, log_sink};
+use super::ServeArgs;
 use crate::actions::ActionRegistry;
 use crate::api::{AppState, app};
 use crate::engine::{Engine, watch};
 use crate::graph::LoadError;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{Ledger, LedgerStore};
+use crate::logs;
 
 /// How long requests still in flight get to finish once the listener closes (the original's 15 s).
 const CONNECTION_DRAIN_LIMIT: Duration = Duration::from_secs(15);
 
 /// Runs the service until SIGTERM or SIGINT, then drains and exits.
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let _log_guard = init_logging(args.log_format).context("cannot start the log writer")?;
+    let _log_guard = logs::init(args.log_format).context("cannot start the log writer")?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(serve(args))
-}
-
-/// Logs go through a background writer ([`log_sink`]) so that a slow terminal or pipe never
-/// holds up a request, and lines are written in batches.
-fn init_logging(format: LogFormat) -> std::io::Result<log_sink::FlushGuard> {
-    let (writer, guard) = log_sink::start(std::io::stdout())?;
-    let filter = EnvFilter::try_from_env("FLUXFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
-    }
-    Ok(guard)
 }
 
 /// Opens the ledger that `--ledger` names.

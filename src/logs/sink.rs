@@ -97,13 +97,15 @@ fn write_batches(shared: &Shared, mut out: impl Write) {
     }
 }
 
-impl std::io::Write for LogSink {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+impl LogSink {
+    /// Queues one formatted line (or several). Never fails: when [`MAX_PENDING_BYTES`] are
+    /// waiting, the line is dropped and counted.
+    pub fn write_line(&self, line: &[u8]) {
         let mut pending = self.shared.lock();
         let before = pending.bytes.len();
         if before + line.len() > MAX_PENDING_BYTES {
             self.shared.dropped_lines.fetch_add(1, Ordering::Relaxed);
-            return Ok(line.len());
+            return;
         }
         pending.bytes.extend_from_slice(line);
         let after = pending.bytes.len();
@@ -112,6 +114,12 @@ impl std::io::Write for LogSink {
         if before == 0 || (before < BATCH_BYTES && after >= BATCH_BYTES) {
             self.shared.wake.notify_one();
         }
+    }
+}
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.write_line(line);
         Ok(line.len())
     }
 
