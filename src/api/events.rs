@@ -38,7 +38,8 @@ fn wants_trace(uri: &Uri) -> Result<bool, ApiError> {
     Ok(false)
 }
 
-/// Evaluates one event and answers its result (the router's handler; see [`submit_request`]).
+/// The router's handler for the route; [`crate::api::Api`] answers `POST /v1/events` before
+/// routing, so this runs only when the router is used on its own.
 pub async fn submit(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
     submit_request(&state, request).await
 }

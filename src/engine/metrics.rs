@@ -1,6 +1,8 @@
 //! Prometheus metrics: the original's seven `ifttt_*` series (same names and labels) and
 //! FluxFlow's own `fluxflow_*` series.
 
+use std::borrow::Cow;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -44,8 +46,9 @@ pub struct ReasonLabel {
 /// `route` and `status` labels.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// The route pattern (`/v1/jobs/{job_id}`), or `unmatched`.
-    pub route: String,
+    /// The route pattern (`/v1/jobs/{job_id}`), or `unmatched`; borrowed for fixed routes, so
+    /// counting a request allocates nothing.
+    pub route: Cow<'static, str>,
     /// HTTP status code.
     pub status: u16,
 }

@@ -39,7 +39,9 @@ static DIRECT_ACCESS: OnceLock<DirectAccess> = OnceLock::new();
 /// Installs the global subscriber over a batched writer to stdout. Keep the guard until exit:
 /// dropping it writes what is left.
 pub fn init(format: LogFormat) -> std::io::Result<sink::FlushGuard> {
-    let (writer, guard) = sink::start(std::io::stdout())?;
+    let (writer, guard) = sink::start(std::io::stdout(), |dropped| {
+        tracing::warn!(dropped, "log lines dropped: the log output was too slow");
+    })?;
     let filter = EnvFilter::try_from_env("FLUXFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer.clone());
     let ansi = format == LogFormat::Text && std::io::stdout().is_terminal();
@@ -103,29 +105,8 @@ fn access_line(
 
 #[cfg(test)]
 mod tests {
+    use super::sink::tests::Captured;
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    /// Captures what a `tracing-subscriber` formatter writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Captured {
-            self.clone()
-        }
-    }
 
     /// The line `tracing-subscriber` writes for the access record, in a format.
     fn formatter_line(format: LogFormat, method: &str, path: &str, status: u16, duration_us: u64) -> String {
@@ -136,7 +117,7 @@ mod tests {
             LogFormat::Text => tracing::subscriber::with_default(builder.finish(), record),
             LogFormat::Json => tracing::subscriber::with_default(builder.json().finish(), record),
         }
-        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+        out.text()
     }
 
     /// A line with its timestamp (the first 27 characters of either format's time) masked.
@@ -158,7 +139,7 @@ mod tests {
     }
 
     #[test]
-    fn paths_that_need_escaping_go_through_the_formatter() {
+    fn only_plain_printable_ascii_is_written_directly() {
         assert!(needs_no_escaping("/v1/actors/user%2042/balance"));
         assert!(!needs_no_escaping("/v1/a\"b"));
         assert!(!needs_no_escaping("/v1/a\\b"));

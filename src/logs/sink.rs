@@ -53,23 +53,29 @@ pub struct FlushGuard {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Starts the writer thread over `out`.
-pub fn start(out: impl Write + Send + 'static) -> std::io::Result<(LogSink, FlushGuard)> {
+/// Starts the writer thread over `out`. `on_dropped` is called from that thread with the number
+/// of lines dropped since the last batch, so it can say so in the service's own log format.
+pub fn start(
+    out: impl Write + Send + 'static,
+    on_dropped: impl Fn(u64) + Send + 'static,
+) -> std::io::Result<(LogSink, FlushGuard)> {
     let shared = Arc::new(Shared {
         pending: Mutex::new(Pending { bytes: Vec::with_capacity(BATCH_BYTES), closed: false }),
         wake: Condvar::new(),
         dropped_lines: AtomicU64::new(0),
     });
     let writer_shared = Arc::clone(&shared);
-    let thread =
-        std::thread::Builder::new().name("log-writer".into()).spawn(move || write_batches(&writer_shared, out))?;
+    let thread = std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || write_batches(&writer_shared, out, on_dropped))?;
     Ok((LogSink { shared: Arc::clone(&shared) }, FlushGuard { shared, thread: Some(thread) }))
 }
 
 /// The writer thread: writes what is there as soon as there is something, then lets the next
 /// batch gather for up to [`FLUSH_INTERVAL`] (less if it fills up), until closed and empty. A
-/// lone line is written at once; under load, one write every interval carries them all.
-fn write_batches(shared: &Shared, mut out: impl Write) {
+/// line after a quiet spell is written at once, any other within [`FLUSH_INTERVAL`]; under
+/// load, one write every interval carries them all.
+fn write_batches(shared: &Shared, mut out: impl Write, on_dropped: impl Fn(u64)) {
     let mut spare = Vec::with_capacity(BATCH_BYTES);
     loop {
         let mut pending = shared.lock();
@@ -81,10 +87,6 @@ fn write_batches(shared: &Shared, mut out: impl Write) {
         }
         let mut batch = std::mem::replace(&mut pending.bytes, std::mem::take(&mut spare));
         drop(pending);
-        let dropped = shared.dropped_lines.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            let _ = writeln!(batch, "WARN fluxflow: {dropped} log lines dropped: the log output was too slow");
-        }
         // Nowhere to report a failing stdout; the lines are lost, the service goes on.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
         batch.clear();
@@ -92,6 +94,10 @@ fn write_batches(shared: &Shared, mut out: impl Write) {
             batch.shrink_to(BATCH_BYTES);
         }
         spare = batch;
+        let dropped = shared.dropped_lines.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            on_dropped(dropped);
+        }
         let pending = shared.lock();
         let _ = shared.wake.wait_timeout_while(pending, FLUSH_INTERVAL, |p| p.bytes.len() < BATCH_BYTES && !p.closed);
     }
@@ -147,12 +153,18 @@ impl Drop for FlushGuard {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// An output the test can read back.
+    /// An output the tests can read back; also a `MakeWriter` for `tracing-subscriber`.
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Captured {
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
 
     impl Write for Captured {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -164,10 +176,19 @@ mod tests {
         }
     }
 
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    fn ignore_drops(_: u64) {}
+
     #[test]
     fn every_line_is_written_in_order_by_the_time_the_guard_drops() {
         let out = Captured::default();
-        let (sink, guard) = start(out.clone()).unwrap();
+        let (sink, guard) = start(out.clone(), ignore_drops).unwrap();
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let mut sink = sink.clone();
@@ -180,7 +201,7 @@ mod tests {
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
         drop(guard);
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         assert_eq!(text.lines().count(), 20_000);
         for t in 0..4 {
             let own: Vec<usize> = text
@@ -195,7 +216,7 @@ mod tests {
     #[test]
     fn a_lone_line_is_written_without_waiting_for_more() {
         let out = Captured::default();
-        let (mut sink, _guard) = start(out.clone()).unwrap();
+        let (mut sink, _guard) = start(out.clone(), ignore_drops).unwrap();
         sink.write_all(b"hello\n").unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while out.0.lock().unwrap().is_empty() {
@@ -223,18 +244,25 @@ mod tests {
         let gate = Arc::new(Mutex::new(()));
         let closed = gate.lock().unwrap();
         let out = Captured::default();
-        let (mut sink, guard) = start(Blocked(Arc::clone(&gate), out.clone())).unwrap();
+        let reported = Arc::new(AtomicU64::new(0));
+        let on_dropped = {
+            let reported = Arc::clone(&reported);
+            move |n| _ = reported.fetch_add(n, Ordering::Relaxed)
+        };
+        let (mut sink, guard) = start(Blocked(Arc::clone(&gate), out.clone()), on_dropped).unwrap();
         sink.write_all(b"first\n").unwrap();
         std::thread::sleep(FLUSH_INTERVAL * 3); // the writer is now stuck writing "first"
         let line = vec![b'x'; 1023].into_iter().chain([b'\n']).collect::<Vec<u8>>();
-        for _ in 0..(MAX_PENDING_BYTES / line.len() + 10) {
+        let sent = MAX_PENDING_BYTES / line.len() + 10;
+        for _ in 0..sent {
             sink.write_all(&line).unwrap();
         }
-        assert!(sink.shared.lock().bytes.len() <= MAX_PENDING_BYTES);
         drop(closed);
         drop(guard);
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         assert!(text.starts_with("first\n"));
-        assert!(text.contains("log lines dropped"), "the drop is reported");
+        let written = text.lines().count() - 1;
+        assert!(written < sent, "some lines were dropped");
+        assert_eq!(reported.load(Ordering::Relaxed), (sent - written) as u64, "every dropped line is reported");
     }
 }
