@@ -106,7 +106,7 @@ impl Event {
     pub fn from_slice(bytes: &[u8]) -> Result<Event, EventError> {
         if first_byte(bytes) != Some(b'{') {
             // Not an object: say what it is instead, or why it is not JSON at all.
-            let value: Value = serde_json::from_slice(bytes).map_err(|e| EventError::Json(describe_json_error(&e)))?;
+            let value: Value = serde_json::from_slice(bytes)?;
             return Event::from_value(value);
         }
         // The plain decoder is the fast path; only a failure pays for finding the field's path.
@@ -123,9 +123,9 @@ impl Event {
             Err(e) if e.inner().classify() == serde_json::error::Category::Data => {
                 EventError::Shape(describe_serde_error(&e))
             }
-            Err(e) => EventError::Json(describe_json_error(e.inner())),
+            Err(e) => EventError::from(e.into_inner()),
             Ok(_) => match de.end() {
-                Err(e) => EventError::Json(describe_json_error(&e)),
+                Err(e) => EventError::from(e),
                 Ok(()) => EventError::Json("the event could not be decoded".into()),
             },
         }
@@ -194,6 +194,13 @@ pub fn object_get<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a V
     }
 }
 
+impl From<serde_json::Error> for EventError {
+    /// Text that is not JSON, described for people (see [`describe_json_error`]).
+    fn from(e: serde_json::Error) -> Self {
+        EventError::Json(describe_json_error(&e))
+    }
+}
+
 /// The first byte of JSON text that is not white space: says what the value is before decoding.
 pub fn first_byte(bytes: &[u8]) -> Option<u8> {
     bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
@@ -212,7 +219,7 @@ pub fn json_kind(value: &Value) -> &'static str {
 }
 
 /// Describes a JSON syntax error for a client.
-pub fn describe_json_error(e: &serde_json::Error) -> String {
+fn describe_json_error(e: &serde_json::Error) -> String {
     if e.is_eof() && e.line() == 1 && e.column() == 0 { "the body is empty".to_owned() } else { e.to_string() }
 }
 

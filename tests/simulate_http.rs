@@ -114,5 +114,13 @@ fn simulation_tries_rules_that_are_not_live() {
     let (status, bad) = server.post_json("/v1/simulate", &json!([ev("a", "purchase", 1), {"type": 5}]));
     assert_eq!((status, bad["code"].as_str()), (400, Some("invalid_event")));
     assert!(bad["error"].as_str().unwrap().starts_with("events[1]: type: invalid type"), "{bad}");
+    // Decoded as strictly as POST /v1/events: a repeated key is refused, in every form.
+    let twice = r#"{"type": "purchase", "type": "refund", "actor_id": "ann"}"#;
+    for body in [twice.to_owned(), format!("[{twice}]"), format!(r#"{{"events": [{twice}]}}"#)] {
+        let (status, bad) = server.post("/v1/simulate", &body);
+        assert_eq!((status, bad["code"].as_str()), (400, Some("invalid_event")), "{body}: {bad}");
+        assert!(bad["error"].as_str().unwrap().contains("duplicate field `type`"), "{bad}");
+        assert_eq!(server.post("/v1/events", twice).0, 400);
+    }
     assert_eq!(server.get("/v1/actors/ann/balance").1["balance"], 0);
 }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::engine::EngineError;
-use crate::event::{EventError, describe_json_error};
+use crate::event::EventError;
 
 /// Stable, machine-readable error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,7 @@ impl ApiError {
 impl From<serde_json::Error> for ApiError {
     /// A body that is not JSON at all.
     fn from(e: serde_json::Error) -> Self {
-        ApiError::new(ErrorCode::InvalidJson, EventError::Json(describe_json_error(&e)).to_string())
+        ApiError::from(EventError::from(e))
     }
 }
 

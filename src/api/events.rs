@@ -79,6 +79,15 @@ pub async fn submit_batch(
     Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
 }
 
+/// Decodes each element as strictly as `POST /v1/events` does; the first invalid one fails them
+/// all, named by its index.
+pub(super) fn decode_each(items: &[&RawValue], code: ErrorCode) -> Result<Vec<Event>, ApiError> {
+    let decode = |(index, item): (usize, &&RawValue)| {
+        Event::from_slice(item.get().as_bytes()).map_err(|e| ApiError::new(code, format!("events[{index}]: {e}")))
+    };
+    items.iter().enumerate().map(decode).collect()
+}
+
 /// Checks every element; any invalid one fails the whole batch, naming its index.
 fn decode_batch(bytes: &[u8]) -> Result<Vec<Event>, ApiError> {
     let invalid = |message: String| ApiError::new(ErrorCode::InvalidBatch, message);
@@ -93,11 +102,7 @@ fn decode_batch(bytes: &[u8]) -> Result<Vec<Event>, ApiError> {
     if items.len() > MAX_BATCH {
         return Err(invalid(format!("batch size {} exceeds max {MAX_BATCH}", items.len())));
     }
-    let mut events = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let event = Event::from_slice(item.get().as_bytes()).map_err(|e| invalid(format!("events[{index}]: {e}")))?;
-        events.push(event);
-    }
+    let events = decode_each(&items, ErrorCode::InvalidBatch)?;
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         if let Some(first) = seen.insert(event.id.as_str(), index) {

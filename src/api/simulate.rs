@@ -3,6 +3,7 @@
 //! The body is one event, an array of events, or `{"events": [...], "rules": "<YAML>"}` to try a
 //! rules file that is not live.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -11,46 +12,49 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::body::read_json_body;
 use super::error::{ApiError, ErrorCode};
+use super::events::decode_each;
 use crate::engine::simulate::{MAX_EVENTS, simulate};
-use crate::event::Event;
+use crate::event::{Event, first_byte};
 use crate::graph::{LoadError, Rules};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Request {
-    events: Vec<Value>,
+struct Request<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
     rules: Option<String>,
 }
 
-/// Reads the body's three forms into events and an optional rules text.
+/// Reads the body's three forms into events and an optional rules text. Each event is decoded as
+/// strictly as `POST /v1/events` decodes it.
 fn decode(bytes: &[u8]) -> Result<(Vec<Event>, Option<String>), ApiError> {
-    let value: Value = serde_json::from_slice(bytes)?;
-    let (items, rules) = match value {
-        Value::Array(items) => (items, None),
-        Value::Object(ref map) if map.contains_key("events") => {
-            let request: Request = serde_json::from_value(value)
+    let (items, rules): (Vec<&RawValue>, Option<String>) = match first_byte(bytes) {
+        Some(b'[') => (serde_json::from_slice(bytes)?, None),
+        Some(b'{') if is_request(bytes)? => {
+            let request: Request = serde_json::from_slice(bytes)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidEvent, format!("simulate request: {e}")))?;
             (request.events, request.rules)
         }
-        single => (vec![single], None),
+        _ => (vec![serde_json::from_slice(bytes)?], None),
     };
     if items.is_empty() || items.len() > MAX_EVENTS {
         let message = format!("simulate takes 1 to {MAX_EVENTS} events, got {}", items.len());
         return Err(ApiError::new(ErrorCode::InvalidEvent, message));
     }
-    let events = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            Event::from_value(item).map_err(|e| ApiError::new(ErrorCode::InvalidEvent, format!("events[{i}]: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((events, rules))
+    Ok((decode_each(&items, ErrorCode::InvalidEvent)?, rules))
+}
+
+/// True for the `{"events": [...], ...}` form: an object with an `events` key.
+fn is_request(bytes: &[u8]) -> Result<bool, ApiError> {
+    let keys: BTreeMap<String, IgnoredAny> = serde_json::from_slice(bytes)?;
+    Ok(keys.contains_key("events"))
 }
 
 /// Evaluates with traces and reports what the ledger would do; stores nothing.

@@ -11,8 +11,9 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::actions::ActionRegistry;
+use crate::api::error::ErrorCode;
 use crate::engine::evaluate_stateless;
-use crate::event::{Event, EventError, describe_json_error};
+use crate::event::{Event, EventError};
 use crate::graph::{LoadError, Rules};
 
 /// Arguments of `fluxflow eval`.
@@ -60,7 +61,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 print_line(
                     &mut out,
-                    &json!({"error": EventError::Json(describe_json_error(&e)).to_string(), "code": "invalid_json"}),
+                    &json!({"error": EventError::from(e).to_string(), "code": ErrorCode::InvalidJson.parts().1}),
                     args.pretty,
                 )?;
                 return Ok(ExitCode::from(1));
@@ -78,7 +79,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
                     all_valid = false;
                     print_line(
                         &mut out,
-                        &json!({"error": format!("event {index}: {e}"), "code": "invalid_event"}),
+                        &json!({"error": format!("event {index}: {e}"), "code": ErrorCode::InvalidEvent.parts().1}),
                         args.pretty,
                     )?;
                 }
