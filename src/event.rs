@@ -169,11 +169,6 @@ impl Event {
         Ok(())
     }
 
-    /// The value at a payload key.
-    pub fn payload_get(&self, key: &str) -> Option<&Value> {
-        object_get(self.payload.as_ref()?, key)
-    }
-
     /// The value of a meta key.
     pub fn meta_get(&self, key: &str) -> Option<&str> {
         self.meta.as_ref()?.get(key).map(String::as_str)
@@ -183,15 +178,11 @@ impl Event {
 /// Most keys of an object searched one by one rather than through its B-tree.
 const SCAN_KEYS: usize = 8;
 
-/// A key of a JSON object. Payloads are small: comparing lengths first and then only the key of
-/// the right length takes one string comparison, where the B-tree takes one per level and step
-/// (the comparisons were a tenth of an evaluation).
+/// A key of a JSON object. Payloads are small: a scan asks "equal?", which fails at once on a
+/// length that differs, where serde_json's B-tree asks "less or greater?" of every key it passes,
+/// a full `memcmp` each (string comparisons were a tenth of an evaluation).
 pub fn object_get<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    if object.len() <= SCAN_KEYS {
-        object.iter().find(|(k, _)| k.len() == key.len() && k.as_str() == key).map(|(_, v)| v)
-    } else {
-        object.get(key)
-    }
+    if object.len() <= SCAN_KEYS { object.iter().find(|(k, _)| *k == key).map(|(_, v)| v) } else { object.get(key) }
 }
 
 impl From<serde_json::Error> for EventError {

@@ -149,11 +149,6 @@ impl Reason {
             Reason::DivisionByZero => 4,
         }
     }
-
-    /// A stable label, for metrics.
-    pub fn label(self) -> &'static str {
-        Self::LABELS[self.label_index()]
-    }
 }
 
 /// An unknown result: why, and which part of the expression.
@@ -200,14 +195,8 @@ type Res<'a> = Result<Val<'a>, Unknown>;
 pub fn resolve<'a>(path: &Path, event: &'a Event) -> Option<Val<'a>> {
     match path {
         Path::Payload(segments) => {
-            let mut current = segments.first().map_or_else(
-                || event.payload.as_ref().map(Val::Object),
-                |first| match first {
-                    Segment::Key(k) => event.payload_get(k).map(Val::from_json),
-                    Segment::Index(_) => None,
-                },
-            )?;
-            for segment in segments.iter().skip(1) {
+            let mut current = Val::Object(event.payload.as_ref()?);
+            for segment in segments {
                 current = match (segment, current) {
                     (Segment::Key(k), Val::Object(map)) => Val::from_json(object_get(map, k)?),
                     (Segment::Index(i), Val::Array(items)) => Val::from_json(items.get(*i)?),
@@ -287,17 +276,12 @@ fn span_of(node: &Node) -> Span {
 
 /// Evaluates a node to a number (formulas).
 pub fn number(node: &Node, event: &Event) -> Result<f64, Unknown> {
-    // The most common formula, `path op number`, skips the general value plumbing (whose
-    // results travel through memory); the outcomes are the same as through `value`.
+    // The most common formula, `path op constant`, skips the general value plumbing (whose
+    // results travel through memory); the same steps as `value` takes, so the same outcomes.
     if let Node::Arith(op, l, r, span) = node {
-        if let (Node::Path(path, path_span), Node::Const(Const::Number(b))) = (&**l, &**r) {
-            return match resolve(path, event) {
-                Some(Val::Num(a)) => arith_numbers(*op, a, *b, *span),
-                Some(other) => {
-                    Err(Unknown { reason: Reason::NeedsNumbers(other.val_type(), ValType::Number), span: *span })
-                }
-                None => Err(Unknown { reason: Reason::Missing, span: *path_span }),
-            };
+        if let (Node::Path(path, path_span), Node::Const(constant)) = (&**l, &**r) {
+            let left = resolve(path, event).ok_or(Unknown { reason: Reason::Missing, span: *path_span })?;
+            return arith_number(*op, left, Val::from_const(constant), *span);
         }
     }
     match value(node, event)? {
@@ -320,7 +304,7 @@ pub fn value<'a>(node: &'a Node, event: &'a Event) -> Res<'a> {
             Val::Num(n) => Ok(Val::Num(-n)),
             other => Err(Unknown { reason: Reason::NegNeedsNumber(other.val_type()), span: *span }),
         },
-        Node::Arith(op, l, r, span) => arith(*op, value(l, event)?, value(r, event)?, *span),
+        Node::Arith(op, l, r, span) => arith_number(*op, value(l, event)?, value(r, event)?, *span).map(Val::Num),
         Node::Compare(op, l, r, span) => compare(*op, operand(l, event), operand(r, event), *span),
         Node::Contains(l, r, span) => contains(value(l, event)?, value(r, event)?, *span),
         Node::Matches(subject, regex, span) => match value(subject, event)? {
@@ -331,14 +315,10 @@ pub fn value<'a>(node: &'a Node, event: &'a Event) -> Res<'a> {
     }
 }
 
-fn arith<'a>(op: ArithOp, l: Val<'a>, r: Val<'a>, span: Span) -> Res<'a> {
+fn arith_number(op: ArithOp, l: Val<'_>, r: Val<'_>, span: Span) -> Result<f64, Unknown> {
     let (Val::Num(a), Val::Num(b)) = (l, r) else {
         return Err(Unknown { reason: Reason::NeedsNumbers(l.val_type(), r.val_type()), span });
     };
-    arith_numbers(op, a, b, span).map(Val::Num)
-}
-
-fn arith_numbers(op: ArithOp, a: f64, b: f64, span: Span) -> Result<f64, Unknown> {
     let n = match op {
         ArithOp::Add => a + b,
         ArithOp::Sub => a - b,
