@@ -122,7 +122,6 @@ pub async fn healthz() -> Response {
 /// `GET /readyz`.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let utilization = state.engine.queue_utilization();
-    state.engine.metrics.queue_utilization.set(utilization);
     let ledger_ok = match state.engine.ledger() {
         None => true,
         Some(_) => {

@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use std::sync::atomic::AtomicU64;
 
 use crate::expr::Reason;
@@ -68,7 +68,7 @@ pub struct Metrics {
     pub actions_executed: Family<ActionLabels, Counter>,
     /// The original's latency histogram, in milliseconds.
     pub duration_ms: Histogram,
-    /// Waiting events over queue capacity, kept current.
+    /// Waiting events over queue capacity, set when `/metrics` is read.
     pub queue_utilization: Gauge<f64, AtomicU64>,
     /// Latency from enqueue to result, in seconds.
     pub duration_seconds: Histogram,
@@ -78,6 +78,12 @@ pub struct Metrics {
     pub unknown_conditions: Family<ReasonLabel, Counter>,
     /// HTTP requests by route and status.
     pub http_requests: Family<RouteLabels, Counter>,
+}
+
+/// Registers a metric (a clone: metrics are shared handles) and gives it back for the struct.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Default for Metrics {
@@ -90,76 +96,79 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let metrics = Metrics {
-            events_enqueued: Counter::default(),
-            events_processed: Counter::default(),
-            events_dropped: Counter::default(),
-            scenarios_matched: Family::default(),
-            actions_executed: Family::default(),
-            duration_ms: Histogram::new([1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0]),
-            queue_utilization: Gauge::default(),
-            duration_seconds: Histogram::new([
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                2.5, 5.0,
-            ]),
-            reloads: Family::default(),
-            unknown_conditions: Family::default(),
-            http_requests: Family::default(),
-            registry: Registry::default(),
-        };
         // prometheus-client appends `_total` to counters and a period to help texts.
-        registry.register(
-            "ifttt_events_enqueued",
-            "Total number of events placed on the processing queue",
-            metrics.events_enqueued.clone(),
-        );
-        registry.register(
-            "ifttt_events_processed",
-            "Total number of events fully processed by the engine",
-            metrics.events_processed.clone(),
-        );
-        registry.register(
-            "ifttt_events_dropped",
-            "Total number of events rejected due to a full queue",
-            metrics.events_dropped.clone(),
-        );
-        registry.register(
-            "ifttt_scenarios_matched",
-            "Total number of scenario matches, labelled by scenario ID",
-            metrics.scenarios_matched.clone(),
-        );
-        registry.register(
-            "ifttt_actions_executed",
-            "Total number of actions executed, labelled by type and status",
-            metrics.actions_executed.clone(),
-        );
-        registry.register(
-            "ifttt_event_processing_duration_ms",
-            "Event processing latency in milliseconds, from enqueue to result",
-            metrics.duration_ms.clone(),
-        );
-        registry.register(
-            "ifttt_queue_utilization_ratio",
-            "Current event queue utilization (0–1)",
-            metrics.queue_utilization.clone(),
-        );
-        registry.register(
-            "fluxflow_event_duration_seconds",
-            "Event latency from enqueue to result, in seconds",
-            metrics.duration_seconds.clone(),
-        );
-        registry.register("fluxflow_rules_reloads", "Rules reloads, by outcome", metrics.reloads.clone());
-        registry.register(
-            "fluxflow_unknown_conditions",
-            "Conditions whose result was unknown, by reason",
-            metrics.unknown_conditions.clone(),
-        );
-        registry.register(
-            "fluxflow_http_requests",
-            "HTTP requests, by route and status",
-            metrics.http_requests.clone(),
-        );
-        Metrics { registry, ..metrics }
+        Metrics {
+            events_enqueued: registered(
+                &mut registry,
+                "ifttt_events_enqueued",
+                "Total number of events placed on the processing queue",
+                Counter::default(),
+            ),
+            events_processed: registered(
+                &mut registry,
+                "ifttt_events_processed",
+                "Total number of events fully processed by the engine",
+                Counter::default(),
+            ),
+            events_dropped: registered(
+                &mut registry,
+                "ifttt_events_dropped",
+                "Total number of events rejected due to a full queue",
+                Counter::default(),
+            ),
+            scenarios_matched: registered(
+                &mut registry,
+                "ifttt_scenarios_matched",
+                "Total number of scenario matches, labelled by scenario ID",
+                Family::default(),
+            ),
+            actions_executed: registered(
+                &mut registry,
+                "ifttt_actions_executed",
+                "Total number of actions executed, labelled by type and status",
+                Family::default(),
+            ),
+            duration_ms: registered(
+                &mut registry,
+                "ifttt_event_processing_duration_ms",
+                "Event processing latency in milliseconds, from enqueue to result",
+                Histogram::new([1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0]),
+            ),
+            queue_utilization: registered(
+                &mut registry,
+                "ifttt_queue_utilization_ratio",
+                "Current event queue utilization (0–1)",
+                Gauge::default(),
+            ),
+            duration_seconds: registered(
+                &mut registry,
+                "fluxflow_event_duration_seconds",
+                "Event latency from enqueue to result, in seconds",
+                Histogram::new([
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                    1.0, 2.5, 5.0,
+                ]),
+            ),
+            reloads: registered(
+                &mut registry,
+                "fluxflow_rules_reloads",
+                "Rules reloads, by outcome",
+                Family::default(),
+            ),
+            unknown_conditions: registered(
+                &mut registry,
+                "fluxflow_unknown_conditions",
+                "Conditions whose result was unknown, by reason",
+                Family::default(),
+            ),
+            http_requests: registered(
+                &mut registry,
+                "fluxflow_http_requests",
+                "HTTP requests, by route and status",
+                Family::default(),
+            ),
+            registry,
+        }
     }
 
     /// Counts unknown conditions, one count per [`Reason::LABELS`] entry.

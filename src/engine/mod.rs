@@ -104,8 +104,8 @@ struct Task {
 }
 
 thread_local! {
-    /// Each runtime thread's evaluation buffer, reused from event to event so the fast path
-    /// allocates nothing.
+    /// Each runtime thread's evaluation buffer, reused from event to event so that evaluating
+    /// allocates nothing (tests/alloc_free.rs); what a ledger write needs is copied out of it.
     static EVALUATION: RefCell<Evaluation> = RefCell::new(Evaluation::default());
 }
 
@@ -193,7 +193,10 @@ impl Engine {
                         .unwrap_or(false);
                 let mut left = Vec::new();
                 for task in waiting {
-                    match self.admission.try_enter().filter(|_| healthy && left.is_empty()) {
+                    // Once one is refused (or the ledger is down), the rest keep their order for
+                    // the next round; a place is only taken for a task that will use it.
+                    let ticket = if healthy && left.is_empty() { self.admission.try_enter() } else { None };
+                    match ticket {
                         Some(ticket) => {
                             self.admitted(1);
                             self.spawn(ticket, task);
@@ -242,7 +245,6 @@ impl Engine {
 
     fn admitted(&self, count: usize) {
         self.metrics.events_enqueued.inc_by(count as u64);
-        self.metrics.queue_utilization.set(self.queue_utilization());
     }
 
     fn queue_full(&self, count: usize) -> EngineError {
@@ -260,7 +262,6 @@ impl Engine {
         let engine = Arc::clone(self);
         tokio::spawn(async move {
             let running = ticket.start().await;
-            engine.metrics.queue_utilization.set(engine.queue_utilization());
             let result = engine.run(&task).await;
             engine.finish(task, &result);
             drop(running);

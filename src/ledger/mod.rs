@@ -2,9 +2,10 @@
 //! idempotent replays, and batch jobs stored before they are acknowledged.
 //!
 //! Storage sits behind [`LedgerStore`] (SQLite now; PostgreSQL next, same trait and tests).
-//! Writes go through one writer thread that commits many events per transaction (group
-//! commit), so durability (an fsync per commit) does not cost most of the speed. Every event is
-//! applied exactly once: its id is the idempotency key, checked inside the writing transaction.
+//! Writes go through one writer thread that commits the events waiting as one transaction (group
+//! commit), so one sync to disk serves them all; a batch job is stored in a transaction of its
+//! own. Every event is applied exactly once: its id is the idempotency key, checked inside the
+//! writing transaction.
 
 #[cfg(feature = "test-support")]
 pub mod faulty;
