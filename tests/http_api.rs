@@ -161,13 +161,17 @@ fn access_log_has_one_line_per_request_and_json_format_works() {
     let server = Server::start(&example_rules(), &["--log-format", "json"]);
     server.post("/v1/events", EXAMPLE_EVENT);
     server.get("/healthz");
-    assert!(wait_until(Duration::from_secs(3), || server
-        .log_text()
-        .matches("\"target\":\"fluxflow::access\"")
-        .count()
-        >= 2));
-    let line = server.log.lock().unwrap().iter().find(|l| l.contains("fluxflow::access")).cloned().unwrap();
-    let record: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(record["fields"]["status"], 200);
-    assert_eq!(record["fields"]["path"], "/v1/events");
+    let access_lines = || -> Vec<Value> {
+        let log = server.log.lock().unwrap();
+        log.iter().filter(|l| l.contains("fluxflow::access")).map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    assert!(wait_until(Duration::from_secs(3), || access_lines().len() >= 2));
+    std::thread::sleep(Duration::from_millis(100)); // longer than the log writer's 20 ms batches
+    let lines = access_lines();
+    let seen: Vec<(&str, &Value)> =
+        lines.iter().map(|l| (l["fields"]["path"].as_str().unwrap(), &l["fields"]["status"])).collect();
+    assert_eq!(seen, [("/v1/events", &json!(200)), ("/healthz", &json!(200))], "one line per request, in order");
+    assert!(
+        lines.iter().all(|l| l["level"] == "INFO" && l["fields"]["message"] == "request" && l["timestamp"].is_string())
+    );
 }

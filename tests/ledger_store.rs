@@ -8,8 +8,11 @@ use std::sync::Arc;
 use fluxflow::actions::{Outcome, Plan, PointsChange};
 use fluxflow::event::Event;
 use fluxflow::ledger::sqlite::SqliteStore;
-use fluxflow::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerStore, NewJob, PointsWrite, fingerprint};
-use fluxflow::result::{ActionResult, EventResult};
+use fluxflow::ledger::{
+    ActionWrite, Applied, EventWrite, Fingerprint, HistoryPage, Ledger, LedgerError, LedgerStore, NewJob, PendingEvent,
+    PointsWrite, fingerprint,
+};
+use fluxflow::result::{ActionResult, EventResult, Job};
 use serde_json::json;
 
 fn event(id: &str, actor: &str) -> Event {
@@ -57,7 +60,7 @@ fn write(ev: &Event, actions: Vec<ActionWrite>) -> EventWrite {
 }
 
 #[test]
-fn commits_are_durable_wal_with_synchronous_full() {
+fn the_write_connection_is_wal_with_synchronous_full() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(store.pragma("journal_mode").unwrap(), "wal");
@@ -167,8 +170,47 @@ fn check_jobs_survive_a_reopen(backend: &dyn Backend) {
     assert!(job.events[0].result.is_some());
 }
 
+/// A store that records how many events each `write_events` call (one transaction) carried.
+struct GroupSizes {
+    inner: Box<dyn LedgerStore>,
+    sizes: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl LedgerStore for GroupSizes {
+    fn write_events(&self, events: Vec<EventWrite>) -> Result<Vec<Applied>, LedgerError> {
+        self.sizes.lock().unwrap().push(events.len());
+        self.inner.write_events(events)
+    }
+    fn store_job(&self, job: &NewJob) -> Result<(), LedgerError> {
+        self.inner.store_job(job)
+    }
+    fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
+        self.inner.stored_result(event_id)
+    }
+    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
+        self.inner.balance(actor_id)
+    }
+    fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
+        self.inner.history(actor_id, limit, before)
+    }
+    fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {
+        self.inner.job(job_id)
+    }
+    fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError> {
+        self.inner.pending_events()
+    }
+    fn ping(&self) -> Result<(), LedgerError> {
+        self.inner.ping()
+    }
+    fn probe_write(&self) -> Result<(), LedgerError> {
+        self.inner.probe_write()
+    }
+}
+
 fn check_group_commit(backend: &dyn Backend) {
-    let ledger = Arc::new(Ledger::start(Arc::from(backend.open())).unwrap());
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = GroupSizes { inner: backend.open(), sizes: Arc::clone(&sizes) };
+    let ledger = Arc::new(Ledger::start(Arc::new(store)).unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
     runtime.block_on(async {
         let clients: Vec<_> = (0..8)
@@ -189,4 +231,9 @@ fn check_group_commit(backend: &dyn Backend) {
     });
     assert_eq!(ledger.store().balance("carol").unwrap(), 800);
     ledger.close();
+    // 400 events from 8 clients that each wait for their previous answer: the writer must have
+    // committed some of them together, one transaction (and one sync) for several events.
+    let sizes = sizes.lock().unwrap();
+    assert_eq!(sizes.iter().sum::<usize>(), 400);
+    assert!(sizes.len() < 400 && sizes.iter().any(|&n| n > 1), "no group held more than one event: {sizes:?}");
 }

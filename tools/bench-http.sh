@@ -62,5 +62,9 @@ for round in $(seq "$rounds"); do
   kill -TERM $pid; wait $pid 2>/dev/null || true
   answered=$(sed -n 's/.*status_2xx=\([0-9]*\).*/\1/p' <<<"$out")
   rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$tmp/data$round/fluxflow.db")
-  echo "sqlite check: rows_written=$rows answered_200=$answered $([ "$rows" = "$answered" ] && echo equal || echo DIFFERENT)"
+  echo "sqlite check: rows_written=$rows answered_2xx=$answered $([ "$rows" = "$answered" ] && echo equal || echo DIFFERENT)"
+  if [ "$rows" != "$answered" ] || ! grep -q ' errors=0 ' <<<"$out"; then
+    echo "bench-http: the durable run lost or failed requests" >&2
+    exit 1
+  fi
 done

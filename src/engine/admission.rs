@@ -140,4 +140,19 @@ mod tests {
         assert_eq!(admission.utilization(), 0.5);
         assert!(admission.try_enter().is_some());
     }
+
+    #[tokio::test]
+    async fn a_start_waits_for_a_free_slot_and_a_cancelled_wait_gives_its_place_back() {
+        let admission = Arc::new(Admission::new(1, 2));
+        let first = admission.try_enter().unwrap().start().await;
+        let waiting = admission.try_enter().unwrap();
+        assert_eq!(admission.utilization(), 0.5);
+        let wait = std::time::Duration::from_millis(50);
+        assert!(tokio::time::timeout(wait, waiting.start()).await.is_err(), "the only slot is taken");
+        assert_eq!(admission.utilization(), 0.0, "the cancelled wait gave its place back");
+        let next = admission.try_enter().unwrap();
+        drop(first);
+        let started = tokio::time::timeout(std::time::Duration::from_secs(5), next.start()).await;
+        assert!(started.is_ok(), "starts once the slot is free");
+    }
 }
