@@ -94,8 +94,9 @@ impl Event {
         Event::checked(event)
     }
 
-    /// Decodes and checks an event from JSON text, rejecting duplicate keys and trailing bytes;
-    /// fills a missing `id`.
+    /// Decodes and checks an event from JSON text, rejecting a repeated top-level key and trailing
+    /// bytes; fills a missing `id`. Inside `payload` and `meta` a repeated key keeps its last
+    /// value, as JSON parsers commonly do.
     ///
     /// ```
     /// use fluxflow::event::{Event, EventError};

@@ -36,7 +36,7 @@ fn check_error(case: &Case, purpose: Purpose, wanted: &str) -> Result<(), String
         Ok(_) => return Err(format!("loaded, but expected the load error {wanted:?}")),
         Err(e) => e,
     };
-    let column = err.span.column(&case.expr);
+    let column = err.span.line_col(&case.expr).1;
     let rendered = err.render(&case.expr);
     if !rendered.contains(wanted) {
         return Err(format!("load error {rendered:?} (column {column}) does not contain {wanted:?}"));
@@ -104,7 +104,7 @@ fn run(case: &Case) -> Result<(), String> {
         return check_error(case, purpose, wanted);
     }
     let program = Program::compile(&case.expr, purpose)
-        .map_err(|e| format!("load error {:?} at column {}", e.message, e.span.column(&case.expr)))?;
+        .map_err(|e| format!("load error {:?} at {}", e.message, e.span.place(&case.expr)))?;
     check_round_trip(case)?;
     let event = Event::from_value(case.event.clone()).map_err(|e| format!("bad event in the table: {e}"))?;
     match purpose {

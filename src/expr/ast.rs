@@ -28,9 +28,27 @@ impl Span {
         src.get(self.start as usize..self.end as usize).unwrap_or("")
     }
 
-    /// 1-based column, in characters, of the span's start in `src`.
-    pub fn column(self, src: &str) -> usize {
-        src.get(..self.start as usize).map_or(1, |s| s.chars().count() + 1)
+    /// 1-based line, and column in characters within that line, of the span's start in `src`.
+    ///
+    /// ```
+    /// use fluxflow::expr::Span;
+    /// assert_eq!(Span { start: 4, end: 5 }.line_col("a ==\n (b"), (1, 5));
+    /// assert_eq!(Span { start: 6, end: 7 }.line_col("a ==\n (b"), (2, 2));
+    /// ```
+    pub fn line_col(self, src: &str) -> (usize, usize) {
+        let before = src.get(..self.start as usize).unwrap_or("");
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    /// Where the span starts in `src`, in words: `column C`, or `line L, column C` when `src`
+    /// has more than one line.
+    pub fn place(self, src: &str) -> String {
+        match self.line_col(src) {
+            (1, col) if !src.contains('\n') => format!("column {col}"),
+            (line, col) => format!("line {line}, column {col}"),
+        }
     }
 }
 

@@ -48,7 +48,7 @@ impl ExprError {
     /// The message with the column of the unclosed `(`, if any, for an expression on its own.
     pub fn render(&self, src: &str) -> String {
         match self.opened_at {
-            Some(open) => format!("{} (the `(` is at column {})", self.message, open.column(src)),
+            Some(open) => format!("{} (the `(` is at {})", self.message, open.place(src)),
             None => self.message.clone(),
         }
     }

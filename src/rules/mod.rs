@@ -55,9 +55,7 @@ pub fn compile_expression(
             let within = if exact {
                 String::new()
             } else {
-                let before = text.value.get(..e.span.start as usize).unwrap_or("");
-                let line = before.matches('\n').count() + 1;
-                let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                let (line, col) = e.span.line_col(&text.value);
                 format!(" (line {line}, column {col} of the expression)")
             };
             diags.error(pos, format!("{what}{at}: {message}{within}"));
@@ -72,6 +70,6 @@ fn opening_place(text: &Text, open: crate::expr::Span, error_pos: Pos) -> String
     match text.locate(open) {
         (pos, true) if pos.line == error_pos.line => format!("the `(` is at column {}", pos.col),
         (pos, true) => format!("the `(` is at line {}, column {}", pos.line, pos.col),
-        (_, false) => format!("the `(` is at column {} of the expression", open.column(&text.value)),
+        (_, false) => format!("the `(` is at {} of the expression", open.place(&text.value)),
     }
 }
