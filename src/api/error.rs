@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::engine::EngineError;
+use crate::engine::ReloadError;
 use crate::event::EventError;
 
 /// Stable, machine-readable error codes.
@@ -91,6 +92,13 @@ impl From<serde_json::Error> for ApiError {
     /// A body that is not JSON at all.
     fn from(e: serde_json::Error) -> Self {
         ApiError::from(EventError::from(e))
+    }
+}
+
+impl From<ReloadError> for ApiError {
+    /// A rules file that does not load: 422 with every problem.
+    fn from(e: ReloadError) -> Self {
+        ApiError::new(ErrorCode::InvalidRules, e.to_string()).with("problems", serde_json::json!(e.problems))
     }
 }
 

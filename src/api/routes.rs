@@ -11,16 +11,26 @@ use serde_json::json;
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use crate::engine::READY_UTILIZATION;
-use crate::ledger::LedgerError;
+use crate::ledger::{LedgerError, LedgerStore};
 
-/// Runs a blocking ledger read off the async runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, LedgerError> + Send + 'static,
+/// Runs blocking work (a ledger read, a reload) off the async runtime.
+async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("ledger read task failed: {e}")))?
-        .map_err(ApiError::from)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("blocking task failed: {e}")))?
+        .map_err(Into::into)
+}
+
+/// Reads the ledger off the async runtime; 404 when the service runs without one.
+async fn ledger_read<T: Send + 'static>(
+    state: &AppState,
+    read: impl FnOnce(&dyn LedgerStore) -> Result<T, LedgerError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let read = move || engine.ledger().map(|ledger| read(ledger.store())).transpose();
+    blocking(read).await?.ok_or_else(no_ledger)
 }
 
 /// `GET /v1/jobs/{job_id}`.
@@ -38,12 +48,8 @@ fn no_ledger() -> ApiError {
 
 /// `GET /v1/actors/{actor_id}/balance`.
 pub async fn balance(State(state): State<Arc<AppState>>, Path(actor_id): Path<String>) -> Result<Response, ApiError> {
-    if state.engine.ledger().is_none() {
-        return Err(no_ledger());
-    }
-    let engine = Arc::clone(&state.engine);
     let actor = actor_id.clone();
-    let balance = blocking(move || engine.ledger().map_or(Ok(0), |l| l.store().balance(&actor))).await?;
+    let balance = ledger_read(&state, move |store| store.balance(&actor)).await?;
     Ok(Json(json!({"actor_id": actor_id, "balance": balance})).into_response())
 }
 
@@ -64,9 +70,6 @@ pub async fn history(
     Path(actor_id): Path<String>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    if state.engine.ledger().is_none() {
-        return Err(no_ledger());
-    }
     let query: HistoryQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
         .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("bad query: {e} (allowed: limit, cursor)")))?;
     let (default, max) = HISTORY_LIMITS;
@@ -87,12 +90,7 @@ pub async fn history(
             ApiError::new(ErrorCode::InvalidQuery, message)
         })?),
     };
-    let engine = Arc::clone(&state.engine);
-    let page = blocking(move || match engine.ledger() {
-        Some(l) => l.store().history(&actor_id, limit, before),
-        None => Err(LedgerError::Unavailable("no ledger".into())),
-    })
-    .await?;
+    let page = ledger_read(&state, move |store| store.history(&actor_id, limit, before)).await?;
     Ok(Json(page).into_response())
 }
 
@@ -105,13 +103,8 @@ pub async fn rules(State(state): State<Arc<AppState>>) -> Response {
 /// `POST /v1/rules/reload`.
 pub async fn reload(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let engine = Arc::clone(&state.engine);
-    let outcome = tokio::task::spawn_blocking(move || engine.reload())
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("reload task failed: {e}")))?;
-    match outcome {
-        Ok(report) => Ok(Json(report).into_response()),
-        Err(e) => Err(ApiError::new(ErrorCode::InvalidRules, e.to_string()).with("problems", json!(e.problems))),
-    }
+    let report = blocking(move || engine.reload()).await?;
+    Ok(Json(report).into_response())
 }
 
 /// `GET /healthz`.
