@@ -477,13 +477,7 @@ fn peek_id(node: &Node) -> Option<&str> {
 
 fn read_scenario(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> Option<Scenario> {
     let fields = Fields::new(node, "a scenario", &SCENARIO_KEYS, diags)?;
-    let id = fields.required_string("id", "a scenario", diags);
-    if let Some(id) = &id {
-        ids.claim(id, "scenario", fields.get("id").map_or(node.pos, |n| n.pos), diags);
-    }
-    let label = id
-        .as_deref()
-        .map_or_else(|| format!("the scenario at line {}", node.pos.line), |id| format!("scenario `{id}`"));
+    let (id, label) = fields.id_and_label("scenario", "a scenario", ids, diags);
     let description = fields
         .get("description")
         .and_then(|n| read_text(n, format_args!("the `description` of {label}"), diags))
@@ -583,13 +577,7 @@ fn read_condition(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics, ou
     let Some(fields) = Fields::new(node, "a condition", &CONDITION_KEYS, diags) else {
         return;
     };
-    let id = fields.required_string("id", "a condition", diags);
-    if let Some(id) = &id {
-        ids.claim(id, "condition", fields.get("id").map_or(node.pos, |n| n.pos), diags);
-    }
-    let label = id
-        .as_deref()
-        .map_or_else(|| format!("the condition at line {}", node.pos.line), |id| format!("condition `{id}`"));
+    let (id, label) = fields.id_and_label("condition", "a condition", ids, diags);
     let expression = match fields.get("expression") {
         None => {
             diags.error(node.pos, format!("{label} needs an `expression`"));
@@ -621,12 +609,7 @@ fn read_condition(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics, ou
 
 fn read_action(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> Option<ActionDef> {
     let fields = Fields::new(node, "an action", &ACTION_KEYS, diags)?;
-    let id = fields.required_string("id", "an action", diags);
-    if let Some(id) = &id {
-        ids.claim(id, "action", fields.get("id").map_or(node.pos, |n| n.pos), diags);
-    }
-    let label =
-        id.as_deref().map_or_else(|| format!("the action at line {}", node.pos.line), |id| format!("action `{id}`"));
+    let (id, label) = fields.id_and_label("action", "an action", ids, diags);
     let action_type = match fields.get("type") {
         Some(n) => read_string(n, format_args!("the `type` of {label}"), diags),
         None => {
@@ -709,6 +692,26 @@ impl<'a> Fields<'a> {
     /// Iterates over the known keys given, in file order.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a Node)> + '_ {
         self.entries.iter().map(|(k, _, v)| (*k, *v))
+    }
+
+    /// A part's required `id`, claimed in the file-wide registry, and the label that names the
+    /// part in messages: ``scenario `x` ``, or `the scenario at line N` without an id.
+    /// `a_kind` is `kind` with its article (`an action`).
+    fn id_and_label(
+        &self,
+        kind: &'static str,
+        a_kind: &str,
+        ids: &mut IdRegistry,
+        diags: &mut Diagnostics,
+    ) -> (Option<String>, String) {
+        let id = self.required_string("id", a_kind, diags);
+        if let Some(id) = &id {
+            ids.claim(id, kind, self.get("id").map_or(self.pos, |n| n.pos), diags);
+        }
+        let label = id
+            .as_deref()
+            .map_or_else(|| format!("the {kind} at line {}", self.pos.line), |id| format!("{kind} `{id}`"));
+        (id, label)
     }
 
     /// A required string such as an `id`; `owner` is ``a scenario`` or ``action `x` ``.
