@@ -26,6 +26,7 @@ use arc_swap::ArcSwap;
 
 use crate::actions::{ActionRegistry, Outcome, Plan};
 use crate::event::Event;
+use crate::expr::Reason;
 use crate::graph::{Evaluation, LoadError, Rules};
 use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, PointsWrite, fingerprint};
 use crate::result::Job;
@@ -409,42 +410,33 @@ impl Engine {
 
     async fn run(&self, task: &Task) -> Result<EventResult, EngineError> {
         let event = &task.event;
-        // A retry of a stored event is answered from the ledger without evaluating again.
-        if let (Some(ledger), false, None) = (&self.ledger, event.generated_id, &task.job) {
-            if let Some((stored_fp, mut stored)) =
-                ledger.store().stored_result(&event.id).map_err(EngineError::Ledger)?
-            {
-                if stored_fp != fingerprint(event) {
-                    return Err(EngineError::Conflict { event_id: event.id.clone() });
-                }
-                stored.replayed = true;
-                return Ok(stored);
-            }
-        }
         let live = self.live.load_full();
-        // Evaluate into this thread's buffer; what outlives the await is copied out first.
+        // Evaluate into this thread's buffer; what outlives the await is copied out first. A
+        // retry of a stored event is recognised by the writer, inside its transaction.
         let (evaluated, trace) = EVALUATION.with(|cell| {
             let mut evaluation = cell.borrow_mut();
             let trace = live.rules.evaluate_maybe_traced(event, &mut evaluation, task.trace);
-            self.count_evaluation(&live, &evaluation);
             let evaluated = match &self.ledger {
                 None => {
                     let result = build_result(&live.rules, event, &evaluation, task.enqueued);
-                    count_actions(&live, &evaluation, &result);
+                    let actions = evaluation.planned.iter().map(|p| p.action);
+                    self.count(&live, &evaluation.matched, &evaluation.unknowns, actions, &result);
                     Evaluated::Done(result)
                 }
-                Some(ledger) => Evaluated::ToApply(ledger, self.ledger_write(task, &live, &evaluation)),
+                Some(ledger) => {
+                    Evaluated::ToApply(ledger, self.ledger_write(task, &live, &evaluation), Tally::of(&evaluation))
+                }
             };
             (evaluated, trace)
         });
         let mut result = match evaluated {
             Evaluated::Done(result) => result,
-            Evaluated::ToApply(ledger, (write, actions)) => {
+            Evaluated::ToApply(ledger, write, tally) => {
                 match ledger.apply(write).await.map_err(EngineError::Ledger)? {
+                    // Counted once, when first applied; a replay counts nothing.
                     Applied::Fresh(result) => {
-                        for (&action, outcome) in actions.iter().zip(&result.actions_executed) {
-                            live.count_action(action, outcome.success);
-                        }
+                        let actions = tally.actions.iter().copied();
+                        self.count(&live, &tally.matched, &tally.unknowns, actions, &result);
                         result
                     }
                     Applied::Replayed(mut stored) => {
@@ -460,9 +452,8 @@ impl Engine {
     }
 
     /// What the ledger must write for an evaluated event (the result is built once the ledger
-    /// has decided each action's outcome: a deduction can be refused), and the planned actions'
-    /// indices for the metrics.
-    fn ledger_write(&self, task: &Task, live: &Arc<LiveRules>, evaluation: &Evaluation) -> (EventWrite, Vec<u32>) {
+    /// has decided each action's outcome: a deduction can be refused).
+    fn ledger_write(&self, task: &Task, live: &Arc<LiveRules>, evaluation: &Evaluation) -> EventWrite {
         let event = &task.event;
         let actions = evaluation
             .planned
@@ -478,10 +469,9 @@ impl Engine {
                 (plan, _, _) => ActionWrite::Decided(Outcome::of_plan(plan)),
             })
             .collect();
-        let action_indices = evaluation.planned.iter().map(|p| p.action).collect();
         let (live, event, evaluation, started) =
             (Arc::clone(live), Arc::clone(event), evaluation.clone(), task.enqueued);
-        let write = EventWrite {
+        EventWrite {
             event_id: event.id.clone(),
             fresh_id: event.generated_id,
             fingerprint: fingerprint(&event),
@@ -490,30 +480,51 @@ impl Engine {
             build_result: Box::new(move |outcomes| {
                 EventResult::build(&live.rules, &event, &evaluation, outcomes, started.elapsed())
             }),
-        };
-        (write, action_indices)
+        }
     }
 
-    /// Counts matched scenarios and unknown conditions.
-    fn count_evaluation(&self, live: &LiveRules, evaluation: &Evaluation) {
-        for &scenario in &evaluation.matched {
+    /// Counts an applied evaluation: matched scenarios, unknown conditions, and each planned
+    /// action's outcome (`results`, in the same order).
+    fn count(
+        &self,
+        live: &LiveRules,
+        matched: &[u32],
+        unknowns: &[u32; Reason::LABELS.len()],
+        actions: impl Iterator<Item = u32>,
+        results: &EventResult,
+    ) {
+        for &scenario in matched {
             live.count_match(scenario);
         }
-        self.metrics.count_unknowns(&evaluation.unknowns);
+        self.metrics.count_unknowns(unknowns);
+        for (action, outcome) in actions.zip(&results.actions_executed) {
+            live.count_action(action, outcome.success);
+        }
     }
 }
 
-/// An evaluated event: its result, or what the ledger must apply first (with the planned
-/// actions' indices, for the metrics).
+/// An evaluated event: its result, or what the ledger must apply first, with what to count
+/// once it is applied.
 enum Evaluated<'a> {
     Done(EventResult),
-    ToApply(&'a Ledger, (EventWrite, Vec<u32>)),
+    ToApply(&'a Ledger, EventWrite, Tally),
 }
 
-/// Counts executed actions by type and outcome.
-fn count_actions(live: &LiveRules, evaluation: &Evaluation, result: &EventResult) {
-    for (planned, action) in evaluation.planned.iter().zip(&result.actions_executed) {
-        live.count_action(planned.action, action.success);
+/// What an evaluation adds to the metrics, copied out of the thread's buffer because it is
+/// counted only after the ledger has applied the event (a replay adds nothing).
+struct Tally {
+    matched: Vec<u32>,
+    unknowns: [u32; Reason::LABELS.len()],
+    actions: Vec<u32>,
+}
+
+impl Tally {
+    fn of(evaluation: &Evaluation) -> Tally {
+        Tally {
+            matched: evaluation.matched.clone(),
+            unknowns: evaluation.unknowns,
+            actions: evaluation.planned.iter().map(|p| p.action).collect(),
+        }
     }
 }
 
