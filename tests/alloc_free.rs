@@ -116,3 +116,28 @@ fn an_event_type_in_another_case_allocates_nothing() {
     assert_eq!(out.matched.len(), 1);
     assert_eq!(info.count_total, 0, "{info:?}");
 }
+
+/// `in` over a list literal (a set lookup, numeric strings included), `not in`, and `in` over an
+/// array of the event allocate nothing either.
+#[test]
+fn membership_allocates_nothing() {
+    let yaml = r#"version: v1
+scenarios:
+  - id: sc_lists
+    enabled: true
+    event_types: [purchase]
+    children:
+      - condition:
+          id: cond_lists
+          expression: "payload.category in ['food', 'drinks', 'bakery'] AND payload.store not in [13, '666'] AND 'vip' in payload.tags"
+          children:
+            - action: {id: act_list_points, type: reward_points, params: {operation: award, points: 5}}
+"#;
+    let rules = Rules::load_str(yaml, &ActionRegistry::builtin()).unwrap();
+    let json = r#"{"type": "purchase", "actor_id": "u1", "payload": {"category": "drinks", "store": "12", "tags": ["new", "vip"]}}"#;
+    let event = Event::from_slice(json.as_bytes()).unwrap();
+    let mut out = rules.new_evaluation();
+    let info = allocations_of_evaluate(&rules, &event, &mut out);
+    assert_eq!(out.planned.len(), 1, "{out:?}");
+    assert_eq!(info.count_total, 0, "{info:?}");
+}

@@ -15,8 +15,11 @@
 //! - A table whose header is `| expression | payload | result |` (or `event` instead of
 //!   `payload`; more columns are comments) gives conditions and what they evaluate to: `true`,
 //!   `false`, `unknown` or `load error`. `| formula | payload | result |` does the same for
-//!   formulas, whose result is a number or `unknown`. `| you wrote | load error | write instead |`
-//!   gives a condition that must fail to load with that message, and its fix, which must load.
+//!   formulas, whose result is a number or `unknown`. A condition loads with a warning exactly
+//!   when its note (4th column) says "loads with a warning". `| you wrote | load error | write
+//!   instead |` gives a condition that must fail to load with that message, and its fix, which
+//!   must load cleanly; `| you wrote | load warning | write instead |` one that loads with that
+//!   warning.
 //!   `| value | points |` gives a formula's value and the whole points it rounds to.
 //! - Every link to `#anchor` names a heading of the guide (GitHub's anchors).
 //!
@@ -352,6 +355,12 @@ fn check_expression_row(purpose: Purpose, row: &Row, column: &str) -> Result<(),
         (Ok(_), "load error") => return Err(format!("`{expr}` loads, but the table says it does not")),
         (Ok(p), _) => p,
     };
+    let says_warning = row.cells.get(3).is_some_and(|note| note.contains("loads with a warning"));
+    match (says_warning, program.warnings().first()) {
+        (true, None) => return Err(format!("`{expr}` loads without a warning, but the note says it warns")),
+        (false, Some(w)) => return Err(format!("`{expr}` loads with the warning {:?}, not in the note", w.message)),
+        _ => {}
+    }
     let event = event_of(input, column)?;
     let got = match purpose {
         Purpose::Condition => match program.truth(&event) {
@@ -373,22 +382,29 @@ fn check_expression_row(purpose: Purpose, row: &Row, column: &str) -> Result<(),
     if got == want { Ok(()) } else { Err(format!("`{expr}` gives {got}, the table says {want}")) }
 }
 
-fn check_mistake_row(row: &Row) -> Result<(), String> {
+/// A row of a mistakes table: what was written fails to load (or, with `warns`, loads with a
+/// warning) with the message shown, and the fix loads cleanly.
+fn check_mistake_row(row: &Row, warns: bool) -> Result<(), String> {
     let [wrong, message, right, ..] = row.cells.as_slice() else {
-        return Err("a row needs what was written, the load error and the fix".into());
+        return Err("a row needs what was written, the message and the fix".into());
     };
-    match Program::compile(wrong, Purpose::Condition) {
-        Ok(_) => return Err(format!("`{wrong}` loads, but the table says it does not")),
-        Err(e) => {
-            let rendered = e.render(wrong);
-            if !rendered.contains(message.as_str()) {
-                return Err(format!("`{wrong}` fails with {rendered:?}, not {message:?}"));
-            }
-        }
+    let got = match (Program::compile(wrong, Purpose::Condition), warns) {
+        (Ok(_), false) => return Err(format!("`{wrong}` loads, but the table says it does not")),
+        (Err(e), false) => e.render(wrong),
+        (Ok(program), true) => match program.warnings() {
+            [only] => only.message.clone(),
+            other => return Err(format!("`{wrong}` loads with {} warnings, the table shows one", other.len())),
+        },
+        (Err(e), true) => return Err(format!("`{wrong}` does not load: {}", e.render(wrong))),
+    };
+    if !got.contains(message.as_str()) {
+        return Err(format!("`{wrong}` gives {got:?}, not {message:?}"));
     }
-    Program::compile(right, Purpose::Condition)
-        .map_err(|e| format!("the fix `{right}` does not load: {}", e.render(right)))?;
-    Ok(())
+    match Program::compile(right, Purpose::Condition) {
+        Err(e) => Err(format!("the fix `{right}` does not load: {}", e.render(right))),
+        Ok(fixed) if !fixed.warnings().is_empty() => Err(format!("the fix `{right}` still warns")),
+        Ok(_) => Ok(()),
+    }
 }
 
 fn check_rounding_row(row: &Row) -> Result<(), String> {
@@ -409,6 +425,7 @@ fn run_tables(problems: &mut Vec<String>) -> usize {
             ["expression", column @ ("payload" | "event"), "result", ..] => Some((Purpose::Condition, *column)),
             ["formula", column @ ("payload" | "event"), "result", ..] => Some((Purpose::Formula, *column)),
             ["you wrote", "load error", "write instead", ..] => None,
+            ["you wrote", "load warning", "write instead", ..] => Some((Purpose::Condition, "warning")),
             ["value", "points", ..] => {
                 for row in &table.rows {
                     checked += 1;
@@ -423,8 +440,9 @@ fn run_tables(problems: &mut Vec<String>) -> usize {
         for row in &table.rows {
             checked += 1;
             let result = match kind {
+                Some((_, "warning")) => check_mistake_row(row, true),
                 Some((purpose, column)) => check_expression_row(purpose, row, column),
-                None => check_mistake_row(row),
+                None => check_mistake_row(row, false),
             };
             if let Err(problem) = result {
                 problems.push(format!("docs/rules.md:{}: table row: {problem}", row.line));

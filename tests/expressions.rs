@@ -2,8 +2,9 @@
 //! and reports all failures together.
 //!
 //! A case: `{"name", "expr", "purpose": "condition"|"formula", "event", "expect", "reason"?,
-//! "column"?, "bench"?}` where `expect` is `true`, `false`, `"unknown"`, a number (formulas) or
-//! `{"error": "substring of the load error"}`.
+//! "warning"?, "column"?, "bench"?}` where `expect` is `true`, `false`, `"unknown"`, a number
+//! (formulas) or `{"error": "substring of the load error"}`; `warning` is part of the one load
+//! warning the condition must have (every other case loads without one).
 
 #[path = "cases/table.rs"]
 mod table;
@@ -97,6 +98,26 @@ fn check_formula(case: &Case, program: &Program, event: &Event) -> Result<(), St
     }
 }
 
+/// The condition's load warnings: exactly the one the case names (at its column), or none.
+fn check_warnings(case: &Case, program: &Program) -> Result<(), String> {
+    let warnings = program.warnings();
+    match (&case.warning, warnings) {
+        (None, []) => Ok(()),
+        (None, [first, ..]) => Err(format!("loads with the warning {:?}", first.message)),
+        (Some(wanted), [only]) => {
+            let column = only.span.line_col(&case.expr).1;
+            if !only.message.contains(wanted.as_str()) {
+                return Err(format!("the warning {:?} does not contain {wanted:?}", only.message));
+            }
+            match case.column {
+                Some(c) if c != column => Err(format!("the warning is at column {column}, expected column {c}")),
+                _ => Ok(()),
+            }
+        }
+        (Some(_), other) => Err(format!("expected one warning, got {}", other.len())),
+    }
+}
+
 fn run(case: &Case) -> Result<(), String> {
     let purpose = purpose_of(case)?;
     if let Some(wanted) = case.expect.get("error") {
@@ -105,6 +126,7 @@ fn run(case: &Case) -> Result<(), String> {
     }
     let program = Program::compile(&case.expr, purpose)
         .map_err(|e| format!("load error {:?} at {}", e.message, e.span.place(&case.expr)))?;
+    check_warnings(case, &program)?;
     check_round_trip(case)?;
     let event = Event::from_value(case.event.clone()).map_err(|e| format!("bad event in the table: {e}"))?;
     match purpose {
@@ -144,8 +166,11 @@ fn the_table_is_well_formed() {
         }
         let is_error = case.expect.get("error").is_some();
         let is_unknown = case.expect.as_str() == Some("unknown");
-        if case.column.is_some() && !is_error {
-            problems.push(format!("{:?}: `column` belongs to load errors", case.name));
+        if case.column.is_some() && !is_error && case.warning.is_none() {
+            problems.push(format!("{:?}: `column` belongs to load errors and warnings", case.name));
+        }
+        if case.warning.is_some() && (is_error || case.purpose != "condition") {
+            problems.push(format!("{:?}: `warning` belongs to conditions that load", case.name));
         }
         if case.reason.is_some() && !is_unknown {
             problems.push(format!("{:?}: `reason` belongs to unknowns", case.name));

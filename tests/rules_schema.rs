@@ -594,3 +594,19 @@ fn readme_points_editors_at_the_schema() {
     assert!(readme.contains(SCHEMA_PATH), "README names {SCHEMA_PATH}");
     assert!(readme.contains("yaml.schemas"), "README shows the VS Code setting");
 }
+
+/// The hover text of `expression` names every operator of the language, so an editor user sees
+/// `in` and lists as well as the original's operators.
+#[test]
+fn the_expression_description_names_every_operator() {
+    let schema = schema();
+    let description = schema["$defs"]["condition"]["properties"]["expression"]["description"].as_str().unwrap_or("");
+    let operators = [
+        "OR", "AND", "NOT", "==", "!=", ">", ">=", "<", "<=", "contains", "matches", "in", "not in", "+", "-", "*",
+        "/", "%",
+    ];
+    for op in operators {
+        assert!(description.contains(&format!(" {op}")), "the expression description does not name `{op}`");
+    }
+    assert!(description.contains("['food', 'drinks']"), "the expression description shows no list");
+}

@@ -103,18 +103,25 @@ pub enum Path {
     Payload(Vec<Segment>),
     /// `meta.key`.
     Meta(String),
+    /// `meta` with other steps than one key (`meta.tier.level`, `meta`): meta values are
+    /// strings, so such a path never has a value. The original loads it (it is never found), so
+    /// it loads here too, with a warning from the compiler.
+    MetaNeverPresent(Vec<Segment>),
     /// `event.type` and friends.
     Event(EventField),
 }
 
 impl Path {
     /// Checks the steps that follow a root; the error says what is allowed.
-    pub fn new(root: Root, mut segments: Vec<Segment>, _span: Span) -> Result<Path, String> {
+    pub fn new(root: Root, mut segments: Vec<Segment>) -> Result<Path, String> {
         match root {
             Root::Payload => Ok(Path::Payload(segments)),
-            Root::Meta => match (segments.len(), segments.pop()) {
-                (1, Some(Segment::Key(key))) => Ok(Path::Meta(key)),
-                _ => Err("meta takes exactly one key (meta values are strings): write meta.key".into()),
+            Root::Meta => match segments.as_slice() {
+                [Segment::Key(_)] => match segments.pop() {
+                    Some(Segment::Key(key)) => Ok(Path::Meta(key)),
+                    _ => Ok(Path::MetaNeverPresent(segments)),
+                },
+                _ => Ok(Path::MetaNeverPresent(segments)),
             },
             Root::Event => {
                 let field = match segments.as_slice() {
@@ -161,18 +168,26 @@ fn write_string(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
     write!(f, "\"")
 }
 
+fn write_segments(f: &mut fmt::Formatter<'_>, segments: &[Segment]) -> fmt::Result {
+    for segment in segments {
+        match segment {
+            Segment::Key(k) => write_key(f, k)?,
+            Segment::Index(i) => write!(f, "[{i}]")?,
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Path::Payload(segments) => {
                 write!(f, "payload")?;
-                for segment in segments {
-                    match segment {
-                        Segment::Key(k) => write_key(f, k)?,
-                        Segment::Index(i) => write!(f, "[{i}]")?,
-                    }
-                }
-                Ok(())
+                write_segments(f, segments)
+            }
+            Path::MetaNeverPresent(segments) => {
+                write!(f, "meta")?;
+                write_segments(f, segments)
             }
             Path::Meta(key) => {
                 write!(f, "meta")?;
@@ -194,6 +209,29 @@ pub enum Literal {
     Bool(bool),
     /// `null`.
     Null,
+    /// `[a, b, ...]`: literals only, nested arrays allowed.
+    Array(Vec<Literal>),
+}
+
+impl fmt::Display for Literal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Literal::Number(n) => write!(f, "{n}"),
+            Literal::Str(s) => write_string(f, s),
+            Literal::Bool(b) => write!(f, "{b}"),
+            Literal::Null => write!(f, "null"),
+            Literal::Array(items) => {
+                write!(f, "[")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{item}")?;
+                }
+                write!(f, "]")
+            }
+        }
+    }
 }
 
 /// Operators with two operands.
@@ -219,6 +257,10 @@ pub enum BinaryOp {
     Contains,
     /// `matches`.
     Matches,
+    /// `in`: membership in an array.
+    In,
+    /// `not in`.
+    NotIn,
     /// `+`.
     Add,
     /// `-`.
@@ -244,7 +286,9 @@ impl BinaryOp {
             | BinaryOp::Lt
             | BinaryOp::Le
             | BinaryOp::Contains
-            | BinaryOp::Matches => 4,
+            | BinaryOp::Matches
+            | BinaryOp::In
+            | BinaryOp::NotIn => 4,
             BinaryOp::Add | BinaryOp::Sub => 5,
             BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem => 6,
         }
@@ -263,6 +307,8 @@ impl BinaryOp {
             BinaryOp::Le => "<=",
             BinaryOp::Contains => "contains",
             BinaryOp::Matches => "matches",
+            BinaryOp::In => "in",
+            BinaryOp::NotIn => "not in",
             BinaryOp::Add => "+",
             BinaryOp::Sub => "-",
             BinaryOp::Mul => "*",
@@ -271,7 +317,7 @@ impl BinaryOp {
         }
     }
 
-    /// True for `== != > >= < <= contains matches`.
+    /// True for `== != > >= < <= contains matches in` and `not in`.
     pub fn is_comparison(self) -> bool {
         self.precedence() == 4
     }
@@ -328,6 +374,11 @@ impl Expr {
             Expr::Literal(Literal::Str(s), _) => format!("{s:?}"),
             Expr::Literal(Literal::Bool(b), _) => b.to_string(),
             Expr::Literal(Literal::Null, _) => "null".into(),
+            Expr::Literal(Literal::Array(items), _) => {
+                let items: Vec<String> =
+                    items.iter().map(|i| Expr::Literal(i.clone(), Span::default()).to_sexpr()).collect();
+                format!("[{}]", items.join(" "))
+            }
             Expr::Path(p, _) => p.to_string(),
             Expr::Unary(UnaryOp::Not, e, _) => format!("(NOT {})", e.to_sexpr()),
             Expr::Unary(UnaryOp::Neg, e, _) => format!("(- {})", e.to_sexpr()),
@@ -343,10 +394,7 @@ impl fmt::Display for Expr {
             if needs_parens { write!(f, "({e})") } else { write!(f, "{e}") }
         };
         match self {
-            Expr::Literal(Literal::Number(n), _) => write!(f, "{n}"),
-            Expr::Literal(Literal::Str(s), _) => write_string(f, s),
-            Expr::Literal(Literal::Bool(b), _) => write!(f, "{b}"),
-            Expr::Literal(Literal::Null, _) => write!(f, "null"),
+            Expr::Literal(literal, _) => write!(f, "{literal}"),
             Expr::Path(p, _) => write!(f, "{p}"),
             Expr::Unary(UnaryOp::Not, e, _) => {
                 write!(f, "NOT ")?;

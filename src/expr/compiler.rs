@@ -1,13 +1,18 @@
 //! Compiler: a syntax tree to the form the evaluator runs.
 //!
-//! Paths are resolved to their root, regexes are built once, and every operand whose type is
-//! fixed at load (a literal, an arithmetic result, a comparison) is checked against its operator,
-//! so `payload.total > 'ten'` or `payload.n * 2` as a condition are load errors, not silent
-//! unknowns at run time.
+//! Paths are resolved to their root, regexes are built once, list literals become set lookups,
+//! and every operand whose type is fixed at load (a literal, an arithmetic result, a comparison)
+//! is checked against its operator. In a formula a mismatch (`'100' * 2`) is a load error. In a
+//! condition it is a warning and the part at fault is compiled to "always unknown": the original
+//! loaded such files (`payload.s > 'a'` was an evaluation error that skipped the branch), and
+//! they must keep loading. A literal where a condition belongs (`NOT 5`, `1` alone) stays an
+//! error, as the original's grammar refused it.
 
 use regex::{Regex, RegexBuilder};
+use serde_json::Value;
 
 use super::ast::{BinaryOp, Expr, Literal, Path, Span, UnaryOp};
+use super::set::ConstSet;
 
 /// What an expression is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +23,7 @@ pub enum Purpose {
     Formula,
 }
 
-/// A compile error.
+/// A compile error, or (for [`Compiled::warnings`]) a part that can never be decided.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct CompileError {
@@ -26,6 +31,15 @@ pub struct CompileError {
     pub span: Span,
     /// What is wrong.
     pub message: String,
+}
+
+/// A compiled expression and the parts of it that its types make always unknown.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The root node.
+    pub root: Node,
+    /// One per [`Node::Never`], indexed by its number: why that part is always unknown.
+    pub warnings: Vec<CompileError>,
 }
 
 /// Largest compiled regex, in bytes of the compiled program.
@@ -44,6 +58,8 @@ pub enum Const {
     Bool(bool),
     /// `null`.
     Null,
+    /// A list literal, as JSON so that it compares like an array of the event.
+    Array(Box<[Value]>),
 }
 
 /// Comparison operators of the compiled form.
@@ -78,6 +94,15 @@ pub enum ArithOp {
     Rem,
 }
 
+/// The list of `x in list`.
+#[derive(Debug, Clone)]
+pub enum List {
+    /// A list literal, compiled for lookups.
+    Const(ConstSet),
+    /// Anything else (a path to an array), read at run time.
+    Value(Box<Node>),
+}
+
 /// A node of the compiled form; each keeps its span for the reason of an unknown.
 #[derive(Debug, Clone)]
 pub enum Node {
@@ -95,12 +120,26 @@ pub enum Node {
     Contains(Box<Node>, Box<Node>, Span),
     /// `matches`, with its regex built.
     Matches(Box<Node>, Regex, Span),
+    /// `in` (or, when `negated`, `not in`).
+    In {
+        /// The value looked for.
+        needle: Box<Node>,
+        /// Where it is looked for.
+        list: List,
+        /// `not in`.
+        negated: bool,
+        /// The whole comparison.
+        span: Span,
+    },
     /// `AND`.
     And(Box<Node>, Box<Node>),
     /// `OR`.
     Or(Box<Node>, Box<Node>),
     /// `NOT`.
     Not(Box<Node>, Span),
+    /// A part whose types can never fit its operator: always unknown. The number indexes
+    /// [`Compiled::warnings`], which says why.
+    Never(u16, Span),
 }
 
 /// What is known of a node's type at load.
@@ -110,6 +149,7 @@ enum StaticType {
     Number,
     Str,
     Null,
+    Array,
     /// A path: anything, known only at run time.
     Any,
 }
@@ -121,64 +161,176 @@ impl StaticType {
             StaticType::Number => "a number",
             StaticType::Str => "a string",
             StaticType::Null => "null",
+            StaticType::Array => "a list",
             StaticType::Any => "a value",
         }
     }
 }
 
 /// Compiles a parsed expression for a purpose.
-pub fn compile(expr: &Expr, purpose: Purpose) -> Result<Node, CompileError> {
-    let (node, ty) = compile_node(expr)?;
+pub fn compile(expr: &Expr, purpose: Purpose) -> Result<Compiled, CompileError> {
+    let mut compiler = Compiler { purpose, warnings: Vec::new() };
+    let (node, ty) = compiler.node(expr)?;
     let fits = match purpose {
         Purpose::Condition => matches!(ty, StaticType::Bool | StaticType::Any),
         Purpose::Formula => matches!(ty, StaticType::Number | StaticType::Any),
     };
-    if !fits {
+    let root = if fits {
+        node
+    } else {
         let message = match purpose {
             Purpose::Condition => format!("a condition must be true or false, but this expression is {}", ty.noun()),
             Purpose::Formula => format!("a formula must give a number, but this expression is {}", ty.noun()),
         };
-        return Err(CompileError { span: expr.span(), message });
-    }
-    Ok(node)
-}
-
-fn expect(operand: &Expr, ty: StaticType, allowed: &[StaticType], what: &str) -> Result<(), CompileError> {
-    if ty == StaticType::Any || allowed.contains(&ty) {
-        return Ok(());
-    }
-    Err(CompileError { span: operand.span(), message: format!("{what}, but `{operand}` is {}", ty.noun()) })
-}
-
-fn compile_node(expr: &Expr) -> Result<(Node, StaticType), CompileError> {
-    use StaticType as T;
-    Ok(match expr {
-        Expr::Literal(lit, _) => match lit {
-            Literal::Number(n) => (Node::Const(Const::Number(*n)), T::Number),
-            Literal::Str(s) => (Node::Const(Const::Str(s.as_str().into())), T::Str),
-            Literal::Bool(b) => (Node::Const(Const::Bool(*b)), T::Bool),
-            Literal::Null => (Node::Const(Const::Null), T::Null),
-        },
-        Expr::Path(path, span) => (Node::Path(path.clone(), *span), T::Any),
-        Expr::Unary(UnaryOp::Neg, operand, span) => {
-            let (node, ty) = compile_node(operand)?;
-            expect(operand, ty, &[T::Number], "unary `-` needs a number")?;
-            (Node::Neg(Box::new(node), *span), T::Number)
+        if matches!(expr, Expr::Literal(..)) {
+            return Err(CompileError { span: expr.span(), message });
         }
-        Expr::Unary(UnaryOp::Not, operand, span) => {
-            let (node, ty) = compile_node(operand)?;
-            expect(operand, ty, &[T::Bool], "`NOT` needs a condition")?;
-            (Node::Not(Box::new(node), *span), T::Bool)
-        }
-        Expr::Binary(op, left, right, span) => compile_binary(*op, left, right, *span)?,
-    })
+        compiler.mismatch(expr, message, expr.span())?.0
+    };
+    Ok(Compiled { root, warnings: compiler.warnings })
 }
 
-fn compile_binary(op: BinaryOp, left: &Expr, right: &Expr, span: Span) -> Result<(Node, StaticType), CompileError> {
-    use StaticType as T;
-    if op == BinaryOp::Matches {
-        let (subject, ty) = compile_node(left)?;
-        expect(left, ty, &[T::Str], "`matches` needs a string to search")?;
+/// Compiles one expression, collecting the warnings of a condition.
+struct Compiler {
+    purpose: Purpose,
+    warnings: Vec<CompileError>,
+}
+
+/// A compiled node and its type at load.
+type Typed = (Node, StaticType);
+
+impl Compiler {
+    /// A part whose types do not fit: a load error in a formula, or when a literal stands where
+    /// a condition belongs; otherwise an always-unknown node covering `whole`, with a warning
+    /// placed at the operand at fault.
+    fn mismatch(&mut self, operand: &Expr, message: String, whole: Span) -> Result<Typed, CompileError> {
+        let error = CompileError { span: operand.span(), message };
+        if self.purpose == Purpose::Formula {
+            return Err(error);
+        }
+        let index = u16::try_from(self.warnings.len()).map_err(|_| error.clone())?;
+        self.warnings.push(error);
+        Ok((Node::Never(index, whole), StaticType::Any))
+    }
+
+    /// `None` when the operand's type fits; otherwise the operation `whole` is a
+    /// [`Compiler::mismatch`].
+    fn misfit(
+        &mut self,
+        operand: &Expr,
+        ty: StaticType,
+        allowed: &[StaticType],
+        what: &str,
+        whole: Span,
+    ) -> Result<Option<Typed>, CompileError> {
+        if ty == StaticType::Any || allowed.contains(&ty) {
+            return Ok(None);
+        }
+        self.mismatch(operand, format!("{what}, but `{operand}` is {}", ty.noun()), whole).map(Some)
+    }
+
+    /// An operand of `AND`, `OR` or `NOT`: a literal there is an error (the original's grammar
+    /// refused it); another value that is not a condition is an always-unknown operand.
+    fn condition_operand(&mut self, operand: &Expr, what: &str) -> Result<Node, CompileError> {
+        let (node, ty) = self.node(operand)?;
+        if matches!(operand, Expr::Literal(..)) && ty != StaticType::Bool {
+            let message = format!("{what}, but `{operand}` is {}", ty.noun());
+            return Err(CompileError { span: operand.span(), message });
+        }
+        Ok(match self.misfit(operand, ty, &[StaticType::Bool], what, operand.span())? {
+            Some((never, _)) => never,
+            None => node,
+        })
+    }
+
+    fn node(&mut self, expr: &Expr) -> Result<Typed, CompileError> {
+        use StaticType as T;
+        Ok(match expr {
+            Expr::Literal(lit, _) => match lit {
+                Literal::Number(n) => (Node::Const(Const::Number(*n)), T::Number),
+                Literal::Str(s) => (Node::Const(Const::Str(s.as_str().into())), T::Str),
+                Literal::Bool(b) => (Node::Const(Const::Bool(*b)), T::Bool),
+                Literal::Null => (Node::Const(Const::Null), T::Null),
+                Literal::Array(items) => (Node::Const(Const::Array(items.iter().map(json_of).collect())), T::Array),
+            },
+            Expr::Path(Path::MetaNeverPresent(_), span) => {
+                let message = format!(
+                    "meta values are strings, so `{expr}` never has a value: meta takes one key, as in meta.key"
+                );
+                return self.mismatch(expr, message, *span);
+            }
+            Expr::Path(path, span) => (Node::Path(path.clone(), *span), T::Any),
+            Expr::Unary(UnaryOp::Neg, operand, span) => {
+                let (node, ty) = self.node(operand)?;
+                if let Some(never) = self.misfit(operand, ty, &[T::Number], "unary `-` needs a number", *span)? {
+                    return Ok(never);
+                }
+                (Node::Neg(Box::new(node), *span), T::Number)
+            }
+            Expr::Unary(UnaryOp::Not, operand, span) => {
+                let node = self.condition_operand(operand, "`NOT` needs a condition")?;
+                (Node::Not(Box::new(node), *span), T::Bool)
+            }
+            Expr::Binary(op, left, right, span) => self.binary(*op, left, right, *span)?,
+        })
+    }
+
+    fn binary(&mut self, op: BinaryOp, left: &Expr, right: &Expr, span: Span) -> Result<Typed, CompileError> {
+        use StaticType as T;
+        let symbol = op.symbol();
+        match op {
+            BinaryOp::Matches => return self.matches(left, right, span),
+            BinaryOp::In | BinaryOp::NotIn => return self.membership(op, left, right, span),
+            BinaryOp::And | BinaryOp::Or => {
+                let what = format!("`{symbol}` joins conditions");
+                let l = Box::new(self.condition_operand(left, &what)?);
+                let r = Box::new(self.condition_operand(right, &what)?);
+                let node = if op == BinaryOp::And { Node::And(l, r) } else { Node::Or(l, r) };
+                return Ok((node, T::Bool));
+            }
+            _ => {}
+        }
+        let (l, lt) = self.node(left)?;
+        let (r, rt) = self.node(right)?;
+        let (l, r) = (Box::new(l), Box::new(r));
+        let (left_types, right_types, what): (&[T], &[T], String) = match op {
+            BinaryOp::Eq | BinaryOp::Ne => (&[], &[], String::new()),
+            BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Lt | BinaryOp::Le => {
+                (&[T::Number], &[T::Number], format!("`{symbol}` compares numbers"))
+            }
+            BinaryOp::Contains if lt == T::Str => {
+                (&[T::Str], &[T::Str], "`contains` on a string looks for a string".into())
+            }
+            BinaryOp::Contains => (&[T::Str, T::Array], &[], "`contains` searches a string or a list".into()),
+            _ => (&[T::Number], &[T::Number], format!("`{symbol}` needs numbers")),
+        };
+        if !what.is_empty() {
+            if let Some(never) = self.misfit(left, lt, left_types, &what, span)? {
+                return Ok(never);
+            }
+            if !right_types.is_empty() {
+                if let Some(never) = self.misfit(right, rt, right_types, &what, span)? {
+                    return Ok(never);
+                }
+            }
+        }
+        Ok(match op {
+            BinaryOp::Eq => (Node::Compare(CmpOp::Eq, l, r, span), T::Bool),
+            BinaryOp::Ne => (Node::Compare(CmpOp::Ne, l, r, span), T::Bool),
+            BinaryOp::Gt => (Node::Compare(CmpOp::Gt, l, r, span), T::Bool),
+            BinaryOp::Ge => (Node::Compare(CmpOp::Ge, l, r, span), T::Bool),
+            BinaryOp::Lt => (Node::Compare(CmpOp::Lt, l, r, span), T::Bool),
+            BinaryOp::Le => (Node::Compare(CmpOp::Le, l, r, span), T::Bool),
+            BinaryOp::Contains => (Node::Contains(l, r, span), T::Bool),
+            BinaryOp::Add => (Node::Arith(ArithOp::Add, l, r, span), T::Number),
+            BinaryOp::Sub => (Node::Arith(ArithOp::Sub, l, r, span), T::Number),
+            BinaryOp::Mul => (Node::Arith(ArithOp::Mul, l, r, span), T::Number),
+            BinaryOp::Div => (Node::Arith(ArithOp::Div, l, r, span), T::Number),
+            _ => (Node::Arith(ArithOp::Rem, l, r, span), T::Number),
+        })
+    }
+
+    fn matches(&mut self, left: &Expr, right: &Expr, span: Span) -> Result<Typed, CompileError> {
         let Expr::Literal(Literal::Str(pattern), _) = right else {
             return Err(CompileError {
                 span: right.span(),
@@ -186,57 +338,43 @@ fn compile_binary(op: BinaryOp, left: &Expr, right: &Expr, span: Span) -> Result
             });
         };
         let regex = build_regex(pattern).map_err(|message| CompileError { span: right.span(), message })?;
-        return Ok((Node::Matches(Box::new(subject), regex, span), T::Bool));
+        let (subject, ty) = self.node(left)?;
+        if let Some(never) = self.misfit(left, ty, &[StaticType::Str], "`matches` needs a string to search", span)? {
+            return Ok(never);
+        }
+        Ok((Node::Matches(Box::new(subject), regex, span), StaticType::Bool))
     }
-    let (l, lt) = compile_node(left)?;
-    let (r, rt) = compile_node(right)?;
-    let (l, r) = (Box::new(l), Box::new(r));
-    let symbol = op.symbol();
-    Ok(match op {
-        BinaryOp::And | BinaryOp::Or => {
-            let what = format!("`{symbol}` joins conditions");
-            expect(left, lt, &[T::Bool], &what)?;
-            expect(right, rt, &[T::Bool], &what)?;
-            let node = if op == BinaryOp::And { Node::And(l, r) } else { Node::Or(l, r) };
-            (node, T::Bool)
-        }
-        BinaryOp::Eq | BinaryOp::Ne => {
-            let cmp = if op == BinaryOp::Eq { CmpOp::Eq } else { CmpOp::Ne };
-            (Node::Compare(cmp, l, r, span), T::Bool)
-        }
-        BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Lt | BinaryOp::Le => {
-            let what = format!("`{symbol}` compares numbers");
-            expect(left, lt, &[T::Number], &what)?;
-            expect(right, rt, &[T::Number], &what)?;
-            let cmp = match op {
-                BinaryOp::Gt => CmpOp::Gt,
-                BinaryOp::Ge => CmpOp::Ge,
-                BinaryOp::Lt => CmpOp::Lt,
-                _ => CmpOp::Le,
-            };
-            (Node::Compare(cmp, l, r, span), T::Bool)
-        }
-        BinaryOp::Contains => {
-            expect(left, lt, &[T::Str], "`contains` searches a string or a list")?;
-            if lt == T::Str {
-                expect(right, rt, &[T::Str], "`contains` on a string looks for a string")?;
+
+    fn membership(&mut self, op: BinaryOp, left: &Expr, right: &Expr, span: Span) -> Result<Typed, CompileError> {
+        let (needle, _) = self.node(left)?;
+        let list = match right {
+            Expr::Literal(Literal::Array(items), _) => {
+                let items: Vec<Value> = items.iter().map(json_of).collect();
+                List::Const(ConstSet::new(&items))
             }
-            (Node::Contains(l, r, span), T::Bool)
-        }
-        _ => {
-            let what = format!("`{symbol}` needs numbers");
-            expect(left, lt, &[T::Number], &what)?;
-            expect(right, rt, &[T::Number], &what)?;
-            let arith = match op {
-                BinaryOp::Add => ArithOp::Add,
-                BinaryOp::Sub => ArithOp::Sub,
-                BinaryOp::Mul => ArithOp::Mul,
-                BinaryOp::Div => ArithOp::Div,
-                _ => ArithOp::Rem,
-            };
-            (Node::Arith(arith, l, r, span), T::Number)
-        }
-    })
+            _ => {
+                let (list, ty) = self.node(right)?;
+                let what = format!("`{}` looks in a list", op.symbol());
+                if let Some(never) = self.misfit(right, ty, &[StaticType::Array], &what, span)? {
+                    return Ok(never);
+                }
+                List::Value(Box::new(list))
+            }
+        };
+        let node = Node::In { needle: Box::new(needle), list, negated: op == BinaryOp::NotIn, span };
+        Ok((node, StaticType::Bool))
+    }
+}
+
+/// A literal as JSON (numbers are finite: the lexer refuses others).
+fn json_of(literal: &Literal) -> Value {
+    match literal {
+        Literal::Number(n) => serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number),
+        Literal::Str(s) => Value::String(s.clone()),
+        Literal::Bool(b) => Value::Bool(*b),
+        Literal::Null => Value::Null,
+        Literal::Array(items) => Value::Array(items.iter().map(json_of).collect()),
+    }
 }
 
 /// Builds a regex from a rules file, with limits so a hostile pattern cannot exhaust memory.
@@ -274,9 +412,15 @@ impl Node {
     /// Calls `f` with every path in the expression, left to right.
     pub fn visit_paths<'a>(&'a self, f: &mut impl FnMut(&'a Path, Span)) {
         match self {
-            Node::Const(_) => {}
+            Node::Const(_) | Node::Never(..) => {}
             Node::Path(path, span) => f(path, *span),
             Node::Neg(inner, _) | Node::Not(inner, _) | Node::Matches(inner, _, _) => inner.visit_paths(f),
+            Node::In { needle, list, .. } => {
+                needle.visit_paths(f);
+                if let List::Value(list) = list {
+                    list.visit_paths(f);
+                }
+            }
             Node::Arith(_, l, r, _)
             | Node::Compare(_, l, r, _)
             | Node::Contains(l, r, _)

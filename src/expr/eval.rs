@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::ast::{EventField, Path, Segment, Span};
-use super::compiler::{ArithOp, CmpOp, Const, Node};
+use super::compiler::{ArithOp, CmpOp, Const, List, Node};
 use crate::event::{Event, object_get};
 
 /// Numbers closer than this are equal for `==` and `!=`.
@@ -81,6 +81,7 @@ impl<'a> Val<'a> {
             Const::Str(s) => Val::Str(s),
             Const::Bool(b) => Val::Bool(*b),
             Const::Null => Val::Null,
+            Const::Array(items) => Val::Array(items),
         }
     }
 
@@ -132,6 +133,11 @@ pub enum Reason {
     DivisionByZero,
     /// A formula's value is not a number.
     NotNumber(ValType),
+    /// `in` on something that is not a list.
+    NotAList(ValType),
+    /// A part whose types can never fit its operator, found at load; the number indexes the
+    /// program's warnings, which say why.
+    Impossible(u16),
 }
 
 impl Reason {
@@ -144,7 +150,11 @@ impl Reason {
         match self {
             Reason::Missing => 0,
             Reason::NeedsNumbers(..) | Reason::NegNeedsNumber(_) | Reason::NotNumber(_) => 1,
-            Reason::NotSearchable(_) | Reason::NeedleNotString(_) | Reason::MatchesNeedsString(_) => 2,
+            Reason::NotSearchable(_)
+            | Reason::NeedleNotString(_)
+            | Reason::MatchesNeedsString(_)
+            | Reason::NotAList(_)
+            | Reason::Impossible(_) => 2,
             Reason::NotBoolean(_) => 3,
             Reason::DivisionByZero => 4,
         }
@@ -174,6 +184,8 @@ impl Unknown {
             Reason::NotBoolean(t) => format!("`{at}` is {}, not true or false", t.name()),
             Reason::DivisionByZero => format!("`{at}` divides by zero"),
             Reason::NotNumber(t) => format!("`{at}` is {}, not a number", t.name()),
+            Reason::NotAList(t) => format!("`{at}`: in needs a list, got {}", t.name()),
+            Reason::Impossible(_) => format!("`{at}` can never be decided: its types do not fit"),
         }
     }
 }
@@ -206,6 +218,7 @@ pub fn resolve<'a>(path: &Path, event: &'a Event) -> Option<Val<'a>> {
             Some(current)
         }
         Path::Meta(key) => event.meta_get(key).map(Val::Str),
+        Path::MetaNeverPresent(_) => None,
         Path::Event(field) => match field {
             EventField::Id => Some(Val::Str(&event.id)),
             EventField::Type => Some(Val::Str(&event.event_type)),
@@ -246,7 +259,35 @@ pub fn truth(node: &Node, event: &Event) -> Truth {
             Truth::False => Truth::True,
             unknown => unknown,
         },
+        Node::In { needle, list, negated, span } => match membership(needle, list, *span, event) {
+            Ok(found) => {
+                if found != *negated {
+                    Truth::True
+                } else {
+                    Truth::False
+                }
+            }
+            Err(u) => Truth::Unknown(u),
+        },
         other => value_truth(other, event),
+    }
+}
+
+/// `x in list`: unknown when x is (whatever the list holds), else whether some element `==` x.
+fn membership(needle: &Node, list: &List, span: Span, event: &Event) -> Result<bool, Unknown> {
+    // The common `path in [...]` reads the path directly, as `path == constant` does.
+    let needle = match needle {
+        Node::Path(path, path_span) => {
+            resolve(path, event).ok_or(Unknown { reason: Reason::Missing, span: *path_span })?
+        }
+        other => value(other, event)?,
+    };
+    match list {
+        List::Const(set) => Ok(set.contains(needle)),
+        List::Value(node) => match value(node, event)? {
+            Val::Array(items) => Ok(items.iter().any(|item| values_equal(Val::from_json(item), needle))),
+            other => Err(Unknown { reason: Reason::NotAList(other.val_type()), span }),
+        },
     }
 }
 
@@ -268,7 +309,9 @@ fn span_of(node: &Node) -> Span {
         | Node::Compare(_, _, _, s)
         | Node::Contains(_, _, s)
         | Node::Matches(_, _, s)
-        | Node::Not(_, s) => *s,
+        | Node::Not(_, s)
+        | Node::Never(_, s)
+        | Node::In { span: s, .. } => *s,
         Node::And(l, r) | Node::Or(l, r) => span_of(l).to(span_of(r)),
         Node::Const(_) => Span::default(),
     }
@@ -311,7 +354,8 @@ pub fn value<'a>(node: &'a Node, event: &'a Event) -> Res<'a> {
             Val::Str(s) => Ok(Val::Bool(regex.is_match(s))),
             other => Err(Unknown { reason: Reason::MatchesNeedsString(other.val_type()), span: *span }),
         },
-        Node::And(..) | Node::Or(..) | Node::Not(..) => bool_of(truth(node, event)),
+        Node::And(..) | Node::Or(..) | Node::Not(..) | Node::In { .. } => bool_of(truth(node, event)),
+        Node::Never(index, span) => Err(Unknown { reason: Reason::Impossible(*index), span: *span }),
     }
 }
 

@@ -37,6 +37,14 @@ pub enum TokenKind {
     Contains,
     /// `matches`, any case.
     Matches,
+    /// `in`, any case.
+    In,
+    /// `[`, opening an array literal.
+    LBracket,
+    /// `]`.
+    RBracket,
+    /// `,`.
+    Comma,
     /// `(`.
     LParen,
     /// `)`.
@@ -81,6 +89,10 @@ impl TokenKind {
             TokenKind::Not => "`NOT`".into(),
             TokenKind::Contains => "`contains`".into(),
             TokenKind::Matches => "`matches`".into(),
+            TokenKind::In => "`in`".into(),
+            TokenKind::LBracket => "`[`".into(),
+            TokenKind::RBracket => "`]`".into(),
+            TokenKind::Comma => "`,`".into(),
             TokenKind::LParen => "`(`".into(),
             TokenKind::RParen => "`)`".into(),
             TokenKind::Eq => "`==`".into(),
@@ -161,6 +173,9 @@ impl<'a> Lexer<'a> {
         let kind = match b {
             b'(' => self.single(TokenKind::LParen),
             b')' => self.single(TokenKind::RParen),
+            b'[' => self.single(TokenKind::LBracket),
+            b']' => self.single(TokenKind::RBracket),
+            b',' => self.single(TokenKind::Comma),
             b'+' => self.single(TokenKind::Plus),
             b'-' => self.single(TokenKind::Minus),
             b'*' => self.single(TokenKind::Star),
@@ -273,26 +288,25 @@ impl<'a> Lexer<'a> {
         &self.src[start..self.pos]
     }
 
-    /// A keyword, a literal word, or a path.
+    /// A keyword, a literal word, or a path. A keyword stays a keyword when `[` follows it
+    /// (`x in['a']`): only `payload`, `meta` and `event` start paths.
     fn word(&mut self) -> Result<TokenKind, LexError> {
         let start = self.pos;
         let word = self.ident();
-        let continues_as_path = matches!(self.peek(), Some(b'.' | b'['));
-        if !continues_as_path {
-            let keyword = match word.to_ascii_lowercase().as_str() {
-                "and" => Some(TokenKind::And),
-                "or" => Some(TokenKind::Or),
-                "not" => Some(TokenKind::Not),
-                "contains" => Some(TokenKind::Contains),
-                "matches" => Some(TokenKind::Matches),
-                "true" => Some(TokenKind::Bool(true)),
-                "false" => Some(TokenKind::Bool(false)),
-                "null" => Some(TokenKind::Null),
-                _ => None,
-            };
-            if let Some(keyword) = keyword {
-                return Ok(keyword);
-            }
+        let keyword = match word.to_ascii_lowercase().as_str() {
+            "and" => Some(TokenKind::And),
+            "or" => Some(TokenKind::Or),
+            "not" => Some(TokenKind::Not),
+            "contains" => Some(TokenKind::Contains),
+            "matches" => Some(TokenKind::Matches),
+            "in" => Some(TokenKind::In),
+            "true" => Some(TokenKind::Bool(true)),
+            "false" => Some(TokenKind::Bool(false)),
+            "null" => Some(TokenKind::Null),
+            _ => None,
+        };
+        if let Some(keyword) = keyword.filter(|_| self.peek() != Some(b'.')) {
+            return Ok(keyword);
         }
         let root = match word {
             "payload" => Root::Payload,
@@ -307,10 +321,7 @@ impl<'a> Lexer<'a> {
             }
         };
         let segments = self.segments()?;
-        Ok(TokenKind::Path(
-            Path::new(root, segments, Span::new(start, self.pos))
-                .map_err(|message| self.error(start, self.pos, message))?,
-        ))
+        Ok(TokenKind::Path(Path::new(root, segments).map_err(|message| self.error(start, self.pos, message))?))
     }
 
     fn segments(&mut self) -> Result<Vec<Segment>, LexError> {

@@ -22,6 +22,7 @@ pub mod compiler;
 pub mod eval;
 pub mod lexer;
 pub mod parser;
+pub mod set;
 
 pub use ast::Span;
 pub use compiler::Purpose;
@@ -71,6 +72,8 @@ impl From<compiler::CompileError> for ExprError {
 pub struct Program {
     source: Box<str>,
     root: compiler::Node,
+    /// Parts of a condition that its types make always unknown, each with why.
+    warnings: Box<[ExprError]>,
 }
 
 impl Program {
@@ -84,8 +87,16 @@ impl Program {
             });
         }
         let tree = parser::parse(source)?;
-        let root = compiler::compile(&tree, purpose)?;
-        Ok(Program { source: source.into(), root })
+        let compiled = compiler::compile(&tree, purpose)?;
+        let warnings = compiled.warnings.into_iter().map(ExprError::from).collect();
+        Ok(Program { source: source.into(), root: compiled.root, warnings })
+    }
+
+    /// The parts of a condition that can never be decided because of their types (`'a' > 1`,
+    /// `meta.tier.level`): the condition loads, those parts are always unknown, and each
+    /// warning says why. Formulas have none: there such a part is a load error.
+    pub fn warnings(&self) -> &[ExprError] {
+        &self.warnings
     }
 
     /// The expression as written.
@@ -123,6 +134,14 @@ impl Program {
 
     /// Explains an unknown that this program produced.
     pub fn explain(&self, unknown: &Unknown) -> String {
-        unknown.explain(&self.source)
+        match unknown.reason {
+            Reason::Impossible(index) => match self.warnings.get(usize::from(index)) {
+                Some(warning) => {
+                    format!("`{}` can never be decided: {}", unknown.span.text(&self.source), warning.message)
+                }
+                None => unknown.explain(&self.source),
+            },
+            _ => unknown.explain(&self.source),
+        }
     }
 }

@@ -76,6 +76,7 @@ fn binary_op(kind: &TokenKind) -> Option<BinaryOp> {
         TokenKind::Le => BinaryOp::Le,
         TokenKind::Contains => BinaryOp::Contains,
         TokenKind::Matches => BinaryOp::Matches,
+        TokenKind::In => BinaryOp::In,
         TokenKind::Plus => BinaryOp::Add,
         TokenKind::Minus => BinaryOp::Sub,
         TokenKind::Star => BinaryOp::Mul,
@@ -89,6 +90,16 @@ impl Parser {
     fn peek(&self) -> &Token {
         // `tokenize` always ends with Eof, and `advance` never moves past it.
         &self.tokens[self.pos.min(self.tokens.len() - 1)]
+    }
+
+    /// The binary operator that comes next, and how many tokens it takes (`not in` takes two).
+    fn peek_operator(&self) -> Option<(BinaryOp, usize)> {
+        let next = &self.peek().kind;
+        if *next == TokenKind::Not {
+            let after = self.tokens.get(self.pos + 1).map(|t| &t.kind);
+            return (after == Some(&TokenKind::In)).then_some((BinaryOp::NotIn, 2));
+        }
+        binary_op(next).map(|op| (op, 1))
     }
 
     fn advance(&mut self) -> Token {
@@ -110,12 +121,15 @@ impl Parser {
     /// Parses operators binding tighter than `min_precedence`.
     fn expression(&mut self, min_precedence: u8) -> Result<Expr, ParseError> {
         let mut left = self.prefix()?;
-        while let Some(op) = binary_op(&self.peek().kind) {
+        while let Some((op, tokens)) = self.peek_operator() {
             let precedence = op.precedence();
             if precedence <= min_precedence {
                 break;
             }
-            let op_token = self.advance();
+            let mut op_token = self.advance();
+            if tokens == 2 {
+                op_token.span = op_token.span.to(self.advance().span);
+            }
             self.operators += 1;
             if self.operators > MAX_OPERATORS {
                 return Err(ParseError::new(
@@ -125,7 +139,7 @@ impl Parser {
             }
             let right = self.expression(precedence)?;
             if op.is_comparison() {
-                if let Some(next) = binary_op(&self.peek().kind).filter(|n| n.is_comparison()) {
+                if let Some((next, _)) = self.peek_operator().filter(|(n, _)| n.is_comparison()) {
                     return Err(ParseError::new(
                         self.peek().span,
                         format!(
@@ -151,6 +165,12 @@ impl Parser {
             TokenKind::Bool(b) => Ok(Expr::Literal(Literal::Bool(b), span)),
             TokenKind::Null => Ok(Expr::Literal(Literal::Null, span)),
             TokenKind::Path(p) => Ok(Expr::Path(p, span)),
+            TokenKind::LBracket => {
+                self.nest(span)?;
+                let (items, close) = self.array_items(span)?;
+                self.depth -= 1;
+                Ok(Expr::Literal(Literal::Array(items), span.to(close)))
+            }
             TokenKind::Not => self.unary(UnaryOp::Not, NOT_PRECEDENCE, span),
             TokenKind::Minus => self.unary(UnaryOp::Neg, NEG_PRECEDENCE - 1, span),
             TokenKind::LParen => {
@@ -171,6 +191,58 @@ impl Parser {
             TokenKind::Eof => Err(ParseError::new(span, "expected a value, found the end of the expression")),
             other => Err(ParseError::new(span, format!("expected a value, found {}", other.describe()))),
         }
+    }
+
+    /// The elements of an array literal after its `[`, up to and with the `]` (whose span is
+    /// returned). Elements are literals: numbers (a leading `-` allowed), strings, booleans,
+    /// `null` and arrays.
+    fn array_items(&mut self, open: Span) -> Result<(Vec<Literal>, Span), ParseError> {
+        let mut items = Vec::new();
+        if self.peek().kind == TokenKind::RBracket {
+            return Ok((items, self.advance().span));
+        }
+        loop {
+            items.push(self.array_item()?);
+            let token = self.advance();
+            match token.kind {
+                TokenKind::Comma => {}
+                TokenKind::RBracket => return Ok((items, token.span)),
+                other => {
+                    return Err(ParseError {
+                        span: token.span,
+                        message: format!("expected `,` or `]` in the list, found {}", other.describe()),
+                        opened_at: Some(open),
+                    });
+                }
+            }
+        }
+    }
+
+    fn array_item(&mut self) -> Result<Literal, ParseError> {
+        let token = self.advance();
+        Ok(match token.kind {
+            TokenKind::Number(n) => Literal::Number(n),
+            TokenKind::Minus => match self.advance().kind {
+                TokenKind::Number(n) => Literal::Number(-n),
+                _ => return Err(ParseError::new(token.span, "`-` in a list must be followed by a number")),
+            },
+            TokenKind::Str(s) => Literal::Str(s),
+            TokenKind::Bool(b) => Literal::Bool(b),
+            TokenKind::Null => Literal::Null,
+            TokenKind::LBracket => {
+                self.nest(token.span)?;
+                let (items, _) = self.array_items(token.span)?;
+                self.depth -= 1;
+                Literal::Array(items)
+            }
+            other => {
+                let message = format!(
+                    "a list holds literal values (numbers, strings, true, false, null), found {}",
+                    other.describe()
+                );
+                return Err(ParseError::new(token.span, message));
+            }
+        })
     }
 
     fn unary(&mut self, op: UnaryOp, operand_precedence: u8, span: Span) -> Result<Expr, ParseError> {
@@ -244,6 +316,19 @@ mod tests {
         assert_eq!(error("(payload.a > 1").1, "expected `)` to close the `(`, found the end of the expression");
         assert_eq!(error("payload.a > 1)").1, "unmatched `)`");
         assert_eq!(error("payload.a > AND").0, 12);
+    }
+
+    #[test]
+    fn lists_and_membership() {
+        assert_eq!(sexpr("payload.c in ['a', \"b\"]"), "(in payload.c [\"a\" \"b\"])");
+        assert_eq!(sexpr("payload.c NOT IN [1, -2.5, [true, null]]"), "(not in payload.c [1.0 -2.5 [true null]])");
+        assert_eq!(sexpr("payload.c in[]"), "(in payload.c [])");
+        assert_eq!(sexpr("NOT payload.c in [1] AND true"), "(AND (NOT (in payload.c [1.0])) true)");
+        assert!(error("payload.c in [payload.d]").1.contains("a list holds literal values"));
+        assert!(error("payload.c in [1 2]").1.contains("expected `,` or `]`"));
+        assert!(error("payload.c in [1,]").1.contains("a list holds literal values"));
+        assert!(error("payload.c in [1] in [2]").1.contains("cannot be chained"));
+        assert_eq!(error("payload.c not 1").1, "unexpected `NOT` after a complete expression (missing AND/OR?)");
     }
 
     #[test]

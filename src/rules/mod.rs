@@ -30,7 +30,8 @@ pub fn read(source: &str, diags: &mut Diagnostics) -> RulesFile {
 
 /// Compiles an expression written in the rules file; a problem is reported at its line and
 /// column in the file, naming the part of the expression at fault when the message does not.
-/// `what` names the expression's owner (``condition `id` ``).
+/// `what` names the expression's owner (``condition `id` ``). A condition that loads with parts
+/// its types make always unknown gets one warning per part.
 pub fn compile_expression(
     text: &Text,
     purpose: crate::expr::Purpose,
@@ -38,30 +39,43 @@ pub fn compile_expression(
     diags: &mut Diagnostics,
 ) -> Option<crate::expr::Program> {
     match crate::expr::Program::compile(&text.value, purpose) {
-        Ok(program) => Some(program),
+        Ok(program) => {
+            for warning in program.warnings() {
+                let (pos, message) = locate_problem(text, what, warning);
+                diags.warning(pos, format!("{message}; this part of the condition is always unknown"));
+            }
+            Some(program)
+        }
         Err(e) => {
-            let (pos, exact) = text.locate(e.span);
-            let message = match e.opened_at {
-                Some(open) => format!("{} ({})", e.message, opening_place(text, open, pos)),
-                None => e.message.clone(),
-            };
-            let fragment = e.span.text(&text.value).trim();
-            let named = fragment.is_empty()
-                || fragment == text.value.trim()
-                || fragment.chars().count() > 60
-                || message.contains(fragment)
-                || message.contains(&fragment.replace('\'', "\""));
-            let at = if named { String::new() } else { format!(", at `{fragment}`") };
-            let within = if exact {
-                String::new()
-            } else {
-                let (line, col) = e.span.line_col(&text.value);
-                format!(" (line {line}, column {col} of the expression)")
-            };
-            diags.error(pos, format!("{what}{at}: {message}{within}"));
+            let (pos, message) = locate_problem(text, what, &e);
+            diags.error(pos, message);
             None
         }
     }
+}
+
+/// Where in the file a problem of an expression stands, and its message naming the owner and,
+/// when the message does not, the part of the expression at fault.
+fn locate_problem(text: &Text, what: &str, e: &crate::expr::ExprError) -> (Pos, String) {
+    let (pos, exact) = text.locate(e.span);
+    let message = match e.opened_at {
+        Some(open) => format!("{} ({})", e.message, opening_place(text, open, pos)),
+        None => e.message.clone(),
+    };
+    let fragment = e.span.text(&text.value).trim();
+    let named = fragment.is_empty()
+        || fragment == text.value.trim()
+        || fragment.chars().count() > 60
+        || message.contains(fragment)
+        || message.contains(&fragment.replace('\'', "\""));
+    let at = if named { String::new() } else { format!(", at `{fragment}`") };
+    let within = if exact {
+        String::new()
+    } else {
+        let (line, col) = e.span.line_col(&text.value);
+        format!(" (line {line}, column {col} of the expression)")
+    };
+    (pos, format!("{what}{at}: {message}{within}"))
 }
 
 /// Where an unclosed `(` stands in the file: `the `(` is at column C`, with the line when it

@@ -24,9 +24,13 @@ pub struct Case {
     /// Part of the explanation of an unknown.
     #[serde(default)]
     pub reason: Option<String>,
-    /// The 1-based column of a load error.
+    /// The 1-based column of a load error, or of the warning.
     #[serde(default)]
     pub column: Option<usize>,
+    /// A condition that loads with a warning (part of its text): a part its types make always
+    /// unknown.
+    #[serde(default)]
+    pub warning: Option<String>,
     /// Also measured by the benches.
     #[serde(default)]
     pub bench: bool,
