@@ -27,6 +27,58 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// The test-owned copy of the example rules: the same bytes as shipped in `configs/rules.yaml`.
+/// That file is the user's to edit (the README says so), so tests read this copy instead and an
+/// edited `configs/rules.yaml` cannot break `cargo test`.
+pub const EXAMPLE_RULES: &str = "tests/fixtures/example-rules.yaml";
+
+/// Files users are told to edit, each with the test-owned file tests read in its place. This is
+/// the one place in the test suite that names them (`tests/fixtures_owned.rs` checks it).
+pub const USER_FILES: [(&str, &str); 1] = [("configs/rules.yaml", EXAMPLE_RULES)];
+
+/// The example rules' text.
+pub fn example_rules() -> String {
+    std::fs::read_to_string(repo_path(EXAMPLE_RULES)).unwrap()
+}
+
+/// A path relative to the repository root (`..` allowed) as tests must read it: a file users edit
+/// becomes its test-owned copy.
+pub fn test_owned(relative: &str) -> PathBuf {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in relative.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            _ => parts.push(part),
+        }
+    }
+    let normal = parts.join("/");
+    let owned = USER_FILES.iter().find(|(user, _)| *user == normal).map_or(normal.as_str(), |(_, fixture)| fixture);
+    repo_path(owned)
+}
+
+/// A fresh directory laid out like the repository for running commands as a user would: the
+/// files users edit hold their test-owned copies, and `examples/` is copied as shipped.
+pub fn sandbox() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (user, fixture) in USER_FILES {
+        let path = dir.path().join(user);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::copy(repo_path(fixture), path).unwrap();
+    }
+    let examples = dir.path().join("examples");
+    std::fs::create_dir_all(&examples).unwrap();
+    for entry in std::fs::read_dir(repo_path("examples")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), examples.join(entry.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
 impl Server {
     /// Starts with these rules (written to `rules.yaml` in a fresh directory) and extra flags.
     pub fn start(rules: &str, extra: &[&str]) -> Server {
