@@ -2,6 +2,8 @@
 //! over real HTTP, read its log.
 #![allow(dead_code)]
 
+pub mod docs;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -119,38 +121,9 @@ impl Server {
 
     /// Runs `fluxflow` with these arguments and extra environment variables.
     pub fn spawn_with_env(dir: tempfile::TempDir, args: &[String], env: &[(&str, &Path)]) -> Server {
-        let mut child = Command::new(bin())
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
-            .env("FLUXFLOW_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        for stream in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
-            let log = Arc::clone(&log);
-            let addr_tx = addr_tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(addr) = listening_addr(&line) {
-                        let _ = addr_tx.send(addr);
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start; log:\n{}", log.lock().unwrap().join("\n"));
-            }
-        };
+        let mut command = Command::new(bin());
+        command.args(args).envs(env.iter().map(|(k, v)| (*k, *v)));
+        let Launched { child, addr, log } = launch(command).unwrap_or_else(|log| panic!("{log}"));
         let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         Server { child, base: format!("http://{addr}"), dir, log, client }
     }
@@ -220,6 +193,48 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// A service that started: its process, the address it listens on, and its log so far.
+pub struct Launched {
+    pub child: Child,
+    pub addr: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts a command that runs the service (with `FLUXFLOW_LOG=info`), gathers the lines of its
+/// stdout and stderr, and waits for the address of its `listening` line. When it does not start
+/// within 20 s, it is killed and the error holds its log.
+pub fn launch(mut command: Command) -> Result<Launched, String> {
+    let mut child = command.env("FLUXFLOW_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    for stream in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+        let log = Arc::clone(&log);
+        let addr_tx = addr_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = addr_tx.send(addr);
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+    }
+    drop(addr_tx);
+    match addr_rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(addr) => Ok(Launched { child, addr, log }),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            // Let the log threads read the last lines.
+            std::thread::sleep(Duration::from_millis(100));
+            Err(format!("server did not start; log:\n{}", log.lock().unwrap().join("\n")))
+        }
     }
 }
 
