@@ -1,7 +1,7 @@
 //! Evaluating decoded events against compiled rules: the fast path (matched scenarios and
 //! planned actions, formulas included; no trace, no response building, no ledger).
 //!
-//! - `example/readme_event`: `configs/rules.yaml` on the README event. Target: under 100 ns.
+//! - `example/readme_event`: the example rules (`tests/fixtures/example-rules.yaml`) on the README event. Target: under 100 ns.
 //! - `example/decode_and_evaluate`: the same with the JSON decoding, for comparison.
 //! - `scaling/N`: N generated scenarios (see `common`) over 100 event types, on an event of one
 //!   of those types. Target at 10,000: under 2 µs.
@@ -17,14 +17,14 @@ use fluxflow::actions::ActionRegistry;
 use fluxflow::event::Event;
 use fluxflow::graph::Rules;
 
-const EXAMPLE_RULES: &str = include_str!("../configs/rules.yaml");
+const EXAMPLE_RULES: &str = include_str!("../tests/fixtures/example-rules.yaml");
 const README_EVENT: &[u8] = include_bytes!("../tests/events/01_readme_quickstart_high_value_food.json");
 /// The scaling bench's event: a food purchase of 1,500 from the POS, of the first generated type.
 const SCALING_EVENT: &[u8] =
     br#"{"type":"type_00","source":"pos-system","actor_id":"user_42","payload":{"amount":1500,"category":"food"}}"#;
 
 fn example(c: &mut Criterion) {
-    let rules = Rules::load_str(EXAMPLE_RULES, &ActionRegistry::builtin()).expect("configs/rules.yaml loads");
+    let rules = Rules::load_str(EXAMPLE_RULES, &ActionRegistry::builtin()).expect("the example rules load");
     let event = Event::from_slice(README_EVENT).expect("the README event decodes");
     let mut evaluation = rules.new_evaluation();
     rules.evaluate(&event, &mut evaluation);

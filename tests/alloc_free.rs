@@ -13,7 +13,7 @@ use fluxflow::actions::{ActionRegistry, Plan};
 use fluxflow::event::Event;
 use fluxflow::graph::{Evaluation, Rules};
 
-const EXAMPLE_RULES: &str = include_str!("../configs/rules.yaml");
+const EXAMPLE_RULES: &str = include_str!("fixtures/example-rules.yaml");
 
 fn example_rules() -> Rules {
     Rules::load_str(EXAMPLE_RULES, &ActionRegistry::builtin()).unwrap()

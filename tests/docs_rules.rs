@@ -5,13 +5,17 @@
 //! - A ```` ```yaml ```` block with a top-level `cases:` is a rule test file: `fluxflow test` must
 //!   pass it (exit 0) and reach every condition and action of the enabled scenarios. With
 //!   `rules: NAME.yaml` it runs against the last rules block, saved under that name; with
-//!   `rules_inline: |` it runs as it is.
+//!   `rules_inline: |` it runs as it is. A test file saved for the guide's commands
+//!   (```` ```yaml file=NAME ````) is left to them: `tests/docs.rs` runs the commands and checks
+//!   their exit code and output.
 //! - Any other ```` ```yaml ```` block is an error: fragments go in ```` ```text ````.
 //! - A ```` ```json ```` block must be JSON. An event (an object with `"type"`, or an array of
 //!   them) must be accepted by `fluxflow eval --config` with the last rules block. A result (an object
-//!   with `"scenarios_matched"`) must equal what `fluxflow eval` answers for the event block before
-//!   it (with `--trace` when the result shows a `trace`), durations aside. A simulate request
-//!   (`{"events": [...], "rules"?: "..."}`) must hold valid rules and events.
+//!   with `"scenarios_matched"`) must be what `fluxflow eval` answers for the event block before
+//!   it (with `--trace` when the result shows a `trace`), compared as `tests/docs.rs` compares
+//!   output samples: key order counts, and ids, times and durations are masked but must be shown.
+//!   A simulate request (`{"events": [...], "rules"?: "..."}`) must hold valid rules and events.
+//!   Output samples (```` ```json output ````) are `tests/docs.rs`'s.
 //! - A table whose header is `| expression | payload | result |` (or `event` instead of
 //!   `payload`; more columns are comments) gives conditions and what they evaluate to: `true`,
 //!   `false`, `unknown` or `load error`. `| formula | payload | result |` does the same for
@@ -21,13 +25,17 @@
 //!   must load cleanly; `| you wrote | load warning | write instead |` one that loads with that
 //!   warning.
 //!   `| value | points |` gives a formula's value and the whole points it rounds to.
-//! - Every link to `#anchor` names a heading of the guide (GitHub's anchors).
 //!
-//! Failures name the line of `docs/rules.md` at fault and are reported all together.
+//! Failures name the line of `docs/rules.md` at fault and are reported all together. The guide's
+//! commands, output samples and links are checked by `tests/docs.rs`, with every other doc.
+
+mod common;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+use common::docs::{Block, Row, blocks, check_output, indent, tables};
 
 use fluxflow::actions::reward_points::round_points;
 use fluxflow::event::Event;
@@ -35,102 +43,6 @@ use fluxflow::expr::{Program, Purpose, Truth};
 use serde_json::{Value, json};
 
 const DOC: &str = include_str!("../docs/rules.md");
-
-/// A fenced code block.
-struct Block {
-    lang: String,
-    /// Line of the opening fence, from 1.
-    line: usize,
-    text: String,
-}
-
-/// A table row: its line and its cells, unescaped, code spans unwrapped.
-struct Row {
-    line: usize,
-    cells: Vec<String>,
-}
-
-/// A table: its header cells (lower case) and rows.
-struct Table {
-    header: Vec<String>,
-    rows: Vec<Row>,
-}
-
-fn blocks(doc: &str) -> Vec<Block> {
-    let mut out = Vec::new();
-    let mut open: Option<Block> = None;
-    for (index, line) in doc.lines().enumerate() {
-        let trimmed = line.trim_start();
-        match &mut open {
-            None if trimmed.starts_with("```") => {
-                let lang = trimmed.trim_start_matches('`').trim().to_owned();
-                open = Some(Block { lang, line: index + 1, text: String::new() });
-            }
-            None => {}
-            Some(_) if trimmed.starts_with("```") => out.extend(open.take()),
-            Some(block) => {
-                block.text.push_str(line);
-                block.text.push('\n');
-            }
-        }
-    }
-    assert!(open.is_none(), "docs/rules.md ends inside a code block");
-    out
-}
-
-/// Splits a table line on `|`s that are not escaped; unwraps code spans.
-fn cells(line: &str) -> Vec<String> {
-    let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
-    let mut cells = Vec::new();
-    let mut current = String::new();
-    let mut chars = inner.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if chars.peek() == Some(&'|') => {
-                current.push('|');
-                chars.next();
-            }
-            '|' => cells.push(std::mem::take(&mut current)),
-            _ => current.push(c),
-        }
-    }
-    cells.push(current);
-    cells.into_iter().map(|c| unwrap_code(c.trim()).to_owned()).collect()
-}
-
-fn unwrap_code(cell: &str) -> &str {
-    cell.strip_prefix('`').and_then(|c| c.strip_suffix('`')).unwrap_or(cell)
-}
-
-/// Tables outside code blocks.
-fn tables(doc: &str) -> Vec<Table> {
-    let mut out = Vec::new();
-    let mut in_code = false;
-    let lines: Vec<&str> = doc.lines().collect();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i].trim();
-        if line.starts_with("```") {
-            in_code = !in_code;
-        }
-        let is_table = !in_code
-            && line.starts_with('|')
-            && lines.get(i + 1).is_some_and(|next| next.trim().starts_with("|-") || next.trim().starts_with("|:"));
-        if !is_table {
-            i += 1;
-            continue;
-        }
-        let header = cells(line).into_iter().map(|c| c.to_lowercase()).collect();
-        let mut rows = Vec::new();
-        i += 2;
-        while i < lines.len() && lines[i].trim().starts_with('|') {
-            rows.push(Row { line: i + 1, cells: cells(lines[i]) });
-            i += 1;
-        }
-        out.push(Table { header, rows });
-    }
-    out
-}
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_fluxflow")
@@ -154,11 +66,6 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
 
 fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
-
-/// Indents a command's output under a failure line.
-fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("    {l}\n")).collect()
 }
 
 /// `fluxflow validate`: no error and no warning.
@@ -216,8 +123,8 @@ fn is_event(value: &Value) -> bool {
     }
 }
 
-/// Evaluates events with `fluxflow eval`; one result per event.
-fn eval(rules: &Path, events: &str, trace: bool) -> Result<Vec<Value>, String> {
+/// Evaluates events with `fluxflow eval`; what it prints, one line per event.
+fn eval(rules: &Path, events: &str, trace: bool) -> Result<String, String> {
     let config = rules.display().to_string();
     let mut args = vec!["eval", "--config", &config];
     if trace {
@@ -228,43 +135,16 @@ fn eval(rules: &Path, events: &str, trace: bool) -> Result<Vec<Value>, String> {
     if !output.status.success() {
         return Err(format!("`fluxflow eval` refuses the event:\n{}", indent(&text(&output))));
     }
-    serde_json::Deserializer::from_slice(&output.stdout)
-        .into_iter::<Value>()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("`fluxflow eval` printed something that is not JSON: {e}"))
-}
-
-/// Removes what changes from run to run.
-fn steady(mut result: Value) -> Value {
-    if let Some(map) = result.as_object_mut() {
-        map.remove("duration_ms");
-        map.remove("duration_us");
-    }
-    result
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// A documented result: what `eval` answers for the event block before it.
-fn check_result(expected: &Value, rules: &Path, event: &Value) -> Result<(), String> {
+fn check_result(block: &Block, expected: &Value, rules: &Path, event: &Value) -> Result<(), String> {
     let trace = expected.get("trace").is_some();
     let got = eval(rules, &event.to_string(), trace)?;
-    let [got] = got.as_slice() else {
-        return Err(format!("a result block must follow a single event, got {} results", got.len()));
-    };
-    let mut got = steady(got.clone());
-    if event.get("id").is_none() {
-        if let Some(map) = got.as_object_mut() {
-            map.remove("event_id");
-        }
-    }
-    let expected = steady(expected.clone());
-    if got != expected {
-        return Err(format!(
-            "the result shown is not what `fluxflow eval{}` answers, which is:\n{}",
-            if trace { " --trace" } else { "" },
-            indent(&serde_json::to_string_pretty(&got).unwrap())
-        ));
-    }
-    Ok(())
+    check_output(&block.text, true, &got).map_err(|e| {
+        format!("compared with `fluxflow eval{}` of the event before it, {e}", if trace { " --trace" } else { "" })
+    })
 }
 
 /// A `POST /v1/simulate` body: its rules (when given) validate and its events are accepted.
@@ -287,7 +167,10 @@ fn run_blocks(dir: &Path, problems: &mut Vec<String>) -> usize {
     let mut rules: Option<(String, std::path::PathBuf)> = None;
     let mut last_event: Option<Value> = None;
     let mut checked = 0;
-    for block in blocks(DOC) {
+    for block in blocks("docs/rules.md", DOC) {
+        if block.sample().is_some() {
+            continue;
+        }
         let result = match block.lang.as_str() {
             "yaml" if block.text.trim_start().starts_with("version:") => {
                 let path = dir.join(format!("line{}.yaml", block.line));
@@ -296,6 +179,7 @@ fn run_blocks(dir: &Path, problems: &mut Vec<String>) -> usize {
                 rules = Some((block.text.clone(), path));
                 result
             }
+            "yaml" if top_level(&block.text, "cases").is_some() && block.file().is_some() => continue,
             "yaml" if top_level(&block.text, "cases").is_some() => {
                 check_test_file(dir, &block, rules.as_ref().map(|(t, _)| t.as_str()))
             }
@@ -312,7 +196,7 @@ fn run_blocks(dir: &Path, problems: &mut Vec<String>) -> usize {
                     }
                 }
                 Ok(value) if value.get("scenarios_matched").is_some() => match (&rules, &last_event) {
-                    (Some((_, path)), Some(event)) if event.is_object() => check_result(&value, path, event),
+                    (Some((_, path)), Some(event)) if event.is_object() => check_result(&block, &value, path, event),
                     _ => Err("a result needs a rules block and a single event before it".into()),
                 },
                 Ok(value) if value.get("events").is_some() => {
@@ -452,44 +336,12 @@ fn run_tables(problems: &mut Vec<String>) -> usize {
     checked
 }
 
-/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces to dashes.
-fn anchor(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
-        .map(|c| if c == ' ' { '-' } else { c })
-        .collect()
-}
-
-fn check_links(problems: &mut Vec<String>) {
-    let mut in_code = false;
-    let mut anchors = Vec::new();
-    for line in DOC.lines() {
-        if line.trim_start().starts_with("```") {
-            in_code = !in_code;
-        } else if !in_code && line.starts_with('#') {
-            anchors.push(anchor(line.trim_start_matches('#')));
-        }
-    }
-    for (index, line) in DOC.lines().enumerate() {
-        for (at, _) in line.match_indices("](#") {
-            let target = line[at + 3..].split(')').next().unwrap_or_default();
-            if !anchors.iter().any(|a| a == target) {
-                problems.push(format!("docs/rules.md:{}: link to #{target}, which is no heading", index + 1));
-            }
-        }
-    }
-}
-
 #[test]
 fn every_example_in_the_rules_guide_runs() {
     let dir = tempfile::tempdir().unwrap();
     let mut problems = Vec::new();
     let blocks = run_blocks(dir.path(), &mut problems);
     let rows = run_tables(&mut problems);
-    check_links(&mut problems);
     assert!(blocks >= 20, "expected the guide's code blocks, found only {blocks}");
     assert!(rows >= 40, "expected the guide's expression tables, found only {rows} rows");
     assert!(problems.is_empty(), "{} problem(s) in docs/rules.md:\n\n{}", problems.len(), problems.join("\n\n"));
@@ -497,7 +349,7 @@ fn every_example_in_the_rules_guide_runs() {
 
 #[test]
 fn the_guide_has_at_least_six_worked_examples_with_tests() {
-    let blocks = blocks(DOC);
+    let blocks = blocks("docs/rules.md", DOC);
     let tests = blocks.iter().filter(|b| b.lang == "yaml" && top_level(&b.text, "cases").is_some()).count();
     assert!(tests >= 6, "docs/rules.md has {tests} test files; the guide promises a test for every worked example");
 }

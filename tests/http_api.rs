@@ -4,12 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{EXAMPLE_EVENT, Server, repo_path, wait_until};
+use common::{EXAMPLE_EVENT, Server, example_rules, repo_path, wait_until};
 use serde_json::{Value, json};
-
-fn example_rules() -> String {
-    std::fs::read_to_string(repo_path("configs/rules.yaml")).unwrap()
-}
 
 #[test]
 fn readme_quick_start() {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, repo_path};
+use common::Server;
 use serde_json::{Value, json};
 
 struct Case {
@@ -150,7 +150,7 @@ fn corpus() -> Vec<Case> {
 
 #[test]
 fn malformed_requests_get_their_status_code_and_message() {
-    let rules = std::fs::read_to_string(repo_path("configs/rules.yaml")).unwrap();
+    let rules = common::example_rules();
     let server = Server::start(&rules, &[]);
     let corpus = corpus();
     assert!(corpus.len() >= 30);

@@ -199,7 +199,7 @@ fn corrupt_or_unusable_data_directories_fail_at_start_up() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("fluxflow.db"), vec![b'x'; 4096]).unwrap();
-    let rules = repo_path("configs/rules.yaml");
+    let rules = repo_path(common::EXAMPLE_RULES);
     let run = |data: &std::path::Path| {
         std::process::Command::new(bin())
             .args(["serve", "--addr", "127.0.0.1:0", "--ledger", "sqlite", "--config"])
@@ -222,7 +222,7 @@ fn corrupt_or_unusable_data_directories_fail_at_start_up() {
 
 #[test]
 fn readme_quick_start_with_the_default_ledger() {
-    let server = sqlite(&std::fs::read_to_string(repo_path("configs/rules.yaml")).unwrap());
+    let server = sqlite(&common::example_rules());
     let (status, body) = server.post("/v1/events", EXAMPLE_EVENT);
     assert_eq!(status, 200);
     assert_eq!(body["actions_executed"][0]["message"], "Awarded 75 points to user_42 — High-value food purchase bonus");

@@ -1,20 +1,24 @@
 //! `fluxflow test`: rule test files run like unit tests, with failures, traces and coverage.
 
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fluxflow"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .arg("test")
-        .args(args)
-        .output()
-        .unwrap();
+    run_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxflow")).current_dir(dir).arg("test").args(args).output().unwrap();
     (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The shipped example tests, against the test-owned copy of the rules they name.
 #[test]
 fn example_rule_tests_pass() {
-    let (code, out) = run(&["examples/"]);
+    let sandbox = common::sandbox();
+    let (code, out) = run_in(sandbox.path(), &["examples/"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("case high-value food purchase earns 5% ... ok"), "{out}");
     assert!(out.contains("coverage: 3/3 conditions and 2/2 actions reached"), "{out}");

@@ -7,6 +7,8 @@
 //! YAML is turned into JSON the way the loader reads it (`fluxflow::rules::yaml`): plain scalars
 //! become numbers, booleans and null; quoted ones stay strings.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -151,7 +153,7 @@ fn markdown_rules_blocks(file: &str) -> Vec<(String, String)> {
     blocks
 }
 
-/// Every example rules file loads, and validates against the schema: the shipped config, the
+/// Every example rules file loads, and validates against the schema: the example rules, the
 /// golden rules, the YAML files in `examples/` (a rules file has a top-level
 /// `version`; of a rule test file, the rules it names with `rules:` or holds in `rules_inline:`),
 /// the README's rules examples, and the files of `tests/rules/invalid/` that load with warnings
@@ -161,14 +163,14 @@ fn example_rules_files_validate() {
     let mut examples: Vec<(String, String)> = Vec::new();
     let mut seen = BTreeSet::new();
     let mut add_file = |examples: &mut Vec<(String, String)>, file: String| {
-        let path = repo_root().join(&file);
+        let path = common::test_owned(&file);
         let canonical = path.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if seen.insert(canonical) {
-            let text = read(&file);
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
             examples.push((file, text));
         }
     };
-    for file in ["configs/rules.yaml", "tests/golden/rules.yaml"] {
+    for file in [common::EXAMPLE_RULES, "tests/golden/rules.yaml"] {
         add_file(&mut examples, file.to_owned());
     }
     for dir in ["examples"] {

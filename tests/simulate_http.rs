@@ -124,3 +124,34 @@ fn simulation_tries_rules_that_are_not_live() {
     }
     assert_eq!(server.get("/v1/actors/ann/balance").1["balance"], 0);
 }
+
+/// The answer's keys come in declaration order, like every other answer (and as documented),
+/// not sorted.
+#[test]
+fn simulation_answers_keys_in_declaration_order() {
+    let server = Server::start(RULES, &["--ledger", "sqlite"]);
+    let text = server
+        .client
+        .post(server.url("/v1/simulate"))
+        .header("content-type", "application/json")
+        .body(ev("k1", "purchase", 20).to_string())
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let order = [
+        r#"{"rules":{"source":"live","hash":""#,
+        r#""results":[{"result":{"event_id":"k1","duration_ms":"#,
+        r#","duration_us":"#,
+        r#","scenarios_matched":["earn"],"actions_executed":[{"action_id":"earn_points","type":"reward_points","#,
+        r#""trace":{"scenarios":[{"scenario_id":"earn","status":"entered","matched":true,"#,
+        r#""ledger":"apply","points":[{"actor_id":"ann","action_id":"earn_points","points":20,"balance_after":20}],"balances":{"ann":20}}]}"#,
+    ];
+    let mut at = 0;
+    for part in order {
+        match text[at..].find(part) {
+            Some(found) => at += found + part.len(),
+            None => panic!("expected {part} after byte {at} of:\n{text}"),
+        }
+    }
+}

@@ -161,7 +161,7 @@ fn every_broken_file_reports_a_position_and_a_severity() {
 
 #[test]
 fn shipped_rules_files_validate() {
-    let files = ["configs/rules.yaml", "tests/golden/rules.yaml"];
+    let files = ["tests/fixtures/example-rules.yaml", "tests/golden/rules.yaml"];
     for file in files {
         assert!(repo_root().join(file).exists(), "{file} is missing");
     }
@@ -175,7 +175,7 @@ fn shipped_rules_files_validate() {
 
 #[test]
 fn several_files_are_checked_in_one_run() {
-    let good = "configs/rules.yaml";
+    let good = "tests/fixtures/example-rules.yaml";
     let bad = format!("{INVALID_DIR}/02_empty.yaml");
     let (code, stdout, _) = validate(&[good, &bad]);
     assert_eq!(code, 1, "{stdout}");

@@ -50,12 +50,12 @@ for round in $(seq "$rounds"); do
   kill $! 2>/dev/null; wait $! 2>/dev/null || true
 
   port=$(free_port)
-  "$bin/fluxflow" --addr "127.0.0.1:$port" --config configs/rules.yaml --ledger none >"$tmp/none.log" 2>&1 &
+  "$bin/fluxflow" --addr "127.0.0.1:$port" --config tests/fixtures/example-rules.yaml --ledger none >"$tmp/none.log" 2>&1 &
   run "fluxflow --ledger none" "$port" $!
   kill $! 2>/dev/null; wait $! 2>/dev/null || true
 
   port=$(free_port)
-  "$bin/fluxflow" --addr "127.0.0.1:$port" --config configs/rules.yaml --ledger sqlite --data "$tmp/data$round" >"$tmp/sqlite.log" 2>&1 &
+  "$bin/fluxflow" --addr "127.0.0.1:$port" --config tests/fixtures/example-rules.yaml --ledger sqlite --data "$tmp/data$round" >"$tmp/sqlite.log" 2>&1 &
   pid=$!
   out=$(run "fluxflow --ledger sqlite" "$port" $pid)
   echo "$out"

@@ -11,16 +11,16 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::body::read_json_body;
 use super::error::{ApiError, ErrorCode};
 use super::events::decode_each;
-use crate::engine::simulate::{MAX_EVENTS, simulate};
+use crate::engine::simulate::{MAX_EVENTS, SimulatedEvent, simulate};
 use crate::event::{Event, first_byte};
 use crate::graph::{LoadError, Rules};
 
@@ -30,6 +30,22 @@ struct Request<'a> {
     #[serde(borrow)]
     events: Vec<&'a RawValue>,
     rules: Option<String>,
+}
+
+/// The answer, its keys in this order (as every answer of the service).
+#[derive(Serialize)]
+struct Answer {
+    rules: RulesUsed,
+    results: Vec<SimulatedEvent>,
+}
+
+/// Which rules the simulation used.
+#[derive(Serialize)]
+struct RulesUsed {
+    /// `live`, or `request` for rules sent in the body.
+    source: &'static str,
+    /// SHA-256 of the rules text.
+    hash: String,
 }
 
 /// Reads the body's three forms into events and an optional rules text. Each event is decoded as
@@ -66,10 +82,10 @@ pub async fn simulate_events(
     let bytes = read_json_body(&headers, body, state.max_body_bytes).await?;
     let (events, rules_text) = decode(&bytes)?;
     let engine = Arc::clone(&state.engine);
-    let answer = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+    let answer = tokio::task::spawn_blocking(move || -> Result<Answer, ApiError> {
         let live;
         let requested;
-        let (rules, source): (&Rules, &str) = match rules_text {
+        let (rules, source): (&Rules, &'static str) = match rules_text {
             None => {
                 live = engine.live();
                 (&live.rules, "live")
@@ -87,7 +103,7 @@ pub async fn simulate_events(
             }
         };
         let results = simulate(rules, &events, engine.ledger().map(|l| l.store()))?;
-        Ok(json!({"rules": {"source": source, "hash": rules.hash}, "results": results}))
+        Ok(Answer { rules: RulesUsed { source, hash: rules.hash.clone() }, results })
     })
     .await
     .map_err(|e| ApiError::new(ErrorCode::Internal, format!("simulation task failed: {e}")))??;

@@ -47,7 +47,8 @@ pub struct ServeArgs {
     /// Directory of the embedded ledger.
     #[arg(long, env = "FLUXFLOW_DATA", default_value = "./data")]
     pub data: PathBuf,
-    /// Ledger: `sqlite` (embedded, under --data), `none` (stateless), or a postgres:// URL.
+    /// Ledger: `sqlite` (embedded, under --data) or `none` (stateless); postgres:// URLs are refused
+    /// until that backend ships.
     #[arg(long, env = "FLUXFLOW_LEDGER", default_value = "sqlite")]
     pub ledger: String,
     /// Log format.
@@ -79,8 +80,44 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("fluxflow: error: {e:#}");
+            eprintln!("fluxflow: error: {}", render_error(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// An error and its causes, `outer: inner`, without repeating a cause that the message above it
+/// already ends with (errors such as `cannot read FILE: CAUSE` spell out their source).
+fn render_error(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_error;
+    use anyhow::Context;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let error = anyhow::Error::new(crate::graph::LoadError::Io { path: "x.yaml".into(), source: io });
+        assert_eq!(render_error(&error), "cannot read x.yaml: No such file or directory (os error 2)");
+    }
+
+    #[test]
+    fn context_and_cause_are_both_printed() {
+        let error = Err::<(), _>(std::io::Error::other("disk full")).context("cannot open the ledger").unwrap_err();
+        assert_eq!(render_error(&error), "cannot open the ledger: disk full");
     }
 }

@@ -40,7 +40,7 @@ fn open_ledger(args: &ServeArgs) -> anyhow::Result<Option<Ledger>> {
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             anyhow::bail!("the PostgreSQL ledger is not available in this version; use --ledger sqlite or none")
         }
-        other => anyhow::bail!("--ledger must be sqlite, none or a postgres:// URL, got `{other}`"),
+        other => anyhow::bail!("--ledger must be sqlite or none, got `{other}`"),
     };
     let ledger = Ledger::start(store)?;
     Ok(Some(ledger))

@@ -536,7 +536,7 @@ impl Tally {
 /// use fluxflow::event::Event;
 /// use fluxflow::graph::Rules;
 ///
-/// let rules = Rules::load_path("configs/rules.yaml".as_ref(), &ActionRegistry::builtin()).unwrap();
+/// let rules = Rules::load_path("tests/fixtures/example-rules.yaml".as_ref(), &ActionRegistry::builtin()).unwrap();
 /// let event = Event::from_value(serde_json::json!({
 ///     "type": "transaction", "source": "pos-system", "actor_id": "user_42",
 ///     "payload": {"amount": 1500, "category": "food"}

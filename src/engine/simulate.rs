@@ -2,7 +2,7 @@
 //! traces, and say what the ledger would do — points and balance after each event — writing
 //! nothing at all.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -52,8 +52,8 @@ pub struct SimulatedEvent {
     pub ledger: LedgerVerdict,
     /// Points it would move, in order.
     pub points: Vec<PointsEffect>,
-    /// Balances of the members it touches, after it.
-    pub balances: HashMap<String, i64>,
+    /// Balances of the members it touches, after it, by member id.
+    pub balances: BTreeMap<String, i64>,
 }
 
 /// Simulates events in order; balances start from the ledger's (when there is one) and carry

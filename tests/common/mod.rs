@@ -2,6 +2,8 @@
 //! over real HTTP, read its log.
 #![allow(dead_code)]
 
+pub mod docs;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +27,58 @@ pub fn bin() -> &'static str {
 
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The test-owned copy of the example rules: the same bytes as shipped in `configs/rules.yaml`.
+/// That file is the user's to edit (the README says so), so tests read this copy instead and an
+/// edited `configs/rules.yaml` cannot break `cargo test`.
+pub const EXAMPLE_RULES: &str = "tests/fixtures/example-rules.yaml";
+
+/// Files users are told to edit, each with the test-owned file tests read in its place. This is
+/// the one place in the test suite that names them (`tests/fixtures_owned.rs` checks it).
+pub const USER_FILES: [(&str, &str); 1] = [("configs/rules.yaml", EXAMPLE_RULES)];
+
+/// The example rules' text.
+pub fn example_rules() -> String {
+    std::fs::read_to_string(repo_path(EXAMPLE_RULES)).unwrap()
+}
+
+/// A path relative to the repository root (`..` allowed) as tests must read it: a file users edit
+/// becomes its test-owned copy.
+pub fn test_owned(relative: &str) -> PathBuf {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in relative.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            _ => parts.push(part),
+        }
+    }
+    let normal = parts.join("/");
+    let owned = USER_FILES.iter().find(|(user, _)| *user == normal).map_or(normal.as_str(), |(_, fixture)| fixture);
+    repo_path(owned)
+}
+
+/// A fresh directory laid out like the repository for running commands as a user would: the
+/// files users edit hold their test-owned copies, and `examples/` is copied as shipped.
+pub fn sandbox() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (user, fixture) in USER_FILES {
+        let path = dir.path().join(user);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::copy(repo_path(fixture), path).unwrap();
+    }
+    let examples = dir.path().join("examples");
+    std::fs::create_dir_all(&examples).unwrap();
+    for entry in std::fs::read_dir(repo_path("examples")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), examples.join(entry.file_name())).unwrap();
+        }
+    }
+    dir
 }
 
 impl Server {
@@ -67,38 +121,9 @@ impl Server {
 
     /// Runs `fluxflow` with these arguments and extra environment variables.
     pub fn spawn_with_env(dir: tempfile::TempDir, args: &[String], env: &[(&str, &Path)]) -> Server {
-        let mut child = Command::new(bin())
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
-            .env("FLUXFLOW_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        for stream in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
-            let log = Arc::clone(&log);
-            let addr_tx = addr_tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(addr) = listening_addr(&line) {
-                        let _ = addr_tx.send(addr);
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start; log:\n{}", log.lock().unwrap().join("\n"));
-            }
-        };
+        let mut command = Command::new(bin());
+        command.args(args).envs(env.iter().map(|(k, v)| (*k, *v)));
+        let Launched { child, addr, log } = launch(command).unwrap_or_else(|log| panic!("{log}"));
         let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         Server { child, base: format!("http://{addr}"), dir, log, client }
     }
@@ -168,6 +193,48 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// A service that started: its process, the address it listens on, and its log so far.
+pub struct Launched {
+    pub child: Child,
+    pub addr: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts a command that runs the service (with `FLUXFLOW_LOG=info`), gathers the lines of its
+/// stdout and stderr, and waits for the address of its `listening` line. When it does not start
+/// within 20 s, it is killed and the error holds its log.
+pub fn launch(mut command: Command) -> Result<Launched, String> {
+    let mut child = command.env("FLUXFLOW_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    for stream in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+        let log = Arc::clone(&log);
+        let addr_tx = addr_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = addr_tx.send(addr);
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+    }
+    drop(addr_tx);
+    match addr_rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(addr) => Ok(Launched { child, addr, log }),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            // Let the log threads read the last lines.
+            std::thread::sleep(Duration::from_millis(100));
+            Err(format!("server did not start; log:\n{}", log.lock().unwrap().join("\n")))
+        }
     }
 }
 
