@@ -137,6 +137,7 @@ impl Engine {
         ledger: Option<Ledger>,
     ) -> Result<Arc<Engine>, LoadError> {
         let rules = Rules::load_path(&config_path, &registry)?;
+        log_warnings(&rules, &config_path.display().to_string());
         let metrics = Metrics::new();
         metrics.reload("success");
         let settings = rules.file.engine;
@@ -356,11 +357,12 @@ impl Engine {
         };
         let loaded_at = if changed {
             self.timeout_ms.store(u64::from(file_settings.event_timeout_ms), Ordering::Relaxed);
-            let live = LiveRules::new(rules, self.config_path.clone(), &self.metrics);
+            let live = Arc::new(LiveRules::new(rules, self.config_path.clone(), &self.metrics));
             let at = live.loaded_at;
-            self.live.store(Arc::new(live));
+            self.live.store(Arc::clone(&live));
             self.metrics.reload("success");
             tracing::info!(file = %path, hash = %report.hash, scenarios = report.scenarios_count, "rules reloaded");
+            log_warnings(&live.rules, &path);
             at
         } else {
             self.metrics.reload("unchanged");
@@ -500,6 +502,14 @@ impl Engine {
         for (action, outcome) in actions.zip(&results.actions_executed) {
             live.count_action(action, outcome.success);
         }
+    }
+}
+
+/// Logs each warning of rules that just went live, once, as `FILE:LINE:COL: warning: message`
+/// (a reload that changes nothing logs nothing again).
+fn log_warnings(rules: &Rules, path: &str) {
+    for warning in &rules.warnings {
+        tracing::warn!("{}", warning.render(path));
     }
 }
 
