@@ -72,6 +72,9 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<St
     Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }
 
+/// The keys of an event, as sent.
+pub const KEYS: [&str; 7] = ["id", "type", "source", "actor_id", "occurred_at", "payload", "meta"];
+
 /// Longest accepted `id`, `type`, `source` or `actor_id`, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
 
@@ -250,6 +253,12 @@ mod tests {
         );
         assert_eq!(err(json!(null)), "an event is a JSON object, not null");
         assert_eq!(err(json!({"type": "x".repeat(300)})), "type: is longer than 256 bytes");
+    }
+
+    #[test]
+    fn keys_lists_every_key_of_the_event() {
+        let listed = KEYS.map(|k| format!("`{k}`")).join(", ");
+        assert!(err(json!({"type": "x", "nope": 1})).contains(&format!("expected one of {listed}")), "{listed}");
     }
 
     #[test]

@@ -28,7 +28,9 @@ use crate::engine::simulate::{LedgerVerdict, SimulatedEvent, simulate_from};
 use crate::event::Event;
 use crate::graph::trace::{NodeResult, ScenarioTrace};
 use crate::graph::{LoadError, Rules};
-use crate::rules::{Child, RulesFile};
+use crate::rules::schema::Fields;
+use crate::rules::yaml::{Node, NodeKind};
+use crate::rules::{Child, Diagnostic, Diagnostics, Pos, RulesFile, Severity};
 
 /// A test file.
 #[derive(Debug, Deserialize)]
@@ -101,13 +103,13 @@ pub enum TestFileError {
         /// The cause.
         source: std::io::Error,
     },
-    /// Not a valid test file.
-    #[error("{path}: {message}")]
+    /// Not a valid test file: every problem, with its line and column.
+    #[error("{path} is not a valid rule test file:\n{}", problems.iter().map(|d| d.render(path)).collect::<Vec<_>>().join("\n"))]
     Invalid {
         /// The file.
         path: String,
-        /// What is wrong.
-        message: String,
+        /// What is wrong, and where.
+        problems: Vec<Diagnostic>,
     },
     /// The rules file has errors.
     #[error("the rules of {path} do not load:\n{}", problems.join("\n"))]
@@ -176,16 +178,99 @@ impl FileReport {
     }
 }
 
+/// The keys of a test file, of a case, of its `expect`, and of a `not_fired` item, in the
+/// order of the structs above (a unit test checks them against serde's lists).
+const FILE_KEYS: [&str; 4] = ["rules", "rules_inline", "balances", "cases"];
+const CASE_KEYS: [&str; 3] = ["name", "event", "expect"];
+const EXPECT_KEYS: [&str; 6] = ["matched", "actions", "failed", "points", "balances", "not_fired"];
+const NOT_FIRED_KEYS: [&str; 2] = ["scenario", "reason"];
+
+/// Checks the keys of every mapping of a test file with the rules reader's [`Fields`]: unknown
+/// and repeated keys are errors at their line and column, with the nearest known key.
+fn check_keys(root: &Node, diags: &mut Diagnostics) {
+    let Some(file) = Fields::new(root, "the rule test file", &FILE_KEYS, diags) else { return };
+    let Some(NodeKind::Seq(cases)) = file.get("cases").map(|n| &n.kind) else { return };
+    for (i, case) in cases.iter().enumerate() {
+        let name = child(case, "name")
+            .and_then(Node::scalar)
+            .map_or_else(|| format!("`cases[{i}]`"), |(n, _)| format!("case `{n}`"));
+        let Some(fields) = Fields::new(case, &name, &CASE_KEYS, diags) else { continue };
+        let Some(expect) = fields.get("expect").filter(|n| !n.is_null()) else { continue };
+        let Some(expect) = Fields::new(expect, &format!("`expect` of {name}"), &EXPECT_KEYS, diags) else { continue };
+        if let Some(NodeKind::Seq(items)) = expect.get("not_fired").map(|n| &n.kind) {
+            for item in items {
+                Fields::new(item, &format!("a `not_fired` item of {name}"), &NOT_FIRED_KEYS, diags);
+            }
+        }
+    }
+}
+
+/// The value of a key of a mapping node (the last one, as serde reads a repeated key).
+fn child<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
+    match &node.kind {
+        NodeKind::Map(entries) => {
+            entries.iter().rev().find(|(k, _)| k.scalar().is_some_and(|(t, _)| t == key)).map(|(_, v)| v)
+        }
+        _ => None,
+    }
+}
+
+/// The node a serde error's path leads to, as far as the tree goes (for its position).
+fn node_at<'a>(root: &'a Node, path: &serde_path_to_error::Path) -> &'a Node {
+    use serde_path_to_error::Segment;
+    let mut node = root;
+    for segment in path.iter() {
+        let next = match (segment, &node.kind) {
+            (Segment::Seq { index }, NodeKind::Seq(items)) => items.get(*index),
+            (Segment::Map { key }, _) => child(node, key),
+            _ => None,
+        };
+        match next {
+            Some(next) => node = next,
+            None => break,
+        }
+    }
+    node
+}
+
+/// One error at one place.
+fn error_at(pos: Pos, message: String) -> Vec<Diagnostic> {
+    vec![Diagnostic { severity: Severity::Error, pos, message }]
+}
+
+/// Reads a test file; on failure every problem of its shape, each at its line and column.
+fn read_test_file(text: &str) -> Result<(Node, TestFile), Vec<Diagnostic>> {
+    let root = crate::rules::yaml::parse(text)
+        .map_err(|e| error_at(e.pos, format!("YAML syntax: {}", e.message)))?
+        .ok_or_else(|| {
+            error_at(
+                Pos { line: 1, col: 1 },
+                "the file is empty: it needs `rules` (or `rules_inline`) and `cases`".into(),
+            )
+        })?;
+    let mut diags = Diagnostics::default();
+    check_keys(&root, &mut diags);
+    if diags.has_errors() {
+        return Err(diags.into_sorted());
+    }
+    let file: TestFile = serde_path_to_error::deserialize(root.to_json()).map_err(|e| {
+        let pos = node_at(&root, e.path()).pos;
+        match e.path().iter().next() {
+            Some(_) => error_at(pos, format!("{}: {}", e.path(), e.inner())),
+            None => error_at(pos, e.inner().to_string()),
+        }
+    })?;
+    Ok((root, file))
+}
+
 /// Reads and runs a test file.
 pub fn run_file(path: &Path, registry: &ActionRegistry) -> Result<FileReport, TestFileError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| TestFileError::Io { path: name.clone(), source })?;
-    let invalid = |message: String| TestFileError::Invalid { path: name.clone(), message };
-    let root = crate::rules::yaml::parse(&text)
-        .map_err(|e| invalid(format!("{}:{}: YAML syntax: {}", e.pos.line, e.pos.col, e.message)))?
-        .ok_or_else(|| invalid("the file is empty".into()))?;
-    let file: TestFile = serde_path_to_error::deserialize(root.to_json())
-        .map_err(|e| invalid(format!("{}: {}", e.path(), e.inner())))?;
+    let invalid =
+        |pos: Pos, message: String| TestFileError::Invalid { path: name.clone(), problems: error_at(pos, message) };
+    let (root, file) =
+        read_test_file(&text).map_err(|problems| TestFileError::Invalid { path: name.clone(), problems })?;
     let (rules_text, rules_name) = match (&file.rules, &file.rules_inline) {
         (Some(rel), None) => {
             let rules_path = path.parent().unwrap_or(Path::new(".")).join(rel);
@@ -194,23 +279,35 @@ pub fn run_file(path: &Path, registry: &ActionRegistry) -> Result<FileReport, Te
             (text, rules_path.display().to_string())
         }
         (None, Some(inline)) => (inline.clone(), format!("{name} (rules_inline)")),
-        _ => return Err(invalid("give exactly one of `rules` (a path) or `rules_inline` (the text)".into())),
+        (both, _) => {
+            let pos = if both.is_some() { child(&root, "rules_inline").map_or(root.pos, |n| n.pos) } else { root.pos };
+            return Err(invalid(pos, "give exactly one of `rules` (a path) or `rules_inline` (the text)".into()));
+        }
     };
     let rules = Rules::load_str(&rules_text, registry).map_err(|e| match e {
         LoadError::Invalid(problems) => TestFileError::Rules {
             path: name.clone(),
             problems: problems.iter().map(|d| d.render(&rules_name)).collect(),
         },
-        other => invalid(other.to_string()),
+        other => invalid(root.pos, other.to_string()),
     })?;
+    let case_nodes = match child(&root, "cases").map(|n| &n.kind) {
+        Some(NodeKind::Seq(items)) => items.as_slice(),
+        _ => &[],
+    };
     let events = file
         .cases
         .iter()
-        .map(|case| {
-            Event::from_value(case.event.clone()).map_err(|e| invalid(format!("case `{}`: event: {e}", case.name)))
+        .enumerate()
+        .map(|(i, case)| {
+            Event::from_value(case.event.clone()).map_err(|e| {
+                let pos = case_nodes.get(i).and_then(|c| child(c, "event")).map_or(root.pos, |n| n.pos);
+                invalid(pos, format!("case `{}`: event: {e}", case.name))
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let simulated = simulate_from(&rules, &events, None, file.balances.clone()).map_err(|e| invalid(e.to_string()))?;
+    let simulated =
+        simulate_from(&rules, &events, None, file.balances.clone()).map_err(|e| invalid(root.pos, e.to_string()))?;
     let mut balances = file.balances.clone();
     let cases = file
         .cases
@@ -394,4 +491,31 @@ pub fn expand(paths: &[PathBuf]) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys serde lists for a struct, from its unknown-field error.
+    fn serde_keys<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> String {
+        let error = serde_json::from_value::<T>(serde_json::json!({"?": 0})).unwrap_err().to_string();
+        error.split("expected one of ").nth(1).or_else(|| error.split("expected ").nth(1)).unwrap_or(&error).to_owned()
+    }
+
+    fn listed(keys: &[&str]) -> String {
+        let quoted: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+        match quoted.as_slice() {
+            [a, b] => format!("{a} or {b}"),
+            _ => quoted.join(", "),
+        }
+    }
+
+    #[test]
+    fn the_key_lists_match_the_structs() {
+        assert_eq!(serde_keys::<TestFile>(), listed(&FILE_KEYS));
+        assert_eq!(serde_keys::<Case>(), listed(&CASE_KEYS));
+        assert_eq!(serde_keys::<Expect>(), listed(&EXPECT_KEYS));
+        assert_eq!(serde_keys::<NotFired>(), listed(&NOT_FIRED_KEYS));
+    }
 }

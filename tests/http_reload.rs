@@ -114,3 +114,45 @@ fn engine_numbers_apply_or_say_they_need_a_restart() {
     assert_eq!(view["engine"]["queue_depth"], 10000, "still the running size");
     assert_eq!(view["restart_required"], serde_json::json!(["queue_depth"]));
 }
+
+/// Lines of the service's log at WARN that hold `text`.
+fn warn_lines(server: &Server, text: &str) -> usize {
+    server.log_text().lines().filter(|l| l.contains(" WARN ") && l.contains(text)).count()
+}
+
+#[test]
+fn warnings_are_logged_once_at_start_and_on_each_reload_that_changes_the_rules() {
+    let rules = "version: v1\nengine:\n  fail_open: true\nscenarios:\n  - id: welcome\n    enabled: true\n    \
+                 event_types: [transaction]\n    children:\n      - action: {id: one, type: reward_points, params: \
+                 {operation: award, points: 1}}\n";
+    let server = Server::start(rules, &[]);
+    let fail_open = "rules.yaml:3:14: warning: `fail_open` is ignored";
+    let no_enabled = "rules.yaml:5:5: warning: scenario `welcome` has no `enabled` key, so it is disabled";
+    assert_eq!(warn_lines(&server, fail_open), 1, "logged at start:\n{}", server.log_text());
+
+    // Reloading the same file changes nothing and logs nothing again.
+    let (status, body) = server.post("/v1/rules/reload", "");
+    assert_eq!((status, body["changed"].as_bool()), (200, Some(false)), "{body}");
+    assert_eq!(warn_lines(&server, fail_open), 1, "{}", server.log_text());
+
+    // The scenario loses its `enabled` key (so it silently turns off): saved by rename, as an
+    // editor does, so the watcher never reads half a file.
+    let tmp = server.dir.path().join(".rules.yaml.swp");
+    std::fs::write(&tmp, rules.replace("    enabled: true\n", "")).unwrap();
+    std::fs::rename(&tmp, server.rules_path()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || warn_lines(&server, no_enabled) == 1),
+        "the reload logs the new warning:\n{}",
+        server.log_text()
+    );
+    assert_eq!(warn_lines(&server, fail_open), 2, "the new rules' every warning, once:\n{}", server.log_text());
+    let (status, body) = server.post("/v1/rules/reload", "");
+    assert_eq!((status, body["changed"].as_bool()), (200, Some(false)), "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        (warn_lines(&server, fail_open), warn_lines(&server, no_enabled)),
+        (2, 1),
+        "an unchanged reload logs nothing:\n{}",
+        server.log_text()
+    );
+}

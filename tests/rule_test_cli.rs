@@ -58,8 +58,65 @@ fn a_broken_test_file_is_reported_and_fails() {
         "rules_inline: 'version: v1'\ncases:\n  - name: x\n    event: {type: t}\n    expect: {matchd: []}\n",
     )
     .unwrap();
-    let (code, out) = run(&[file.to_str().unwrap()]);
+    let name = file.to_str().unwrap();
+    let (code, out) = run(&[name]);
     assert_eq!(code, 1);
-    assert!(out.contains("cases[0].expect.matchd: unknown field `matchd`"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{name}:5:14: error: unknown key `matchd` in `expect` of case `x` (did you mean `matched`?)"
+        )),
+        "{out}"
+    );
     assert!(out.contains("1 file(s) could not run"), "{out}");
+}
+
+/// Runs one test file with this text; its name and the output.
+fn run_text(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.test.yaml");
+    std::fs::write(&file, text).unwrap();
+    let name = file.to_str().unwrap().to_owned();
+    let (code, out) = run(&[&name]);
+    (code, name, out)
+}
+
+#[test]
+fn every_problem_of_a_test_file_has_its_line_and_column_and_misspelt_keys_a_suggestion() {
+    let cases = [
+        (
+            "rules_inline: 'version: v1'\ncase:\n  - name: x\n    event: {type: t}\n    expct: {}\n",
+            vec!["2:1: error: unknown key `case` in the rule test file (did you mean `cases`?)"],
+        ),
+        (
+            // Every misspelt key at once, however deep.
+            "rules_inline: 'version: v1'\nbalance: {a: 1}\ncases:\n  - name: x\n    evnt: {type: t}\n    expect:\n      \
+             not_fired: [{scenaro: s}]\n",
+            vec![
+                "2:1: error: unknown key `balance` in the rule test file (did you mean `balances`?)",
+                "5:5: error: unknown key `evnt` in case `x` (did you mean `event`?)",
+                "7:20: error: unknown key `scenaro` in a `not_fired` item of case `x` (did you mean `scenario`?)",
+            ],
+        ),
+        (
+            "rules_inline: 'version: v1'\ncases:\n  - name: x\n    event: {type: t}\n    expect: {points: many}\n",
+            vec!["5:22: error: cases[0].expect.points: invalid type: string \"many\", expected i64"],
+        ),
+        (
+            "rules_inline: 'version: v1'\ncases:\n  - name: x\n    event: {type: t, actorId: u}\n",
+            vec!["4:12: error: case `x`: event: unknown field `actorId`"],
+        ),
+        ("rules_inline: 'version: v1'\ncases:\n  - name: x\n\tevent: {type: t}\n", vec!["4:1: error: YAML syntax: "]),
+        (
+            "rules: a.yaml\nrules_inline: 'version: v1'\ncases: []\n",
+            vec!["2:15: error: give exactly one of `rules` (a path) or `rules_inline` (the text)"],
+        ),
+    ];
+    for (text, expected) in cases {
+        let (code, name, out) = run_text(text);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&format!("error: {name} is not a valid rule test file:")), "{out}");
+        for line in expected {
+            assert!(out.contains(&format!("\n{name}:{line}")), "missing `{line}` in:\n{out}");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -14,29 +14,12 @@ use serde_json::value::RawValue;
 use super::AppState;
 use super::body::read_json_body;
 use super::error::{ApiError, ErrorCode};
+use super::query;
 use crate::event::{Event, first_byte, json_kind};
 use crate::result::EventResult;
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 100;
-
-/// `?trace=true` (or `1`, or a bare `trace`).
-fn wants_trace(uri: &Uri) -> Result<bool, ApiError> {
-    let Some(query) = uri.query() else { return Ok(false) };
-    for pair in query.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
-        if key == "trace" {
-            return match value {
-                "true" | "1" | "" => Ok(true),
-                "false" | "0" => Ok(false),
-                other => {
-                    Err(ApiError::new(ErrorCode::InvalidQuery, format!("trace must be true or false, got `{other}`")))
-                }
-            };
-        }
-    }
-    Ok(false)
-}
 
 /// The router's handler for the route; [`crate::api::Api`] answers `POST /v1/events` before
 /// routing, so this runs only when the router is used on its own.
@@ -47,7 +30,7 @@ pub async fn submit(State(state): State<Arc<AppState>>, request: Request) -> Res
 /// Evaluates one event and answers its result.
 pub async fn submit_request(state: &AppState, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let trace = wants_trace(&parts.uri)?;
+    let trace = query::parse(parts.uri.query(), query::EVENTS_PARAMS, "POST /v1/events")?.flag("trace")?;
     let bytes = read_json_body(&parts.headers, body, state.max_body_bytes).await?;
     let event = Event::from_slice(&bytes)?;
     let result = state.engine.process(event, trace).await?;

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod error;
 pub mod events;
+pub mod query;
 pub mod routes;
 pub mod simulate;
 
@@ -66,12 +67,13 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(middleware::from_fn(query::strict))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), access_log))
         .with_state(state)
 }
 
 /// The single-event route.
-const EVENTS_ROUTE: &str = "/v1/events";
+const EVENTS_ROUTE: &str = query::EVENTS;
 
 impl Service<Request> for Api {
     type Response = Response;

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
+use super::query::Params;
 use crate::engine::READY_UTILIZATION;
 use crate::ledger::{LedgerError, LedgerStore};
 
@@ -53,27 +54,17 @@ pub async fn balance(State(state): State<Arc<AppState>>, Path(actor_id): Path<St
     Ok(Json(json!({"actor_id": actor_id, "balance": balance})).into_response())
 }
 
-/// `?limit=` and `?cursor=` of the ledger history.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 /// Default and largest page of ledger history.
 pub const HISTORY_LIMITS: (usize, usize) = (50, 500);
 
-/// `GET /v1/actors/{actor_id}/ledger`.
+/// `GET /v1/actors/{actor_id}/ledger`: `?limit=` and `?cursor=` (checked by [`super::query`]).
 pub async fn history(
     State(state): State<Arc<AppState>>,
     Path(actor_id): Path<String>,
-    uri: Uri,
+    query: Params,
 ) -> Result<Response, ApiError> {
-    let query: HistoryQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
-        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("bad query: {e} (allowed: limit, cursor)")))?;
     let (default, max) = HISTORY_LIMITS;
-    let limit = match query.limit.as_deref() {
+    let limit = match query.get("limit") {
         None => default,
         Some(text) => match text.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => n,
@@ -83,7 +74,7 @@ pub async fn history(
             }
         },
     };
-    let before = match query.cursor.as_deref() {
+    let before = match query.get("cursor") {
         None => None,
         Some(text) => Some(text.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
             let message = format!("cursor `{text}` is not one this API gave out (use next_cursor)");

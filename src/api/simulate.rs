@@ -21,8 +21,9 @@ use super::body::read_json_body;
 use super::error::{ApiError, ErrorCode};
 use super::events::decode_each;
 use crate::engine::simulate::{MAX_EVENTS, SimulatedEvent, simulate};
-use crate::event::{Event, first_byte};
+use crate::event::{Event, KEYS as EVENT_KEYS, first_byte};
 use crate::graph::{LoadError, Rules};
+use crate::rules::schema::suggestion;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,10 +68,24 @@ fn decode(bytes: &[u8]) -> Result<(Vec<Event>, Option<String>), ApiError> {
     Ok((decode_each(&items, ErrorCode::InvalidEvent)?, rules))
 }
 
-/// True for the `{"events": [...], ...}` form: an object with an `events` key.
+/// The keys of the `{"events": [...], "rules": "<YAML>"}` form.
+const REQUEST_KEYS: [&str; 2] = ["events", "rules"];
+
+/// True for the `{"events": [...], ...}` form: an object with an `events` key, or one with none
+/// of an event's keys, so that a mistyped `{"evnts": [...]}` is named as an unknown key of the
+/// request (with the nearest one), not of an event.
 fn is_request(bytes: &[u8]) -> Result<bool, ApiError> {
     let keys: BTreeMap<String, IgnoredAny> = serde_json::from_slice(bytes)?;
-    Ok(keys.contains_key("events"))
+    if !keys.contains_key("events") && keys.keys().any(|k| EVENT_KEYS.contains(&k.as_str())) {
+        return Ok(false);
+    }
+    match keys.keys().find(|k| !REQUEST_KEYS.contains(&k.as_str())) {
+        Some(unknown) => {
+            let message = format!("simulate request: unknown key `{unknown}`{}", suggestion(unknown, &REQUEST_KEYS));
+            Err(ApiError::new(ErrorCode::InvalidEvent, message))
+        }
+        None => Ok(true),
+    }
 }
 
 /// Evaluates with traces and reports what the ledger would do; stores nothing.

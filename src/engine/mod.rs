@@ -4,7 +4,8 @@
 //! Admission is exact: at most `queue_depth` events wait and `event_workers` are evaluated at
 //! once (see [`admission`]). Each admitted event runs as a task of its own, so a synchronous
 //! caller can stop waiting after `event_timeout_ms` while the event still completes (and is
-//! stored, so a retry with its id gets the result).
+//! stored, so a retry with its id gets the result). The events of one actor in one batch share a
+//! task instead, which applies them in the batch's order ([`chains`]).
 
 pub mod admission;
 pub mod jobs;
@@ -137,6 +138,7 @@ impl Engine {
         ledger: Option<Ledger>,
     ) -> Result<Arc<Engine>, LoadError> {
         let rules = Rules::load_path(&config_path, &registry)?;
+        log_warnings(&rules, &config_path.display().to_string());
         let metrics = Metrics::new();
         metrics.reload("success");
         let settings = rules.file.engine;
@@ -183,6 +185,9 @@ impl Engine {
         tokio::spawn(Arc::clone(self).requeue_loop());
     }
 
+    /// Re-admits the waiting batch events, every `REQUEUE_INTERVAL`, as chains that keep each
+    /// actor's events in order (as [`Engine::submit_batch`] does). A round waits for the chains it
+    /// started, so a later round never overtakes an earlier one's events of the same actor.
     async fn requeue_loop(self: Arc<Self>) {
         while !self.is_shutting_down() {
             let waiting = self.retry.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
@@ -192,22 +197,25 @@ impl Engine {
                     tokio::task::spawn_blocking(move || engine.ledger.as_ref().is_some_and(Ledger::is_healthy))
                         .await
                         .unwrap_or(false);
+                let mut admitted = Vec::new();
                 let mut left = Vec::new();
                 for task in waiting {
                     // Once one is refused (or the ledger is down), the rest keep their order for
                     // the next round; a place is only taken for a task that will use it.
                     let ticket = if healthy && left.is_empty() { self.admission.try_enter() } else { None };
                     match ticket {
-                        Some(ticket) => {
-                            self.admitted(1);
-                            self.spawn(ticket, task);
-                        }
+                        Some(ticket) => admitted.push((ticket, task)),
                         None => left.push(task),
                     }
                 }
+                self.admitted(admitted.len());
+                let running: Vec<_> = self.spawn_chains(admitted);
+                for chain in running {
+                    let _ = chain.await;
+                }
+                // What this round's chains put back came before the events left waiting.
                 if let Ok(mut retry) = self.retry.lock() {
-                    left.append(&mut retry);
-                    *retry = left;
+                    retry.append(&mut left);
                 }
             }
             tokio::time::sleep(REQUEUE_INTERVAL).await;
@@ -264,10 +272,51 @@ impl Engine {
         tokio::spawn(async move {
             let running = ticket.start().await;
             let result = engine.run(&task).await;
-            engine.finish(task, &result);
+            if let Some(again) = engine.finish(task, &result) {
+                engine.put_back(std::iter::once(again));
+            }
             drop(running);
             result
         })
+    }
+
+    /// Runs admitted batch events as chains ([`chains`]): each actor's events one after another
+    /// in the given order, each awaiting its ledger commit before the next is evaluated; chains
+    /// (different actors, and events without one) run in parallel. Every event keeps its queue
+    /// place until its turn. When an event's ledger write fails, it and the rest of its chain are
+    /// put back, in order, for the requeue task (their places are freed), so none overtakes it.
+    fn spawn_chains(self: &Arc<Self>, admitted: Vec<(Ticket, Task)>) -> Vec<tokio::task::JoinHandle<()>> {
+        let chains = chains(admitted, |(_, task)| task.event.actor_id.as_deref());
+        chains
+            .into_iter()
+            .map(|chain| {
+                let engine = Arc::clone(self);
+                tokio::spawn(async move {
+                    let mut chain = chain.into_iter();
+                    while let Some((ticket, task)) = chain.next() {
+                        let running = ticket.start().await;
+                        let result = engine.run(&task).await;
+                        let again = engine.finish(task, &result);
+                        drop(running);
+                        if let Some(again) = again {
+                            let rest: Vec<Task> = chain.by_ref().map(|(_ticket, task)| task).collect();
+                            if !rest.is_empty() {
+                                let (event_id, later) = (&again.event.id, rest.len());
+                                tracing::info!(%event_id, later, "later events of the same actor wait for it");
+                            }
+                            engine.put_back(std::iter::once(again).chain(rest));
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Puts batch events back, in order, for the requeue task (still stored as queued).
+    fn put_back(&self, tasks: impl IntoIterator<Item = Task>) {
+        if let Ok(mut retry) = self.retry.lock() {
+            retry.extend(tasks.into_iter().map(|task| Task { enqueued: Instant::now(), ..task }));
+        }
     }
 
     /// Evaluates one event and waits for its result, up to `event_timeout_ms`.
@@ -307,10 +356,10 @@ impl Engine {
             }
             None => self.memory_jobs.insert(Job::new(job_id.clone(), events.iter().map(|e| e.id.clone()), queued)),
         }
-        for (index, (ticket, event)) in tickets.into_iter().zip(events).enumerate() {
-            let task = Task { event, trace: false, job: Some((job_id.clone(), index)), enqueued: Instant::now() };
-            self.spawn(ticket, task);
-        }
+        let admitted = tickets.into_iter().zip(events).enumerate().map(|(index, (ticket, event))| {
+            (ticket, Task { event, trace: false, job: Some((job_id.clone(), index)), enqueued: Instant::now() })
+        });
+        self.spawn_chains(admitted.collect());
         self.admitted(queued);
         if total > queued {
             self.queue_full(total - queued);
@@ -356,11 +405,12 @@ impl Engine {
         };
         let loaded_at = if changed {
             self.timeout_ms.store(u64::from(file_settings.event_timeout_ms), Ordering::Relaxed);
-            let live = LiveRules::new(rules, self.config_path.clone(), &self.metrics);
+            let live = Arc::new(LiveRules::new(rules, self.config_path.clone(), &self.metrics));
             let at = live.loaded_at;
-            self.live.store(Arc::new(live));
+            self.live.store(Arc::clone(&live));
             self.metrics.reload("success");
             tracing::info!(file = %path, hash = %report.hash, scenarios = report.scenarios_count, "rules reloaded");
+            log_warnings(&live.rules, &path);
             at
         } else {
             self.metrics.reload("unchanged");
@@ -385,8 +435,10 @@ impl Engine {
         }
     }
 
-    /// Records what happened to a finished event: metrics, and batch bookkeeping.
-    fn finish(&self, task: Task, result: &Result<EventResult, EngineError>) {
+    /// Records what happened to a finished event: metrics, and batch bookkeeping. Gives back a
+    /// batch event whose ledger write failed: it is still stored as queued, to be tried again
+    /// once the ledger takes writes.
+    fn finish(&self, task: Task, result: &Result<EventResult, EngineError>) -> Option<Task> {
         let elapsed = task.enqueued.elapsed();
         self.metrics.duration_seconds.observe(elapsed.as_secs_f64());
         self.metrics.duration_ms.observe(elapsed.as_secs_f64() * 1000.0);
@@ -398,14 +450,10 @@ impl Engine {
             (Some((job_id, index)), Ok(result)) if self.ledger.is_none() => {
                 self.memory_jobs.complete(job_id, *index, result.clone());
             }
-            // Still stored as queued: try again once the ledger takes writes.
-            (Some(_), Err(EngineError::Ledger(_))) => {
-                if let Ok(mut retry) = self.retry.lock() {
-                    retry.push(Task { enqueued: Instant::now(), ..task });
-                }
-            }
+            (Some(_), Err(EngineError::Ledger(_))) => return Some(task),
             _ => {}
         }
+        None
     }
 
     async fn run(&self, task: &Task) -> Result<EventResult, EngineError> {
@@ -503,6 +551,42 @@ impl Engine {
     }
 }
 
+/// Splits events into chains that keep order where it matters: the events of one actor, in
+/// their order, form one chain; an event without an actor is a chain of its own. Chains come in
+/// the order of their first event.
+fn chains<T>(items: Vec<T>, actor: impl Fn(&T) -> Option<&str>) -> Vec<Vec<T>> {
+    let mut slots = Vec::with_capacity(items.len());
+    let mut count = 0;
+    {
+        let mut by_actor: rustc_hash::FxHashMap<&str, usize> = rustc_hash::FxHashMap::default();
+        for item in &items {
+            let slot = match actor(item) {
+                Some(id) => *by_actor.entry(id).or_insert(count),
+                None => count,
+            };
+            if slot == count {
+                count += 1;
+            }
+            slots.push(slot);
+        }
+    }
+    let mut chains: Vec<Vec<T>> = (0..count).map(|_| Vec::new()).collect();
+    for (slot, item) in slots.into_iter().zip(items) {
+        if let Some(chain) = chains.get_mut(slot) {
+            chain.push(item);
+        }
+    }
+    chains
+}
+
+/// Logs each warning of rules that just went live, once, as `FILE:LINE:COL: warning: message`
+/// (a reload that changes nothing logs nothing again).
+fn log_warnings(rules: &Rules, path: &str) {
+    for warning in &rules.warnings {
+        tracing::warn!("{}", warning.render(path));
+    }
+}
+
 /// An evaluated event: its result, or what the ledger must apply first, with what to count
 /// once it is applied.
 enum Evaluated<'a> {
@@ -558,4 +642,18 @@ pub fn evaluate_stateless(rules: &Rules, event: &Event, trace: bool) -> EventRes
 fn build_result(rules: &Rules, event: &Event, evaluation: &Evaluation, started: Instant) -> EventResult {
     let outcomes: Vec<Outcome> = evaluation.planned.iter().map(|p| Outcome::of_plan(p.plan)).collect();
     EventResult::build(rules, event, evaluation, &outcomes, started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chains;
+
+    #[test]
+    fn chains_keep_each_actors_order_and_leave_events_without_one_alone() {
+        let items = [(1, Some("ann")), (2, None), (3, Some("bob")), (4, Some("ann")), (5, None), (6, Some("bob"))];
+        let grouped = chains(items.to_vec(), |(_, actor)| *actor);
+        let numbers: Vec<Vec<i32>> = grouped.iter().map(|c| c.iter().map(|(n, _)| *n).collect()).collect();
+        assert_eq!(numbers, [vec![1, 4], vec![2], vec![3, 6], vec![5]]);
+        assert!(chains(Vec::<(i32, Option<&str>)>::new(), |(_, a)| *a).is_empty());
+    }
 }

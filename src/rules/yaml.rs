@@ -163,6 +163,10 @@ pub fn parse_yaml_float(text: &str) -> Option<f64> {
     text.parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
+/// The characters that may follow `\` in a double-quoted YAML scalar (YAML 1.2, 5.7), line
+/// breaks aside.
+const YAML_ESCAPES: &str = "0abt\tnvfre \"/\\N_LPxuU";
+
 /// Reads one YAML document into a [`Node`] tree. An empty file gives `None`.
 pub fn parse(source: &str) -> Result<Option<Node>, SyntaxError> {
     let mut builder = TreeBuilder::new(source);
@@ -170,8 +174,8 @@ pub fn parse(source: &str) -> Result<Option<Node>, SyntaxError> {
         let (event, span) = match item {
             Ok(ok) => ok,
             Err(e) => {
-                let pos = Pos::from_marker(e.marker());
-                let message = format!("{}{}", e.info(), builder.hint(e.info(), pos));
+                let (pos, escape) = builder.place(e.info(), e.marker());
+                let message = format!("{}{}", e.info(), builder.hint(e.info(), pos, escape));
                 return Err(SyntaxError { pos, message });
             }
         };
@@ -242,12 +246,71 @@ impl<'s> TreeBuilder<'s> {
         rest.get(..end).map(Into::into)
     }
 
+    /// Where a syntax error is, where the parser stops elsewhere: at the tab it complains about
+    /// (it stops just after a run of tabs, or at the start of the plain scalar before a line
+    /// indented with one), or at the backslash of an unknown escape in a double-quoted scalar
+    /// (it stops at the opening quote), with the character after that backslash.
+    fn place(&mut self, info: &str, marker: &saphyr_parser::Marker) -> (Pos, Option<char>) {
+        let at = Pos::from_marker(marker);
+        if info.contains("tab") {
+            let before = marker.col();
+            let line: Vec<char> = self.rest_from(marker.index().saturating_sub(before)).chars().take(before).collect();
+            let run = line.iter().rev().take_while(|c| **c == '\t').count();
+            if run > 0 {
+                return (Pos { col: at.col.saturating_sub(saturating_u32(run)), ..at }, None);
+            }
+            // The first tab after the marker, on its line or at the start of a line below it.
+            let (mut pos, mut on_marker_line) = (at, true);
+            for c in self.rest_from(marker.index()).chars() {
+                match c {
+                    '\t' => return (pos, None),
+                    '\n' => {
+                        pos = Pos { line: pos.line.saturating_add(1), col: 1 };
+                        on_marker_line = false;
+                    }
+                    ' ' | '\r' => pos.col = pos.col.saturating_add(1),
+                    _ if on_marker_line => pos.col = pos.col.saturating_add(1),
+                    _ => break,
+                }
+            }
+        } else if info.contains("unknown escape") {
+            let mut chars = self.rest_from(marker.index()).chars();
+            if chars.next() == Some('"') {
+                let mut pos = Pos { col: at.col.saturating_add(1), ..at };
+                let next_line = |pos: Pos| Pos { line: pos.line.saturating_add(1), col: 1 };
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\n' => pos = next_line(pos),
+                        '\\' => match chars.next() {
+                            Some('\n') => pos = next_line(pos),
+                            Some(e) if YAML_ESCAPES.contains(e) => pos.col = pos.col.saturating_add(2),
+                            other => return (pos, other),
+                        },
+                        _ => pos.col = pos.col.saturating_add(1),
+                    }
+                }
+            }
+        }
+        (at, None)
+    }
+
     /// Advice added to a YAML syntax error: the usual causes of the parser's terse messages, and
-    /// a `[` or `{` left open on an earlier line (the parser stops far from it).
-    fn hint(&mut self, info: &str, at: Pos) -> String {
+    /// a `[` or `{` left open on an earlier line (the parser stops far from it). `escape` is the
+    /// character after the backslash of an unknown escape.
+    fn hint(&mut self, info: &str, at: Pos, escape: Option<char>) -> String {
         let mut hint = String::new();
-        if info.contains("tabs") {
+        if info.contains("tab") {
             hint.push_str(" (indent with spaces, not tabs)");
+        } else if info.contains("unknown escape") {
+            let (written, doubled) = match escape {
+                Some(c) => (format!("`\\{c}` is not one"), format!("`\\\\{c}`")),
+                None => ("this is not one".to_owned(), "`\\\\`".to_owned()),
+            };
+            hint.push_str(&format!(
+                " (in a double-quoted YAML string `\\` starts an escape, and {written}: write {doubled}, or wrap \
+                 the value in single quotes instead, with double quotes around the strings inside it)"
+            ));
         } else if info.contains("quoted scalar") {
             hint.push_str(" (is a closing quote missing?)");
         } else if info.contains("mapping values are not allowed") {
@@ -374,6 +437,30 @@ mod tests {
     fn syntax_errors_carry_a_position() {
         let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.pos.line >= 1, "{err:?}");
+    }
+
+    #[test]
+    fn a_tab_is_reported_at_its_own_line_and_column() {
+        for (source, line, col) in [
+            ("a:\n  - x\n\t- y\n", 3, 1),
+            ("a:\n\tb: 1\n", 2, 1),
+            ("a:\n\t\tb: 1\n", 2, 1),
+            ("a:\n  b: 1\n\n  \tc: 2\n", 4, 3),
+        ] {
+            let err = parse(source).unwrap_err();
+            assert_eq!((err.pos.line, err.pos.col), (line, col), "{source:?}: {err:?}");
+            assert!(err.message.ends_with("(indent with spaces, not tabs)"), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_escape_in_double_quotes_is_pointed_at_and_explained() {
+        let err = parse("a: \"x \\n \\d+\"\n").unwrap_err();
+        assert_eq!((err.pos.line, err.pos.col), (1, 10), "{err:?}");
+        assert!(err.message.contains("`\\d` is not one: write `\\\\d`, or wrap the value in single quotes"), "{err:?}");
+        assert!(!err.message.contains("closing quote"), "{err:?}");
+        let err = parse("a: \"one\n  two \\q\"\n").unwrap_err();
+        assert_eq!((err.pos.line, err.pos.col), (2, 7), "{err:?}");
     }
 
     #[test]
