@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{EXAMPLE_EVENT, Server, repo_path};
+use common::{EXAMPLE_EVENT, Server};
 use serde_json::Value;
 
 /// One route: method, route pattern, a path that matches it, a body that it accepts, and the
@@ -49,8 +49,7 @@ fn send(server: &Server, method: &str, path_and_query: &str, body: &str) -> (u16
 }
 
 fn server() -> Server {
-    let rules = std::fs::read_to_string(repo_path("configs/rules.yaml")).unwrap();
-    Server::start(&rules, &["--ledger", "sqlite"])
+    Server::start(&common::example_rules(), &["--ledger", "sqlite"])
 }
 
 #[test]
