@@ -14,6 +14,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use fluxflow::actions::ActionRegistry;
+use fluxflow::facts::Facts;
 use fluxflow::event::Event;
 use fluxflow::graph::Rules;
 
@@ -27,26 +28,26 @@ fn example(c: &mut Criterion) {
     let rules = Rules::load_str(EXAMPLE_RULES, &ActionRegistry::builtin()).expect("the example rules load");
     let event = Event::from_slice(README_EVENT).expect("the README event decodes");
     let mut evaluation = rules.new_evaluation();
-    rules.evaluate(&event, &mut evaluation);
+    rules.evaluate(&Facts::of(&event), &mut evaluation);
     assert_eq!(evaluation.matched.len(), 1, "the README event matches sc_high_value_food");
     assert_eq!(evaluation.planned.len(), 1, "and plans its one action");
 
     let mut group = c.benchmark_group("example");
     group.bench_function("readme_event", |b| {
         b.iter(|| {
-            rules.evaluate(black_box(&event), &mut evaluation);
+            rules.evaluate(black_box(&Facts::of(&event)), &mut evaluation);
             black_box(&evaluation);
         });
     });
     // What a trace costs when asked for (POST /v1/events?trace=true); the fast path above runs
     // the same walk with a tracer that does nothing.
     group.bench_function("readme_event_traced", |b| {
-        b.iter(|| black_box(rules.evaluate_traced(black_box(&event), &mut evaluation)));
+        b.iter(|| black_box(rules.evaluate_traced(black_box(&Facts::of(&event)), &mut evaluation)));
     });
     group.bench_function("decode_and_evaluate", |b| {
         b.iter(|| {
             let event = Event::from_slice(black_box(README_EVENT)).expect("decodes");
-            rules.evaluate(&event, &mut evaluation);
+            rules.evaluate(&Facts::of(&event), &mut evaluation);
             black_box(&evaluation);
         });
     });
@@ -61,11 +62,11 @@ fn scaling(c: &mut Criterion) {
         let rules = Rules::load_str(&common::scenarios_yaml(count), &registry).expect("generated rules load");
         assert_eq!(rules.scenario_count(), count);
         let mut evaluation = rules.new_evaluation();
-        rules.evaluate(&event, &mut evaluation);
+        rules.evaluate(&Facts::of(&event), &mut evaluation);
         assert!(!evaluation.planned.is_empty(), "the bench event fires at least one action with {count} scenarios");
         group.bench_with_input(BenchmarkId::from_parameter(count), &rules, |b, rules| {
             b.iter(|| {
-                rules.evaluate(black_box(&event), &mut evaluation);
+                rules.evaluate(black_box(&Facts::of(&event)), &mut evaluation);
                 black_box(&evaluation);
             });
         });

@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -40,7 +41,14 @@ pub struct Event {
     /// True when the sender gave no id and one was generated (so it cannot have been seen).
     #[serde(skip)]
     pub generated_id: bool,
+    /// When the event was decoded: its time when it has no `occurred_at`.
+    #[serde(skip, default = "received_now")]
+    pub received_at: Timestamp,
 }
+
+/// How far ahead of the server's clock an `occurred_at` may be (clock skew): up to this it is
+/// taken as the time received, beyond it the event is refused.
+pub const MAX_CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(5 * 60);
 
 /// Why an event was refused. The message names the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +75,12 @@ pub enum EventError {
 static RFC3339: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$").expect("valid pattern")
 });
+
+/// Now, to the microsecond (the ledger's resolution), as the time an event is received.
+fn received_now() -> Timestamp {
+    let now = Timestamp::now();
+    now.round(jiff::Unit::Microsecond).unwrap_or(now)
+}
 
 fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
@@ -166,9 +180,40 @@ impl Event {
             if !RFC3339.is_match(at) {
                 return field("occurred_at", "is not an RFC 3339 time such as 2026-11-28T10:00:00Z");
             }
-            if let Err(e) = at.parse::<jiff::Timestamp>() {
-                return field("occurred_at", &format!("is not an RFC 3339 time ({e})"));
+            match at.parse::<Timestamp>() {
+                Err(e) => return field("occurred_at", &format!("is not an RFC 3339 time ({e})")),
+                Ok(t) if t.duration_since(self.received_at) > MAX_CLOCK_SKEW => {
+                    let message = format!(
+                        "is more than 5 minutes ahead of the server's clock ({}): send the time the event happened",
+                        self.received_at.round(jiff::Unit::Second).unwrap_or(self.received_at)
+                    );
+                    return field("occurred_at", &message);
+                }
+                Ok(_) => {}
             }
+        }
+        Ok(())
+    }
+
+    /// The event time: `occurred_at` when sent (a time slightly ahead of the clock counts as the
+    /// time received), else the time the event was received. Schedules, periods and limits use
+    /// it, never the clock.
+    pub fn time(&self) -> Timestamp {
+        match self.occurred_at.as_deref().and_then(|at| at.parse::<Timestamp>().ok()) {
+            Some(at) if at < self.received_at => at,
+            _ => self.received_at,
+        }
+    }
+
+    /// Refuses an event older than `max_age_days` (0 = no limit), naming `occurred_at`.
+    pub fn check_age(&self, max_age_days: u32) -> Result<(), EventError> {
+        if max_age_days == 0 || self.occurred_at.is_none() {
+            return Ok(());
+        }
+        let age = self.received_at.duration_since(self.time());
+        if age > SignedDuration::from_hours(24 * i64::from(max_age_days)) {
+            let problem = format!("is older than the programme accepts (max_event_age_days: {max_age_days})");
+            return Err(EventError::Field { field: "occurred_at", problem });
         }
         Ok(())
     }

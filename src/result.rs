@@ -4,20 +4,24 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actions::Outcome;
 use crate::event::Event;
-use crate::graph::{Evaluation, Rules, Trace};
+use crate::graph::{Evaluation, Rules, Stacked, Trace};
 
 /// What happened to one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventResult {
     /// The event's id (given or generated).
     pub event_id: String,
+    /// The event time (RFC 3339, UTC): `occurred_at`, else when the event was received. Results
+    /// stored by a version before event time have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<String>,
     /// Whole milliseconds spent (the original's field; kept as an integer for its clients).
     pub duration_ms: u64,
     /// Microseconds spent, for a useful resolution.
     pub duration_us: u64,
-    /// Scenarios that fired, in file order; `[]` when none.
+    /// Scenarios that fired, in evaluation order (descending priority, then file order); `[]`
+    /// when none. Scenarios excluded by their exclusive group are not listed.
     pub scenarios_matched: Vec<String>,
     /// Actions reached, in order.
     pub actions_executed: Vec<ActionResult>,
@@ -41,40 +45,47 @@ pub struct ActionResult {
     pub success: bool,
     /// What it did, or why it failed.
     pub message: String,
+    /// Why it failed, as a stable code (`no_actor`, `formula_invalid`, `insufficient_balance`,
+    /// `limit_reached`, …); absent when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// Signed points moved, for a successful points action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub points: Option<i64>,
 }
 
 impl EventResult {
-    /// Builds the result from an evaluation and the outcome of each planned action (same order).
-    pub fn build(
-        rules: &Rules,
-        event: &Event,
-        evaluation: &Evaluation,
-        outcomes: &[Outcome],
-        elapsed: Duration,
-    ) -> Self {
+    /// Builds the result from an evaluation and what stacking decided of each planned action
+    /// (same order); the actions of excluded scenarios are left out.
+    pub fn build(rules: &Rules, event: &Event, evaluation: &Evaluation, stacked: &Stacked, elapsed: Duration) -> Self {
         let actions_executed = evaluation
             .planned
             .iter()
-            .zip(outcomes)
+            .zip(&stacked.outcomes)
             .filter_map(|(planned, outcome)| {
-                let entry = rules.action(planned.action)?;
+                let (entry, outcome) = (rules.action(planned.action)?, outcome.as_ref()?);
                 Some(ActionResult {
                     action_id: entry.id.clone(),
                     action_type: entry.action_type.clone(),
                     success: outcome.success(),
                     message: entry.action.message(outcome, event),
+                    code: outcome.code().map(str::to_owned),
                     points: outcome.points(),
                 })
             })
             .collect();
+        let scenarios_matched = evaluation
+            .matched
+            .iter()
+            .filter(|&&i| stacked.excluded_by(i).is_none())
+            .map(|&i| rules.scenario_id(i).to_owned())
+            .collect();
         EventResult {
             event_id: event.id.clone(),
+            occurred_at: Some(event.time().to_string()),
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            scenarios_matched: evaluation.matched.iter().map(|&i| rules.scenario_id(i).to_owned()).collect(),
+            scenarios_matched,
             actions_executed,
             replayed: false,
             trace: None,

@@ -10,6 +10,7 @@
 
 use allocation_counter::{AllocationInfo, measure};
 use fluxflow::actions::{ActionRegistry, Plan};
+use fluxflow::facts::Facts;
 use fluxflow::event::Event;
 use fluxflow::graph::{Evaluation, Rules};
 
@@ -21,8 +22,8 @@ fn example_rules() -> Rules {
 
 /// Allocations made by one `evaluate` call, after a warm-up call has grown `out`.
 fn allocations_of_evaluate(rules: &Rules, event: &Event, out: &mut Evaluation) -> AllocationInfo {
-    rules.evaluate(event, out);
-    measure(|| rules.evaluate(event, out))
+    rules.evaluate(&Facts::of(event), out);
+    measure(|| rules.evaluate(&Facts::of(event), out))
 }
 
 /// The counter is live in this binary: without it every count would be zero and the test would
@@ -93,12 +94,12 @@ fn a_reused_buffer_allocates_nothing() {
     let events: Vec<Event> = CASES.iter().map(|(_, json, _)| Event::from_slice(json.as_bytes()).unwrap()).collect();
     let mut out = rules.new_evaluation();
     for event in &events {
-        rules.evaluate(event, &mut out);
+        rules.evaluate(&Facts::of(event), &mut out);
     }
     let info = measure(|| {
         for _ in 0..100 {
             for event in &events {
-                rules.evaluate(event, &mut out);
+                rules.evaluate(&Facts::of(event), &mut out);
             }
         }
     });

@@ -2,6 +2,7 @@
 //! CONTRACT §5's ordering and filtering rules.
 
 use fluxflow::actions::{ActionRegistry, Plan, PointsChange};
+use fluxflow::facts::Facts;
 use fluxflow::event::Event;
 use fluxflow::graph::Rules;
 use serde_json::{Value, json};
@@ -45,7 +46,7 @@ fn make_event(event_type: &str, source: Option<&str>, payload: Value) -> Event {
 /// (matched scenario ids, reached action ids)
 fn run(rules: &Rules, ev: &Event) -> (Vec<String>, Vec<String>) {
     let mut out = rules.new_evaluation();
-    rules.evaluate(ev, &mut out);
+    rules.evaluate(&Facts::of(ev), &mut out);
     let matched = out.matched.iter().map(|&i| rules.scenario_id(i).to_owned()).collect();
     let actions = out.planned.iter().map(|p| rules.action(p.action).unwrap().id.clone()).collect();
     (matched, actions)
@@ -159,7 +160,7 @@ scenarios:
         (vec!["first".into(), "second".into()], vec!["a1".into(), "a2".into(), "a3".into(), "a4".into()])
     );
     let mut out = r.new_evaluation();
-    r.evaluate(&ev, &mut out);
+    r.evaluate(&Facts::of(&ev), &mut out);
     assert_eq!(out.planned[3].plan, Plan::Points(PointsChange { amount: -4, expiry_days: None }));
 }
 
@@ -168,7 +169,7 @@ fn trace_explains_unknowns_and_skips() {
     let r = rules(SEED_RULES);
     let ev = make_event("transaction", Some("pos-system"), json!({"category": "food"}));
     let mut out = r.new_evaluation();
-    let trace = serde_json::to_value(r.evaluate_traced(&ev, &mut out)).unwrap();
+    let trace = serde_json::to_value(r.evaluate_traced(&Facts::of(&ev), &mut out)).unwrap();
     assert_eq!(
         trace,
         json!({"scenarios": [
@@ -183,7 +184,7 @@ fn trace_explains_unknowns_and_skips() {
             {"scenario_id": "sc_login", "status": "skipped_type", "matched": false}
         ]})
     );
-    let parsed = r.evaluate_traced(&ev, &mut out);
+    let parsed = r.evaluate_traced(&Facts::of(&ev), &mut out);
     assert_eq!(
         parsed.scenario("sc_food_high").unwrap().why_not().unwrap(),
         "condition `cond_amount` is unknown: `payload.amount` is missing"
@@ -198,11 +199,11 @@ fn trace_explains_unknowns_and_skips() {
 fn trace_marks_reached_actions_and_disabled_and_source_skips() {
     let r = rules(&SEED_RULES.replace("  - id: sc_login\n    enabled: true", "  - id: sc_login\n    enabled: false"));
     let ev = make_event("transaction", Some("web"), json!({}));
-    let trace = r.evaluate_traced(&ev, &mut r.new_evaluation());
+    let trace = r.evaluate_traced(&Facts::of(&ev), &mut r.new_evaluation());
     assert_eq!(trace.scenario("sc_food_high").unwrap().why_not().unwrap(), "skipped: it does not accept this source");
     assert_eq!(trace.scenario("sc_login").unwrap().why_not().unwrap(), "skipped: it is disabled");
     let ev = make_event("transaction", Some("pos-system"), json!({"amount": 1500, "category": "food"}));
-    let trace = serde_json::to_value(r.evaluate_traced(&ev, &mut r.new_evaluation())).unwrap();
+    let trace = serde_json::to_value(r.evaluate_traced(&Facts::of(&ev), &mut r.new_evaluation())).unwrap();
     assert_eq!(trace["scenarios"][0]["matched"], true);
     assert_eq!(
         trace["scenarios"][0]["nodes"][2],
@@ -214,8 +215,8 @@ fn trace_marks_reached_actions_and_disabled_and_source_skips() {
 fn evaluation_buffer_is_reused() {
     let r = rules(SEED_RULES);
     let mut out = r.new_evaluation();
-    r.evaluate(&make_event("login", None, Value::Null), &mut out);
-    r.evaluate(&make_event("transaction", Some("pos-system"), json!({"amount": 1, "category": "food"})), &mut out);
+    r.evaluate(&Facts::of(&make_event("login", None, Value::Null)), &mut out);
+    r.evaluate(&Facts::of(&make_event("transaction", Some("pos-system"), json!({"amount": 1, "category": "food"}))), &mut out);
     assert!(out.matched.is_empty() && out.planned.is_empty(), "cleared between events");
 }
 
@@ -260,8 +261,8 @@ fn the_equality_index_changes_no_result() {
     }
     for (rules, ev) in &events {
         let (mut fast, mut full) = (rules.new_evaluation(), rules.new_evaluation());
-        rules.evaluate(ev, &mut fast);
-        rules.evaluate_traced(ev, &mut full);
+        rules.evaluate(&Facts::of(ev), &mut fast);
+        rules.evaluate_traced(&Facts::of(ev), &mut full);
         assert_eq!(
             (&fast.matched, &fast.planned, fast.unknowns),
             (&full.matched, &full.planned, full.unknowns),
@@ -269,7 +270,7 @@ fn the_equality_index_changes_no_result() {
         );
     }
     let mut out = generated.new_evaluation();
-    generated.evaluate(&events[0].1, &mut out);
+    generated.evaluate(&Facts::of(&events[0].1), &mut out);
     let fired: Vec<&str> = out.matched.iter().map(|&i| generated.scenario_id(i)).collect();
     assert_eq!(fired, ["s0", "s4", "s8", "s12", "s16", "s20", "s24", "s28", "s32", "s40", "s44", "s52", "s56", "open"]);
 }

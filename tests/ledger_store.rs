@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use fluxflow::actions::{Outcome, Plan, PointsChange};
 use fluxflow::event::Event;
+use fluxflow::graph::{Stacked, StackingKey};
 use fluxflow::ledger::sqlite::SqliteStore;
 use fluxflow::ledger::{
     ActionWrite, Applied, EventWrite, Fingerprint, HistoryPage, Ledger, LedgerError, LedgerStore, NewJob, PendingEvent,
@@ -32,24 +33,30 @@ fn points(actor: &str, amount: i64) -> ActionWrite {
 /// A write whose result lists each outcome as an action.
 fn write(ev: &Event, actions: Vec<ActionWrite>) -> EventWrite {
     let id = ev.id.clone();
+    let stacking = (0..actions.len()).map(|i| StackingKey { scenario: i as u32, group: None }).collect();
     EventWrite {
         event_id: ev.id.clone(),
         fresh_id: ev.generated_id,
         fingerprint: fingerprint(ev),
         actions,
+        stacking,
         job: None,
-        build_result: Box::new(move |outcomes: &[Outcome]| EventResult {
+        build_result: Box::new(move |stacked: &Stacked| EventResult {
             event_id: id,
+            occurred_at: None,
             duration_ms: 0,
             duration_us: 0,
             scenarios_matched: vec![],
-            actions_executed: outcomes
+            actions_executed: stacked
+                .outcomes
                 .iter()
+                .flatten()
                 .map(|o| ActionResult {
                     action_id: "act".into(),
                     action_type: "reward_points".into(),
                     success: o.success(),
                     message: format!("{o:?}"),
+                    code: o.code().map(str::to_owned),
                     points: o.points(),
                 })
                 .collect(),

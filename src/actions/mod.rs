@@ -93,6 +93,16 @@ impl Outcome {
         }
     }
 
+    /// The stable code of a failure (`"code"` in results); `None` for a success.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Done(_) => None,
+            Outcome::Failed(Failure::NoActor) => Some("no_actor"),
+            Outcome::Failed(_) => Some("formula_invalid"),
+            Outcome::InsufficientBalance { .. } => Some("insufficient_balance"),
+        }
+    }
+
     /// True when the action did what it meant to.
     pub fn success(&self) -> bool {
         matches!(self, Outcome::Done(_))

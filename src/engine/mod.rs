@@ -18,6 +18,7 @@ pub use crate::result::{ActionResult, EventResult};
 pub use live::{LiveRules, ReloadReport};
 
 use std::cell::RefCell;
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,8 @@ use arc_swap::ArcSwap;
 use crate::actions::{ActionRegistry, Outcome, Plan};
 use crate::event::Event;
 use crate::expr::Reason;
+use crate::facts::Facts;
+use crate::graph::stacking::stack;
 use crate::graph::{Evaluation, LoadError, Rules};
 use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, PointsWrite, fingerprint};
 use crate::result::Job;
@@ -463,11 +466,11 @@ impl Engine {
         // retry of a stored event is recognised by the writer, inside its transaction.
         let (evaluated, trace) = EVALUATION.with(|cell| {
             let mut evaluation = cell.borrow_mut();
-            let trace = live.rules.evaluate_maybe_traced(event, &mut evaluation, task.trace);
+            let trace = live.rules.evaluate_maybe_traced(&Facts::of(event), &mut evaluation, task.trace);
             let evaluated = match &self.ledger {
                 None => {
                     let result = build_result(&live.rules, event, &evaluation, task.enqueued);
-                    let actions = evaluation.planned.iter().map(|p| p.action);
+                    let actions = evaluation.planned.iter().map(|p| (p.scenario, p.action));
                     self.count(&live, &evaluation.matched, &evaluation.unknowns, actions, &result);
                     Evaluated::Done(result)
                 }
@@ -495,7 +498,10 @@ impl Engine {
                 }
             }
         };
-        result.trace = trace;
+        result.trace = trace.map(|mut trace| {
+            trace.mark_excluded(&live.rules, &result.scenarios_matched);
+            trace
+        });
         Ok(result)
     }
 
@@ -517,6 +523,7 @@ impl Engine {
                 (plan, _, _) => ActionWrite::Decided(Outcome::of_plan(plan)),
             })
             .collect();
+        let stacking = live.rules.stacking_keys(evaluation);
         let (live, event, evaluation, started) =
             (Arc::clone(live), Arc::clone(event), evaluation.clone(), task.enqueued);
         EventWrite {
@@ -524,28 +531,35 @@ impl Engine {
             fresh_id: event.generated_id,
             fingerprint: fingerprint(&event),
             actions,
+            stacking,
             job: task.job.clone(),
-            build_result: Box::new(move |outcomes| {
-                EventResult::build(&live.rules, &event, &evaluation, outcomes, started.elapsed())
+            build_result: Box::new(move |stacked| {
+                EventResult::build(&live.rules, &event, &evaluation, stacked, started.elapsed())
             }),
         }
     }
 
     /// Counts an applied evaluation: matched scenarios, unknown conditions, and each planned
-    /// action's outcome (`results`, in the same order).
+    /// action's outcome (`results`, in the same order once the actions of scenarios that stacking
+    /// excluded are left out).
     fn count(
         &self,
         live: &LiveRules,
         matched: &[u32],
         unknowns: &[u32; Reason::LABELS.len()],
-        actions: impl Iterator<Item = u32>,
+        actions: impl Iterator<Item = (u32, u32)>,
         results: &EventResult,
     ) {
-        for &scenario in matched {
+        // Nearly always nothing is excluded, and the lists line up as they are.
+        let excluding = results.scenarios_matched.len() < matched.len();
+        let kept = |scenario: u32| {
+            !excluding || results.scenarios_matched.iter().any(|id| id == live.rules.scenario_id(scenario))
+        };
+        for &scenario in matched.iter().filter(|&&s| kept(s)) {
             live.count_match(scenario);
         }
         self.metrics.count_unknowns(unknowns);
-        for (action, outcome) in actions.zip(&results.actions_executed) {
+        for ((_, action), outcome) in actions.filter(|&(s, _)| kept(s)).zip(&results.actions_executed) {
             live.count_action(action, outcome.success);
         }
     }
@@ -599,7 +613,8 @@ enum Evaluated<'a> {
 struct Tally {
     matched: Vec<u32>,
     unknowns: [u32; Reason::LABELS.len()],
-    actions: Vec<u32>,
+    /// Each planned action's scenario and action.
+    actions: Vec<(u32, u32)>,
 }
 
 impl Tally {
@@ -607,7 +622,7 @@ impl Tally {
         Tally {
             matched: evaluation.matched.clone(),
             unknowns: evaluation.unknowns,
-            actions: evaluation.planned.iter().map(|p| p.action).collect(),
+            actions: evaluation.planned.iter().map(|p| (p.scenario, p.action)).collect(),
         }
     }
 }
@@ -632,16 +647,21 @@ impl Tally {
 pub fn evaluate_stateless(rules: &Rules, event: &Event, trace: bool) -> EventResult {
     let started = Instant::now();
     let mut evaluation = rules.new_evaluation();
-    let trace = rules.evaluate_maybe_traced(event, &mut evaluation, trace);
+    let trace = rules.evaluate_maybe_traced(&Facts::of(event), &mut evaluation, trace);
     let mut result = build_result(rules, event, &evaluation, started);
-    result.trace = trace;
+    result.trace = trace.map(|mut trace| {
+        trace.mark_excluded(rules, &result.scenarios_matched);
+        trace
+    });
     result
 }
 
 /// The result of an evaluation whose plans are carried out as planned (no ledger to refuse one).
 fn build_result(rules: &Rules, event: &Event, evaluation: &Evaluation, started: Instant) -> EventResult {
-    let outcomes: Vec<Outcome> = evaluation.planned.iter().map(|p| Outcome::of_plan(p.plan)).collect();
-    EventResult::build(rules, event, evaluation, &outcomes, started.elapsed())
+    let keys = rules.stacking_keys(evaluation);
+    let plans = |i: usize| Ok::<_, Infallible>(evaluation.planned.get(i).map_or(Outcome::Done(Plan::Nothing), |p| Outcome::of_plan(p.plan)));
+    let Ok(stacked) = stack(&keys, plans);
+    EventResult::build(rules, event, evaluation, &stacked, started.elapsed())
 }
 
 #[cfg(test)]

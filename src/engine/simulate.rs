@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use crate::actions::{Outcome, Plan};
 use crate::event::Event;
+use crate::facts::Facts;
 use crate::graph::Rules;
+use crate::graph::stacking::stack;
 use crate::ledger::{Fingerprint, LedgerError, LedgerStore, decide_points, fingerprint};
 use crate::result::EventResult;
 
@@ -85,7 +87,7 @@ pub fn simulate_from(
         };
         seen.insert(&event.id, fp);
         let mut evaluation = rules.new_evaluation();
-        let trace = rules.evaluate_traced(event, &mut evaluation);
+        let mut trace = rules.evaluate_traced(&Facts::of(event), &mut evaluation);
         let verdict = match (earlier, ledger) {
             (Some(stored), _) if stored == fp => LedgerVerdict::Replay,
             (Some(_), _) => LedgerVerdict::Conflict,
@@ -93,9 +95,10 @@ pub fn simulate_from(
             (None, Some(_)) => LedgerVerdict::Apply,
         };
         let mut effects = Vec::new();
-        let mut outcomes = Vec::with_capacity(evaluation.planned.len());
-        for planned in &evaluation.planned {
-            let outcome = match (planned.plan, &event.actor_id) {
+        let keys = rules.stacking_keys(&evaluation);
+        let stacked = stack(&keys, |i| {
+            let planned = &evaluation.planned[i];
+            Ok::<_, LedgerError>(match (planned.plan, &event.actor_id) {
                 (Plan::Points(change), Some(actor))
                     if matches!(verdict, LedgerVerdict::Apply | LedgerVerdict::NoLedger) =>
                 {
@@ -113,10 +116,10 @@ pub fn simulate_from(
                     outcome
                 }
                 (plan, _) => Outcome::of_plan(plan),
-            };
-            outcomes.push(outcome);
-        }
-        let mut result = EventResult::build(rules, event, &evaluation, &outcomes, started.elapsed());
+            })
+        })?;
+        let mut result = EventResult::build(rules, event, &evaluation, &stacked, started.elapsed());
+        trace.mark_excluded(rules, &result.scenarios_matched);
         result.trace = Some(trace);
         result.replayed = verdict == LedgerVerdict::Replay;
         let touched =

@@ -1,4 +1,5 @@
-//! Evaluation: one event against the graph, depth-first in file order.
+//! Evaluation: one event against the graph, scenario by scenario in evaluation order (descending
+//! priority, ties in file order), each depth-first in file order.
 //!
 //! The fast path writes into an [`Evaluation`] that the caller owns and reuses, and allocates
 //! nothing. The traced path runs the same code with a [`Tracer`] that records each step; the
@@ -10,11 +11,12 @@ use super::{CompiledScenario, ConditionEntry, Graph, GraphNode, Rules};
 use crate::actions::Plan;
 use crate::event::Event;
 use crate::expr::{Reason, Truth};
+use crate::facts::Facts;
 
 /// The result of evaluating one event: matched scenarios and planned actions, by index.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Evaluation {
-    /// Indices of matched scenarios, in file order.
+    /// Indices of matched scenarios, in evaluation order.
     pub matched: Vec<u32>,
     /// Actions reached, in scenario order then depth-first pre-order, with their plans.
     pub planned: Vec<PlannedAction>,
@@ -73,26 +75,26 @@ impl Tracer for NoTrace {
 impl Rules {
     /// Evaluates an event into `out` (cleared first). Allocates nothing once `out` has grown to
     /// the size the rules need.
-    pub fn evaluate(&self, event: &Event, out: &mut Evaluation) {
-        self.graph.run(event, out, &mut NoTrace);
+    pub fn evaluate(&self, facts: &Facts<'_>, out: &mut Evaluation) {
+        self.graph.run(facts, out, &mut NoTrace);
     }
 
     /// Evaluates an event into `out`, and records a trace only when `trace` is true.
-    pub fn evaluate_maybe_traced(&self, event: &Event, out: &mut Evaluation, trace: bool) -> Option<Trace> {
+    pub fn evaluate_maybe_traced(&self, facts: &Facts<'_>, out: &mut Evaluation, trace: bool) -> Option<Trace> {
         if trace {
-            Some(self.evaluate_traced(event, out))
+            Some(self.evaluate_traced(facts, out))
         } else {
-            self.evaluate(event, out);
+            self.evaluate(facts, out);
             None
         }
     }
 
     /// Evaluates an event and records every step in a trace.
-    pub fn evaluate_traced(&self, event: &Event, out: &mut Evaluation) -> Trace {
-        let mut recorder = Recorder { trace: Trace::default(), graph: &self.graph, event };
-        self.graph.run(event, out, &mut recorder);
+    pub fn evaluate_traced(&self, facts: &Facts<'_>, out: &mut Evaluation) -> Trace {
+        let mut recorder = Recorder { trace: Trace::default(), graph: &self.graph, event: facts.event };
+        self.graph.run(facts, out, &mut recorder);
         let mut trace = recorder.trace;
-        trace.add_unconsidered(&self.graph, event);
+        trace.add_unconsidered(&self.graph, facts.event);
         trace
     }
 }
@@ -143,7 +145,8 @@ impl Graph {
         self.bucket(event_type).map_or(&[], |bucket| &bucket.all)
     }
 
-    fn run<T: Tracer>(&self, event: &Event, out: &mut Evaluation, tracer: &mut T) {
+    fn run<T: Tracer>(&self, facts: &Facts<'_>, out: &mut Evaluation, tracer: &mut T) {
+        let event = facts.event;
         out.clear();
         let Some(bucket) = self.bucket(&event.event_type) else { return };
         // The buffer is moved out and back so `out` stays free to write results into.
@@ -159,6 +162,10 @@ impl Graph {
                     tracer.scenario(scenario, ScenarioStatus::SkippedSource);
                     continue;
                 }
+            }
+            if scenario.schedule.as_ref().is_some_and(|s| !s.contains(facts.at, &self.zone)) {
+                tracer.scenario(scenario, ScenarioStatus::OutsideSchedule);
+                continue;
             }
             tracer.scenario(scenario, ScenarioStatus::Entered);
             let before = out.planned.len();

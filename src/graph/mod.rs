@@ -3,6 +3,7 @@
 
 mod evaluate;
 mod index;
+pub mod stacking;
 pub mod trace;
 
 use rustc_hash::FxHashMap;
@@ -11,9 +12,11 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 pub use evaluate::{Evaluation, PlannedAction};
+pub use stacking::{Stacked, StackingKey};
 pub use trace::Trace;
 
 use crate::actions::{Action, ActionRegistry};
+use crate::calendar::{Schedule, Zone};
 use crate::expr::{Program, Purpose};
 use crate::rules::{self, Child, Diagnostic, Diagnostics, RulesFile, Severity};
 
@@ -83,6 +86,22 @@ impl Rules {
         self.graph.scenarios.get(index as usize).map_or("", |s| s.id.as_str())
     }
 
+    /// The exclusive group of a scenario, by id (for traces).
+    pub fn group_of(&self, scenario_id: &str) -> Option<u32> {
+        self.graph.scenarios.iter().find(|s| s.id == scenario_id).and_then(|s| s.group)
+    }
+
+    /// The stacking keys of an evaluation's planned actions, in order.
+    pub fn stacking_keys(&self, evaluation: &Evaluation) -> Vec<StackingKey> {
+        evaluation.planned.iter().map(|p| self.stacking_key(p)).collect()
+    }
+
+    /// What stacking needs of a planned action: its scenario and that scenario's exclusive group.
+    pub fn stacking_key(&self, planned: &PlannedAction) -> StackingKey {
+        let group = self.graph.scenarios.get(planned.scenario as usize).and_then(|s| s.group);
+        StackingKey { scenario: planned.scenario, group }
+    }
+
     /// Every compiled action, by index.
     pub fn actions(&self) -> impl Iterator<Item = &ActionEntry> {
         self.graph.actions.iter()
@@ -124,11 +143,20 @@ struct CompiledScenario {
     id: String,
     /// Lower-cased; empty means any source.
     sources: Box<[Box<str>]>,
+    /// When it is considered; always, when absent.
+    schedule: Option<Schedule>,
+    /// Its exclusive group, by index into [`Graph::groups`].
+    group: Option<u32>,
     children: Box<[GraphNode]>,
 }
 
 struct Graph {
+    /// Enabled scenarios in evaluation order: descending priority, ties in file order.
     scenarios: Vec<CompiledScenario>,
+    /// The programme's zone, for schedules.
+    zone: Zone,
+    /// Names of the exclusive groups.
+    groups: Vec<String>,
     /// Lower-cased event type → enabled scenarios listening to it, in file order, indexed.
     by_type: FxHashMap<Box<str>, index::TypeBucket>,
     conditions: Vec<ConditionEntry>,
@@ -147,14 +175,20 @@ impl Graph {
             conditions: Vec::new(),
             actions: Vec::new(),
             disabled: Vec::new(),
+            zone: file.programme.timezone.clone(),
+            groups: Vec::new(),
         };
         let mut by_type: FxHashMap<Box<str>, Vec<u32>> = FxHashMap::default();
-        for scenario in &file.scenarios {
+        // A stable sort: equal priorities keep file order.
+        let mut in_order: Vec<&rules::Scenario> = file.scenarios.iter().collect();
+        in_order.sort_by_key(|s| std::cmp::Reverse(s.priority));
+        for scenario in in_order {
             let children = graph.compile_children(&scenario.children, registry, diags);
             if !scenario.enabled {
                 graph.disabled.push(scenario.id.clone());
                 continue;
             }
+            let group = scenario.exclusive_group.as_deref().map(|name| graph.group_index(name));
             let index = u32::try_from(graph.scenarios.len()).unwrap_or(u32::MAX);
             for event_type in &scenario.event_types {
                 let list = by_type.entry(event_type.to_lowercase().into()).or_default();
@@ -165,6 +199,8 @@ impl Graph {
             graph.scenarios.push(CompiledScenario {
                 id: scenario.id.clone(),
                 sources: scenario.sources.iter().map(|s| s.to_lowercase().into()).collect(),
+                schedule: scenario.schedule.as_ref().map(|s| s.0.clone()),
+                group,
                 children,
             });
         }
@@ -173,6 +209,15 @@ impl Graph {
             .map(|(k, v)| (k, index::TypeBucket::new(v, &graph.scenarios, &graph.conditions)))
             .collect();
         graph
+    }
+
+    /// The index of an exclusive group, added when new.
+    fn group_index(&mut self, name: &str) -> u32 {
+        let index = self.groups.iter().position(|g| g == name).unwrap_or_else(|| {
+            self.groups.push(name.to_owned());
+            self.groups.len() - 1
+        });
+        u32::try_from(index).unwrap_or(u32::MAX)
     }
 
     fn compile_children(

@@ -26,6 +26,10 @@ pub enum ScenarioStatus {
     SkippedType,
     /// It is not enabled.
     Disabled,
+    /// The event time is outside its schedule.
+    OutsideSchedule,
+    /// It matched, but another scenario of its exclusive group acted (`excluded_by`).
+    Excluded,
 }
 
 /// What happened at a node.
@@ -88,6 +92,9 @@ pub struct ScenarioTrace {
     pub status: ScenarioStatus,
     /// True when at least one of its actions was reached.
     pub matched: bool,
+    /// For an excluded scenario: the scenario of its exclusive group that acted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded_by: Option<String>,
     /// Its nodes in depth-first file order (for entered scenarios).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeTrace>,
@@ -96,6 +103,9 @@ pub struct ScenarioTrace {
 impl ScenarioTrace {
     /// Why the scenario did not fire, in words; `None` when it fired.
     pub fn why_not(&self) -> Option<String> {
+        if let Some(by) = &self.excluded_by {
+            return Some(format!("excluded: scenario `{by}` of its exclusive group acted"));
+        }
         if self.matched {
             return None;
         }
@@ -103,6 +113,8 @@ impl ScenarioTrace {
             ScenarioStatus::SkippedType => "skipped: it does not listen to this event type".into(),
             ScenarioStatus::SkippedSource => "skipped: it does not accept this source".into(),
             ScenarioStatus::Disabled => "skipped: it is disabled".into(),
+            ScenarioStatus::OutsideSchedule => "skipped: the event time is outside its schedule".into(),
+            ScenarioStatus::Excluded => "excluded by another scenario of its exclusive group".into(),
             ScenarioStatus::Entered => {
                 let blocking: Vec<String> = self
                     .nodes
@@ -122,7 +134,7 @@ impl ScenarioTrace {
 /// The trace of one evaluation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Trace {
-    /// Every scenario of the file: those considered first (in file order), then the others.
+    /// Every scenario of the file: those considered first (in evaluation order), then the others.
     pub scenarios: Vec<ScenarioTrace>,
 }
 
@@ -154,6 +166,7 @@ impl Tracer for Recorder<'_> {
             scenario_id: scenario.id.clone(),
             status,
             matched: false,
+            excluded_by: None,
             nodes: Vec::new(),
         });
     }
@@ -210,6 +223,7 @@ impl Trace {
             scenario_id: scenario_id.to_owned(),
             status,
             matched: false,
+            excluded_by: None,
             nodes: Vec::new(),
         };
         for (index, scenario) in graph.scenarios.iter().enumerate() {
@@ -219,6 +233,23 @@ impl Trace {
         }
         for id in &graph.disabled {
             self.scenarios.push(skipped(id, ScenarioStatus::Disabled));
+        }
+    }
+
+    /// Marks the scenarios that stacking excluded, naming the one of their group that acted: a
+    /// scenario that reached an action but is not among the result's matched scenarios (a
+    /// scenario whose actions all failed stays matched).
+    pub fn mark_excluded(&mut self, rules: &super::Rules, scenarios_matched: &[String]) {
+        for entry in self.scenarios.iter_mut().filter(|s| s.matched) {
+            if scenarios_matched.contains(&entry.scenario_id) {
+                continue;
+            }
+            let group = rules.group_of(&entry.scenario_id);
+            let by = scenarios_matched.iter().find(|id| group.is_some() && rules.group_of(id) == group);
+            if let Some(by) = by {
+                entry.status = ScenarioStatus::Excluded;
+                entry.excluded_by = Some(by.clone());
+            }
         }
     }
 

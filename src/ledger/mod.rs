@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use crate::actions::{Outcome, PointsChange};
+use crate::graph::{Stacked, StackingKey};
 use crate::event::Event;
 use crate::result::{EventResult, Job};
 
@@ -71,7 +72,7 @@ pub enum ActionWrite {
 }
 
 /// Builds an event's result once the ledger has decided every action's outcome.
-pub type ResultBuilder = Box<dyn FnOnce(&[Outcome]) -> EventResult + Send>;
+pub type ResultBuilder = Box<dyn FnOnce(&Stacked) -> EventResult + Send>;
 
 /// One event to apply.
 pub struct EventWrite {
@@ -83,6 +84,8 @@ pub struct EventWrite {
     pub fingerprint: Fingerprint,
     /// One write per planned action, in order.
     pub actions: Vec<ActionWrite>,
+    /// Each action's scenario and exclusive group, in the same order.
+    pub stacking: Vec<StackingKey>,
     /// The batch job and index the event belongs to, if any.
     pub job: Option<(String, usize)>,
     /// Builds the result to store and answer.

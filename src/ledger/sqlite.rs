@@ -12,6 +12,7 @@ use super::{
     PointsWrite, decide_points,
 };
 use crate::actions::{Outcome, Plan};
+use crate::graph::stacking::stack;
 use crate::event::Event;
 use crate::result::{EventResult, EventState, Job, JobEvent};
 
@@ -385,18 +386,15 @@ fn apply_event(sql: &mut GroupStatements<'_>, event: EventWrite) -> rusqlite::Re
         }
         None => {
             let now = now_micros();
-            let mut outcomes = Vec::with_capacity(event.actions.len());
             let mut actor = None;
-            for action in &event.actions {
-                outcomes.push(match action {
-                    ActionWrite::Decided(outcome) => *outcome,
-                    ActionWrite::Points(points) => {
-                        actor = Some(points.actor_id.as_str());
-                        write_points(sql, &event.event_id, points, now)?
-                    }
-                });
-            }
-            let result = (event.build_result)(&outcomes);
+            let stacked = stack(&event.stacking, |i| match &event.actions[i] {
+                ActionWrite::Decided(outcome) => Ok(*outcome),
+                ActionWrite::Points(points) => {
+                    actor = Some(points.actor_id.as_str());
+                    write_points(sql, &event.event_id, points, now)
+                }
+            })?;
+            let result = (event.build_result)(&stacked);
             let json =
                 serde_json::to_string(&result).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             sql.insert_event.execute(params![event.event_id, event.fingerprint.as_slice(), actor, json, now])?;

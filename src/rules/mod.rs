@@ -2,10 +2,12 @@
 //! position. Compiling what was read into something that runs is [`crate::graph`]'s job.
 
 pub mod diagnostic;
+pub mod loyalty;
 pub mod schema;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use loyalty::{Limit, LimitCap, LimitScope, NegativeBalance, Programme};
 pub use schema::{ActionDef, Child, Condition, EngineSettings, RulesFile, Scenario, Text};
 pub use yaml::Pos;
 

@@ -10,6 +10,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::diagnostic::Diagnostics;
+use super::loyalty::{Limit, Programme, ScheduleDef, read_programme, read_scenario_loyalty};
 use super::yaml::{Node, NodeKind, Pos, Style};
 use crate::expr::Span;
 
@@ -21,6 +22,8 @@ pub struct RulesFile {
     pub version: String,
     /// Engine settings, with defaults filled in.
     pub engine: EngineSettings,
+    /// The loyalty programme's settings, with defaults filled in.
+    pub programme: Programme,
     /// Scenarios in file order, disabled ones included.
     pub scenarios: Vec<Scenario>,
 }
@@ -54,13 +57,24 @@ impl Default for EngineSettings {
 
 /// The keys allowed at the top of a rules file. `docs/rules.schema.json` lists the same keys
 /// (tests/rules_schema.rs checks it), as it does for each list below.
-pub const TOP_KEYS: [&str; 3] = ["version", "engine", "scenarios"];
+pub const TOP_KEYS: [&str; 4] = ["version", "engine", "programme", "scenarios"];
 
 /// The keys allowed in `engine:`.
 pub const ENGINE_KEYS: [&str; 5] = ["event_workers", "action_workers", "queue_depth", "event_timeout_ms", "fail_open"];
 
 /// The keys allowed in a scenario.
-pub const SCENARIO_KEYS: [&str; 6] = ["id", "description", "enabled", "event_types", "sources", "children"];
+pub const SCENARIO_KEYS: [&str; 10] = [
+    "id",
+    "description",
+    "enabled",
+    "event_types",
+    "sources",
+    "schedule",
+    "priority",
+    "exclusive_group",
+    "limits",
+    "children",
+];
 
 /// The keys allowed in a child (one of them).
 pub const CHILD_KEYS: [&str; 2] = ["condition", "action"];
@@ -88,11 +102,27 @@ pub struct Scenario {
     pub event_types: Vec<String>,
     /// Sources it accepts, as written; empty means all.
     pub sources: Vec<String>,
+    /// When it is considered; always, when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleDef>,
+    /// Scenarios are evaluated by descending priority, ties in file order.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub priority: i64,
+    /// Of the scenarios of one group that match an event, only the first acts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive_group: Option<String>,
+    /// Caps on what it does, all of which must hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<Limit>,
     /// Conditions and actions under it, in file order.
     pub children: Vec<Child>,
     /// Where it starts.
     #[serde(skip)]
     pub pos: Pos,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// A child of a scenario or condition.
@@ -287,6 +317,9 @@ pub fn read(root: Option<&Node>, diags: &mut Diagnostics) -> RulesFile {
     }
     if let Some(engine) = top.get("engine").filter(|n| !n.is_null()) {
         file.engine = read_engine(engine, diags);
+    }
+    if let Some(programme) = top.get("programme").filter(|n| !n.is_null()) {
+        file.programme = read_programme(programme, diags);
     }
     let mut ids = IdRegistry::default();
     if let Some(list) = top.get("scenarios") {
@@ -512,13 +545,26 @@ fn read_scenario(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> 
     };
     let sources = fields.get("sources").map(|n| read_string_list(n, "sources", &label, diags)).unwrap_or_default();
     let children = fields.get("children").map(|n| read_children(n, ids, diags)).unwrap_or_default();
+    let loyalty = read_scenario_loyalty(&fields, &label, &children, diags);
     // A scenario without an id is kept (disabled) so that its children are checked too; the
     // file has an error, so it never goes live.
     let (id, enabled) = match id {
         Some(id) => (id, enabled),
         None => (String::new(), false),
     };
-    Some(Scenario { id, description, enabled, event_types, sources, children, pos: node.pos })
+    Some(Scenario {
+        id,
+        description,
+        enabled,
+        event_types,
+        sources,
+        schedule: loyalty.schedule,
+        priority: loyalty.priority,
+        exclusive_group: loyalty.exclusive_group,
+        limits: loyalty.limits,
+        children,
+        pos: node.pos,
+    })
 }
 
 fn read_children(node: &Node, ids: &mut IdRegistry, diags: &mut Diagnostics) -> Vec<Child> {
