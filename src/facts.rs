@@ -22,9 +22,9 @@ impl<'a> Facts<'a> {
     /// use fluxflow::event::Event;
     /// use fluxflow::facts::Facts;
     /// let event = Event::from_value(serde_json::json!({
-    ///     "type": "purchase", "occurred_at": "2026-12-05T11:00:00Z"
+    ///     "type": "purchase", "occurred_at": "2026-11-05T11:00:00Z"
     /// })).unwrap();
-    /// assert_eq!(Facts::of(&event).at.to_string(), "2026-12-05T11:00:00Z");
+    /// assert_eq!(Facts::of(&event).at.to_string(), "2026-11-05T11:00:00Z");
     /// ```
     pub fn of(event: &'a Event) -> Facts<'a> {
         Facts { event, at: event.time() }

@@ -79,7 +79,7 @@ fn deductions_never_overdraw() {
     assert_eq!(
         refused["actions_executed"][0],
         json!({"action_id": "spend_points", "type": "reward_points", "success": false,
-               "message": "cannot deduct 50 points from bob: the balance is 30"})
+               "message": "cannot deduct 50 points from bob: the balance is 30", "code": "insufficient_balance"})
     );
     let (_, done) = redeem("r2", 20);
     assert_eq!(done["actions_executed"][0]["message"], "Deducted 20 points from bob — Reward redeemed");

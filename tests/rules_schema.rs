@@ -16,6 +16,7 @@ use std::process::Command;
 use fluxflow::actions::{ActionRegistry, reward_points};
 use fluxflow::graph::Rules;
 use fluxflow::rules::EngineSettings;
+use fluxflow::rules::loyalty::{LIMIT_KEYS, PROGRAMME_KEYS, SCHEDULE_KEYS};
 use fluxflow::rules::schema::{
     ACTION_KEYS, CHILD_KEYS, CONDITION_KEYS, ENGINE_KEYS, ENGINE_LIMITS, SCENARIO_KEYS, TOP_KEYS,
 };
@@ -231,9 +232,12 @@ fn names(keys: &[&str]) -> BTreeSet<String> {
 #[test]
 fn schema_keys_are_the_loaders() {
     let schema = schema();
-    let places: [(&str, &[&str]); 7] = [
+    let places: [(&str, &[&str]); 10] = [
         ("/properties", &TOP_KEYS),
         ("/$defs/engine/properties", &ENGINE_KEYS),
+        ("/$defs/programme/properties", &PROGRAMME_KEYS),
+        ("/$defs/schedule/properties", &SCHEDULE_KEYS),
+        ("/$defs/limit/properties", &LIMIT_KEYS),
         ("/$defs/scenario/properties", &SCENARIO_KEYS),
         ("/$defs/child/properties", &CHILD_KEYS),
         ("/$defs/condition/properties", &CONDITION_KEYS),

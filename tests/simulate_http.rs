@@ -141,7 +141,8 @@ fn simulation_answers_keys_in_declaration_order() {
         .unwrap();
     let order = [
         r#"{"rules":{"source":"live","hash":""#,
-        r#""results":[{"result":{"event_id":"k1","duration_ms":"#,
+        r#""results":[{"result":{"event_id":"k1","occurred_at":""#,
+        r#"","duration_ms":"#,
         r#","duration_us":"#,
         r#","scenarios_matched":["earn"],"actions_executed":[{"action_id":"earn_points","type":"reward_points","#,
         r#""trace":{"scenarios":[{"scenario_id":"earn","status":"entered","matched":true,"#,
