@@ -33,6 +33,9 @@ pub async fn submit_request(state: &AppState, request: Request) -> Result<Respon
     let trace = query::parse(parts.uri.query(), query::EVENTS_PARAMS, "POST /v1/events")?.flag("trace")?;
     let bytes = read_json_body(&parts.headers, body, state.max_body_bytes).await?;
     let event = Event::from_slice(&bytes)?;
+    if event.occurred_at.is_some() {
+        event.check_age(state.engine.max_event_age_days())?;
+    }
     let result = state.engine.process(event, trace).await?;
     Ok(result_response(&result))
 }
@@ -58,6 +61,12 @@ pub async fn submit_batch(
 ) -> Result<Response, ApiError> {
     let bytes = read_json_body(&headers, body, state.max_body_bytes).await?;
     let events = decode_batch(&bytes)?;
+    let max_age = state.engine.max_event_age_days();
+    for (index, event) in events.iter().enumerate() {
+        event
+            .check_age(max_age)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidBatch, format!("events[{index}]: {e}")))?;
+    }
     let receipt = state.engine.submit_batch(events).await?;
     Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
 }

@@ -230,6 +230,11 @@ impl Engine {
         self.live.load_full()
     }
 
+    /// How old an event may be, in days (0 = any age), as the live rules' programme says.
+    pub fn max_event_age_days(&self) -> u32 {
+        self.live.load().rules.file.programme.max_event_age_days
+    }
+
     /// The engine settings the engine started with.
     pub fn settings(&self) -> EngineSettings {
         self.settings
