@@ -34,7 +34,7 @@ pub async fn submit_request(state: &AppState, request: Request) -> Result<Respon
     let bytes = read_json_body(&parts.headers, body, state.max_body_bytes).await?;
     let event = Event::from_slice(&bytes)?;
     if event.occurred_at.is_some() {
-        event.check_age(state.engine.max_event_age_days())?;
+        event.check_time(state.engine.max_event_age_days())?;
     }
     let result = state.engine.process(event, trace).await?;
     Ok(result_response(&result))
@@ -64,7 +64,7 @@ pub async fn submit_batch(
     let max_age = state.engine.max_event_age_days();
     for (index, event) in events.iter().enumerate() {
         event
-            .check_age(max_age)
+            .check_time(max_age)
             .map_err(|e| ApiError::new(ErrorCode::InvalidBatch, format!("events[{index}]: {e}")))?;
     }
     let receipt = state.engine.submit_batch(events).await?;
