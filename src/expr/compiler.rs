@@ -97,8 +97,9 @@ pub enum ArithOp {
 /// The list of `x in list`.
 #[derive(Debug, Clone)]
 pub enum List {
-    /// A list literal, compiled for lookups.
-    Const(ConstSet),
+    /// A list literal, compiled for lookups (boxed: it is large, and every node pays for the
+    /// largest variant).
+    Const(Box<ConstSet>),
     /// Anything else (a path to an array), read at run time.
     Value(Box<Node>),
 }
@@ -350,7 +351,7 @@ impl Compiler {
         let list = match right {
             Expr::Literal(Literal::Array(items), _) => {
                 let items: Vec<Value> = items.iter().map(json_of).collect();
-                List::Const(ConstSet::new(&items))
+                List::Const(Box::new(ConstSet::new(&items)))
             }
             _ => {
                 let (list, ty) = self.node(right)?;
@@ -430,5 +431,14 @@ impl Node {
                 r.visit_paths(f);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every node is as large as the largest variant: keep the tree compact for the cache.
+    #[test]
+    fn nodes_stay_small() {
+        assert!(std::mem::size_of::<super::Node>() <= 64, "{}", std::mem::size_of::<super::Node>());
     }
 }

@@ -1,10 +1,9 @@
-//! The constant list of `x in [...]`, compiled into lookups: strings sorted by length then bytes
-//! (a binary search mostly decided by comparing lengths, faster than hashing for the short lists
-//! rules hold), a sorted list for numbers, flags for `true`, `false` and `null`. Membership means "some element `==`
+//! The constant list of `x in [...]`, compiled into lookups: short strings (up to 7 bytes, most
+//! category and tier names) packed into sorted integers, longer ones sorted by length then bytes,
+//! a sorted list for numbers, flags for `true`, `false` and `null`. A binary search over a few
+//! dozen integers beats hashing the needle for the lists rules hold. Membership means "some element `==`
 //! x", with `==`'s rules (numbers within the tolerance, a number and a numeric string alike,
 //! strings exactly), so the lookups keep those rules rather than plain hashing.
-
-use std::cmp::Ordering;
 
 use serde_json::Value;
 
@@ -13,8 +12,10 @@ use super::eval::{EQUALITY_TOLERANCE, Val, json_number, values_equal};
 /// A list literal, compiled for membership tests.
 #[derive(Debug, Clone, Default)]
 pub struct ConstSet {
-    /// Every string element, compared exactly with a string; sorted by [`by_length`].
-    strings: Vec<Box<str>>,
+    /// String elements of up to [`PACKED_LEN`] bytes, [`packed`] and sorted.
+    short_strings: Vec<u64>,
+    /// Longer string elements, sorted by length then bytes.
+    long_strings: Vec<Box<str>>,
     /// Number elements, sorted: what a numeric string equals.
     numbers: Vec<f64>,
     /// Number elements and numeric string elements, sorted: what a number equals.
@@ -36,7 +37,10 @@ impl ConstSet {
                     if let Some(n) = json_number(s) {
                         set.numbers_and_numeric_strings.push(n);
                     }
-                    set.strings.push(s.as_str().into());
+                    match packed(s) {
+                        Some(key) => set.short_strings.push(key),
+                        None => set.long_strings.push(s.as_str().into()),
+                    }
                 }
                 Value::Number(n) => {
                     let n = n.as_f64().unwrap_or(f64::NAN);
@@ -49,21 +53,27 @@ impl ConstSet {
                 Value::Array(_) | Value::Object(_) => set.composites.push(item.clone()),
             }
         }
-        set.strings.sort_by(|a, b| by_length(a, b));
-        set.strings.dedup();
+        set.short_strings.sort_unstable();
+        set.short_strings.dedup();
+        set.long_strings.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes())));
+        set.long_strings.dedup();
         set.numbers.sort_by(f64::total_cmp);
         set.numbers_and_numeric_strings.sort_by(f64::total_cmp);
         set
     }
 
-    /// True when the list holds exactly this string: the strings of its length (a binary search
-    /// on lengths), then their bytes.
+    /// True when the list holds exactly this string.
     fn has_string(&self, s: &str) -> bool {
-        let first = self.strings.partition_point(|item| item.len() < s.len());
-        self.strings[first..]
-            .iter()
-            .take_while(|item| item.len() == s.len())
-            .any(|item| item.as_bytes() == s.as_bytes())
+        match packed(s) {
+            Some(key) => self.short_strings.binary_search(&key).is_ok(),
+            None => {
+                let first = self.long_strings.partition_point(|item| item.len() < s.len());
+                self.long_strings[first..]
+                    .iter()
+                    .take_while(|item| item.len() == s.len())
+                    .any(|item| item.as_bytes() == s.as_bytes())
+            }
+        }
     }
 
     /// True when some element `==` the value.
@@ -89,9 +99,18 @@ impl ConstSet {
     }
 }
 
-/// Strings ordered by length first, then bytes.
-fn by_length(a: &str, b: &str) -> Ordering {
-    a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes()))
+/// Longest string packed into an integer.
+const PACKED_LEN: usize = 7;
+
+/// A string of up to [`PACKED_LEN`] bytes as one integer: its bytes, and its length in the top
+/// byte (so `"a"` and `"a\0"` differ).
+fn packed(s: &str) -> Option<u64> {
+    let bytes = s.as_bytes();
+    let len = u8::try_from(bytes.len()).ok().filter(|&n| usize::from(n) <= PACKED_LEN)?;
+    let mut key = [0u8; 8];
+    key[..bytes.len()].copy_from_slice(bytes);
+    key[7] = len;
+    Some(u64::from_le_bytes(key))
 }
 
 /// True when a sorted list holds a number `==` to `n` (within [`EQUALITY_TOLERANCE`]).
@@ -125,6 +144,17 @@ mod tests {
         let composite = json!([1, "a"]);
         assert!(s.contains(Val::from_json(&composite)));
         assert!(!set(json!([])).contains(Val::Str("x")));
+    }
+
+    #[test]
+    fn short_and_long_strings() {
+        let s = set(json!(["", "a", "a\u{0}", "seven77", "eight888", "a much longer category name"]));
+        for found in ["", "a", "a\0", "seven77", "eight888", "a much longer category name"] {
+            assert!(s.contains(Val::Str(found)), "{found:?}");
+        }
+        for missing in ["b", "a\0\0", "seven7", "eight88", "a much longer category namf"] {
+            assert!(!s.contains(Val::Str(missing)), "{missing:?}");
+        }
     }
 
     #[test]
