@@ -142,3 +142,36 @@ scenarios:
     assert_eq!(out.planned.len(), 1, "{out:?}");
     assert_eq!(info.count_total, 0, "{info:?}");
 }
+
+/// Schedules (a window past midnight in another zone, dates, days) and priorities are checked
+/// without allocating, whether the event time falls inside or outside.
+#[test]
+fn schedules_allocate_nothing() {
+    let yaml = r#"version: v1
+programme:
+  timezone: Europe/Berlin
+scenarios:
+  - id: sc_night
+    enabled: true
+    event_types: [purchase]
+    priority: 5
+    schedule: {from: 2026-01-01, until: 2026-12-31, days: [fri, sat], hours: "22:00-02:00", timezone: America/New_York}
+    children:
+      - action: {id: act_night, type: reward_points, params: {operation: award, points: 5}}
+  - id: sc_any
+    enabled: true
+    event_types: [purchase]
+    exclusive_group: offer
+    children:
+      - action: {id: act_any, type: reward_points, params: {operation: award, points: 1}}
+"#;
+    let rules = Rules::load_str(yaml, &ActionRegistry::builtin()).unwrap();
+    for (at, planned) in [("2026-11-28T04:30:00Z", 2), ("2026-11-25T12:00:00Z", 1)] {
+        let json = format!(r#"{{"type": "purchase", "actor_id": "u1", "occurred_at": "{at}"}}"#);
+        let event = Event::from_slice(json.as_bytes()).unwrap();
+        let mut out = rules.new_evaluation();
+        let info = allocations_of_evaluate(&rules, &event, &mut out);
+        assert_eq!(out.planned.len(), planned, "{at}: {out:?}");
+        assert_eq!(info.count_total, 0, "{at}: {info:?}");
+    }
+}
