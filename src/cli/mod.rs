@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Ledger: `sqlite` (embedded, under --data), `none` (stateless), or a postgres:// URL.
     #[arg(long, env = "FLUXFLOW_LEDGER", default_value = "sqlite")]
     pub ledger: String,
+    /// Connections to PostgreSQL each node keeps (with a postgres:// ledger).
+    #[arg(long, env = "FLUXFLOW_LEDGER_POOL_SIZE", default_value_t = crate::ledger::postgres::DEFAULT_POOL_SIZE)]
+    pub ledger_pool_size: usize,
     /// Log format.
     #[arg(long, env = "FLUXFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -17,6 +17,7 @@ use crate::actions::ActionRegistry;
 use crate::api::{AppState, app};
 use crate::engine::{Engine, watch};
 use crate::graph::LoadError;
+use crate::ledger::postgres::PostgresStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{Ledger, LedgerStore};
 use crate::logs;
@@ -38,7 +39,9 @@ fn open_ledger(args: &ServeArgs) -> anyhow::Result<Option<Ledger>> {
         "none" => return Ok(None),
         "sqlite" => sqlite_store(&args.data)?,
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            anyhow::bail!("the PostgreSQL ledger is not available in this version; use --ledger sqlite or none")
+            let store = PostgresStore::connect(url, args.ledger_pool_size)?;
+            tracing::info!(target = store.target(), pool = args.ledger_pool_size, "ledger open (PostgreSQL)");
+            Arc::new(store)
         }
         other => anyhow::bail!("--ledger must be sqlite, none or a postgres:// URL, got `{other}`"),
     };

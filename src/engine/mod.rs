@@ -68,7 +68,7 @@ pub enum EngineError {
         event_id: String,
     },
     /// The ledger failed; nothing of the event was stored.
-    #[error("{0}; nothing was stored, retry later")]
+    #[error("{}; nothing was stored, retry later", .0.detail())]
     Ledger(LedgerError),
     /// The event's task ended without a result (a bug: it panicked).
     #[error("the event could not be processed: {0}")]
@@ -477,6 +477,7 @@ impl Engine {
             fingerprint: fingerprint(&event),
             actions,
             job: task.job.clone(),
+            event: Arc::clone(&event),
             build_result: Box::new(move |outcomes| {
                 EventResult::build(&live.rules, &event, &evaluation, outcomes, started.elapsed())
             }),

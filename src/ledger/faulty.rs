@@ -26,7 +26,7 @@ impl<S: LedgerStore> FaultyStore<S> {
 
     fn check(&self) -> Result<(), LedgerError> {
         if self.marker.exists() {
-            return Err(LedgerError::Unavailable("injected fault: disk I/O error".into()));
+            return Err(LedgerError::unavailable("injected fault: disk I/O error", true, None));
         }
         Ok(())
     }

@@ -1,0 +1,698 @@
+//! The PostgreSQL ledger (`--ledger postgres://…`): any number of `fluxflow serve` nodes share
+//! one database. The books are written by the same posting core as SQLite
+//! ([`super::posting::post`]); what is PostgreSQL's own is how a group's transaction is isolated:
+//!
+//! - each node's writer thread commits the events waiting as one transaction (group commit);
+//! - the transaction first takes a transaction-scoped advisory lock per member it touches, in one
+//!   sorted order (so two nodes never deadlock on members), so a balance read for a deduction
+//!   stays exact until the commit, on one node or many;
+//! - an id is stored once by the `events` primary key: when another node stored the same id
+//!   first, the insert fails, the group rolls back and is posted again, and then reads the stored
+//!   result (a replay) — nothing is applied twice;
+//! - a lost connection fails the group (nothing acknowledged that was not committed); the pool
+//!   makes new connections once the database answers again.
+//!
+//! tokio-postgres is asynchronous and the store traits are blocking (they run on the writer
+//! thread and in `spawn_blocking`), so the store keeps a small runtime of its own and waits on it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Statement};
+
+use super::posting::post;
+use super::tx::{LedgerTx, NewEntry, NewEvent, StoredEvent};
+use super::{
+    ActionWrite, Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob,
+    PendingEvent,
+};
+use crate::event::Event;
+use crate::result::{EventResult, EventState, Job, JobEvent};
+
+/// Connections kept by default (`--ledger-pool-size`).
+pub const DEFAULT_POOL_SIZE: usize = 8;
+/// Longest wait for one database operation before it counts as lost.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a new connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a group is posted again after a conflict with another node before giving up.
+const GROUP_ATTEMPTS: usize = 8;
+/// Key of the advisory lock that serialises migrations between nodes starting together.
+const MIGRATION_LOCK: i64 = 0x466c_7578_466c_6f77; // "FluxFlow"
+
+/// The numbered migrations, oldest first, each applied in one transaction with its row in
+/// `fluxflow_schema`. Never edit one that has shipped; add the next.
+const MIGRATIONS: &[&str] = &[V1_SCHEMA];
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const V1_SCHEMA: &str = "
+CREATE TABLE events (
+    event_id     TEXT PRIMARY KEY,
+    fingerprint  BYTEA NOT NULL,
+    actor_id     TEXT,
+    result       TEXT NOT NULL,
+    processed_at BIGINT NOT NULL,
+    event_type   TEXT,
+    occurred_at  BIGINT,
+    payload      TEXT
+);
+CREATE INDEX events_by_actor_time ON events (actor_id, occurred_at) WHERE event_type IS NOT NULL;
+CREATE TABLE entries (
+    entry_id    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    actor_id    TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    action_id   TEXT NOT NULL,
+    scenario_id TEXT NOT NULL,
+    points      BIGINT NOT NULL,
+    kind        TEXT NOT NULL,
+    reason      TEXT,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT
+);
+CREATE INDEX entries_by_actor ON entries (actor_id, entry_id);
+CREATE INDEX entries_by_event ON entries (event_id);
+CREATE TABLE balances (
+    actor_id   TEXT PRIMARY KEY,
+    balance    BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE jobs (
+    job_id     TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    total      BIGINT NOT NULL,
+    queued     BIGINT NOT NULL
+);
+CREATE TABLE job_events (
+    job_id   TEXT NOT NULL,
+    idx      BIGINT NOT NULL,
+    event_id TEXT NOT NULL,
+    event    TEXT NOT NULL,
+    state    TEXT NOT NULL,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE INDEX job_events_queued ON job_events (state) WHERE state = 'queued';
+CREATE TABLE health (id INTEGER PRIMARY KEY, checked_at BIGINT NOT NULL);
+";
+
+const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = $1";
+const INSERT_EVENT: &str = "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, \
+     occurred_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const MARK_JOB_EVENT: &str = "UPDATE job_events SET state = $1 WHERE job_id = $2 AND idx = $3";
+const READ_BALANCE: &str = "SELECT balance FROM balances WHERE actor_id = $1";
+const INSERT_ENTRY: &str =
+    "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const ADD_TO_BALANCE: &str = "INSERT INTO balances (actor_id, balance, updated_at) VALUES ($1, $2, $3)
+     ON CONFLICT (actor_id) DO UPDATE SET balance = balances.balance + excluded.balance, updated_at = excluded.updated_at";
+/// One advisory lock per member, taken in the order of their keys (the sort happens before the
+/// locks are taken), held until the transaction ends.
+const LOCK_MEMBERS: &str = "SELECT count(pg_advisory_xact_lock(k)) FROM \
+     (SELECT DISTINCT hashtextextended(a, 0) AS k FROM unnest($1::text[]) AS a ORDER BY k) AS sorted";
+
+/// Where a URL points, without its password: for messages.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config.get_dbname().or(config.get_user()).unwrap_or("postgres");
+    format!("host {host}:{port}, database {database}")
+}
+
+/// A PostgreSQL failure while running. A lost or refused connection, a timeout, a deadlock or
+/// a serialisation failure may pass (retryable); an error in the statement will not.
+fn pg_error(e: tokio_postgres::Error) -> LedgerError {
+    let retryable = match e.code() {
+        None => true,
+        Some(code) => {
+            code == &SqlState::T_R_SERIALIZATION_FAILURE
+                || code == &SqlState::T_R_DEADLOCK_DETECTED
+                || code == &SqlState::UNIQUE_VIOLATION
+                || code == &SqlState::ADMIN_SHUTDOWN
+                || code == &SqlState::CANNOT_CONNECT_NOW
+                || code == &SqlState::TOO_MANY_CONNECTIONS
+                || code.code().starts_with("08")
+        }
+    };
+    let message = if e.code().is_none() { "lost the connection to PostgreSQL" } else { "PostgreSQL refused a statement" };
+    LedgerError::unavailable(message, retryable, Some(Arc::new(e)))
+}
+
+/// True for the failures that mean "another node got there first": post the group again.
+fn is_race(e: &LedgerError) -> bool {
+    let LedgerError::Unavailable { source: Some(source), .. } = e else { return false };
+    source.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code()).is_some_and(|code| {
+        code == &SqlState::UNIQUE_VIOLATION
+            || code == &SqlState::T_R_DEADLOCK_DETECTED
+            || code == &SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+fn pool_error(e: PoolError) -> LedgerError {
+    match e {
+        PoolError::Backend(e) => pg_error(e),
+        other => LedgerError::unavailable("no PostgreSQL connection", true, Some(Arc::new(other))),
+    }
+}
+
+fn timed_out() -> LedgerError {
+    LedgerError::unavailable("PostgreSQL did not answer in time", true, None)
+}
+
+fn broken(message: impl std::fmt::Display) -> LedgerError {
+    LedgerError::unavailable(message.to_string(), false, None)
+}
+
+fn now_micros() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}
+
+fn rfc3339(micros: i64) -> String {
+    jiff::Timestamp::from_microsecond(micros).map_or_else(|_| micros.to_string(), |t| t.to_string())
+}
+
+/// The PostgreSQL ledger.
+pub struct PostgresStore {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    pool: Pool,
+    target: String,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside another runtime: let it go in the background.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects with up to `pool_size` connections, creates or migrates the schema, and fails
+    /// with a message naming host and database (never the password) when the server cannot be
+    /// reached or its schema is newer than this binary.
+    pub fn connect(url: &str, pool_size: usize) -> Result<PostgresStore, LedgerError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| LedgerError::open("--ledger is not a valid PostgreSQL URL", e))?;
+        config.connect_timeout(CONNECT_TIMEOUT).keepalives(true).keepalives_idle(Duration::from_secs(30));
+        if config.get_application_name().is_none() {
+            config.application_name("fluxflow");
+        }
+        let target = describe(&config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ledger-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| LedgerError::open("cannot start the PostgreSQL runtime", e))?;
+        let manager =
+            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = {
+            let _entered = runtime.enter();
+            Pool::builder(manager)
+                .max_size(pool_size.max(1))
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(OPERATION_TIMEOUT))
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .recycle_timeout(Some(CONNECT_TIMEOUT))
+                .build()
+                .map_err(|e| LedgerError::open("cannot make the PostgreSQL connection pool", e))?
+        };
+        let handle = runtime.handle().clone();
+        let store = PostgresStore { runtime: Some(runtime), handle, pool, target };
+        store.migrate().map_err(|e| match e {
+            too_new @ LedgerError::SchemaTooNew { .. } => too_new,
+            LedgerError::Unavailable { source: Some(source), retryable: true, .. } => {
+                LedgerError::Open { message: format!("cannot reach PostgreSQL at {}", store.target), source: Some(source) }
+            }
+            other => LedgerError::Open {
+                message: format!("cannot use PostgreSQL at {}", store.target),
+                source: Some(Arc::new(other)),
+            },
+        })?;
+        Ok(store)
+    }
+
+    /// Where the store points (host, port, database; never the password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Runs a future on the store's runtime and waits for it, at most [`OPERATION_TIMEOUT`].
+    /// Callable from plain threads, `spawn_blocking` and (via `block_in_place`) runtime workers.
+    fn block<T>(&self, future: impl Future<Output = Result<T, LedgerError>>) -> Result<T, LedgerError> {
+        let run = || {
+            self.handle.block_on(async {
+                tokio::time::timeout(OPERATION_TIMEOUT, future).await.unwrap_or_else(|_| Err(timed_out()))
+            })
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            _ => run(),
+        }
+    }
+
+    fn client(&self) -> Result<deadpool_postgres::Client, LedgerError> {
+        self.block(async { self.pool.get().await.map_err(pool_error) })
+    }
+
+    fn migrate(&self) -> Result<(), LedgerError> {
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg_error)?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS fluxflow_schema (
+                     version    BIGINT PRIMARY KEY,
+                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                 )",
+            )
+            .await
+            .map_err(pg_error)?;
+            let found: i64 = tx
+                .query_one("SELECT coalesce(max(version), 0) FROM fluxflow_schema", &[])
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            if found > SCHEMA_VERSION {
+                return Err(LedgerError::SchemaTooNew {
+                    place: format!("PostgreSQL at {}", self.target),
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
+            for (number, sql) in (1_i64..).zip(MIGRATIONS).skip(usize::try_from(found).unwrap_or(0)) {
+                tx.batch_execute(sql).await.map_err(pg_error)?;
+                tx.execute("INSERT INTO fluxflow_schema (version) VALUES ($1)", &[&number]).await.map_err(pg_error)?;
+                tracing::info!(version = number, "PostgreSQL ledger schema migrated");
+            }
+            tx.commit().await.map_err(pg_error)
+        })
+    }
+
+    /// Posts a group in one transaction: members locked in sorted order, then each event.
+    fn try_write(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
+        let mut client = self.client()?;
+        let tx = self.block(async { client.transaction().await.map_err(pg_error) })?;
+        let mut actors: Vec<&str> = events
+            .iter()
+            .flat_map(|e| e.actions.iter())
+            .filter_map(|a| match a {
+                ActionWrite::Points(p) => Some(p.actor_id.as_str()),
+                ActionWrite::Decided(_) => None,
+            })
+            .collect();
+        actors.sort_unstable();
+        actors.dedup();
+        let statements = self.block(async {
+            if !actors.is_empty() {
+                tx.execute(LOCK_MEMBERS, &[&actors]).await.map_err(pg_error)?;
+            }
+            Ok(GroupStatements {
+                find_event: tx.prepare_cached(FIND_EVENT).await.map_err(pg_error)?,
+                insert_event: tx.prepare_cached(INSERT_EVENT).await.map_err(pg_error)?,
+                mark_job_event: tx.prepare_cached(MARK_JOB_EVENT).await.map_err(pg_error)?,
+                read_balance: tx.prepare_cached(READ_BALANCE).await.map_err(pg_error)?,
+                insert_entry: tx.prepare_cached(INSERT_ENTRY).await.map_err(pg_error)?,
+                add_to_balance: tx.prepare_cached(ADD_TO_BALANCE).await.map_err(pg_error)?,
+            })
+        })?;
+        let applied = {
+            let mut pg = PgTx { store: self, tx: &tx, sql: statements };
+            events
+                .iter()
+                .map(|event| post(&mut pg, &event.posting(), now_micros(), &*event.build_result))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        self.block(async { tx.commit().await.map_err(pg_error) })?;
+        Ok(applied)
+    }
+
+    fn read<T>(
+        &self,
+        f: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, LedgerError> {
+        let client = self.client()?;
+        self.block(async { f(&client).await.map_err(pg_error) })
+    }
+}
+
+struct GroupStatements {
+    find_event: Statement,
+    insert_event: Statement,
+    mark_job_event: Statement,
+    read_balance: Statement,
+    insert_entry: Statement,
+    add_to_balance: Statement,
+}
+
+/// The PostgreSQL side of the posting core: one group's transaction.
+struct PgTx<'a, 'c> {
+    store: &'a PostgresStore,
+    tx: &'a deadpool_postgres::Transaction<'c>,
+    sql: GroupStatements,
+}
+
+impl LedgerTx for PgTx<'_, '_> {
+    fn find_event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, LedgerError> {
+        let row = self.store.block(async { self.tx.query_opt(&self.sql.find_event, &[&event_id]).await.map_err(pg_error) })?;
+        row.map(|row| {
+            let (fingerprint, result) = decode_stored(row.get(0), row.get(1))?;
+            Ok(StoredEvent { fingerprint, result })
+        })
+        .transpose()
+    }
+
+    fn balance(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
+        // The member's advisory lock is held: no other node changes it before this commit.
+        let row =
+            self.store.block(async { self.tx.query_opt(&self.sql.read_balance, &[&actor_id]).await.map_err(pg_error) })?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+
+    fn append(&mut self, e: &NewEntry<'_>) -> Result<(), LedgerError> {
+        self.store.block(async {
+            self.tx
+                .execute(
+                    &self.sql.insert_entry,
+                    &[
+                        &e.actor_id,
+                        &e.event_id,
+                        &e.action_id,
+                        &e.scenario_id,
+                        &e.points,
+                        &e.kind.as_str(),
+                        &e.reason,
+                        &e.created_at,
+                        &e.expires_at,
+                    ],
+                )
+                .await
+                .map_err(pg_error)?;
+            self.tx.execute(&self.sql.add_to_balance, &[&e.actor_id, &e.points, &e.created_at]).await.map_err(pg_error)
+        })?;
+        Ok(())
+    }
+
+    fn save_event(&mut self, e: &NewEvent<'_>) -> Result<(), LedgerError> {
+        let fingerprint: &[u8] = e.fingerprint.as_slice();
+        self.store.block(async {
+            self.tx
+                .execute(
+                    &self.sql.insert_event,
+                    &[
+                        &e.event_id,
+                        &fingerprint,
+                        &e.actor_id,
+                        &e.result_json,
+                        &e.processed_at,
+                        &e.event_type,
+                        &e.occurred_at,
+                        &e.payload,
+                    ],
+                )
+                .await
+                .map_err(pg_error)
+        })?;
+        Ok(())
+    }
+
+    fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError> {
+        let index = index as i64;
+        self.store.block(async {
+            self.tx.execute(&self.sql.mark_job_event, &[&state.as_str(), &job_id, &index]).await.map_err(pg_error)
+        })?;
+        Ok(())
+    }
+}
+
+fn decode_stored(fingerprint: &[u8], json: &str) -> Result<(Fingerprint, EventResult), LedgerError> {
+    let fp: Fingerprint = fingerprint.try_into().map_err(|_| broken("a stored fingerprint has the wrong length"))?;
+    let result = serde_json::from_str(json).map_err(broken)?;
+    Ok((fp, result))
+}
+
+impl LedgerStore for PostgresStore {
+    fn write_events(&self, events: Vec<EventWrite>) -> Result<Vec<Applied>, LedgerError> {
+        let mut attempt = 1;
+        loop {
+            match self.try_write(&events) {
+                Err(e) if attempt < GROUP_ATTEMPTS && is_race(&e) => {
+                    tracing::debug!(error = %e, attempt, "group raced another node; posting it again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn store_job(&self, job: &NewJob) -> Result<(), LedgerError> {
+        let mut indexes = Vec::with_capacity(job.events.len());
+        let mut ids = Vec::with_capacity(job.events.len());
+        let mut bodies = Vec::with_capacity(job.events.len());
+        let mut states = Vec::with_capacity(job.events.len());
+        for (index, event) in job.events.iter().enumerate() {
+            indexes.push(index as i64);
+            ids.push(event.id.as_str());
+            bodies.push(serde_json::to_string(event.as_ref()).map_err(broken)?);
+            states.push(EventState::at_admission(index, job.queued).as_str());
+        }
+        let (total, queued, now) = (job.events.len() as i64, job.queued as i64, now_micros());
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            tx.execute(
+                "INSERT INTO jobs (job_id, created_at, total, queued) VALUES ($1, $2, $3, $4)",
+                &[&job.job_id, &now, &total, &queued],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.execute(
+                "INSERT INTO job_events (job_id, idx, event_id, event, state)
+                 SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[])",
+                &[&job.job_id, &indexes, &ids, &bodies, &states],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)
+        })
+    }
+
+    fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
+        let row = self.read(async |c| c.query_opt(FIND_EVENT, &[&event_id]).await)?;
+        row.map(|row| decode_stored(row.get(0), row.get(1))).transpose()
+    }
+
+    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
+        let row = self.read(async |c| c.query_opt(READ_BALANCE, &[&actor_id]).await)?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+
+    fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
+        let (before, take) = (before.unwrap_or(i64::MAX), limit as i64 + 1);
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT entry_id, actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at
+                 FROM entries WHERE actor_id = $1 AND entry_id < $2 ORDER BY entry_id DESC LIMIT $3",
+                &[&actor_id, &before, &take],
+            )
+            .await
+        })?;
+        let mut entries = rows
+            .iter()
+            .map(|row| {
+                let kind: &str = row.get(6);
+                Ok(Entry {
+                    entry_id: row.get(0),
+                    actor_id: row.get(1),
+                    event_id: row.get(2),
+                    action_id: row.get(3),
+                    scenario_id: row.get(4),
+                    points: row.get(5),
+                    kind: EntryKind::parse(kind).ok_or_else(|| broken(format!("unknown entry kind {kind}")))?,
+                    reason: row.get(7),
+                    created_at: rfc3339(row.get(8)),
+                    expires_at: row.get::<_, Option<i64>>(9).map(rfc3339),
+                })
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        let next_cursor = if entries.len() > limit {
+            entries.truncate(limit);
+            entries.last().map(|e| e.entry_id.to_string())
+        } else {
+            None
+        };
+        Ok(HistoryPage { actor_id: actor_id.to_owned(), entries, next_cursor })
+    }
+
+    fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {
+        let found = self.read(async |c| c.query_opt("SELECT queued FROM jobs WHERE job_id = $1", &[&job_id]).await)?;
+        let Some(queued) = found.map(|r| r.get::<_, i64>(0)) else { return Ok(None) };
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT j.event_id, j.state, e.result FROM job_events j
+                 LEFT JOIN events e ON e.event_id = j.event_id AND j.state = 'done'
+                 WHERE j.job_id = $1 ORDER BY j.idx",
+                &[&job_id],
+            )
+            .await
+        })?;
+        let events = rows
+            .iter()
+            .map(|row| JobEvent {
+                event_id: row.get(0),
+                state: EventState::parse(row.get(1)).unwrap_or(EventState::Queued),
+                result: row.get::<_, Option<&str>>(2).and_then(|json| serde_json::from_str(json).ok()),
+            })
+            .collect();
+        Ok(Some(Job::from_events(job_id.to_owned(), usize::try_from(queued).unwrap_or(0), events)))
+    }
+
+    fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError> {
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT j.job_id, j.idx, j.event FROM job_events j JOIN jobs USING (job_id)
+                 WHERE j.state = 'queued' ORDER BY jobs.created_at, j.job_id, j.idx",
+                &[],
+            )
+            .await
+        })?;
+        rows.iter()
+            .map(|row| {
+                let event: Event = serde_json::from_str(row.get(2)).map_err(broken)?;
+                Ok(PendingEvent { job_id: row.get(0), index: usize::try_from(row.get::<_, i64>(1)).unwrap_or(0), event })
+            })
+            .collect()
+    }
+
+    fn ping(&self) -> Result<(), LedgerError> {
+        self.read(async |c| c.query_one("SELECT 1", &[]).await).map(|_| ())
+    }
+
+    fn probe_write(&self) -> Result<(), LedgerError> {
+        let now = now_micros();
+        self.read(async |c| {
+            c.execute(
+                "INSERT INTO health (id, checked_at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET checked_at = $1",
+                &[&now],
+            )
+            .await
+        })
+        .map(|_| ())
+    }
+}
+
+/// For tests: a fresh database per test, so tests run in parallel, dropped at the end.
+#[cfg(feature = "test-support")]
+pub mod scratch {
+    use super::*;
+
+    /// The server tests use unless `FLUXFLOW_TEST_POSTGRES` names another (an admin URL).
+    pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    /// A database created for one test and dropped when this is dropped.
+    pub struct ScratchDatabase {
+        admin: PostgresStoreAdmin,
+        name: String,
+        /// The URL of the new database.
+        pub url: String,
+    }
+
+    struct PostgresStoreAdmin {
+        runtime: Option<tokio::runtime::Runtime>,
+        client: tokio_postgres::Client,
+    }
+
+    impl Drop for PostgresStoreAdmin {
+        fn drop(&mut self) {
+            if let Some(runtime) = self.runtime.take() {
+                runtime.shutdown_background();
+            }
+        }
+    }
+
+    /// The admin URL tests use.
+    pub fn admin_url() -> String {
+        std::env::var("FLUXFLOW_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
+    }
+
+    impl ScratchDatabase {
+        /// Creates `ff_test_<random>` on the admin URL's server; the error says why not.
+        pub fn create() -> Result<ScratchDatabase, String> {
+            let admin_url = admin_url();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            let mut config: tokio_postgres::Config = admin_url.parse().map_err(|e| format!("{e}"))?;
+            config.connect_timeout(Duration::from_secs(3));
+            let client = runtime.block_on(async {
+                let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                Ok::<_, String>(client)
+            })?;
+            let name = format!("ff_test_{}", uuid::Uuid::new_v4().simple());
+            runtime
+                .block_on(client.batch_execute(&format!("CREATE DATABASE {name}")))
+                .map_err(|e| format!("cannot create a test database: {e}"))?;
+            config.dbname(&name);
+            let url = match admin_url.rfind('/') {
+                Some(slash) if admin_url[..slash].contains("://") && !admin_url[slash..].contains('@') => {
+                    format!("{}/{name}", &admin_url[..slash])
+                }
+                _ => format!("{admin_url}/{name}"),
+            };
+            Ok(ScratchDatabase { admin: PostgresStoreAdmin { runtime: Some(runtime), client }, name, url })
+        }
+
+        /// Runs a query on the test database that answers one integer (NULL reads as 0).
+        pub fn query_i64(&self, sql: &str) -> Result<i64, String> {
+            let runtime = self.admin.runtime.as_ref().ok_or("no runtime")?;
+            let url = self.url.clone();
+            let sql = sql.to_owned();
+            runtime.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&url, NoTls).await.map_err(|e| e.to_string())?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                let row = client.query_one(&sql, &[]).await.map_err(|e| e.to_string())?;
+                Ok(row.get::<_, Option<i64>>(0).unwrap_or(0))
+            })
+        }
+
+        /// Runs statements on the test database.
+        pub fn execute(&self, sql: &str) -> Result<(), String> {
+            let runtime = self.admin.runtime.as_ref().ok_or("no runtime")?;
+            let (url, sql) = (self.url.clone(), sql.to_owned());
+            runtime.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&url, NoTls).await.map_err(|e| e.to_string())?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client.batch_execute(&sql).await.map_err(|e| e.to_string())
+            })
+        }
+    }
+
+    impl Drop for ScratchDatabase {
+        fn drop(&mut self) {
+            if let Some(runtime) = self.admin.runtime.as_ref() {
+                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+                let _ = runtime.block_on(self.admin.client.batch_execute(&sql));
+            }
+        }
+    }
+}
