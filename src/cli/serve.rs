@@ -45,6 +45,11 @@ fn open_ledger(args: &ServeArgs) -> anyhow::Result<Option<Ledger>> {
         }
         other => anyhow::bail!("--ledger must be sqlite, none or a postgres:// URL, got `{other}`"),
     };
+    #[cfg(feature = "test-support")]
+    let store: Arc<dyn LedgerStore> = match std::env::var_os(crate::ledger::faulty::FAULT_FILE_ENV) {
+        Some(marker) => Arc::new(crate::ledger::faulty::FaultyStore::new(store, marker.into())),
+        None => store,
+    };
     let ledger = Ledger::start(store)?;
     Ok(Some(ledger))
 }
@@ -52,10 +57,6 @@ fn open_ledger(args: &ServeArgs) -> anyhow::Result<Option<Ledger>> {
 fn sqlite_store(data: &std::path::Path) -> anyhow::Result<Arc<dyn LedgerStore>> {
     let store = SqliteStore::open(data)?;
     tracing::info!(path = %store.path().display(), "ledger open (SQLite, WAL, synchronous=FULL)");
-    #[cfg(feature = "test-support")]
-    if let Some(marker) = std::env::var_os(crate::ledger::faulty::FAULT_FILE_ENV) {
-        return Ok(Arc::new(crate::ledger::faulty::FaultyStore::new(store, marker.into())));
-    }
     Ok(Arc::new(store))
 }
 

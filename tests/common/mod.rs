@@ -2,6 +2,9 @@
 //! over real HTTP, read its log.
 #![allow(dead_code)]
 
+#[macro_use]
+pub mod pg;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
