@@ -668,8 +668,9 @@ pub mod scratch {
                 tokio::spawn(async move {
                     let _ = connection.await;
                 });
-                let row = client.query_one(&sql, &[]).await.map_err(|e| e.to_string())?;
-                Ok(row.get::<_, Option<i64>>(0).unwrap_or(0))
+                // As bigint whatever the query answers (sum() of a bigint is numeric here).
+                let row = client.query_one(&format!("SELECT ({sql})::bigint"), &[]).await.map_err(|e| e.to_string())?;
+                Ok(row.try_get::<_, Option<i64>>(0).map_err(|e| e.to_string())?.unwrap_or(0))
             })
         }
 

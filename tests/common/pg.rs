@@ -52,7 +52,13 @@ pub fn database() -> Option<ScratchDatabase> {
             panic!("PostgreSQL is required when CI=true, but {} cannot be used: {e}", admin_url())
         }
         Err(e) => {
-            eprintln!("SKIPPED: PostgreSQL test, {} cannot be used ({e}); with CI=true this fails", admin_url());
+            // Straight to stderr: the test harness would swallow eprintln! of a passing test.
+            let note = format!(
+                "SKIPPED {}: PostgreSQL test, {} cannot be used ({e}); with CI=true this fails\n",
+                std::thread::current().name().unwrap_or("?"),
+                admin_url()
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
             None
         }
     }
