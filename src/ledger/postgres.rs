@@ -658,6 +658,11 @@ pub mod scratch {
             Ok(ScratchDatabase { admin: PostgresStoreAdmin { runtime: Some(runtime), client }, name, url })
         }
 
+        /// The database's name.
+        pub fn name(&self) -> &str {
+            &self.name
+        }
+
         /// Runs a query on the test database that answers one integer (NULL reads as 0).
         pub fn query_i64(&self, sql: &str) -> Result<i64, String> {
             let runtime = self.admin.runtime.as_ref().ok_or("no runtime")?;
