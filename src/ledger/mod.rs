@@ -1,11 +1,13 @@
 //! The durable points ledger: append-only entries, balances kept with them, stored results for
 //! idempotent replays, and batch jobs stored before they are acknowledged.
 //!
-//! Storage sits behind [`LedgerStore`] (SQLite now; PostgreSQL next, same trait and tests).
-//! Writes go through one writer thread that commits the events waiting as one transaction (group
-//! commit), so one sync to disk serves them all; a batch job is stored in a transaction of its
-//! own. Every event is applied exactly once: its id is the idempotency key, checked inside the
-//! writing transaction.
+//! What an event does to the books is decided once, in [`posting::post`], over the small
+//! transaction interface [`tx::LedgerTx`] that each store implements: SQLite ([`sqlite`]),
+//! PostgreSQL ([`postgres`], several nodes on one database) and the in-memory overlay of
+//! simulations and rule tests ([`memory`]). Storage sits behind [`LedgerStore`]. Writes go
+//! through one writer thread that commits the events waiting as one transaction (group commit);
+//! a batch job is stored in a transaction of its own. Every event is applied exactly once: its id
+//! is the idempotency key, checked inside the writing transaction.
 
 #[cfg(feature = "test-support")]
 pub mod faulty;

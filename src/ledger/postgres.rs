@@ -16,7 +16,9 @@
 //! thread and in `spawn_blocking`), so the store keeps a small runtime of its own and waits on it.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -283,11 +285,11 @@ impl PostgresStore {
             )
             .await
             .map_err(pg_error)?;
-            let found: i64 = tx
+            let row = tx
                 .query_one("SELECT coalesce(max(version), 0) FROM fluxflow_schema", &[])
                 .await
-                .map_err(pg_error)?
-                .get(0);
+                .map_err(pg_error)?;
+            let found: i64 = get(&row, 0)?;
             if found > SCHEMA_VERSION {
                 return Err(LedgerError::SchemaTooNew {
                     place: format!("PostgreSQL at {}", self.target),
@@ -318,10 +320,29 @@ impl PostgresStore {
             .collect();
         actors.sort_unstable();
         actors.dedup();
-        let statements = self.block(async {
+        let actors: Vec<String> = actors.into_iter().map(str::to_owned).collect();
+        let statements = self.statements(&tx)?;
+        let applied = {
+            let mut pg = PgTx { store: self, tx: &tx, sql: statements, pending: Vec::new() };
             if !actors.is_empty() {
-                tx.execute(LOCK_MEMBERS, &[&actors]).await.map_err(pg_error)?;
+                // First in the pipeline: every later statement of the group runs under the locks.
+                let tx = &tx;
+                pg.defer(async move { tx.execute(LOCK_MEMBERS, &[&actors]).await });
             }
+            let applied = events
+                .iter()
+                .map(|event| post(&mut pg, &event.posting(), now_micros(), &*event.build_result))
+                .collect::<Result<Vec<_>, _>>()?;
+            pg.flush_then(async { Ok(()) })?;
+            applied
+        };
+        self.block(async { tx.commit().await.map_err(pg_error) })?;
+        Ok(applied)
+    }
+
+    /// The group's statements, prepared once per connection (the pool's statement cache).
+    fn statements(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<GroupStatements, LedgerError> {
+        self.block(async {
             Ok(GroupStatements {
                 find_event: tx.prepare_cached(FIND_EVENT).await.map_err(pg_error)?,
                 insert_event: tx.prepare_cached(INSERT_EVENT).await.map_err(pg_error)?,
@@ -330,16 +351,7 @@ impl PostgresStore {
                 insert_entry: tx.prepare_cached(INSERT_ENTRY).await.map_err(pg_error)?,
                 add_to_balance: tx.prepare_cached(ADD_TO_BALANCE).await.map_err(pg_error)?,
             })
-        })?;
-        let applied = {
-            let mut pg = PgTx { store: self, tx: &tx, sql: statements };
-            events
-                .iter()
-                .map(|event| post(&mut pg, &event.posting(), now_micros(), &*event.build_result))
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        self.block(async { tx.commit().await.map_err(pg_error) })?;
-        Ok(applied)
+        })
     }
 
     fn read<T>(
@@ -351,6 +363,7 @@ impl PostgresStore {
     }
 }
 
+#[derive(Clone)]
 struct GroupStatements {
     find_event: Statement,
     insert_event: Statement,
@@ -360,18 +373,77 @@ struct GroupStatements {
     add_to_balance: Statement,
 }
 
-/// The PostgreSQL side of the posting core: one group's transaction.
+/// A statement sent but not yet awaited.
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+
+/// The PostgreSQL side of the posting core: one group's transaction. Writes whose answers the
+/// core does not need (entries, balances, events, job states) are not awaited one by one: they
+/// wait in `pending` and go to the server together, pipelined on the one connection, ahead of
+/// the next read or the commit — so a group of new events costs a few round trips, not several
+/// per event. PostgreSQL runs them in the order sent, so a read sees every write before it.
 struct PgTx<'a, 'c> {
     store: &'a PostgresStore,
     tx: &'a deadpool_postgres::Transaction<'c>,
     sql: GroupStatements,
+    pending: Vec<Pending<'a>>,
+}
+
+/// Polls every pending write (in order, so they are sent in order), then `last`; answers `last`'s
+/// output once all are done (always `Some` then), or the first error.
+async fn pipeline<T>(
+    pending: Vec<Pending<'_>>,
+    last: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<Option<T>, tokio_postgres::Error> {
+    let mut pending: Vec<Option<Pending<'_>>> = pending.into_iter().map(Some).collect();
+    let mut last = std::pin::pin!(last);
+    let mut output = None;
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for slot in pending.iter_mut() {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(Ok(_)) => *slot = None,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if output.is_none() {
+            match last.as_mut().poll(cx) {
+                Poll::Ready(Ok(value)) => output = Some(value),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => waiting = true,
+            }
+        }
+        if waiting { Poll::Pending } else { Poll::Ready(Ok(())) }
+    })
+    .await?;
+    Ok(output)
+}
+
+impl<'a> PgTx<'a, '_> {
+    /// Sends what is pending and `read` after it, in one pipeline, and waits for all of it.
+    fn flush_then<T>(
+        &mut self,
+        read: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, LedgerError> {
+        let pending = std::mem::take(&mut self.pending);
+        self.store
+            .block(async { pipeline(pending, read).await.map_err(pg_error) })?
+            .ok_or_else(|| broken("a pipelined read ended without an answer"))
+    }
+
+    fn defer(&mut self, write: impl Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a) {
+        self.pending.push(Box::pin(write));
+    }
 }
 
 impl LedgerTx for PgTx<'_, '_> {
     fn find_event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, LedgerError> {
-        let row = self.store.block(async { self.tx.query_opt(&self.sql.find_event, &[&event_id]).await.map_err(pg_error) })?;
+        let (tx, statement) = (self.tx, self.sql.find_event.clone());
+        let row = self.flush_then(async move { tx.query_opt(&statement, &[&event_id]).await })?;
         row.map(|row| {
-            let (fingerprint, result) = decode_stored(row.get(0), row.get(1))?;
+            let (fingerprint, result) = decode_stored(get(&row, 0)?, get(&row, 1)?)?;
             Ok(StoredEvent { fingerprint, result })
         })
         .transpose()
@@ -379,65 +451,62 @@ impl LedgerTx for PgTx<'_, '_> {
 
     fn balance(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
         // The member's advisory lock is held: no other node changes it before this commit.
-        let row =
-            self.store.block(async { self.tx.query_opt(&self.sql.read_balance, &[&actor_id]).await.map_err(pg_error) })?;
-        Ok(row.map_or(0, |r| r.get(0)))
+        let (tx, statement) = (self.tx, self.sql.read_balance.clone());
+        let row = self.flush_then(async move { tx.query_opt(&statement, &[&actor_id]).await })?;
+        row.map_or(Ok(0), |r| get(&r, 0))
     }
 
     fn append(&mut self, e: &NewEntry<'_>) -> Result<(), LedgerError> {
-        self.store.block(async {
-            self.tx
-                .execute(
-                    &self.sql.insert_entry,
-                    &[
-                        &e.actor_id,
-                        &e.event_id,
-                        &e.action_id,
-                        &e.scenario_id,
-                        &e.points,
-                        &e.kind.as_str(),
-                        &e.reason,
-                        &e.created_at,
-                        &e.expires_at,
-                    ],
-                )
-                .await
-                .map_err(pg_error)?;
-            self.tx.execute(&self.sql.add_to_balance, &[&e.actor_id, &e.points, &e.created_at]).await.map_err(pg_error)
-        })?;
+        let tx = self.tx;
+        let (insert, add) = (self.sql.insert_entry.clone(), self.sql.add_to_balance.clone());
+        let (actor, event, action, scenario) =
+            (e.actor_id.to_owned(), e.event_id.to_owned(), e.action_id.to_owned(), e.scenario_id.to_owned());
+        let (points, kind, reason, created_at, expires_at) =
+            (e.points, e.kind.as_str(), e.reason.map(str::to_owned), e.created_at, e.expires_at);
+        let balance_actor = actor.clone();
+        self.defer(async move {
+            tx.execute(
+                &insert,
+                &[&actor, &event, &action, &scenario, &points, &kind, &reason, &created_at, &expires_at],
+            )
+            .await
+        });
+        self.defer(async move { tx.execute(&add, &[&balance_actor, &points, &created_at]).await });
         Ok(())
     }
 
     fn save_event(&mut self, e: &NewEvent<'_>) -> Result<(), LedgerError> {
-        let fingerprint: &[u8] = e.fingerprint.as_slice();
-        self.store.block(async {
-            self.tx
-                .execute(
-                    &self.sql.insert_event,
-                    &[
-                        &e.event_id,
-                        &fingerprint,
-                        &e.actor_id,
-                        &e.result_json,
-                        &e.processed_at,
-                        &e.event_type,
-                        &e.occurred_at,
-                        &e.payload,
-                    ],
-                )
-                .await
-                .map_err(pg_error)
-        })?;
+        let (tx, statement) = (self.tx, self.sql.insert_event.clone());
+        let fingerprint: Vec<u8> = e.fingerprint.to_vec();
+        let (event_id, actor_id, event_type, result, payload) = (
+            e.event_id.to_owned(),
+            e.actor_id.map(str::to_owned),
+            e.event_type.to_owned(),
+            e.result_json.to_owned(),
+            e.payload.map(str::to_owned),
+        );
+        let (processed_at, occurred_at) = (e.processed_at, e.occurred_at);
+        self.defer(async move {
+            tx.execute(
+                &statement,
+                &[&event_id, &fingerprint, &actor_id, &result, &processed_at, &event_type, &occurred_at, &payload],
+            )
+            .await
+        });
         Ok(())
     }
 
     fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError> {
-        let index = index as i64;
-        self.store.block(async {
-            self.tx.execute(&self.sql.mark_job_event, &[&state.as_str(), &job_id, &index]).await.map_err(pg_error)
-        })?;
+        let (tx, statement) = (self.tx, self.sql.mark_job_event.clone());
+        let (job_id, index, state) = (job_id.to_owned(), index as i64, state.as_str());
+        self.defer(async move { tx.execute(&statement, &[&state, &job_id, &index]).await });
         Ok(())
     }
+}
+
+/// A column's value; a type that does not fit is an error, not a panic.
+fn get<'r, T: tokio_postgres::types::FromSql<'r>>(row: &'r tokio_postgres::Row, index: usize) -> Result<T, LedgerError> {
+    row.try_get(index).map_err(pg_error)
 }
 
 fn decode_stored(fingerprint: &[u8], json: &str) -> Result<(Fingerprint, EventResult), LedgerError> {
@@ -494,12 +563,12 @@ impl LedgerStore for PostgresStore {
 
     fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
         let row = self.read(async |c| c.query_opt(FIND_EVENT, &[&event_id]).await)?;
-        row.map(|row| decode_stored(row.get(0), row.get(1))).transpose()
+        row.map(|row| decode_stored(get(&row, 0)?, get(&row, 1)?)).transpose()
     }
 
     fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
         let row = self.read(async |c| c.query_opt(READ_BALANCE, &[&actor_id]).await)?;
-        Ok(row.map_or(0, |r| r.get(0)))
+        row.map_or(Ok(0), |r| get(&r, 0))
     }
 
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
@@ -515,18 +584,18 @@ impl LedgerStore for PostgresStore {
         let mut entries = rows
             .iter()
             .map(|row| {
-                let kind: &str = row.get(6);
+                let kind: &str = get(row, 6)?;
                 Ok(Entry {
-                    entry_id: row.get(0),
-                    actor_id: row.get(1),
-                    event_id: row.get(2),
-                    action_id: row.get(3),
-                    scenario_id: row.get(4),
-                    points: row.get(5),
+                    entry_id: get(row, 0)?,
+                    actor_id: get(row, 1)?,
+                    event_id: get(row, 2)?,
+                    action_id: get(row, 3)?,
+                    scenario_id: get(row, 4)?,
+                    points: get(row, 5)?,
                     kind: EntryKind::parse(kind).ok_or_else(|| broken(format!("unknown entry kind {kind}")))?,
-                    reason: row.get(7),
-                    created_at: rfc3339(row.get(8)),
-                    expires_at: row.get::<_, Option<i64>>(9).map(rfc3339),
+                    reason: get(row, 7)?,
+                    created_at: rfc3339(get(row, 8)?),
+                    expires_at: get::<Option<i64>>(row, 9)?.map(rfc3339),
                 })
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;
@@ -541,7 +610,7 @@ impl LedgerStore for PostgresStore {
 
     fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {
         let found = self.read(async |c| c.query_opt("SELECT queued FROM jobs WHERE job_id = $1", &[&job_id]).await)?;
-        let Some(queued) = found.map(|r| r.get::<_, i64>(0)) else { return Ok(None) };
+        let Some(queued) = found.map(|r| get::<i64>(&r, 0)).transpose()? else { return Ok(None) };
         let rows = self.read(async |c| {
             c.query(
                 "SELECT j.event_id, j.state, e.result FROM job_events j
@@ -553,12 +622,14 @@ impl LedgerStore for PostgresStore {
         })?;
         let events = rows
             .iter()
-            .map(|row| JobEvent {
-                event_id: row.get(0),
-                state: EventState::parse(row.get(1)).unwrap_or(EventState::Queued),
-                result: row.get::<_, Option<&str>>(2).and_then(|json| serde_json::from_str(json).ok()),
+            .map(|row| {
+                Ok(JobEvent {
+                    event_id: get(row, 0)?,
+                    state: EventState::parse(get(row, 1)?).unwrap_or(EventState::Queued),
+                    result: get::<Option<&str>>(row, 2)?.and_then(|json| serde_json::from_str(json).ok()),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, LedgerError>>()?;
         Ok(Some(Job::from_events(job_id.to_owned(), usize::try_from(queued).unwrap_or(0), events)))
     }
 
@@ -573,8 +644,8 @@ impl LedgerStore for PostgresStore {
         })?;
         rows.iter()
             .map(|row| {
-                let event: Event = serde_json::from_str(row.get(2)).map_err(broken)?;
-                Ok(PendingEvent { job_id: row.get(0), index: usize::try_from(row.get::<_, i64>(1)).unwrap_or(0), event })
+                let event: Event = serde_json::from_str(get(row, 2)?).map_err(broken)?;
+                Ok(PendingEvent { job_id: get(row, 0)?, index: usize::try_from(get::<i64>(row, 1)?).unwrap_or(0), event })
             })
             .collect()
     }
