@@ -63,7 +63,6 @@ CREATE TABLE events (
     occurred_at  BIGINT,
     payload      TEXT
 );
-CREATE INDEX events_by_actor_time ON events (actor_id, occurred_at) WHERE event_type IS NOT NULL;
 CREATE TABLE entries (
     entry_id    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     actor_id    TEXT NOT NULL,
@@ -102,14 +101,20 @@ CREATE TABLE health (id INTEGER PRIMARY KEY, checked_at BIGINT NOT NULL);
 ";
 
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = $1";
-const INSERT_EVENT: &str = "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, \
-     occurred_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-const MARK_JOB_EVENT: &str = "UPDATE job_events SET state = $1 WHERE job_id = $2 AND idx = $3";
+// The group's writes, many rows per statement (arrays unnested in order).
+const INSERT_EVENTS: &str = "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, \
+     occurred_at, payload) SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::int8[], \
+     $6::text[], $7::int8[], $8::text[])";
+const MARK_JOB_EVENTS: &str = "UPDATE job_events j SET state = u.state \
+     FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(state, job_id, idx) WHERE j.job_id = u.job_id AND j.idx = u.idx";
 const READ_BALANCE: &str = "SELECT balance FROM balances WHERE actor_id = $1";
-const INSERT_ENTRY: &str =
-    "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-const ADD_TO_BALANCE: &str = "INSERT INTO balances (actor_id, balance, updated_at) VALUES ($1, $2, $3)
+const INSERT_ENTRIES: &str =
+    "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], \
+     $8::int8[], $9::int8[])";
+/// One row per member (a member twice in one upsert is an error), in sorted order.
+const ADD_TO_BALANCES: &str = "INSERT INTO balances (actor_id, balance, updated_at) \
+     SELECT a, sum(p), max(t) FROM unnest($1::text[], $2::int8[], $3::int8[]) AS u(a, p, t) GROUP BY a ORDER BY a \
      ON CONFLICT (actor_id) DO UPDATE SET balance = balances.balance + excluded.balance, updated_at = excluded.updated_at";
 /// One advisory lock per member, taken in the order of their keys (the sort happens before the
 /// locks are taken), held until the transaction ends.
@@ -320,15 +325,11 @@ impl PostgresStore {
             .collect();
         actors.sort_unstable();
         actors.dedup();
-        let actors: Vec<String> = actors.into_iter().map(str::to_owned).collect();
+        let lock = (!actors.is_empty()).then(|| actors.into_iter().map(str::to_owned).collect());
         let statements = self.statements(&tx)?;
         let applied = {
-            let mut pg = PgTx { store: self, tx: &tx, sql: statements, pending: Vec::new() };
-            if !actors.is_empty() {
-                // First in the pipeline: every later statement of the group runs under the locks.
-                let tx = &tx;
-                pg.defer(async move { tx.execute(LOCK_MEMBERS, &[&actors]).await });
-            }
+            // The locks go first in the pipeline: every later statement of the group runs under them.
+            let mut pg = PgTx { store: self, tx: &tx, sql: statements, lock, rows: Rows::default() };
             let applied = events
                 .iter()
                 .map(|event| post(&mut pg, &event.posting(), now_micros(), &*event.build_result))
@@ -345,11 +346,11 @@ impl PostgresStore {
         self.block(async {
             Ok(GroupStatements {
                 find_event: tx.prepare_cached(FIND_EVENT).await.map_err(pg_error)?,
-                insert_event: tx.prepare_cached(INSERT_EVENT).await.map_err(pg_error)?,
-                mark_job_event: tx.prepare_cached(MARK_JOB_EVENT).await.map_err(pg_error)?,
+                insert_events: tx.prepare_cached(INSERT_EVENTS).await.map_err(pg_error)?,
+                mark_job_events: tx.prepare_cached(MARK_JOB_EVENTS).await.map_err(pg_error)?,
                 read_balance: tx.prepare_cached(READ_BALANCE).await.map_err(pg_error)?,
-                insert_entry: tx.prepare_cached(INSERT_ENTRY).await.map_err(pg_error)?,
-                add_to_balance: tx.prepare_cached(ADD_TO_BALANCE).await.map_err(pg_error)?,
+                insert_entries: tx.prepare_cached(INSERT_ENTRIES).await.map_err(pg_error)?,
+                add_to_balances: tx.prepare_cached(ADD_TO_BALANCES).await.map_err(pg_error)?,
             })
         })
     }
@@ -366,26 +367,62 @@ impl PostgresStore {
 #[derive(Clone)]
 struct GroupStatements {
     find_event: Statement,
-    insert_event: Statement,
-    mark_job_event: Statement,
+    insert_events: Statement,
+    mark_job_events: Statement,
     read_balance: Statement,
-    insert_entry: Statement,
-    add_to_balance: Statement,
+    insert_entries: Statement,
+    add_to_balances: Statement,
 }
 
 /// A statement sent but not yet awaited.
 type Pending<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
 
+/// Rows written by the core and not yet sent, one column per vector.
+#[derive(Default)]
+struct Rows {
+    entries: EntryRows,
+    events: EventRows,
+    jobs: (Vec<&'static str>, Vec<String>, Vec<i64>),
+}
+
+#[derive(Default)]
+struct EntryRows {
+    actor: Vec<String>,
+    event: Vec<String>,
+    action: Vec<String>,
+    scenario: Vec<String>,
+    points: Vec<i64>,
+    kind: Vec<&'static str>,
+    reason: Vec<Option<String>>,
+    created_at: Vec<i64>,
+    expires_at: Vec<Option<i64>>,
+}
+
+#[derive(Default)]
+struct EventRows {
+    id: Vec<String>,
+    fingerprint: Vec<Vec<u8>>,
+    actor: Vec<Option<String>>,
+    result: Vec<String>,
+    processed_at: Vec<i64>,
+    event_type: Vec<String>,
+    occurred_at: Vec<i64>,
+    payload: Vec<Option<String>>,
+}
+
 /// The PostgreSQL side of the posting core: one group's transaction. Writes whose answers the
-/// core does not need (entries, balances, events, job states) are not awaited one by one: they
-/// wait in `pending` and go to the server together, pipelined on the one connection, ahead of
-/// the next read or the commit — so a group of new events costs a few round trips, not several
-/// per event. PostgreSQL runs them in the order sent, so a read sees every write before it.
+/// core does not need (entries, balances, events, job states) are not sent one by one: their
+/// rows wait here and go to the server as a few multi-row statements, pipelined on the one
+/// connection ahead of the next read or the commit — so a group of new events costs a few round
+/// trips and statements, not several per event. PostgreSQL runs them in the order sent, so a read
+/// sees every write before it.
 struct PgTx<'a, 'c> {
     store: &'a PostgresStore,
     tx: &'a deadpool_postgres::Transaction<'c>,
     sql: GroupStatements,
-    pending: Vec<Pending<'a>>,
+    /// The members to lock, sent ahead of everything else with the first flush.
+    lock: Option<Vec<String>>,
+    rows: Rows,
 }
 
 /// Polls every pending write (in order, so they are sent in order), then `last`; answers `last`'s
@@ -422,19 +459,75 @@ async fn pipeline<T>(
 }
 
 impl<'a> PgTx<'a, '_> {
-    /// Sends what is pending and `read` after it, in one pipeline, and waits for all of it.
+    /// The statements that send what is waiting: the lock first, then entries, balances,
+    /// events and job states (an entry's balance and event go in the same flush).
+    fn pending(&mut self) -> Vec<Pending<'a>> {
+        let tx = self.tx;
+        let mut out: Vec<Pending<'a>> = Vec::new();
+        if let Some(actors) = self.lock.take() {
+            out.push(Box::pin(async move { tx.execute(LOCK_MEMBERS, &[&actors]).await }));
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let e = rows.entries;
+        if !e.actor.is_empty() {
+            let (insert, add) = (self.sql.insert_entries.clone(), self.sql.add_to_balances.clone());
+            let (actors, points, created) = (e.actor.clone(), e.points.clone(), e.created_at.clone());
+            out.push(Box::pin(async move {
+                tx.execute(
+                    &insert,
+                    &[
+                        &e.actor,
+                        &e.event,
+                        &e.action,
+                        &e.scenario,
+                        &e.points,
+                        &e.kind,
+                        &e.reason,
+                        &e.created_at,
+                        &e.expires_at,
+                    ],
+                )
+                .await
+            }));
+            out.push(Box::pin(async move { tx.execute(&add, &[&actors, &points, &created]).await }));
+        }
+        let v = rows.events;
+        if !v.id.is_empty() {
+            let insert = self.sql.insert_events.clone();
+            out.push(Box::pin(async move {
+                tx.execute(
+                    &insert,
+                    &[
+                        &v.id,
+                        &v.fingerprint,
+                        &v.actor,
+                        &v.result,
+                        &v.processed_at,
+                        &v.event_type,
+                        &v.occurred_at,
+                        &v.payload,
+                    ],
+                )
+                .await
+            }));
+        }
+        let (states, jobs, indexes) = rows.jobs;
+        if !states.is_empty() {
+            let mark = self.sql.mark_job_events.clone();
+            out.push(Box::pin(async move { tx.execute(&mark, &[&states, &jobs, &indexes]).await }));
+        }
+        out
+    }
+
+    /// Sends what is waiting and `read` after it, in one pipeline, and waits for all of it.
     fn flush_then<T>(
         &mut self,
         read: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, LedgerError> {
-        let pending = std::mem::take(&mut self.pending);
+        let pending = self.pending();
         self.store
             .block(async { pipeline(pending, read).await.map_err(pg_error) })?
             .ok_or_else(|| broken("a pipelined read ended without an answer"))
-    }
-
-    fn defer(&mut self, write: impl Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a) {
-        self.pending.push(Box::pin(write));
     }
 }
 
@@ -457,49 +550,37 @@ impl LedgerTx for PgTx<'_, '_> {
     }
 
     fn append(&mut self, e: &NewEntry<'_>) -> Result<(), LedgerError> {
-        let tx = self.tx;
-        let (insert, add) = (self.sql.insert_entry.clone(), self.sql.add_to_balance.clone());
-        let (actor, event, action, scenario) =
-            (e.actor_id.to_owned(), e.event_id.to_owned(), e.action_id.to_owned(), e.scenario_id.to_owned());
-        let (points, kind, reason, created_at, expires_at) =
-            (e.points, e.kind.as_str(), e.reason.map(str::to_owned), e.created_at, e.expires_at);
-        let balance_actor = actor.clone();
-        self.defer(async move {
-            tx.execute(
-                &insert,
-                &[&actor, &event, &action, &scenario, &points, &kind, &reason, &created_at, &expires_at],
-            )
-            .await
-        });
-        self.defer(async move { tx.execute(&add, &[&balance_actor, &points, &created_at]).await });
+        let rows = &mut self.rows.entries;
+        rows.actor.push(e.actor_id.to_owned());
+        rows.event.push(e.event_id.to_owned());
+        rows.action.push(e.action_id.to_owned());
+        rows.scenario.push(e.scenario_id.to_owned());
+        rows.points.push(e.points);
+        rows.kind.push(e.kind.as_str());
+        rows.reason.push(e.reason.map(str::to_owned));
+        rows.created_at.push(e.created_at);
+        rows.expires_at.push(e.expires_at);
         Ok(())
     }
 
     fn save_event(&mut self, e: &NewEvent<'_>) -> Result<(), LedgerError> {
-        let (tx, statement) = (self.tx, self.sql.insert_event.clone());
-        let fingerprint: Vec<u8> = e.fingerprint.to_vec();
-        let (event_id, actor_id, event_type, result, payload) = (
-            e.event_id.to_owned(),
-            e.actor_id.map(str::to_owned),
-            e.event_type.to_owned(),
-            e.result_json.to_owned(),
-            e.payload.map(str::to_owned),
-        );
-        let (processed_at, occurred_at) = (e.processed_at, e.occurred_at);
-        self.defer(async move {
-            tx.execute(
-                &statement,
-                &[&event_id, &fingerprint, &actor_id, &result, &processed_at, &event_type, &occurred_at, &payload],
-            )
-            .await
-        });
+        let rows = &mut self.rows.events;
+        rows.id.push(e.event_id.to_owned());
+        rows.fingerprint.push(e.fingerprint.to_vec());
+        rows.actor.push(e.actor_id.map(str::to_owned));
+        rows.result.push(e.result_json.to_owned());
+        rows.processed_at.push(e.processed_at);
+        rows.event_type.push(e.event_type.to_owned());
+        rows.occurred_at.push(e.occurred_at);
+        rows.payload.push(e.payload.map(str::to_owned));
         Ok(())
     }
 
     fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError> {
-        let (tx, statement) = (self.tx, self.sql.mark_job_event.clone());
-        let (job_id, index, state) = (job_id.to_owned(), index as i64, state.as_str());
-        self.defer(async move { tx.execute(&statement, &[&state, &job_id, &index]).await });
+        let (states, jobs, indexes) = &mut self.rows.jobs;
+        states.push(state.as_str());
+        jobs.push(job_id.to_owned());
+        indexes.push(index as i64);
         Ok(())
     }
 }

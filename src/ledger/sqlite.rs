@@ -86,7 +86,6 @@ const V2_EVENT_HISTORY: &str = "
 ALTER TABLE events ADD COLUMN event_type TEXT;
 ALTER TABLE events ADD COLUMN occurred_at INTEGER;
 ALTER TABLE events ADD COLUMN payload TEXT;
-CREATE INDEX events_by_actor_time ON events (actor_id, occurred_at) WHERE event_type IS NOT NULL;
 ";
 
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = ?1";
