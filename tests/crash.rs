@@ -102,7 +102,9 @@ fn kill_9_midway_loses_nothing_and_doubles_nothing(store: &Store) {
     let mut restarted = Server::spawn(dir, &args);
     let dir = restarted.dir.path().to_owned();
     let count = |sql: &str| store.count(&dir, sql);
-    assert!(wait_until(Duration::from_secs(30), || count("SELECT count(*) FROM job_events WHERE state = 'queued'") == 0));
+    assert!(
+        wait_until(Duration::from_secs(30), || count("SELECT count(*) FROM job_events WHERE state = 'queued'") == 0)
+    );
     let mut missing = Vec::new();
     for id in &acked_before {
         let rows = count(&format!("SELECT count(*) FROM entries WHERE event_id = '{id}'"));
@@ -122,7 +124,9 @@ fn kill_9_midway_loses_nothing_and_doubles_nothing(store: &Store) {
         }
     });
     assert_eq!(resend_acked.lock().unwrap().len(), total);
-    assert!(wait_until(Duration::from_secs(30), || count("SELECT count(*) FROM job_events WHERE state = 'queued'") == 0));
+    assert!(
+        wait_until(Duration::from_secs(30), || count("SELECT count(*) FROM job_events WHERE state = 'queued'") == 0)
+    );
     restarted.signal(Signal::SIGTERM);
     assert_eq!(restarted.wait_exit(Duration::from_secs(30)), Some(0));
 

@@ -276,7 +276,10 @@ fn an_unreachable_postgresql_fails_at_start_up_naming_host_and_database() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("cannot reach PostgreSQL at host 127.0.0.1:{port}, database loyalty")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach PostgreSQL at host 127.0.0.1:{port}, database loyalty")),
+        "{stderr}"
+    );
     assert!(!stderr.contains("s3cr3t-pw"), "the password must never be shown: {stderr}");
     // The same through FLUXFLOW_LEDGER.
     let out = std::process::Command::new(bin())

@@ -71,9 +71,9 @@ fn load_event(prefix: &str, n: usize) -> Value {
 
 /// The points an answer says were moved (0 when the deduction was refused).
 fn answered_points(answer: &Value) -> i64 {
-    answer["actions_executed"].as_array().map_or(0, |actions| {
-        actions.iter().filter(|a| a["success"] == true).filter_map(|a| a["points"].as_i64()).sum()
-    })
+    answer["actions_executed"]
+        .as_array()
+        .map_or(0, |actions| actions.iter().filter(|a| a["success"] == true).filter_map(|a| a["points"].as_i64()).sum())
 }
 
 /// Checks the books: every id in `answers` applied once (one event row; one entry when its
@@ -157,7 +157,8 @@ fn two_nodes_apply_every_id_once_and_never_overdraw() {
         for i in 0..100 {
             let (bases, succeeded) = (&bases, &succeeded);
             s.spawn(move || {
-                let event = json!({"id": format!("take-{i}"), "type": "redeem", "actor_id": "zed", "payload": {"amount": 10}});
+                let event =
+                    json!({"id": format!("take-{i}"), "type": "redeem", "actor_id": "zed", "payload": {"amount": 10}});
                 let (status, body) = send(&http(), &bases[i % 2], &event).unwrap();
                 assert_eq!(status, 200, "{body}");
                 if body["actions_executed"][0]["success"] == true {
@@ -246,8 +247,7 @@ impl Proxy {
                     open.push(client.try_clone().unwrap());
                     open.push(server.try_clone().unwrap());
                 }
-                for (mut from, mut to) in
-                    [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
                 {
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];

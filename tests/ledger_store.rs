@@ -416,9 +416,13 @@ fn a_ledger_written_by_the_previous_release_opens_and_migrates_in_place() {
     assert_eq!(p1.actions_executed[0].points, Some(120));
 
     // A retry of an old event is still a replay (same fingerprint), and new events carry history.
-    let old = Event::from_value(json!({"id":"p1","type":"purchase","actor_id":"ann","payload":{"amount":120}})).unwrap();
+    let old =
+        Event::from_value(json!({"id":"p1","type":"purchase","actor_id":"ann","payload":{"amount":120}})).unwrap();
     assert_eq!(fingerprint(&old), fp);
-    assert!(matches!(store.write_events(vec![write(&old, vec![points("ann", 120)])]).unwrap()[0], Applied::Replayed(_)));
+    assert!(matches!(
+        store.write_events(vec![write(&old, vec![points("ann", 120)])]).unwrap()[0],
+        Applied::Replayed(_)
+    ));
     let new = Event::from_value(json!({"id":"p9","type":"purchase","actor_id":"ann","payload":{"amount":1}})).unwrap();
     store.write_events(vec![write(&new, vec![points("ann", 1)])]).unwrap();
     assert_eq!(store.balance("ann").unwrap(), 76);
@@ -426,7 +430,8 @@ fn a_ledger_written_by_the_previous_release_opens_and_migrates_in_place() {
     let after = rusqlite::Connection::open(dir.path().join("fluxflow.db")).unwrap();
     let typed: i64 =
         after.query_row("SELECT count(*) FROM events WHERE event_type IS NOT NULL", [], |r| r.get(0)).unwrap();
-    let untyped: i64 = after.query_row("SELECT count(*) FROM events WHERE event_type IS NULL", [], |r| r.get(0)).unwrap();
+    let untyped: i64 =
+        after.query_row("SELECT count(*) FROM events WHERE event_type IS NULL", [], |r| r.get(0)).unwrap();
     assert_eq!((typed, untyped), (1, 8), "old events carry no history; the new one does");
     // Reopening a migrated ledger is a no-op.
     drop(after);

@@ -94,11 +94,7 @@ impl LedgerError {
     }
 
     /// A failure while running; `retryable` says whether trying again may help.
-    pub fn unavailable(
-        message: impl Into<String>,
-        retryable: bool,
-        source: Option<ErrorSource>,
-    ) -> LedgerError {
+    pub fn unavailable(message: impl Into<String>, retryable: bool, source: Option<ErrorSource>) -> LedgerError {
         LedgerError::Unavailable { message: message.into(), retryable, source }
     }
 

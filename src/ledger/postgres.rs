@@ -108,8 +108,7 @@ const INSERT_EVENTS: &str = "INSERT INTO events (event_id, fingerprint, actor_id
 const MARK_JOB_EVENTS: &str = "UPDATE job_events j SET state = u.state \
      FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(state, job_id, idx) WHERE j.job_id = u.job_id AND j.idx = u.idx";
 const READ_BALANCE: &str = "SELECT balance FROM balances WHERE actor_id = $1";
-const INSERT_ENTRIES: &str =
-    "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at) \
+const INSERT_ENTRIES: &str = "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], \
      $8::int8[], $9::int8[])";
 /// One row per member (a member twice in one upsert is an error), in sorted order.
@@ -151,7 +150,8 @@ fn pg_error(e: tokio_postgres::Error) -> LedgerError {
                 || code.code().starts_with("08")
         }
     };
-    let message = if e.code().is_none() { "lost the connection to PostgreSQL" } else { "PostgreSQL refused a statement" };
+    let message =
+        if e.code().is_none() { "lost the connection to PostgreSQL" } else { "PostgreSQL refused a statement" };
     LedgerError::unavailable(message, retryable, Some(Arc::new(e)))
 }
 
@@ -224,8 +224,7 @@ impl PostgresStore {
             .enable_all()
             .build()
             .map_err(|e| LedgerError::open("cannot start the PostgreSQL runtime", e))?;
-        let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = {
             let _entered = runtime.enter();
             Pool::builder(manager)
@@ -241,9 +240,10 @@ impl PostgresStore {
         let store = PostgresStore { runtime: Some(runtime), handle, pool, target };
         store.migrate().map_err(|e| match e {
             too_new @ LedgerError::SchemaTooNew { .. } => too_new,
-            LedgerError::Unavailable { source: Some(source), retryable: true, .. } => {
-                LedgerError::Open { message: format!("cannot reach PostgreSQL at {}", store.target), source: Some(source) }
-            }
+            LedgerError::Unavailable { source: Some(source), retryable: true, .. } => LedgerError::Open {
+                message: format!("cannot reach PostgreSQL at {}", store.target),
+                source: Some(source),
+            },
             other => LedgerError::Open {
                 message: format!("cannot use PostgreSQL at {}", store.target),
                 source: Some(Arc::new(other)),
@@ -290,10 +290,8 @@ impl PostgresStore {
             )
             .await
             .map_err(pg_error)?;
-            let row = tx
-                .query_one("SELECT coalesce(max(version), 0) FROM fluxflow_schema", &[])
-                .await
-                .map_err(pg_error)?;
+            let row =
+                tx.query_one("SELECT coalesce(max(version), 0) FROM fluxflow_schema", &[]).await.map_err(pg_error)?;
             let found: i64 = get(&row, 0)?;
             if found > SCHEMA_VERSION {
                 return Err(LedgerError::SchemaTooNew {
@@ -586,7 +584,10 @@ impl LedgerTx for PgTx<'_, '_> {
 }
 
 /// A column's value; a type that does not fit is an error, not a panic.
-fn get<'r, T: tokio_postgres::types::FromSql<'r>>(row: &'r tokio_postgres::Row, index: usize) -> Result<T, LedgerError> {
+fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
+    row: &'r tokio_postgres::Row,
+    index: usize,
+) -> Result<T, LedgerError> {
     row.try_get(index).map_err(pg_error)
 }
 
@@ -726,7 +727,11 @@ impl LedgerStore for PostgresStore {
         rows.iter()
             .map(|row| {
                 let event: Event = serde_json::from_str(get(row, 2)?).map_err(broken)?;
-                Ok(PendingEvent { job_id: get(row, 0)?, index: usize::try_from(get::<i64>(row, 1)?).unwrap_or(0), event })
+                Ok(PendingEvent {
+                    job_id: get(row, 0)?,
+                    index: usize::try_from(get::<i64>(row, 1)?).unwrap_or(0),
+                    event,
+                })
             })
             .collect()
     }
@@ -786,7 +791,8 @@ pub mod scratch {
         /// Creates `ff_test_<random>` on the admin URL's server; the error says why not.
         pub fn create() -> Result<ScratchDatabase, String> {
             let admin_url = admin_url();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
             let mut config: tokio_postgres::Config = admin_url.parse().map_err(|e| format!("{e}"))?;
             config.connect_timeout(Duration::from_secs(3));
             let client = runtime.block_on(async {

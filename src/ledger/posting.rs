@@ -73,13 +73,13 @@ fn apply<T: LedgerTx + ?Sized>(
     let result_json = serde_json::to_string(&result)
         .map_err(|e| LedgerError::unavailable("cannot encode a result", false, Some(std::sync::Arc::new(e))))?;
     let event = posting.event;
-    let payload = match &event.payload {
-        Some(payload) => Some(
-            serde_json::to_string(payload)
-                .map_err(|e| LedgerError::unavailable("cannot encode a payload", false, Some(std::sync::Arc::new(e))))?,
-        ),
-        None => None,
-    };
+    let payload =
+        match &event.payload {
+            Some(payload) => Some(serde_json::to_string(payload).map_err(|e| {
+                LedgerError::unavailable("cannot encode a payload", false, Some(std::sync::Arc::new(e)))
+            })?),
+            None => None,
+        };
     tx.save_event(&NewEvent {
         event_id: posting.event_id,
         fingerprint: posting.fingerprint,

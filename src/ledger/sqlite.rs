@@ -135,13 +135,11 @@ impl SqliteStore {
     /// Opens (creating if needed) the ledger in `data_dir`. A directory that cannot be created or
     /// written, or a file that is not a FluxFlow ledger, is a clear error.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, LedgerError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            LedgerError::open(format!("cannot create the data directory {}", data_dir.display()), e)
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| LedgerError::open(format!("cannot create the data directory {}", data_dir.display()), e))?;
         let path = data_dir.join(FILE_NAME);
-        let open_error = |e: rusqlite::Error| {
-            LedgerError::open(format!("{} is not a usable SQLite ledger", path.display()), e)
-        };
+        let open_error =
+            |e: rusqlite::Error| LedgerError::open(format!("{} is not a usable SQLite ledger", path.display()), e);
         let writer = Connection::open(&path).map_err(open_error)?;
         configure(&writer).map_err(open_error)?;
         migrate(&writer).map_err(|e| match e {
@@ -377,7 +375,11 @@ fn decode_stored(fingerprint: &[u8], json: &str) -> Result<(Fingerprint, EventRe
 /// A stored entry kind; one this version does not know is an error, not a guess.
 fn entry_kind(name: &str) -> rusqlite::Result<EntryKind> {
     EntryKind::parse(name).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, format!("unknown entry kind {name}").into())
+        rusqlite::Error::FromSqlConversionFailure(
+            6,
+            rusqlite::types::Type::Text,
+            format!("unknown entry kind {name}").into(),
+        )
     })
 }
 
@@ -420,7 +422,11 @@ impl LedgerTx for GroupStatements<'_> {
 
     fn balance(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
         // One writer thread applies every write: nothing else can change it before the commit.
-        self.read_balance.query_row([actor_id], |row| row.get(0)).optional().map(Option::unwrap_or_default).map_err(unavailable)
+        self.read_balance
+            .query_row([actor_id], |row| row.get(0))
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(unavailable)
     }
 
     fn append(&mut self, e: &NewEntry<'_>) -> Result<(), LedgerError> {

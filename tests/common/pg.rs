@@ -40,7 +40,7 @@ pub enum Store {
     /// `--ledger sqlite`, the file under the server's data directory.
     Sqlite,
     /// `--ledger postgres://…` on a database of this test's own.
-    Postgres(ScratchDatabase),
+    Postgres(Box<ScratchDatabase>),
 }
 
 /// A fresh PostgreSQL database, or `None` (with a note) when there is no server and CI is not
@@ -70,7 +70,7 @@ impl Store {
     }
 
     pub fn postgres() -> Option<Store> {
-        database().map(Store::Postgres)
+        database().map(|db| Store::Postgres(Box::new(db)))
     }
 
     pub fn is_postgres(&self) -> bool {
