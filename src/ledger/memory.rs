@@ -89,3 +89,63 @@ impl LedgerTx for Overlay<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::{Outcome, PointsChange};
+    use crate::event::Event;
+    use crate::ledger::posting::{Posting, post};
+    use crate::ledger::{ActionWrite, Applied, PointsWrite, fingerprint};
+    use crate::result::EventResult;
+
+    fn result(id: &str) -> impl Fn(&[Outcome]) -> EventResult {
+        let id = id.to_owned();
+        move |outcomes| EventResult {
+            event_id: id.clone(),
+            duration_ms: 0,
+            duration_us: 0,
+            scenarios_matched: vec![],
+            actions_executed: outcomes
+                .iter()
+                .map(|o| crate::result::ActionResult {
+                    action_id: "a".into(),
+                    action_type: "reward_points".into(),
+                    success: o.success(),
+                    message: String::new(),
+                    points: o.points(),
+                })
+                .collect(),
+            replayed: false,
+            trace: None,
+        }
+    }
+
+    fn apply(overlay: &mut Overlay<'_>, id: &str, amount: i64) -> Applied {
+        let event = Event::from_value(serde_json::json!({"id": id, "type": "t", "actor_id": "ann"})).unwrap();
+        let actions = [ActionWrite::Points(PointsWrite {
+            actor_id: "ann".into(),
+            action_id: "a".into(),
+            scenario_id: "s".into(),
+            change: PointsChange { amount, expiry_days: None },
+            reason: None,
+        })];
+        let fp = fingerprint(&event);
+        let posting =
+            Posting { event_id: id, fresh_id: false, fingerprint: &fp, actions: &actions, job: None, event: &event };
+        post(overlay, &posting, 0, &result(id)).unwrap()
+    }
+
+    #[test]
+    fn the_overlay_keeps_the_ledgers_rules_in_memory() {
+        let mut overlay = Overlay::new(None, HashMap::from([("ann".to_owned(), 10)]));
+        assert!(matches!(apply(&mut overlay, "e1", 5), Applied::Fresh(_)));
+        let Applied::Fresh(refused) = apply(&mut overlay, "e2", -20) else { panic!() };
+        assert!(!refused.actions_executed[0].success, "a deduction the balance cannot cover is refused");
+        assert!(matches!(apply(&mut overlay, "e1", 5), Applied::Replayed(_)));
+        assert!(matches!(apply(&mut overlay, "e3", -15), Applied::Fresh(_)));
+        assert_eq!(overlay.balance_of("ann").unwrap(), 0);
+        let moved: Vec<i64> = overlay.take_moved().iter().map(|m| m.points).collect();
+        assert_eq!(moved, [5, -15], "the refused deduction and the replay moved nothing");
+    }
+}
