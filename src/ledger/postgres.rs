@@ -38,6 +38,8 @@ use crate::result::{EventResult, EventState, Job, JobEvent};
 pub const DEFAULT_POOL_SIZE: usize = 8;
 /// Longest wait for one database operation before it counts as lost.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a readiness check.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for a new connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a group is posted again after a conflict with another node before giving up.
@@ -213,7 +215,12 @@ impl PostgresStore {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| LedgerError::open("--ledger is not a valid PostgreSQL URL", e))?;
-        config.connect_timeout(CONNECT_TIMEOUT).keepalives(true).keepalives_idle(Duration::from_secs(30));
+        // A peer that vanishes without a reset (a dropped route) is noticed by the kernel too.
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .tcp_user_timeout(OPERATION_TIMEOUT);
         if config.get_application_name().is_none() {
             config.application_name("fluxflow");
         }
@@ -260,9 +267,17 @@ impl PostgresStore {
     /// Runs a future on the store's runtime and waits for it, at most [`OPERATION_TIMEOUT`].
     /// Callable from plain threads, `spawn_blocking` and (via `block_in_place`) runtime workers.
     fn block<T>(&self, future: impl Future<Output = Result<T, LedgerError>>) -> Result<T, LedgerError> {
+        self.block_within(OPERATION_TIMEOUT, future)
+    }
+
+    fn block_within<T>(
+        &self,
+        limit: Duration,
+        future: impl Future<Output = Result<T, LedgerError>>,
+    ) -> Result<T, LedgerError> {
         let run = || {
             self.handle.block_on(async {
-                tokio::time::timeout(OPERATION_TIMEOUT, future).await.unwrap_or_else(|_| Err(timed_out()))
+                tokio::time::timeout(limit, future).await.unwrap_or_else(|_| Err(timed_out()))
             })
         };
         match tokio::runtime::Handle::try_current() {
@@ -737,7 +752,11 @@ impl LedgerStore for PostgresStore {
     }
 
     fn ping(&self) -> Result<(), LedgerError> {
-        self.read(async |c| c.query_one("SELECT 1", &[]).await).map(|_| ())
+        // Readiness must answer quickly even when the network drops packets instead of refusing.
+        self.block_within(PING_TIMEOUT, async {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            client.query_one("SELECT 1", &[]).await.map_err(pg_error).map(|_| ())
+        })
     }
 
     fn probe_write(&self) -> Result<(), LedgerError> {
