@@ -276,9 +276,8 @@ impl PostgresStore {
         future: impl Future<Output = Result<T, LedgerError>>,
     ) -> Result<T, LedgerError> {
         let run = || {
-            self.handle.block_on(async {
-                tokio::time::timeout(limit, future).await.unwrap_or_else(|_| Err(timed_out()))
-            })
+            self.handle
+                .block_on(async { tokio::time::timeout(limit, future).await.unwrap_or_else(|_| Err(timed_out())) })
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
