@@ -217,10 +217,12 @@ fn a_node_killed_mid_load_loses_nothing_when_clients_retry_on_the_other() {
     check_books(&db, &answers);
 }
 
-/// A TCP forwarder to PostgreSQL that can cut every connection and refuse new ones.
+/// A TCP forwarder to PostgreSQL that can cut every connection and refuse new ones, or stall:
+/// keep every connection open and forward nothing (a network that drops packets).
 struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -229,8 +231,9 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
+        let stalled = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
-        let (up2, open2) = (Arc::clone(&up), Arc::clone(&open));
+        let (up2, open2, stalled2) = (Arc::clone(&up), Arc::clone(&open), Arc::clone(&stalled));
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -249,12 +252,16 @@ impl Proxy {
                 }
                 for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
                 {
+                    let stalled = Arc::clone(&stalled2);
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
                         loop {
                             match from.read(&mut buf) {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => {
+                                    while stalled.load(Ordering::SeqCst) {
+                                        std::thread::sleep(Duration::from_millis(10));
+                                    }
                                     if to.write_all(&buf[..n]).is_err() {
                                         break;
                                     }
@@ -267,7 +274,16 @@ impl Proxy {
                 }
             }
         });
-        Proxy { port, up, open }
+        Proxy { port, up, stalled, open }
+    }
+
+    /// Forwards nothing until `resume`, keeping every connection open.
+    fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+
+    fn resume(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
     }
 
     /// Drops every connection and refuses new ones.
@@ -345,6 +361,50 @@ fn a_lost_database_answers_503_acknowledges_nothing_uncommitted_and_recovers_by_
         assert_eq!(status, 200, "{body}");
         let actor = event["actor_id"].as_str().unwrap().to_owned();
         answers.insert(event["id"].as_str().unwrap().to_owned(), (actor, body));
+    }
+    check_books(&db, &answers);
+}
+
+/// A database that stops answering without closing anything (packets dropped): the node does not
+/// wait forever — events answer 503 within the ledger's operation timeout (4 s, below the event
+/// timeout), `/readyz` turns 503 within its 2 s check — and it recovers once the database answers.
+#[test]
+fn a_database_that_stops_answering_makes_events_503_and_the_node_recovers() {
+    let Some(db) = database() else { return };
+    let proxy = Proxy::start("127.0.0.1:5432");
+    let server = node(&format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, db.name()));
+    let mut answers = HashMap::new();
+    let mut record = |event: &Value, body: Value| {
+        let actor = event["actor_id"].as_str().unwrap().to_owned();
+        answers.insert(event["id"].as_str().unwrap().to_owned(), (actor, body));
+    };
+    for n in 0..20 {
+        let event = load_event("s", n);
+        let (status, body) = server.post_json("/v1/events", &event);
+        assert_eq!(status, 200, "{body}");
+        record(&event, body);
+    }
+    proxy.stall();
+    let stalled_event = load_event("s", 20);
+    let started = std::time::Instant::now();
+    let (status, body) = server.post_json("/v1/events", &stalled_event);
+    assert_eq!((status, body["code"].as_str()), (503, Some("ledger_unavailable")), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(8), "answered within the timeout: {:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    let (status, ready) = server.get("/readyz");
+    assert_eq!((status, ready["status"].as_str()), (503, Some("ledger_unavailable")));
+    assert!(started.elapsed() < Duration::from_secs(5), "readiness answers quickly: {:?}", started.elapsed());
+    proxy.resume();
+    assert!(wait_until(Duration::from_secs(30), || server.get("/readyz").0 == 200), "recovers by itself");
+    // The event answered 503 may or may not have been committed; its retry is answered either way.
+    let (status, body) = server.post_json("/v1/events", &stalled_event);
+    assert_eq!(status, 200, "{body}");
+    record(&stalled_event, body);
+    for n in 21..40 {
+        let event = load_event("s", n);
+        let (status, body) = server.post_json("/v1/events", &event);
+        assert_eq!(status, 200, "{body}");
+        record(&event, body);
     }
     check_books(&db, &answers);
 }

@@ -36,8 +36,9 @@ use crate::result::{EventResult, EventState, Job, JobEvent};
 
 /// Connections kept by default (`--ledger-pool-size`).
 pub const DEFAULT_POOL_SIZE: usize = 8;
-/// Longest wait for one database operation before it counts as lost.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for one database operation before it counts as lost: below the default event
+/// timeout (5 s), so a database that stops answering makes events 503, not 504.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
 /// Longest wait for a readiness check.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for a new connection.
@@ -165,6 +166,17 @@ fn is_race(e: &LedgerError) -> bool {
             || code == &SqlState::T_R_DEADLOCK_DETECTED
             || code == &SqlState::T_R_SERIALIZATION_FAILURE
     })
+}
+
+/// True when the error says the connection itself failed or stopped answering (not a statement).
+fn connection_lost(e: &LedgerError) -> bool {
+    match e {
+        LedgerError::Unavailable { source: None, retryable, .. } => *retryable,
+        LedgerError::Unavailable { source: Some(source), .. } => {
+            source.downcast_ref::<tokio_postgres::Error>().is_some_and(|e| e.code().is_none())
+        }
+        _ => false,
+    }
 }
 
 fn pool_error(e: PoolError) -> LedgerError {
@@ -326,6 +338,19 @@ impl PostgresStore {
     /// Posts a group in one transaction: members locked in sorted order, then each event.
     fn try_write(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
         let mut client = self.client()?;
+        let outcome = self.write_group(&mut client, events);
+        if outcome.as_ref().is_err_and(connection_lost) {
+            // Its state is unknown (a statement may still be on the wire): never reuse it.
+            drop(deadpool_postgres::Object::take(client));
+        }
+        outcome
+    }
+
+    fn write_group(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        events: &[EventWrite],
+    ) -> Result<Vec<Applied>, LedgerError> {
         let tx = self.block(async { client.transaction().await.map_err(pg_error) })?;
         let mut actors: Vec<&str> = events
             .iter()
@@ -372,7 +397,11 @@ impl PostgresStore {
         f: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, LedgerError> {
         let client = self.client()?;
-        self.block(async { f(&client).await.map_err(pg_error) })
+        let outcome = self.block(async { f(&client).await.map_err(pg_error) });
+        if outcome.as_ref().is_err_and(connection_lost) {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        outcome
     }
 }
 
@@ -752,10 +781,13 @@ impl LedgerStore for PostgresStore {
 
     fn ping(&self) -> Result<(), LedgerError> {
         // Readiness must answer quickly even when the network drops packets instead of refusing.
-        self.block_within(PING_TIMEOUT, async {
-            let client = self.pool.get().await.map_err(pool_error)?;
-            client.query_one("SELECT 1", &[]).await.map_err(pg_error).map(|_| ())
-        })
+        let client = self.block_within(PING_TIMEOUT, async { self.pool.get().await.map_err(pool_error) })?;
+        let outcome =
+            self.block_within(PING_TIMEOUT, async { client.query_one("SELECT 1", &[]).await.map_err(pg_error) });
+        if outcome.as_ref().is_err_and(connection_lost) {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        outcome.map(|_| ())
     }
 
     fn probe_write(&self) -> Result<(), LedgerError> {
