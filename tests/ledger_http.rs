@@ -54,7 +54,36 @@ both_stores!(
     batch_events_accepted_before_a_kill_are_processed_after_restart,
     a_failing_ledger_answers_503_and_stores_nothing,
     sigterm_stores_every_accepted_batch_event_before_exit,
+    simulate_reads_the_store_through_the_same_core_and_writes_nothing,
 );
+
+fn simulate_reads_the_store_through_the_same_core_and_writes_nothing(store: &Store) {
+    let server = start(store, LOYALTY);
+    assert_eq!(server.post_json("/v1/events", &purchase("real-1", "ann", 30)).0, 200);
+    let redeem =
+        |id: &str, amount: i64| json!({"id": id, "type": "redeem", "actor_id": "ann", "payload": {"amount": amount}});
+    let (status, body) = server.post_json(
+        "/v1/simulate",
+        &json!([purchase("real-1", "ann", 30), redeem("s1", 45), purchase("s2", "ann", 20), redeem("s3", 45)]),
+    );
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    let verdicts: Vec<&str> = results.iter().map(|r| r["ledger"].as_str().unwrap()).collect();
+    assert_eq!(verdicts, ["replay", "apply", "apply", "apply"]);
+    assert_eq!(
+        results[1]["result"]["actions_executed"][0]["message"],
+        "cannot deduct 45 points from ann: the balance is 30"
+    );
+    assert_eq!(results[2]["balances"], json!({"ann": 50}));
+    assert_eq!(results[3]["balances"], json!({"ann": 5}));
+    let dir = server.dir.path();
+    assert_eq!(
+        (store.count(dir, "SELECT count(*) FROM events"), store.count(dir, "SELECT count(*) FROM entries")),
+        (1, 1),
+        "a simulation writes nothing"
+    );
+    assert_eq!(server.get("/v1/actors/ann/balance").1["balance"], 30);
+}
 
 fn purchase(id: &str, actor: &str, amount: i64) -> Value {
     json!({"id": id, "type": "purchase", "actor_id": actor, "payload": {"amount": amount}})
