@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::actions::{ActionRegistry, Outcome, Plan};
+use crate::actions::{ActionRegistry, Outcome};
 use crate::event::Event;
 use crate::expr::Reason;
 use crate::graph::{Evaluation, LoadError, Rules};
-use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, PointsWrite, fingerprint};
+use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, fingerprint};
 use crate::result::Job;
 use crate::rules::EngineSettings;
 use admission::{Admission, Ticket};
@@ -455,20 +455,7 @@ impl Engine {
     /// has decided each action's outcome: a deduction can be refused).
     fn ledger_write(&self, task: &Task, live: &Arc<LiveRules>, evaluation: &Evaluation) -> EventWrite {
         let event = &task.event;
-        let actions = evaluation
-            .planned
-            .iter()
-            .map(|planned| match (planned.plan, &event.actor_id, live.rules.action(planned.action)) {
-                (Plan::Points(change), Some(actor), Some(entry)) => ActionWrite::Points(PointsWrite {
-                    actor_id: actor.clone(),
-                    action_id: entry.id.clone(),
-                    scenario_id: live.rules.scenario_id(planned.scenario).to_owned(),
-                    change,
-                    reason: entry.action.ledger_reason().map(str::to_owned),
-                }),
-                (plan, _, _) => ActionWrite::Decided(Outcome::of_plan(plan)),
-            })
-            .collect();
+        let actions = ActionWrite::for_plans(&live.rules, &evaluation.planned, event.actor_id.as_deref());
         let (live, event, evaluation, started) =
             (Arc::clone(live), Arc::clone(event), evaluation.clone(), task.enqueued);
         EventWrite {

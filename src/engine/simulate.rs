@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::actions::{Outcome, Plan};
+use crate::actions::Outcome;
 use crate::event::Event;
 use crate::graph::Rules;
 use crate::ledger::memory::Overlay;
 use crate::ledger::posting::{Posting, post};
-use crate::ledger::{ActionWrite, Applied, LedgerError, LedgerStore, PointsWrite, fingerprint};
+use crate::ledger::{ActionWrite, Applied, LedgerError, LedgerStore, fingerprint};
 use crate::result::EventResult;
 
 /// Most events in one simulation.
@@ -85,20 +85,7 @@ pub fn simulate_from(
         let fp = fingerprint(event);
         let mut evaluation = rules.new_evaluation();
         let trace = rules.evaluate_traced(event, &mut evaluation);
-        let actions: Vec<ActionWrite> = evaluation
-            .planned
-            .iter()
-            .map(|planned| match (planned.plan, &event.actor_id, rules.action(planned.action)) {
-                (Plan::Points(change), Some(actor), Some(entry)) => ActionWrite::Points(PointsWrite {
-                    actor_id: actor.clone(),
-                    action_id: entry.id.clone(),
-                    scenario_id: rules.scenario_id(planned.scenario).to_owned(),
-                    change,
-                    reason: entry.action.ledger_reason().map(str::to_owned),
-                }),
-                (plan, _, _) => ActionWrite::Decided(Outcome::of_plan(plan)),
-            })
-            .collect();
+        let actions = ActionWrite::for_plans(rules, &evaluation.planned, event.actor_id.as_deref());
         let posting = Posting {
             event_id: &event.id,
             fresh_id: event.generated_id,

@@ -153,6 +153,31 @@ pub enum ActionWrite {
     Points(PointsWrite),
 }
 
+impl ActionWrite {
+    /// What each planned action of an evaluation asks of the ledger: a points plan of an event
+    /// with an actor is a movement for the ledger to decide; anything else is already decided.
+    /// The engine and the simulator both use it, so they hand the core the same writes.
+    pub fn for_plans(
+        rules: &crate::graph::Rules,
+        planned: &[crate::graph::PlannedAction],
+        actor: Option<&str>,
+    ) -> Vec<ActionWrite> {
+        planned
+            .iter()
+            .map(|planned| match (planned.plan, actor, rules.action(planned.action)) {
+                (crate::actions::Plan::Points(change), Some(actor), Some(entry)) => ActionWrite::Points(PointsWrite {
+                    actor_id: actor.to_owned(),
+                    action_id: entry.id.clone(),
+                    scenario_id: rules.scenario_id(planned.scenario).to_owned(),
+                    change,
+                    reason: entry.action.ledger_reason().map(str::to_owned),
+                }),
+                (plan, _, _) => ActionWrite::Decided(Outcome::of_plan(plan)),
+            })
+            .collect()
+    }
+}
+
 /// Builds an event's result once the ledger has decided every action's outcome. `Fn`, not
 /// `FnOnce`: a store may roll a group back and post it again (PostgreSQL, on a deadlock or
 /// when another node stored the same id first).
