@@ -447,3 +447,38 @@ fn errors_keep_their_source_and_say_whether_a_retry_helps() {
     let newer = LedgerError::SchemaTooNew { place: "x".into(), found: 3, known: 2 };
     assert!(!newer.retryable());
 }
+
+/// On PostgreSQL a group takes its members' locks before it reads any balance: while another
+/// node holds a member's lock and deducts, a deduction here waits, then sees that node's commit
+/// and is refused. (A lock sent after the read would let both deduct: an overdraft.)
+#[test]
+fn postgres_member_locks_come_before_the_balance_read() {
+    let Some(db) = common::pg::database() else { return };
+    let store = PostgresStore::connect(&db.url, 2).unwrap();
+    store.write_events(vec![write(&event("fill", "ann"), vec![points("ann", 100)])]).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (other_node, connection) = runtime.block_on(tokio_postgres::connect(&db.url, tokio_postgres::NoTls)).unwrap();
+    runtime.spawn(connection);
+    runtime
+        .block_on(other_node.batch_execute(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('ann', 0));
+             INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, created_at)
+                 VALUES ('ann', 'other', 'act', 'sc', -100, 'deduct', 0);
+             UPDATE balances SET balance = balance - 100 WHERE actor_id = 'ann';",
+        ))
+        .unwrap();
+    // Without an id (a generated one): no idempotency lookup comes before the balance read.
+    let take = Event::from_value(json!({"type": "t", "actor_id": "ann"})).unwrap();
+    assert!(take.generated_id);
+    std::thread::scope(|s| {
+        let (store, take) = (&store, &take);
+        let deduction = s.spawn(move || store.write_events(vec![write(take, vec![points("ann", -60)])]));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(!deduction.is_finished(), "the deduction waits for the member's lock");
+        runtime.block_on(other_node.batch_execute("COMMIT")).unwrap();
+        let applied = deduction.join().unwrap().unwrap();
+        let Applied::Fresh(result) = &applied[0] else { panic!("{applied:?}") };
+        assert!(!result.actions_executed[0].success, "refused: the other node's deduction came first");
+    });
+    assert_eq!(store.balance("ann").unwrap(), 0);
+}

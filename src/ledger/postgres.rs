@@ -382,6 +382,7 @@ impl PostgresStore {
     fn statements(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<GroupStatements, LedgerError> {
         self.block(async {
             Ok(GroupStatements {
+                lock_members: tx.prepare_cached(LOCK_MEMBERS).await.map_err(pg_error)?,
                 find_event: tx.prepare_cached(FIND_EVENT).await.map_err(pg_error)?,
                 insert_events: tx.prepare_cached(INSERT_EVENTS).await.map_err(pg_error)?,
                 mark_job_events: tx.prepare_cached(MARK_JOB_EVENTS).await.map_err(pg_error)?,
@@ -405,8 +406,13 @@ impl PostgresStore {
     }
 }
 
+/// Prepared once per connection. Every statement sent in a pipeline must be prepared: a future
+/// of tokio-postgres sends its request at its first poll only when the statement is prepared
+/// (with SQL text it first sends a Parse and waits for the answer), and the order of sending is
+/// what keeps the member locks ahead of every write and read of the group.
 #[derive(Clone)]
 struct GroupStatements {
+    lock_members: Statement,
     find_event: Statement,
     insert_events: Statement,
     mark_job_events: Statement,
@@ -506,7 +512,8 @@ impl<'a> PgTx<'a, '_> {
         let tx = self.tx;
         let mut out: Vec<Pending<'a>> = Vec::new();
         if let Some(actors) = self.lock.take() {
-            out.push(Box::pin(async move { tx.execute(LOCK_MEMBERS, &[&actors]).await }));
+            let lock = self.sql.lock_members.clone();
+            out.push(Box::pin(async move { tx.execute(&lock, &[&actors]).await }));
         }
         let rows = std::mem::take(&mut self.rows);
         let e = rows.entries;
