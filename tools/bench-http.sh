@@ -13,7 +13,7 @@
 #
 # PostgreSQL: when `pg_isready -h 127.0.0.1` answers (or BENCH_POSTGRES names an admin URL), each
 # round also runs `fluxflow --ledger postgres://…` on a fresh database and checks rows written =
-# 2xx answers, as for SQLite. BENCH_BEFORE=/path/to/an/older/fluxflow adds a SQLite run of that
+# 2xx answers, as for SQLite (BENCH_POSTGRES=none skips it). BENCH_BEFORE=/path/to/an/older/fluxflow adds a SQLite run of that
 # binary to each round, interleaved with the current one (to show a change does not slow SQLite).
 # BENCH_ONLY=ledgers skips the baseline and `--ledger none`.
 set -euo pipefail
@@ -74,6 +74,7 @@ pg_admin=${BENCH_POSTGRES:-}
 if [ -z "$pg_admin" ] && pg_isready -q -h 127.0.0.1 2>/dev/null; then
   pg_admin=postgres://postgres@127.0.0.1:5432/postgres
 fi
+[ "$pg_admin" = none ] && pg_admin=
 postgres_run() { # round
   local db="ff_bench_$$_$1" port pid out rows
   psql -q "$pg_admin" -c "CREATE DATABASE $db" >/dev/null
@@ -102,9 +103,15 @@ for round in $(seq "$rounds"); do
     kill $! 2>/dev/null; wait $! 2>/dev/null || true
   fi
 
-  sqlite_run "fluxflow --ledger sqlite" "$bin/fluxflow" "$round"
-  if [ -n "${BENCH_BEFORE:-}" ]; then
+  # With BENCH_BEFORE, the two SQLite runs swap places every round (neither always goes first).
+  if [ -n "${BENCH_BEFORE:-}" ] && [ $((round % 2)) -eq 0 ]; then
     sqlite_run "fluxflow --ledger sqlite (before)" "$BENCH_BEFORE" "$round-before"
+    sqlite_run "fluxflow --ledger sqlite" "$bin/fluxflow" "$round"
+  else
+    sqlite_run "fluxflow --ledger sqlite" "$bin/fluxflow" "$round"
+    if [ -n "${BENCH_BEFORE:-}" ]; then
+      sqlite_run "fluxflow --ledger sqlite (before)" "$BENCH_BEFORE" "$round-before"
+    fi
   fi
   if [ -n "$pg_admin" ]; then
     postgres_run "$round"
