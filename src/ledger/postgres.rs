@@ -653,7 +653,9 @@ impl LedgerStore for PostgresStore {
         loop {
             match self.try_write(&events) {
                 Err(e) if attempt < GROUP_ATTEMPTS && is_race(&e) => {
-                    tracing::debug!(error = %e, attempt, "group raced another node; posting it again");
+                    tracing::debug!(error = %e.detail(), attempt, "group raced another node; posting it again");
+                    // A little later each time, so two nodes racing on one id do not keep colliding.
+                    std::thread::sleep(Duration::from_millis(attempt as u64));
                     attempt += 1;
                 }
                 other => return other,
