@@ -55,7 +55,30 @@ both_stores!(
     a_failing_ledger_answers_503_and_stores_nothing,
     sigterm_stores_every_accepted_batch_event_before_exit,
     simulate_reads_the_store_through_the_same_core_and_writes_nothing,
+    a_nul_character_in_a_name_is_refused_on_both_stores,
 );
+
+/// PostgreSQL text cannot hold NUL, so such an event would fail its whole group there: it is
+/// refused before it reaches any ledger, the same on both stores, and its group-mates go through.
+fn a_nul_character_in_a_name_is_refused_on_both_stores(store: &Store) {
+    let server = start(store, LOYALTY);
+    for bad in [
+        json!({"id": "a\u{0}b", "type": "purchase", "actor_id": "ann", "payload": {"amount": 1}}),
+        json!({"type": "purchase", "actor_id": "a\u{0}n", "payload": {"amount": 1}}),
+        json!({"type": "pur\u{0}chase", "actor_id": "ann", "payload": {"amount": 1}}),
+    ] {
+        let (status, body) = server.post_json("/v1/events", &bad);
+        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_event")), "{body}");
+        assert!(body["error"].as_str().unwrap().contains("NUL"), "{body}");
+    }
+    // A NUL inside the payload is stored (as JSON text it is escaped).
+    let (status, body) = server.post_json(
+        "/v1/events",
+        &json!({"id": "p1", "type": "purchase", "actor_id": "ann", "payload": {"amount": 2, "note": "x\u{0}y"}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get("/v1/actors/ann/balance").1["balance"], 2);
+}
 
 fn simulate_reads_the_store_through_the_same_core_and_writes_nothing(store: &Store) {
     let server = start(store, LOYALTY);
