@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::actions::{ActionRegistry, Outcome, Plan};
+use crate::actions::{ActionRegistry, Outcome};
 use crate::event::Event;
 use crate::expr::Reason;
 use crate::graph::{Evaluation, LoadError, Rules};
-use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, PointsWrite, fingerprint};
+use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, fingerprint};
 use crate::result::Job;
 use crate::rules::EngineSettings;
 use admission::{Admission, Ticket};
@@ -69,7 +69,7 @@ pub enum EngineError {
         event_id: String,
     },
     /// The ledger failed; nothing of the event was stored.
-    #[error("{0}; nothing was stored, retry later")]
+    #[error("{}; nothing was stored, retry later", .0.detail())]
     Ledger(LedgerError),
     /// The event's task ended without a result (a bug: it panicked).
     #[error("the event could not be processed: {0}")]
@@ -503,20 +503,7 @@ impl Engine {
     /// has decided each action's outcome: a deduction can be refused).
     fn ledger_write(&self, task: &Task, live: &Arc<LiveRules>, evaluation: &Evaluation) -> EventWrite {
         let event = &task.event;
-        let actions = evaluation
-            .planned
-            .iter()
-            .map(|planned| match (planned.plan, &event.actor_id, live.rules.action(planned.action)) {
-                (Plan::Points(change), Some(actor), Some(entry)) => ActionWrite::Points(PointsWrite {
-                    actor_id: actor.clone(),
-                    action_id: entry.id.clone(),
-                    scenario_id: live.rules.scenario_id(planned.scenario).to_owned(),
-                    change,
-                    reason: entry.action.ledger_reason().map(str::to_owned),
-                }),
-                (plan, _, _) => ActionWrite::Decided(Outcome::of_plan(plan)),
-            })
-            .collect();
+        let actions = ActionWrite::for_plans(&live.rules, &evaluation.planned, event.actor_id.as_deref());
         let (live, event, evaluation, started) =
             (Arc::clone(live), Arc::clone(event), evaluation.clone(), task.enqueued);
         EventWrite {
@@ -525,6 +512,7 @@ impl Engine {
             fingerprint: fingerprint(&event),
             actions,
             job: task.job.clone(),
+            event: Arc::clone(&event),
             build_result: Box::new(move |outcomes| {
                 EventResult::build(&live.rules, &event, &evaluation, outcomes, started.elapsed())
             }),
