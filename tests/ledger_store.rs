@@ -188,30 +188,31 @@ ledger_suite!(
     events_keep_their_type_time_and_payload,
     concurrent_deductions_on_every_node_never_overdraw,
     a_schema_newer_than_the_binary_is_refused,
+    one_bad_event_does_not_fail_the_events_committed_with_it,
 );
 
 fn exactly_once_conflicts_and_balances(backend: &dyn Backend) {
     let store = backend.open();
     let e1 = event("e1", "ann");
     let applied =
-        store.write_events(vec![write(&e1, vec![points("ann", 50)]), write(&e1, vec![points("ann", 50)])]).unwrap();
+        store.write_events(&[write(&e1, vec![points("ann", 50)]), write(&e1, vec![points("ann", 50)])]).unwrap();
     assert!(matches!(applied[0], Applied::Fresh(_)));
     assert!(matches!(applied[1], Applied::Replayed(_)), "same id in the same group: applied once");
     let other = Event::from_value(json!({"id": "e1", "type": "other", "actor_id": "ann"})).unwrap();
-    assert_eq!(store.write_events(vec![write(&other, vec![points("ann", 5)])]).unwrap(), vec![Applied::Conflict]);
+    assert_eq!(store.write_events(&[write(&other, vec![points("ann", 5)])]).unwrap(), vec![Applied::Conflict]);
     assert_eq!(store.balance("ann").unwrap(), 50);
     assert_eq!(store.balance("nobody").unwrap(), 0);
 
     // A deduction that would overdraw is refused and writes nothing; one that fits is written.
     let e2 = event("e2", "ann");
-    let Applied::Fresh(result) = &store.write_events(vec![write(&e2, vec![points("ann", -60)])]).unwrap()[0] else {
+    let Applied::Fresh(result) = &store.write_events(&[write(&e2, vec![points("ann", -60)])]).unwrap()[0] else {
         panic!()
     };
     assert!(!result.actions_executed[0].success);
     assert_eq!(result.actions_executed[0].message, "InsufficientBalance { wanted: 60, balance: 50 }");
     let e3 = event("e3", "ann");
     store
-        .write_events(vec![write(&e3, vec![points("ann", -20), ActionWrite::Decided(Outcome::Done(Plan::Nothing))])])
+        .write_events(&[write(&e3, vec![points("ann", -20), ActionWrite::Decided(Outcome::Done(Plan::Nothing))])])
         .unwrap();
     assert_eq!(store.balance("ann").unwrap(), 30);
 
@@ -242,7 +243,7 @@ fn jobs_are_stored_and_pending_events_survive_a_reopen(backend: &dyn Backend) {
         store.store_job(&NewJob { job_id: "job1".into(), events, queued: 2 }).unwrap();
         let mut done = write(&event("b0", "bob"), vec![points("bob", 1)]);
         done.job = Some(("job1".into(), 0));
-        store.write_events(vec![done]).unwrap();
+        store.write_events(&[done]).unwrap();
     }
     let store = backend.open();
     let pending = store.pending_events().unwrap();
@@ -260,7 +261,7 @@ struct GroupSizes {
 }
 
 impl LedgerStore for GroupSizes {
-    fn write_events(&self, events: Vec<EventWrite>) -> Result<Vec<Applied>, LedgerError> {
+    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
         self.sizes.lock().unwrap().push(events.len());
         self.inner.write_events(events)
     }
@@ -327,7 +328,7 @@ fn events_keep_their_type_time_and_payload(backend: &dyn Backend) {
         "occurred_at": "2026-11-01T10:00:00Z", "payload": {"amount": 5}}))
     .unwrap();
     let unsent_time = event("h2", "gus");
-    store.write_events(vec![write(&sent, vec![points("gus", 5)]), write(&unsent_time, vec![])]).unwrap();
+    store.write_events(&[write(&sent, vec![points("gus", 5)]), write(&unsent_time, vec![])]).unwrap();
     assert_eq!(
         backend.count(
             "SELECT count(*) FROM events WHERE event_id = 'h1' AND event_type = 'purchase' \
@@ -419,12 +420,9 @@ fn a_ledger_written_by_the_previous_release_opens_and_migrates_in_place() {
     let old =
         Event::from_value(json!({"id":"p1","type":"purchase","actor_id":"ann","payload":{"amount":120}})).unwrap();
     assert_eq!(fingerprint(&old), fp);
-    assert!(matches!(
-        store.write_events(vec![write(&old, vec![points("ann", 120)])]).unwrap()[0],
-        Applied::Replayed(_)
-    ));
+    assert!(matches!(store.write_events(&[write(&old, vec![points("ann", 120)])]).unwrap()[0], Applied::Replayed(_)));
     let new = Event::from_value(json!({"id":"p9","type":"purchase","actor_id":"ann","payload":{"amount":1}})).unwrap();
-    store.write_events(vec![write(&new, vec![points("ann", 1)])]).unwrap();
+    store.write_events(&[write(&new, vec![points("ann", 1)])]).unwrap();
     assert_eq!(store.balance("ann").unwrap(), 76);
     drop(store);
     let after = rusqlite::Connection::open(dir.path().join("fluxflow.db")).unwrap();
@@ -455,7 +453,7 @@ fn errors_keep_their_source_and_say_whether_a_retry_helps() {
 fn postgres_member_locks_come_before_the_balance_read() {
     let Some(db) = common::pg::database() else { return };
     let store = PostgresStore::connect(&db.url, 2).unwrap();
-    store.write_events(vec![write(&event("fill", "ann"), vec![points("ann", 100)])]).unwrap();
+    store.write_events(&[write(&event("fill", "ann"), vec![points("ann", 100)])]).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (other_node, connection) = runtime.block_on(tokio_postgres::connect(&db.url, tokio_postgres::NoTls)).unwrap();
     runtime.spawn(connection);
@@ -472,7 +470,7 @@ fn postgres_member_locks_come_before_the_balance_read() {
     assert!(take.generated_id);
     std::thread::scope(|s| {
         let (store, take) = (&store, &take);
-        let deduction = s.spawn(move || store.write_events(vec![write(take, vec![points("ann", -60)])]));
+        let deduction = s.spawn(move || store.write_events(&[write(take, vec![points("ann", -60)])]));
         std::thread::sleep(std::time::Duration::from_millis(500));
         assert!(!deduction.is_finished(), "the deduction waits for the member's lock");
         runtime.block_on(other_node.batch_execute("COMMIT")).unwrap();
@@ -481,4 +479,84 @@ fn postgres_member_locks_come_before_the_balance_read() {
         assert!(!result.actions_executed[0].success, "refused: the other node's deduction came first");
     });
     assert_eq!(store.balance("ann").unwrap(), 0);
+}
+
+/// A store that fails, without hope of a retry, every transaction holding the event `poison`,
+/// and holds the writer on its first call so the next events wait and commit as one group.
+struct Poisoned {
+    inner: Box<dyn LedgerStore>,
+    calls: std::sync::Mutex<Vec<usize>>,
+}
+
+impl LedgerStore for Poisoned {
+    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
+        let first = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(events.len());
+            calls.len() == 1
+        };
+        if first {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        if events.iter().any(|e| e.event_id == "poison") {
+            return Err(LedgerError::unavailable("this event cannot be stored", false, None));
+        }
+        self.inner.write_events(events)
+    }
+    fn store_job(&self, job: &NewJob) -> Result<(), LedgerError> {
+        self.inner.store_job(job)
+    }
+    fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
+        self.inner.stored_result(event_id)
+    }
+    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
+        self.inner.balance(actor_id)
+    }
+    fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
+        self.inner.history(actor_id, limit, before)
+    }
+    fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {
+        self.inner.job(job_id)
+    }
+    fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError> {
+        self.inner.pending_events()
+    }
+    fn ping(&self) -> Result<(), LedgerError> {
+        self.inner.ping()
+    }
+    fn probe_write(&self) -> Result<(), LedgerError> {
+        self.inner.probe_write()
+    }
+}
+
+fn one_bad_event_does_not_fail_the_events_committed_with_it(backend: &dyn Backend) {
+    let store = Arc::new(Poisoned { inner: backend.open(), calls: std::sync::Mutex::new(Vec::new()) });
+    let ledger = Arc::new(Ledger::start(Arc::clone(&store) as Arc<dyn LedgerStore>).unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let first = {
+            let ledger = Arc::clone(&ledger);
+            tokio::spawn(async move { ledger.apply(write(&event("first", "ivy"), vec![points("ivy", 1)])).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // The writer is busy with `first`: these wait, and go as one group.
+        let tasks: Vec<_> = ["a", "b", "poison", "c", "d"]
+            .into_iter()
+            .map(|id| {
+                let ledger = Arc::clone(&ledger);
+                tokio::spawn(async move { ledger.apply(write(&event(id, "ivy"), vec![points("ivy", 10)])).await })
+            })
+            .collect();
+        assert!(matches!(first.await.unwrap(), Ok(Applied::Fresh(_))));
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        let failed: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
+        assert_eq!(failed, [false, false, true, false, false], "only the bad event failed: {outcomes:?}");
+        assert!(!outcomes[2].as_ref().unwrap_err().retryable());
+    });
+    assert_eq!(ledger.store().balance("ivy").unwrap(), 41);
+    assert!(store.calls.lock().unwrap().contains(&5), "the five went as one group first: {:?}", store.calls);
+    ledger.close();
 }

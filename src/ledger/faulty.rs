@@ -34,7 +34,7 @@ impl FaultyStore {
 }
 
 impl LedgerStore for FaultyStore {
-    fn write_events(&self, events: Vec<EventWrite>) -> Result<Vec<Applied>, LedgerError> {
+    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
         self.check()?;
         self.inner.write_events(events)
     }

@@ -320,7 +320,7 @@ pub struct HistoryPage {
 pub trait LedgerStore: Send + Sync {
     /// Applies events in one transaction; one outcome per event, in order. On error nothing of
     /// the group is stored.
-    fn write_events(&self, events: Vec<EventWrite>) -> Result<Vec<Applied>, LedgerError>;
+    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError>;
     /// Stores a batch job and its events durably.
     fn store_job(&self, job: &NewJob) -> Result<(), LedgerError>;
     /// The stored result of an event, with its fingerprint.
@@ -443,15 +443,32 @@ fn write_loop(store: &dyn LedgerStore, queue: &mpsc::Receiver<Write>, healthy: &
         if events.is_empty() {
             continue;
         }
-        match store.write_events(events) {
+        match store.write_events(&events) {
             Ok(applied) => {
                 healthy.store(true, Ordering::Release);
                 for (reply, applied) in replies.into_iter().zip(applied) {
                     let _ = reply.send(Ok(applied));
                 }
             }
+            // A failure that a retry cannot mend may belong to one event alone: post each on its
+            // own, so one bad event does not take the events committed with it down too.
+            Err(e) if !e.retryable() && events.len() > 1 => {
+                tracing::warn!(error = %e.detail(), events = events.len(), "group failed; posting its events one by one");
+                let mut any_ok = false;
+                for (event, reply) in events.iter().zip(replies) {
+                    let outcome = store.write_events(std::slice::from_ref(event)).and_then(|mut applied| {
+                        applied.pop().ok_or_else(|| LedgerError::unavailable("the store answered nothing", false, None))
+                    });
+                    if let Err(e) = &outcome {
+                        tracing::error!(event_id = %event.event_id, error = %e.detail(), "ledger write failed; nothing of this event was stored");
+                    }
+                    any_ok |= outcome.is_ok();
+                    let _ = reply.send(outcome);
+                }
+                healthy.store(any_ok, Ordering::Release);
+            }
             Err(e) => {
-                tracing::error!(error = %e, "ledger write failed; nothing of this group was stored");
+                tracing::error!(error = %e.detail(), "ledger write failed; nothing of this group was stored");
                 healthy.store(false, Ordering::Release);
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));

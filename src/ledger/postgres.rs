@@ -648,10 +648,10 @@ fn decode_stored(fingerprint: &[u8], json: &str) -> Result<(Fingerprint, EventRe
 }
 
 impl LedgerStore for PostgresStore {
-    fn write_events(&self, events: Vec<EventWrite>) -> Result<Vec<Applied>, LedgerError> {
+    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
         let mut attempt = 1;
         loop {
-            match self.try_write(&events) {
+            match self.try_write(events) {
                 Err(e) if attempt < GROUP_ATTEMPTS && is_race(&e) => {
                     tracing::debug!(error = %e.detail(), attempt, "group raced another node; posting it again");
                     // A little later each time, so two nodes racing on one id do not keep colliding.

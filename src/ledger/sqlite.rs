@@ -223,7 +223,7 @@ fn migrate(conn: &Connection) -> Result<(), MigrateError> {
 }
 
 impl LedgerStore for SqliteStore {
-    fn write_events(&self, events: Vec<EventWrite>) -> Result<Vec<Applied>, LedgerError> {
+    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
         let mut conn = self.writer.lock().map_err(broken)?;
         let tx = conn.transaction().map_err(unavailable)?;
         let applied = {
