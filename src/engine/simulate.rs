@@ -115,7 +115,7 @@ pub fn simulate_from(
             .collect();
         result.trace = Some(trace);
         result.replayed = verdict == LedgerVerdict::Replay;
-        let mut touched = HashMap::new();
+        let mut touched = BTreeMap::new();
         for effect in &effects {
             touched.insert(effect.actor_id.clone(), overlay.balance_of(&effect.actor_id)?);
         }
