@@ -14,8 +14,8 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use fluxflow::actions::ActionRegistry;
-use fluxflow::facts::Facts;
 use fluxflow::event::Event;
+use fluxflow::facts::Facts;
 use fluxflow::graph::Rules;
 
 const EXAMPLE_RULES: &str = include_str!("../tests/fixtures/example-rules.yaml");

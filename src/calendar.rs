@@ -119,7 +119,9 @@ impl Bound {
             }
         }
         Date::from_str(text).map(Bound::Date).map_err(|_| {
-            format!("`{text}` is not a date (2026-12-01), a local date-time (2026-12-01T18:00) or a time with an offset")
+            format!(
+                "`{text}` is not a date (2026-12-01), a local date-time (2026-12-01T18:00) or a time with an offset"
+            )
         })
     }
 
@@ -167,9 +169,10 @@ impl Days {
         let mut days = Days::default();
         for name in names {
             let lower = name.to_ascii_lowercase();
-            let index = DAY_NAMES.iter().position(|d| *d == lower).ok_or_else(|| {
-                format!("`{name}` is not a day: write mon, tue, wed, thu, fri, sat or sun")
-            })?;
+            let index = DAY_NAMES
+                .iter()
+                .position(|d| *d == lower)
+                .ok_or_else(|| format!("`{name}` is not a day: write mon, tue, wed, thu, fri, sat or sun"))?;
             days.0 |= 1 << index;
         }
         Ok(days)
@@ -277,7 +280,9 @@ impl Schedule {
     /// never open.
     pub fn is_backwards(&self, zone: &Zone) -> bool {
         match (&self.from, &self.until) {
-            (Some(from), Some(until)) => until.end(self.zone.as_ref().unwrap_or(zone)) <= from.start(self.zone.as_ref().unwrap_or(zone)),
+            (Some(from), Some(until)) => {
+                until.end(self.zone.as_ref().unwrap_or(zone)) <= from.start(self.zone.as_ref().unwrap_or(zone))
+            }
             _ => false,
         }
     }
@@ -286,7 +291,8 @@ impl Schedule {
     /// unless the schedule names its own.
     pub fn contains(&self, at: Timestamp, zone: &Zone) -> bool {
         let zone = self.zone.as_ref().unwrap_or(zone);
-        if self.from.is_some_and(|from| at < from.start(zone)) || self.until.is_some_and(|until| at >= until.end(zone)) {
+        if self.from.is_some_and(|from| at < from.start(zone)) || self.until.is_some_and(|until| at >= until.end(zone))
+        {
             return false;
         }
         if self.days.is_none() && self.hours.is_none() {
@@ -329,7 +335,9 @@ impl Period {
     /// days or 876,000 hours).
     pub fn parse(text: &str) -> Result<Period, String> {
         let bad = || {
-            format!("`{text}` is not a period: write day, week, month, year, lifetime, or a rolling window such as 30d or 24h")
+            format!(
+                "`{text}` is not a period: write day, week, month, year, lifetime, or a rolling window such as 30d or 24h"
+            )
         };
         Ok(match text {
             "day" => Period::Day,
@@ -380,7 +388,9 @@ impl Period {
                 (start_of(first), after(first.checked_add(jiff::Span::new().years(1))))
             }
             Period::RollingHours(n) => (at.checked_sub(hours(n)).unwrap_or(Timestamp::MIN), just_after),
-            Period::RollingDays(n) => (at.checked_sub(hours(n.saturating_mul(24))).unwrap_or(Timestamp::MIN), just_after),
+            Period::RollingDays(n) => {
+                (at.checked_sub(hours(n.saturating_mul(24))).unwrap_or(Timestamp::MIN), just_after)
+            }
             Period::Lifetime => (Timestamp::MIN, Timestamp::MAX),
         }
     }

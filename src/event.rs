@@ -180,6 +180,10 @@ impl Event {
             if value.is_some_and(|v| v.len() > MAX_NAME_LEN) {
                 return field(name, &format!("is longer than {MAX_NAME_LEN} bytes"));
             }
+            // PostgreSQL text cannot hold NUL: refused on every store, so both answer the same.
+            if value.is_some_and(|v| v.contains('\0')) {
+                return field(name, "contains a NUL character (\\u0000)");
+            }
         }
         if let Some(at) = &self.occurred_at {
             if !RFC3339.is_match(at) {

@@ -10,8 +10,8 @@
 
 use allocation_counter::{AllocationInfo, measure};
 use fluxflow::actions::{ActionRegistry, Plan};
-use fluxflow::facts::Facts;
 use fluxflow::event::Event;
+use fluxflow::facts::Facts;
 use fluxflow::graph::{Evaluation, Rules};
 
 const EXAMPLE_RULES: &str = include_str!("fixtures/example-rules.yaml");

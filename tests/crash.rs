@@ -2,7 +2,9 @@
 //! killed with SIGKILL midway, restarted on the same data, and every event is sent again.
 //! Every event acknowledged (200 or 202) before the kill must be in the ledger exactly once;
 //! after the resend every event must be, and every balance must equal the sum of its entries.
+//! Runs on SQLite and on PostgreSQL (`sqlite::…`, `postgres::…`).
 
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -10,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::pg::Store;
 use common::{Server, wait_until};
 use nix::sys::signal::Signal;
-use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
 
 const RULES: &str = r#"
@@ -71,17 +73,10 @@ fn send_all(server_url: &str, client: usize, acked: &Mutex<Vec<String>>, sent: &
     }
 }
 
-fn ledger_db(dir: &std::path::Path) -> Connection {
-    Connection::open_with_flags(dir.join("data/fluxflow.db"), OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
-}
+both_stores!(kill_9_midway_loses_nothing_and_doubles_nothing);
 
-fn count(db: &Connection, sql: &str) -> i64 {
-    db.query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
-#[test]
-fn kill_9_midway_loses_nothing_and_doubles_nothing() {
-    let mut server = Server::start(RULES, &["--ledger", "sqlite"]);
+fn kill_9_midway_loses_nothing_and_doubles_nothing(store: &Store) {
+    let mut server = Server::start(RULES, &["--ledger", &store.flag()]);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let sent = Arc::new(AtomicUsize::new(0));
     let url = server.base.clone();
@@ -102,18 +97,17 @@ fn kill_9_midway_loses_nothing_and_doubles_nothing() {
     assert!(acked_before.len() >= total / 3 && acked_before.len() < total, "killed midway: {}", acked_before.len());
 
     // Restart on the same data: batch events accepted before the kill are processed first.
-    let args = Server::args_for(server.dir.path(), &["--ledger", "sqlite"]);
+    let args = Server::args_for(server.dir.path(), &["--ledger", &store.flag()]);
     let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
     let mut restarted = Server::spawn(dir, &args);
-    let db = ledger_db(restarted.dir.path());
-    assert!(wait_until(Duration::from_secs(30), || count(
-        &db,
-        "SELECT count(*) FROM job_events WHERE state = 'queued'"
-    ) == 0));
+    let dir = restarted.dir.path().to_owned();
+    let count = |sql: &str| store.count(&dir, sql);
+    assert!(
+        wait_until(Duration::from_secs(30), || count("SELECT count(*) FROM job_events WHERE state = 'queued'") == 0)
+    );
     let mut missing = Vec::new();
     for id in &acked_before {
-        let rows =
-            db.query_row("SELECT count(*) FROM entries WHERE event_id = ?1", [id], |r| r.get::<_, i64>(0)).unwrap();
+        let rows = count(&format!("SELECT count(*) FROM entries WHERE event_id = '{id}'"));
         if rows != 1 {
             missing.push(format!("{id}: {rows} entries"));
         }
@@ -130,27 +124,24 @@ fn kill_9_midway_loses_nothing_and_doubles_nothing() {
         }
     });
     assert_eq!(resend_acked.lock().unwrap().len(), total);
-    assert!(wait_until(Duration::from_secs(30), || count(
-        &db,
-        "SELECT count(*) FROM job_events WHERE state = 'queued'"
-    ) == 0));
+    assert!(
+        wait_until(Duration::from_secs(30), || count("SELECT count(*) FROM job_events WHERE state = 'queued'") == 0)
+    );
     restarted.signal(Signal::SIGTERM);
     assert_eq!(restarted.wait_exit(Duration::from_secs(30)), Some(0));
 
-    let db = ledger_db(restarted.dir.path());
-    assert_eq!(count(&db, "SELECT count(*) FROM events"), total as i64);
-    assert_eq!(count(&db, "SELECT count(DISTINCT event_id) FROM entries"), total as i64);
-    assert_eq!(count(&db, "SELECT count(*) FROM entries"), total as i64, "no event applied twice");
+    assert_eq!(count("SELECT count(*) FROM events"), total as i64);
+    assert_eq!(count("SELECT count(DISTINCT event_id) FROM entries"), total as i64);
+    assert_eq!(count("SELECT count(*) FROM entries"), total as i64, "no event applied twice");
     let expected_points: i64 =
         (0..CLIENTS).flat_map(|c| (0..PER_CLIENT).map(move |n| 1 + ((n * 7 + c) % 10) as i64)).sum();
-    assert_eq!(count(&db, "SELECT sum(points) FROM entries"), expected_points);
+    assert_eq!(count("SELECT sum(points) FROM entries"), expected_points);
     assert_eq!(
         count(
-            &db,
             "SELECT count(*) FROM balances b WHERE b.balance != (SELECT sum(points) FROM entries e WHERE e.actor_id = b.actor_id)"
         ),
         0,
         "every balance equals the sum of its entries"
     );
-    assert_eq!(count(&db, "SELECT count(*) FROM balances"), 37);
+    assert_eq!(count("SELECT count(*) FROM balances"), 37);
 }

@@ -2,8 +2,8 @@
 //! CONTRACT §5's ordering and filtering rules.
 
 use fluxflow::actions::{ActionRegistry, Plan, PointsChange};
-use fluxflow::facts::Facts;
 use fluxflow::event::Event;
+use fluxflow::facts::Facts;
 use fluxflow::graph::Rules;
 use serde_json::{Value, json};
 
@@ -216,7 +216,10 @@ fn evaluation_buffer_is_reused() {
     let r = rules(SEED_RULES);
     let mut out = r.new_evaluation();
     r.evaluate(&Facts::of(&make_event("login", None, Value::Null)), &mut out);
-    r.evaluate(&Facts::of(&make_event("transaction", Some("pos-system"), json!({"amount": 1, "category": "food"}))), &mut out);
+    r.evaluate(
+        &Facts::of(&make_event("transaction", Some("pos-system"), json!({"amount": 1, "category": "food"}))),
+        &mut out,
+    );
     assert!(out.matched.is_empty() && out.planned.is_empty(), "cleared between events");
 }
 

@@ -1,10 +1,13 @@
 //! The durable ledger over real HTTP: idempotency under concurrency, deductions, the actor
-//! endpoints, batch jobs that survive a kill, and a ledger that fails while running.
+//! endpoints, batch jobs that survive a kill, and a ledger that fails while running — each on
+//! SQLite and on PostgreSQL (`both_stores!`: `sqlite::NAME`, `postgres::NAME`).
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
+use common::pg::Store;
 use common::{EXAMPLE_EVENT, Server, bin, repo_path, wait_until};
 use serde_json::{Value, json};
 
@@ -40,13 +43,77 @@ fn sqlite(rules: &str) -> Server {
     Server::start(rules, &["--ledger", "sqlite"])
 }
 
+fn start(store: &Store, rules: &str) -> Server {
+    Server::start(rules, &["--ledger", &store.flag()])
+}
+
+both_stores!(
+    same_id_sent_concurrently_is_applied_once,
+    deductions_never_overdraw,
+    actor_endpoints_page_newest_first,
+    batch_events_accepted_before_a_kill_are_processed_after_restart,
+    a_failing_ledger_answers_503_and_stores_nothing,
+    sigterm_stores_every_accepted_batch_event_before_exit,
+    simulate_reads_the_store_through_the_same_core_and_writes_nothing,
+    a_nul_character_in_a_name_is_refused_on_both_stores,
+);
+
+/// PostgreSQL text cannot hold NUL, so such an event would fail its whole group there: it is
+/// refused before it reaches any ledger, the same on both stores, and its group-mates go through.
+fn a_nul_character_in_a_name_is_refused_on_both_stores(store: &Store) {
+    let server = start(store, LOYALTY);
+    for bad in [
+        json!({"id": "a\u{0}b", "type": "purchase", "actor_id": "ann", "payload": {"amount": 1}}),
+        json!({"type": "purchase", "actor_id": "a\u{0}n", "payload": {"amount": 1}}),
+        json!({"type": "pur\u{0}chase", "actor_id": "ann", "payload": {"amount": 1}}),
+    ] {
+        let (status, body) = server.post_json("/v1/events", &bad);
+        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_event")), "{body}");
+        assert!(body["error"].as_str().unwrap().contains("NUL"), "{body}");
+    }
+    // A NUL inside the payload is stored (as JSON text it is escaped).
+    let (status, body) = server.post_json(
+        "/v1/events",
+        &json!({"id": "p1", "type": "purchase", "actor_id": "ann", "payload": {"amount": 2, "note": "x\u{0}y"}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get("/v1/actors/ann/balance").1["balance"], 2);
+}
+
+fn simulate_reads_the_store_through_the_same_core_and_writes_nothing(store: &Store) {
+    let server = start(store, LOYALTY);
+    assert_eq!(server.post_json("/v1/events", &purchase("real-1", "ann", 30)).0, 200);
+    let redeem =
+        |id: &str, amount: i64| json!({"id": id, "type": "redeem", "actor_id": "ann", "payload": {"amount": amount}});
+    let (status, body) = server.post_json(
+        "/v1/simulate",
+        &json!([purchase("real-1", "ann", 30), redeem("s1", 45), purchase("s2", "ann", 20), redeem("s3", 45)]),
+    );
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    let verdicts: Vec<&str> = results.iter().map(|r| r["ledger"].as_str().unwrap()).collect();
+    assert_eq!(verdicts, ["replay", "apply", "apply", "apply"]);
+    assert_eq!(
+        results[1]["result"]["actions_executed"][0]["message"],
+        "cannot deduct 45 points from ann: the balance is 30"
+    );
+    assert_eq!(results[2]["balances"], json!({"ann": 50}));
+    assert_eq!(results[3]["balances"], json!({"ann": 5}));
+    let dir = server.dir.path();
+    assert_eq!(
+        (store.count(dir, "SELECT count(*) FROM events"), store.count(dir, "SELECT count(*) FROM entries")),
+        (1, 1),
+        "a simulation writes nothing"
+    );
+    assert_eq!(server.get("/v1/actors/ann/balance").1["balance"], 30);
+}
+
 fn purchase(id: &str, actor: &str, amount: i64) -> Value {
     json!({"id": id, "type": "purchase", "actor_id": actor, "payload": {"amount": amount}})
 }
 
-#[test]
-fn same_id_sent_concurrently_is_applied_once() {
-    let server = sqlite(LOYALTY);
+fn same_id_sent_concurrently_is_applied_once(store: &Store) {
+    let server = start(store, LOYALTY);
     let body = purchase("order-1", "ann", 40).to_string();
     let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..50).map(|_| s.spawn(|| server.post("/v1/events", &body))).collect();
@@ -64,9 +131,8 @@ fn same_id_sent_concurrently_is_applied_once() {
     assert_eq!(server.get("/v1/actors/ann/balance").1["balance"], 40);
 }
 
-#[test]
-fn deductions_never_overdraw() {
-    let server = sqlite(LOYALTY);
+fn deductions_never_overdraw(store: &Store) {
+    let server = start(store, LOYALTY);
     server.post_json("/v1/events", &purchase("p1", "bob", 30));
     let redeem = |id: &str, amount: i64| {
         server.post_json(
@@ -89,9 +155,8 @@ fn deductions_never_overdraw() {
     assert_eq!(entries.as_array().unwrap().len(), 2, "the refused deduction wrote nothing: {entries}");
 }
 
-#[test]
-fn actor_endpoints_page_newest_first() {
-    let server = sqlite(LOYALTY);
+fn actor_endpoints_page_newest_first(store: &Store) {
+    let server = start(store, LOYALTY);
     for i in 1..=5 {
         assert_eq!(server.post_json("/v1/events", &purchase(&format!("o{i}"), "cy", i)).0, 200);
     }
@@ -127,9 +192,8 @@ fn without_a_ledger_actor_endpoints_are_404() {
     assert_eq!(server.get("/v1/actors/ann/ledger").0, 404);
 }
 
-#[test]
-fn batch_events_accepted_before_a_kill_are_processed_after_restart() {
-    let mut server = sqlite(LOYALTY);
+fn batch_events_accepted_before_a_kill_are_processed_after_restart(store: &Store) {
+    let mut server = start(store, LOYALTY);
     let batch =
         json!((0..6).map(|i| json!({"id": format!("s{i}"), "type": "slow", "actor_id": "dee"})).collect::<Vec<_>>());
     let (status, receipt) = server.post_json("/v1/events/batch", &batch);
@@ -137,7 +201,7 @@ fn batch_events_accepted_before_a_kill_are_processed_after_restart() {
     // Each event takes 300 ms on one of 4 workers: kill while most are still waiting.
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    let args = Server::args_for(server.dir.path(), &["--ledger", "sqlite"]);
+    let args = Server::args_for(server.dir.path(), &["--ledger", &store.flag()]);
     let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
     let restarted = Server::spawn(dir, &args);
     let job_path = format!("/v1/jobs/{}", receipt["job_id"].as_str().unwrap());
@@ -156,12 +220,11 @@ fn batch_events_accepted_before_a_kill_are_processed_after_restart() {
     assert_eq!(restarted.get("/v1/actors/dee/balance").1["balance"], 6, "each event applied once");
 }
 
-#[test]
-fn a_failing_ledger_answers_503_and_stores_nothing() {
+fn a_failing_ledger_answers_503_and_stores_nothing(store: &Store) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yaml"), LOYALTY).unwrap();
     let marker = dir.path().join("fail-now");
-    let args = Server::args_for(dir.path(), &["--ledger", "sqlite"]);
+    let args = Server::args_for(dir.path(), &["--ledger", &store.flag()]);
     let server = Server::spawn_with_env(dir, &args, &[("FLUXFLOW_TEST_LEDGER_FAULT_FILE", &marker)]);
     assert_eq!(server.post_json("/v1/events", &purchase("ok-1", "eve", 10)).0, 200);
     std::fs::write(&marker, b"fail").unwrap();
@@ -229,10 +292,9 @@ fn readme_quick_start_with_the_default_ledger() {
     assert_eq!(server.get("/v1/actors/user_42/balance").1["balance"], 75);
 }
 
-#[test]
-fn sigterm_stores_every_accepted_batch_event_before_exit() {
+fn sigterm_stores_every_accepted_batch_event_before_exit(store: &Store) {
     let rules = LOYALTY.replace("ms: 300", "ms: 2");
-    let mut server = sqlite(&rules);
+    let mut server = start(store, &rules);
     let mut accepted = 0;
     for b in 0..3 {
         let batch = json!(
@@ -244,8 +306,41 @@ fn sigterm_stores_every_accepted_batch_event_before_exit() {
     }
     server.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(server.wait_exit(Duration::from_secs(30)), Some(0));
-    let db = rusqlite::Connection::open(server.dir.path().join("data/fluxflow.db")).unwrap();
-    let done: i64 = db.query_row("SELECT count(*) FROM job_events WHERE state = 'done'", [], |r| r.get(0)).unwrap();
-    let entries: i64 = db.query_row("SELECT count(*) FROM entries WHERE actor_id = 'fay'", [], |r| r.get(0)).unwrap();
+    let done = store.count(server.dir.path(), "SELECT count(*) FROM job_events WHERE state = 'done'");
+    let entries = store.count(server.dir.path(), "SELECT count(*) FROM entries WHERE actor_id = 'fay'");
     assert_eq!((done, entries), (accepted, accepted));
+}
+
+/// PostgreSQL that cannot be reached at start: exit 1, naming host and database, never the
+/// password.
+#[test]
+fn an_unreachable_postgresql_fails_at_start_up_naming_host_and_database() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), LOYALTY).unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
+        .arg(dir.path().join("rules.yaml"))
+        .args(["--ledger", &format!("postgres://fluxflow:s3cr3t-pw@127.0.0.1:{port}/loyalty")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach PostgreSQL at host 127.0.0.1:{port}, database loyalty")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cr3t-pw"), "the password must never be shown: {stderr}");
+    // The same through FLUXFLOW_LEDGER.
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
+        .arg(dir.path().join("rules.yaml"))
+        .env("FLUXFLOW_LEDGER", format!("postgres://fluxflow:s3cr3t-pw@127.0.0.1:{port}/loyalty"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("database loyalty") && !stderr.contains("s3cr3t-pw"), "{stderr}");
 }

@@ -1,13 +1,18 @@
 //! The ledger through its store trait: the invariants every backend must keep (exactly once,
-//! balance = sum of entries, deductions never overdraw, jobs survive a reopen, group commit),
-//! written against `dyn LedgerStore` so the PostgreSQL backend runs the same checks; plus the
-//! SQLite-specific durable settings and start-up faults.
+//! balance = sum of entries, deductions never overdraw, jobs survive a reopen, group commit,
+//! event history, migrations), written once against `dyn LedgerStore` and run on SQLite and on
+//! PostgreSQL by `ledger_suite!` (one test per backend: `sqlite::NAME`, `postgres::NAME`); plus
+//! the SQLite-specific durable settings, start-up faults and the previous release's ledger.
+
+mod common;
 
 use std::sync::Arc;
 
 use fluxflow::actions::{Outcome, Plan, PointsChange};
 use fluxflow::event::Event;
 use fluxflow::graph::{Stacked, StackingKey};
+use fluxflow::ledger::postgres::PostgresStore;
+use fluxflow::ledger::postgres::scratch::ScratchDatabase;
 use fluxflow::ledger::sqlite::SqliteStore;
 use fluxflow::ledger::{
     ActionWrite, Applied, EventWrite, Fingerprint, HistoryPage, Ledger, LedgerError, LedgerStore, NewJob, PendingEvent,
@@ -41,8 +46,9 @@ fn write(ev: &Event, actions: Vec<ActionWrite>) -> EventWrite {
         actions,
         stacking,
         job: None,
+        event: Arc::new(ev.clone()),
         build_result: Box::new(move |stacked: &Stacked| EventResult {
-            event_id: id,
+            event_id: id.clone(),
             occurred_at: None,
             duration_ms: 0,
             duration_us: 0,
@@ -78,8 +84,10 @@ fn the_write_connection_is_wal_with_synchronous_full() {
 fn start_up_faults_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("fluxflow.db"), b"this is not a database, just some bytes of text......").unwrap();
-    let err = SqliteStore::open(dir.path()).err().unwrap().to_string();
-    assert!(err.contains("fluxflow.db is not a usable SQLite ledger"), "{err}");
+    let err = SqliteStore::open(dir.path()).err().unwrap();
+    assert!(err.to_string().contains("fluxflow.db is not a usable SQLite ledger"), "{err}");
+    assert!(err.detail().ends_with("file is not a database"), "the source is kept: {}", err.detail());
+    assert!(!err.retryable());
 
     let file = dir.path().join("plain-file");
     std::fs::write(&file, b"x").unwrap();
@@ -87,9 +95,21 @@ fn start_up_faults_are_clear_errors() {
     assert!(err.starts_with("cannot open the ledger: cannot create the data directory"), "{err}");
 }
 
-/// A backend under test: opens (or reopens) the same store.
+/// A backend under test: opens (or reopens) the same store, and reads its books with SQL that
+/// reads the same on both.
 trait Backend {
-    fn open(&self) -> Box<dyn LedgerStore>;
+    fn try_open(&self) -> Result<Box<dyn LedgerStore>, LedgerError>;
+    fn open(&self) -> Box<dyn LedgerStore> {
+        self.try_open().unwrap()
+    }
+    /// One integer from the books.
+    fn count(&self, sql: &str) -> i64;
+    /// Runs SQL on the books.
+    fn execute(&self, sql: &str);
+    /// The statement that marks the books as written by a newer version.
+    fn newer_schema_sql(&self) -> &'static str;
+    /// How many stores may write the same books at once (nodes).
+    fn nodes(&self) -> usize;
 }
 
 struct Sqlite(tempfile::TempDir);
@@ -98,51 +118,108 @@ impl Sqlite {
     fn new() -> Self {
         Sqlite(tempfile::tempdir().unwrap())
     }
-}
 
-impl Backend for Sqlite {
-    fn open(&self) -> Box<dyn LedgerStore> {
-        Box::new(SqliteStore::open(self.0.path()).unwrap())
+    fn conn(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.0.path().join("fluxflow.db")).unwrap()
     }
 }
 
-#[test]
-fn sqlite_exactly_once_conflicts_and_balances() {
-    check_exactly_once_conflicts_and_balances(&Sqlite::new());
+impl Backend for Sqlite {
+    fn try_open(&self) -> Result<Box<dyn LedgerStore>, LedgerError> {
+        Ok(Box::new(SqliteStore::open(self.0.path())?))
+    }
+    fn count(&self, sql: &str) -> i64 {
+        self.conn().query_row(sql, [], |r| r.get::<_, Option<i64>>(0)).unwrap().unwrap_or(0)
+    }
+    fn execute(&self, sql: &str) {
+        self.conn().execute_batch(sql).unwrap();
+    }
+    fn newer_schema_sql(&self) -> &'static str {
+        "PRAGMA user_version = 99"
+    }
+    fn nodes(&self) -> usize {
+        1
+    }
 }
 
-#[test]
-fn sqlite_jobs_are_stored_and_pending_events_survive_a_reopen() {
-    check_jobs_survive_a_reopen(&Sqlite::new());
+struct Postgres(ScratchDatabase);
+
+impl Backend for Postgres {
+    fn try_open(&self) -> Result<Box<dyn LedgerStore>, LedgerError> {
+        Ok(Box::new(PostgresStore::connect(&self.0.url, 4)?))
+    }
+    fn count(&self, sql: &str) -> i64 {
+        self.0.query_i64(sql).unwrap()
+    }
+    fn execute(&self, sql: &str) {
+        self.0.execute(sql).unwrap();
+    }
+    fn newer_schema_sql(&self) -> &'static str {
+        "INSERT INTO fluxflow_schema (version) VALUES (99)"
+    }
+    fn nodes(&self) -> usize {
+        2
+    }
 }
 
-#[test]
-fn sqlite_the_writer_groups_concurrent_events_and_answers_each() {
-    check_group_commit(&Sqlite::new());
+/// One test per backend for each check: `sqlite::NAME` and `postgres::NAME`. The PostgreSQL
+/// ones run on a database of their own, and skip (with a note) when there is no server unless
+/// `CI=true`.
+macro_rules! ledger_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&super::Sqlite::new());
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(db) = crate::common::pg::database() {
+                        super::$name(&super::Postgres(db));
+                    }
+                }
+            )*
+        }
+    };
 }
 
-fn check_exactly_once_conflicts_and_balances(backend: &dyn Backend) {
+ledger_suite!(
+    exactly_once_conflicts_and_balances,
+    jobs_are_stored_and_pending_events_survive_a_reopen,
+    the_writer_groups_concurrent_events_and_answers_each,
+    events_keep_their_type_time_and_payload,
+    concurrent_deductions_on_every_node_never_overdraw,
+    a_schema_newer_than_the_binary_is_refused,
+    one_bad_event_does_not_fail_the_events_committed_with_it,
+);
+
+fn exactly_once_conflicts_and_balances(backend: &dyn Backend) {
     let store = backend.open();
     let e1 = event("e1", "ann");
     let applied =
-        store.write_events(vec![write(&e1, vec![points("ann", 50)]), write(&e1, vec![points("ann", 50)])]).unwrap();
+        store.write_events(&[write(&e1, vec![points("ann", 50)]), write(&e1, vec![points("ann", 50)])]).unwrap();
     assert!(matches!(applied[0], Applied::Fresh(_)));
     assert!(matches!(applied[1], Applied::Replayed(_)), "same id in the same group: applied once");
     let other = Event::from_value(json!({"id": "e1", "type": "other", "actor_id": "ann"})).unwrap();
-    assert_eq!(store.write_events(vec![write(&other, vec![points("ann", 5)])]).unwrap(), vec![Applied::Conflict]);
+    assert_eq!(store.write_events(&[write(&other, vec![points("ann", 5)])]).unwrap(), vec![Applied::Conflict]);
     assert_eq!(store.balance("ann").unwrap(), 50);
     assert_eq!(store.balance("nobody").unwrap(), 0);
 
     // A deduction that would overdraw is refused and writes nothing; one that fits is written.
     let e2 = event("e2", "ann");
-    let Applied::Fresh(result) = &store.write_events(vec![write(&e2, vec![points("ann", -60)])]).unwrap()[0] else {
+    let Applied::Fresh(result) = &store.write_events(&[write(&e2, vec![points("ann", -60)])]).unwrap()[0] else {
         panic!()
     };
     assert!(!result.actions_executed[0].success);
     assert_eq!(result.actions_executed[0].message, "InsufficientBalance { wanted: 60, balance: 50 }");
     let e3 = event("e3", "ann");
     store
-        .write_events(vec![write(&e3, vec![points("ann", -20), ActionWrite::Decided(Outcome::Done(Plan::Nothing))])])
+        .write_events(&[write(&e3, vec![points("ann", -20), ActionWrite::Decided(Outcome::Done(Plan::Nothing))])])
         .unwrap();
     assert_eq!(store.balance("ann").unwrap(), 30);
 
@@ -157,16 +234,23 @@ fn check_exactly_once_conflicts_and_balances(backend: &dyn Backend) {
     let (fp, stored) = store.stored_result("e1").unwrap().unwrap();
     assert_eq!(fp, fingerprint(&e1));
     assert_eq!(stored.event_id, "e1");
+    assert_eq!(
+        backend.count(
+            "SELECT count(*) FROM balances b WHERE b.balance <> (SELECT sum(points) FROM entries e WHERE e.actor_id = b.actor_id)"
+        ),
+        0,
+        "every balance is the sum of its entries"
+    );
 }
 
-fn check_jobs_survive_a_reopen(backend: &dyn Backend) {
+fn jobs_are_stored_and_pending_events_survive_a_reopen(backend: &dyn Backend) {
     {
         let store = backend.open();
         let events: Vec<Arc<Event>> = (0..3).map(|i| Arc::new(event(&format!("b{i}"), "bob"))).collect();
         store.store_job(&NewJob { job_id: "job1".into(), events, queued: 2 }).unwrap();
         let mut done = write(&event("b0", "bob"), vec![points("bob", 1)]);
         done.job = Some(("job1".into(), 0));
-        store.write_events(vec![done]).unwrap();
+        store.write_events(&[done]).unwrap();
     }
     let store = backend.open();
     let pending = store.pending_events().unwrap();
@@ -184,7 +268,7 @@ struct GroupSizes {
 }
 
 impl LedgerStore for GroupSizes {
-    fn write_events(&self, events: Vec<EventWrite>) -> Result<Vec<Applied>, LedgerError> {
+    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
         self.sizes.lock().unwrap().push(events.len());
         self.inner.write_events(events)
     }
@@ -214,7 +298,7 @@ impl LedgerStore for GroupSizes {
     }
 }
 
-fn check_group_commit(backend: &dyn Backend) {
+fn the_writer_groups_concurrent_events_and_answers_each(backend: &dyn Backend) {
     let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
     let store = GroupSizes { inner: backend.open(), sizes: Arc::clone(&sizes) };
     let ledger = Arc::new(Ledger::start(Arc::new(store)).unwrap());
@@ -243,4 +327,244 @@ fn check_group_commit(backend: &dyn Backend) {
     let sizes = sizes.lock().unwrap();
     assert_eq!(sizes.iter().sum::<usize>(), 400);
     assert!(sizes.len() < 400 && sizes.iter().any(|&n| n > 1), "no group held more than one event: {sizes:?}");
+}
+
+fn events_keep_their_type_time_and_payload(backend: &dyn Backend) {
+    let store = backend.open();
+    let sent = Event::from_value(json!({"id": "h1", "type": "purchase", "actor_id": "gus",
+        "occurred_at": "2026-11-01T10:00:00Z", "payload": {"amount": 5}}))
+    .unwrap();
+    let unsent_time = event("h2", "gus");
+    store.write_events(&[write(&sent, vec![points("gus", 5)]), write(&unsent_time, vec![])]).unwrap();
+    assert_eq!(
+        backend.count(
+            "SELECT count(*) FROM events WHERE event_id = 'h1' AND event_type = 'purchase' \
+             AND occurred_at = 1793527200000000 AND payload = '{\"amount\":5}' AND actor_id = 'gus'"
+        ),
+        1
+    );
+    // Without occurred_at the event time is when it was received.
+    let received = unsent_time.received_at.as_microsecond();
+    assert_eq!(
+        backend.count(&format!(
+            "SELECT count(*) FROM events WHERE event_id = 'h2' AND event_type = 't' AND occurred_at = {received} \
+             AND occurred_at <= processed_at AND payload IS NULL"
+        )),
+        1
+    );
+}
+
+/// 100 concurrent deductions of 10 from a balance of 500, spread over every node the backend
+/// allows (two stores on one PostgreSQL database): exactly 50 succeed.
+fn concurrent_deductions_on_every_node_never_overdraw(backend: &dyn Backend) {
+    let ledgers: Vec<Arc<Ledger>> =
+        (0..backend.nodes()).map(|_| Arc::new(Ledger::start(Arc::from(backend.open())).unwrap())).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let first = ledgers[0].apply(write(&event("fill", "hal"), vec![points("hal", 500)])).await.unwrap();
+        assert!(matches!(first, Applied::Fresh(_)));
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let ledger = Arc::clone(&ledgers[i % ledgers.len()]);
+                tokio::spawn(async move {
+                    let ev = event(&format!("take-{i}"), "hal");
+                    match ledger.apply(write(&ev, vec![points("hal", -10)])).await.unwrap() {
+                        Applied::Fresh(result) => result.actions_executed[0].success,
+                        other => panic!("{other:?}"),
+                    }
+                })
+            })
+            .collect();
+        let mut succeeded = 0;
+        for task in tasks {
+            succeeded += usize::from(task.await.unwrap());
+        }
+        assert_eq!(succeeded, 50);
+    });
+    assert_eq!(ledgers[0].store().balance("hal").unwrap(), 0);
+    assert_eq!(backend.count("SELECT count(*) FROM entries WHERE actor_id = 'hal'"), 51);
+    for ledger in &ledgers {
+        ledger.close();
+    }
+}
+
+fn a_schema_newer_than_the_binary_is_refused(backend: &dyn Backend) {
+    drop(backend.open());
+    backend.execute(backend.newer_schema_sql());
+    let Err(err) = backend.try_open() else { panic!("a newer schema was opened") };
+    assert!(!err.retryable());
+    let message = err.to_string();
+    assert!(message.contains("has schema version 99, newer than this FluxFlow knows"), "{message}");
+    assert!(message.contains("upgrade FluxFlow"), "{message}");
+}
+
+/// The ledger the previous release wrote (tests/fixtures/ledger-v1, made by its make.sh from the
+/// release before issue 11) opens, migrates in place, and keeps every balance, entry and result.
+#[test]
+fn a_ledger_written_by_the_previous_release_opens_and_migrates_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(common::repo_path("tests/fixtures/ledger-v1/fluxflow.db"), dir.path().join("fluxflow.db")).unwrap();
+    let before = rusqlite::Connection::open(dir.path().join("fluxflow.db")).unwrap();
+    let version: i64 = before.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 1, "the fixture is a version-1 ledger");
+    drop(before);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.pragma("user_version").unwrap(), fluxflow::ledger::sqlite::SCHEMA_VERSION.to_string());
+    assert_eq!(
+        ["ann", "bob", "cy", "nobody"].map(|a| store.balance(a).unwrap()),
+        [75, 30, 7, 0],
+        "balances as the old release left them"
+    );
+    let ann = store.history("ann", 10, None).unwrap();
+    let seen: Vec<(&str, i64, &str)> =
+        ann.entries.iter().map(|e| (e.event_id.as_str(), e.points, e.kind.as_str())).collect();
+    assert_eq!(seen, [("b2", 5, "award"), ("r1", -50, "deduct"), ("p1", 120, "award")]);
+    let (_, refused) = store.stored_result("r2").unwrap().unwrap();
+    assert_eq!(refused.actions_executed[0].message, "cannot deduct 80 points from bob: the balance is 30");
+    let (fp, p1) = store.stored_result("p1").unwrap().unwrap();
+    assert_eq!(p1.actions_executed[0].points, Some(120));
+
+    // A retry of an old event is still a replay (same fingerprint), and new events carry history.
+    let old =
+        Event::from_value(json!({"id":"p1","type":"purchase","actor_id":"ann","payload":{"amount":120}})).unwrap();
+    assert_eq!(fingerprint(&old), fp);
+    assert!(matches!(store.write_events(&[write(&old, vec![points("ann", 120)])]).unwrap()[0], Applied::Replayed(_)));
+    let new = Event::from_value(json!({"id":"p9","type":"purchase","actor_id":"ann","payload":{"amount":1}})).unwrap();
+    store.write_events(&[write(&new, vec![points("ann", 1)])]).unwrap();
+    assert_eq!(store.balance("ann").unwrap(), 76);
+    drop(store);
+    let after = rusqlite::Connection::open(dir.path().join("fluxflow.db")).unwrap();
+    let typed: i64 =
+        after.query_row("SELECT count(*) FROM events WHERE event_type IS NOT NULL", [], |r| r.get(0)).unwrap();
+    let untyped: i64 =
+        after.query_row("SELECT count(*) FROM events WHERE event_type IS NULL", [], |r| r.get(0)).unwrap();
+    assert_eq!((typed, untyped), (1, 8), "old events carry no history; the new one does");
+    // Reopening a migrated ledger is a no-op.
+    drop(after);
+    SqliteStore::open(dir.path()).unwrap();
+}
+
+#[test]
+fn errors_keep_their_source_and_say_whether_a_retry_helps() {
+    let lost = LedgerError::unavailable("lost the connection", true, Some(Arc::new(std::io::Error::other("reset"))));
+    assert!(lost.retryable());
+    assert_eq!(lost.detail(), "the ledger is unavailable: lost the connection: reset");
+    assert!(std::error::Error::source(&lost).is_some());
+    let newer = LedgerError::SchemaTooNew { place: "x".into(), found: 3, known: 2 };
+    assert!(!newer.retryable());
+}
+
+/// On PostgreSQL a group takes its members' locks before it reads any balance: while another
+/// node holds a member's lock and deducts, a deduction here waits, then sees that node's commit
+/// and is refused. (A lock sent after the read would let both deduct: an overdraft.)
+#[test]
+fn postgres_member_locks_come_before_the_balance_read() {
+    let Some(db) = common::pg::database() else { return };
+    let store = PostgresStore::connect(&db.url, 2).unwrap();
+    store.write_events(&[write(&event("fill", "ann"), vec![points("ann", 100)])]).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (other_node, connection) = runtime.block_on(tokio_postgres::connect(&db.url, tokio_postgres::NoTls)).unwrap();
+    runtime.spawn(connection);
+    runtime
+        .block_on(other_node.batch_execute(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('ann', 0));
+             INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, created_at)
+                 VALUES ('ann', 'other', 'act', 'sc', -100, 'deduct', 0);
+             UPDATE balances SET balance = balance - 100 WHERE actor_id = 'ann';",
+        ))
+        .unwrap();
+    // Without an id (a generated one): no idempotency lookup comes before the balance read.
+    let take = Event::from_value(json!({"type": "t", "actor_id": "ann"})).unwrap();
+    assert!(take.generated_id);
+    std::thread::scope(|s| {
+        let (store, take) = (&store, &take);
+        let deduction = s.spawn(move || store.write_events(&[write(take, vec![points("ann", -60)])]));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(!deduction.is_finished(), "the deduction waits for the member's lock");
+        runtime.block_on(other_node.batch_execute("COMMIT")).unwrap();
+        let applied = deduction.join().unwrap().unwrap();
+        let Applied::Fresh(result) = &applied[0] else { panic!("{applied:?}") };
+        assert!(!result.actions_executed[0].success, "refused: the other node's deduction came first");
+    });
+    assert_eq!(store.balance("ann").unwrap(), 0);
+}
+
+/// A store that fails, without hope of a retry, every transaction holding the event `poison`,
+/// and holds the writer on its first call so the next events wait and commit as one group.
+struct Poisoned {
+    inner: Box<dyn LedgerStore>,
+    calls: std::sync::Mutex<Vec<usize>>,
+}
+
+impl LedgerStore for Poisoned {
+    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
+        let first = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(events.len());
+            calls.len() == 1
+        };
+        if first {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        if events.iter().any(|e| e.event_id == "poison") {
+            return Err(LedgerError::unavailable("this event cannot be stored", false, None));
+        }
+        self.inner.write_events(events)
+    }
+    fn store_job(&self, job: &NewJob) -> Result<(), LedgerError> {
+        self.inner.store_job(job)
+    }
+    fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
+        self.inner.stored_result(event_id)
+    }
+    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
+        self.inner.balance(actor_id)
+    }
+    fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
+        self.inner.history(actor_id, limit, before)
+    }
+    fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {
+        self.inner.job(job_id)
+    }
+    fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError> {
+        self.inner.pending_events()
+    }
+    fn ping(&self) -> Result<(), LedgerError> {
+        self.inner.ping()
+    }
+    fn probe_write(&self) -> Result<(), LedgerError> {
+        self.inner.probe_write()
+    }
+}
+
+fn one_bad_event_does_not_fail_the_events_committed_with_it(backend: &dyn Backend) {
+    let store = Arc::new(Poisoned { inner: backend.open(), calls: std::sync::Mutex::new(Vec::new()) });
+    let ledger = Arc::new(Ledger::start(Arc::clone(&store) as Arc<dyn LedgerStore>).unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let first = {
+            let ledger = Arc::clone(&ledger);
+            tokio::spawn(async move { ledger.apply(write(&event("first", "ivy"), vec![points("ivy", 1)])).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // The writer is busy with `first`: these wait, and go as one group.
+        let tasks: Vec<_> = ["a", "b", "poison", "c", "d"]
+            .into_iter()
+            .map(|id| {
+                let ledger = Arc::clone(&ledger);
+                tokio::spawn(async move { ledger.apply(write(&event(id, "ivy"), vec![points("ivy", 10)])).await })
+            })
+            .collect();
+        assert!(matches!(first.await.unwrap(), Ok(Applied::Fresh(_))));
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        let failed: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
+        assert_eq!(failed, [false, false, true, false, false], "only the bad event failed: {outcomes:?}");
+        assert!(!outcomes[2].as_ref().unwrap_err().retryable());
+    });
+    assert_eq!(ledger.store().balance("ivy").unwrap(), 41);
+    assert!(store.calls.lock().unwrap().contains(&5), "the five went as one group first: {:?}", store.calls);
+    ledger.close();
 }

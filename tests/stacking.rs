@@ -50,12 +50,13 @@ fn rules() -> Rules {
 }
 
 fn evaluate(rules: &Rules, at: &str, payload: Value) -> EventResult {
-    let event = Event::from_value(json!({"type": "purchase", "actor_id": "ann", "occurred_at": at, "payload": payload}))
-        .unwrap();
+    let event =
+        Event::from_value(json!({"type": "purchase", "actor_id": "ann", "occurred_at": at, "payload": payload}))
+            .unwrap();
     evaluate_stateless(rules, &event, true)
 }
 
-fn trace_of<'a>(result: &'a EventResult, scenario: &str) -> Value {
+fn trace_of(result: &EventResult, scenario: &str) -> Value {
     let trace = serde_json::to_value(result.trace.as_ref().unwrap()).unwrap();
     trace["scenarios"].as_array().unwrap().iter().find(|s| s["scenario_id"] == scenario).cloned().unwrap()
 }
@@ -119,10 +120,8 @@ fn event_time_is_answered_and_checked_over_http() {
     let rules = RULES.replace("programme:\n", "programme:\n  max_event_age_days: 30\n");
     let server = Server::start(&rules, &["--ledger", "sqlite"]);
     let ahead = jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_mins(10)).unwrap();
-    let (status, body) = server.post_json(
-        "/v1/events",
-        &json!({"type": "purchase", "actor_id": "ann", "occurred_at": ahead.to_string()}),
-    );
+    let (status, body) = server
+        .post_json("/v1/events", &json!({"type": "purchase", "actor_id": "ann", "occurred_at": ahead.to_string()}));
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "invalid_event");
     assert!(body["error"].as_str().unwrap().starts_with("occurred_at: is more than 5 minutes ahead"), "{body}");
@@ -136,8 +135,10 @@ fn event_time_is_answered_and_checked_over_http() {
     let answered: jiff::Timestamp = body["occurred_at"].as_str().unwrap().parse().unwrap();
     assert!(answered < skewed);
     // Too old for the programme.
-    let (status, body) =
-        server.post_json("/v1/events", &json!({"type": "purchase", "actor_id": "ann", "occurred_at": "2020-01-01T00:00:00Z"}));
+    let (status, body) = server.post_json(
+        "/v1/events",
+        &json!({"type": "purchase", "actor_id": "ann", "occurred_at": "2020-01-01T00:00:00Z"}),
+    );
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("max_event_age_days: 30"), "{body}");
     // Without occurred_at: the time received, kept by a replay.

@@ -10,6 +10,12 @@
 # written equal the requests answered 200, and it reports each server's peak resident memory.
 # With ROUNDS > 1 the three targets run again, in turn, that many times: on a shared machine one
 # run varies by ±10%, and interleaved rounds show which differences are real.
+#
+# PostgreSQL: when `pg_isready -h 127.0.0.1` answers (or BENCH_POSTGRES names an admin URL), each
+# round also runs `fluxflow --ledger postgres://…` on a fresh database and checks rows written =
+# 2xx answers, as for SQLite (BENCH_POSTGRES=none skips it). BENCH_BEFORE=/path/to/an/older/fluxflow adds a SQLite run of that
+# binary to each round, interleaved with the current one (to show a change does not slow SQLite).
+# BENCH_ONLY=ledgers skips the baseline and `--ledger none`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -20,7 +26,7 @@ baseline_src=../shared/tools/baseline-hyper
 baseline_target=/var/tmp/baseline-target
 
 cargo build --release --bin fluxflow --bin loadgen >/dev/null 2>&1
-if [ ! -x "$baseline_target/release/baseline-hyper" ]; then
+if [ "${BENCH_ONLY:-}" != ledgers ] && [ ! -x "$baseline_target/release/baseline-hyper" ]; then
   work=$(mktemp -d)
   cp -r "$baseline_src/." "$work/" && chmod -R u+w "$work"
   (cd "$work" && CARGO_TARGET_DIR=$baseline_target cargo build --release >/dev/null 2>&1)
@@ -42,29 +48,72 @@ run() { # name, port, pid
   echo "$name: $line peak_rss=$rss"
 }
 
-for round in $(seq "$rounds"); do
-  [ "$rounds" -gt 1 ] && echo "# round $round"
-  port=$(free_port)
-  "$baseline_target/release/baseline-hyper" "127.0.0.1:$port" >/dev/null 2>&1 &
-  run baseline-hyper "$port" $!
-  kill $! 2>/dev/null; wait $! 2>/dev/null || true
-
-  port=$(free_port)
-  "$bin/fluxflow" --addr "127.0.0.1:$port" --config tests/fixtures/example-rules.yaml --ledger none >"$tmp/none.log" 2>&1 &
-  run "fluxflow --ledger none" "$port" $!
-  kill $! 2>/dev/null; wait $! 2>/dev/null || true
-
-  port=$(free_port)
-  "$bin/fluxflow" --addr "127.0.0.1:$port" --config tests/fixtures/example-rules.yaml --ledger sqlite --data "$tmp/data$round" >"$tmp/sqlite.log" 2>&1 &
-  pid=$!
-  out=$(run "fluxflow --ledger sqlite" "$port" $pid)
-  echo "$out"
-  kill -TERM $pid; wait $pid 2>/dev/null || true
-  answered=$(sed -n 's/.*status_2xx=\([0-9]*\).*/\1/p' <<<"$out")
-  rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$tmp/data$round/fluxflow.db")
-  echo "sqlite check: rows_written=$rows answered_2xx=$answered $([ "$rows" = "$answered" ] && echo equal || echo DIFFERENT)"
-  if [ "$rows" != "$answered" ] || ! grep -q ' errors=0 ' <<<"$out"; then
+check_rows() { # label, output line, rows written
+  local answered
+  answered=$(sed -n 's/.*status_2xx=\([0-9]*\).*/\1/p' <<<"$2")
+  echo "$1 check: rows_written=$3 answered_2xx=$answered $([ "$3" = "$answered" ] && echo equal || echo DIFFERENT)"
+  if [ "$3" != "$answered" ] || ! grep -q ' errors=0 ' <<<"$2"; then
     echo "bench-http: the durable run lost or failed requests" >&2
     exit 1
+  fi
+}
+
+sqlite_run() { # label, binary, data suffix
+  local port pid out rows
+  port=$(free_port)
+  "$2" --addr "127.0.0.1:$port" --config tests/fixtures/example-rules.yaml --ledger sqlite --data "$tmp/data$3" >"$tmp/sqlite.log" 2>&1 &
+  pid=$!
+  out=$(run "$1" "$port" $pid)
+  echo "$out"
+  kill -TERM $pid; wait $pid 2>/dev/null || true
+  rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$tmp/data$3/fluxflow.db")
+  check_rows sqlite "$out" "$rows"
+}
+
+pg_admin=${BENCH_POSTGRES:-}
+if [ -z "$pg_admin" ] && pg_isready -q -h 127.0.0.1 2>/dev/null; then
+  pg_admin=postgres://postgres@127.0.0.1:5432/postgres
+fi
+[ "$pg_admin" = none ] && pg_admin=
+postgres_run() { # round
+  local db="ff_bench_$$_$1" port pid out rows
+  psql -q "$pg_admin" -c "CREATE DATABASE $db" >/dev/null
+  port=$(free_port)
+  "$bin/fluxflow" --addr "127.0.0.1:$port" --config tests/fixtures/example-rules.yaml --ledger "${pg_admin%/*}/$db" >"$tmp/pg.log" 2>&1 &
+  pid=$!
+  out=$(run "fluxflow --ledger postgres" "$port" $pid)
+  echo "$out"
+  kill -TERM $pid; wait $pid 2>/dev/null || true
+  rows=$(psql -At "${pg_admin%/*}/$db" -c 'select count(*) from events')
+  psql -q "$pg_admin" -c "DROP DATABASE $db" >/dev/null
+  check_rows postgres "$out" "$rows"
+}
+
+for round in $(seq "$rounds"); do
+  [ "$rounds" -gt 1 ] && echo "# round $round"
+  if [ "${BENCH_ONLY:-}" != ledgers ]; then
+    port=$(free_port)
+    "$baseline_target/release/baseline-hyper" "127.0.0.1:$port" >/dev/null 2>&1 &
+    run baseline-hyper "$port" $!
+    kill $! 2>/dev/null; wait $! 2>/dev/null || true
+
+    port=$(free_port)
+    "$bin/fluxflow" --addr "127.0.0.1:$port" --config tests/fixtures/example-rules.yaml --ledger none >"$tmp/none.log" 2>&1 &
+    run "fluxflow --ledger none" "$port" $!
+    kill $! 2>/dev/null; wait $! 2>/dev/null || true
+  fi
+
+  # With BENCH_BEFORE, the two SQLite runs swap places every round (neither always goes first).
+  if [ -n "${BENCH_BEFORE:-}" ] && [ $((round % 2)) -eq 0 ]; then
+    sqlite_run "fluxflow --ledger sqlite (before)" "$BENCH_BEFORE" "$round-before"
+    sqlite_run "fluxflow --ledger sqlite" "$bin/fluxflow" "$round"
+  else
+    sqlite_run "fluxflow --ledger sqlite" "$bin/fluxflow" "$round"
+    if [ -n "${BENCH_BEFORE:-}" ]; then
+      sqlite_run "fluxflow --ledger sqlite (before)" "$BENCH_BEFORE" "$round-before"
+    fi
+  fi
+  if [ -n "$pg_admin" ]; then
+    postgres_run "$round"
   fi
 done

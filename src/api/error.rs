@@ -113,7 +113,7 @@ impl From<EventError> for ApiError {
 
 impl From<crate::ledger::LedgerError> for ApiError {
     fn from(e: crate::ledger::LedgerError) -> Self {
-        ApiError::new(ErrorCode::LedgerUnavailable, e.to_string())
+        ApiError::new(ErrorCode::LedgerUnavailable, e.detail())
     }
 }
 

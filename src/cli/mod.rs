@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// until that backend ships.
     #[arg(long, env = "FLUXFLOW_LEDGER", default_value = "sqlite")]
     pub ledger: String,
+    /// Connections to PostgreSQL each node keeps (with a postgres:// ledger).
+    #[arg(long, env = "FLUXFLOW_LEDGER_POOL_SIZE", default_value_t = crate::ledger::postgres::DEFAULT_POOL_SIZE)]
+    pub ledger_pool_size: usize,
     /// Log format.
     #[arg(long, env = "FLUXFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

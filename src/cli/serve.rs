@@ -17,6 +17,7 @@ use crate::actions::ActionRegistry;
 use crate::api::{AppState, app};
 use crate::engine::{Engine, watch};
 use crate::graph::LoadError;
+use crate::ledger::postgres::PostgresStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{Ledger, LedgerStore};
 use crate::logs;
@@ -38,9 +39,16 @@ fn open_ledger(args: &ServeArgs) -> anyhow::Result<Option<Ledger>> {
         "none" => return Ok(None),
         "sqlite" => sqlite_store(&args.data)?,
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            anyhow::bail!("the PostgreSQL ledger is not available in this version; use --ledger sqlite or none")
+            let store = PostgresStore::connect(url, args.ledger_pool_size)?;
+            tracing::info!(target = store.target(), pool = args.ledger_pool_size, "ledger open (PostgreSQL)");
+            Arc::new(store)
         }
         other => anyhow::bail!("--ledger must be sqlite or none, got `{other}`"),
+    };
+    #[cfg(feature = "test-support")]
+    let store: Arc<dyn LedgerStore> = match std::env::var_os(crate::ledger::faulty::FAULT_FILE_ENV) {
+        Some(marker) => Arc::new(crate::ledger::faulty::FaultyStore::new(store, marker.into())),
+        None => store,
     };
     let ledger = Ledger::start(store)?;
     Ok(Some(ledger))
@@ -49,10 +57,6 @@ fn open_ledger(args: &ServeArgs) -> anyhow::Result<Option<Ledger>> {
 fn sqlite_store(data: &std::path::Path) -> anyhow::Result<Arc<dyn LedgerStore>> {
     let store = SqliteStore::open(data)?;
     tracing::info!(path = %store.path().display(), "ledger open (SQLite, WAL, synchronous=FULL)");
-    #[cfg(feature = "test-support")]
-    if let Some(marker) = std::env::var_os(crate::ledger::faulty::FAULT_FILE_ENV) {
-        return Ok(Arc::new(crate::ledger::faulty::FaultyStore::new(store, marker.into())));
-    }
     Ok(Arc::new(store))
 }
 

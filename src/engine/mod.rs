@@ -26,13 +26,13 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::actions::{ActionRegistry, Outcome, Plan};
+use crate::actions::{ActionRegistry, Outcome};
 use crate::event::Event;
 use crate::expr::Reason;
 use crate::facts::Facts;
 use crate::graph::stacking::stack;
 use crate::graph::{Evaluation, LoadError, Rules};
-use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, PointsWrite, fingerprint};
+use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, fingerprint};
 use crate::result::Job;
 use crate::rules::EngineSettings;
 use admission::{Admission, Ticket};
@@ -72,7 +72,7 @@ pub enum EngineError {
         event_id: String,
     },
     /// The ledger failed; nothing of the event was stored.
-    #[error("{0}; nothing was stored, retry later")]
+    #[error("{}; nothing was stored, retry later", .0.detail())]
     Ledger(LedgerError),
     /// The event's task ended without a result (a bug: it panicked).
     #[error("the event could not be processed: {0}")]
@@ -474,7 +474,7 @@ impl Engine {
             let trace = live.rules.evaluate_maybe_traced(&Facts::of(event), &mut evaluation, task.trace);
             let evaluated = match &self.ledger {
                 None => {
-                    let result = build_result(&live.rules, event, &evaluation, task.enqueued);
+                    let result = planned_result(&live.rules, event, &evaluation, task.enqueued);
                     let actions = evaluation.planned.iter().map(|p| (p.scenario, p.action));
                     self.count(&live, &evaluation.matched, &evaluation.unknowns, actions, &result);
                     Evaluated::Done(result)
@@ -514,20 +514,7 @@ impl Engine {
     /// has decided each action's outcome: a deduction can be refused).
     fn ledger_write(&self, task: &Task, live: &Arc<LiveRules>, evaluation: &Evaluation) -> EventWrite {
         let event = &task.event;
-        let actions = evaluation
-            .planned
-            .iter()
-            .map(|planned| match (planned.plan, &event.actor_id, live.rules.action(planned.action)) {
-                (Plan::Points(change), Some(actor), Some(entry)) => ActionWrite::Points(PointsWrite {
-                    actor_id: actor.clone(),
-                    action_id: entry.id.clone(),
-                    scenario_id: live.rules.scenario_id(planned.scenario).to_owned(),
-                    change,
-                    reason: entry.action.ledger_reason().map(str::to_owned),
-                }),
-                (plan, _, _) => ActionWrite::Decided(Outcome::of_plan(plan)),
-            })
-            .collect();
+        let actions = ActionWrite::for_plans(&live.rules, &evaluation.planned, event.actor_id.as_deref());
         let stacking = live.rules.stacking_keys(evaluation);
         let (live, event, evaluation, started) =
             (Arc::clone(live), Arc::clone(event), evaluation.clone(), task.enqueued);
@@ -538,6 +525,7 @@ impl Engine {
             actions,
             stacking,
             job: task.job.clone(),
+            event: Arc::clone(&event),
             build_result: Box::new(move |stacked| {
                 EventResult::build(&live.rules, &event, &evaluation, stacked, started.elapsed())
             }),
@@ -653,7 +641,7 @@ pub fn evaluate_stateless(rules: &Rules, event: &Event, trace: bool) -> EventRes
     let started = Instant::now();
     let mut evaluation = rules.new_evaluation();
     let trace = rules.evaluate_maybe_traced(&Facts::of(event), &mut evaluation, trace);
-    let mut result = build_result(rules, event, &evaluation, started);
+    let mut result = planned_result(rules, event, &evaluation, started);
     result.trace = trace.map(|mut trace| {
         trace.mark_excluded(rules, &result.scenarios_matched);
         trace
@@ -661,10 +649,12 @@ pub fn evaluate_stateless(rules: &Rules, event: &Event, trace: bool) -> EventRes
     result
 }
 
-/// The result of an evaluation whose plans are carried out as planned (no ledger to refuse one).
-fn build_result(rules: &Rules, event: &Event, evaluation: &Evaluation, started: Instant) -> EventResult {
+/// The result of an evaluation whose plans are carried out as planned (no ledger to refuse one),
+/// stacked: of an exclusive group only the first scenario with a successful plan acts.
+pub(crate) fn planned_result(rules: &Rules, event: &Event, evaluation: &Evaluation, started: Instant) -> EventResult {
     let keys = rules.stacking_keys(evaluation);
-    let plans = |i: usize| Ok::<_, Infallible>(evaluation.planned.get(i).map_or(Outcome::Done(Plan::Nothing), |p| Outcome::of_plan(p.plan)));
+    // `keys` has one entry per planned action, so every index is in range.
+    let plans = |i: usize| Ok::<_, Infallible>(Outcome::of_plan(evaluation.planned[i].plan));
     let Ok(stacked) = stack(&keys, plans);
     EventResult::build(rules, event, evaluation, &stacked, started.elapsed())
 }

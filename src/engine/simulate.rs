@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::actions::{Outcome, Plan};
 use crate::event::Event;
 use crate::facts::Facts;
-use crate::graph::Rules;
-use crate::graph::stacking::stack;
-use crate::ledger::{Fingerprint, LedgerError, LedgerStore, decide_points, fingerprint};
+use crate::graph::{Rules, Stacked};
+use crate::ledger::memory::Overlay;
+use crate::ledger::posting::{Posting, post};
+use crate::ledger::{ActionWrite, Applied, LedgerError, LedgerStore, fingerprint};
 use crate::result::EventResult;
 
 /// Most events in one simulation.
@@ -69,74 +69,60 @@ pub fn simulate(
 }
 
 /// [`simulate`], with some members' balances given up front (rule tests set them this way).
+/// Each event is posted by the ledger's one posting core ([`crate::ledger::posting::post`])
+/// over an in-memory overlay of the ledger, so a simulation decides exactly as the ledger does.
 pub fn simulate_from(
     rules: &Rules,
     events: &[Event],
     ledger: Option<&dyn LedgerStore>,
-    mut balances: HashMap<String, i64>,
+    balances: HashMap<String, i64>,
 ) -> Result<Vec<SimulatedEvent>, LedgerError> {
-    let mut seen: HashMap<&str, Fingerprint> = HashMap::new();
+    let mut overlay = Overlay::new(ledger, balances);
+    let now = jiff::Timestamp::now().as_microsecond();
     let mut out = Vec::with_capacity(events.len());
     for event in events {
         let started = Instant::now();
         let fp = fingerprint(event);
-        let earlier = match (seen.get(event.id.as_str()), ledger) {
-            (Some(fp), _) => Some(*fp),
-            (None, Some(store)) if !event.generated_id => store.stored_result(&event.id)?.map(|(fp, _)| fp),
-            _ => None,
-        };
-        seen.insert(&event.id, fp);
         let mut evaluation = rules.new_evaluation();
         let mut trace = rules.evaluate_traced(&Facts::of(event), &mut evaluation);
-        let verdict = match (earlier, ledger) {
-            (Some(stored), _) if stored == fp => LedgerVerdict::Replay,
-            (Some(_), _) => LedgerVerdict::Conflict,
-            (None, None) => LedgerVerdict::NoLedger,
-            (None, Some(_)) => LedgerVerdict::Apply,
+        let actions = ActionWrite::for_plans(rules, &evaluation.planned, event.actor_id.as_deref());
+        let stacking = rules.stacking_keys(&evaluation);
+        let posting = Posting {
+            event_id: &event.id,
+            fresh_id: event.generated_id,
+            fingerprint: &fp,
+            actions: &actions,
+            stacking: &stacking,
+            job: None,
+            event,
         };
-        let mut effects = Vec::new();
-        let keys = rules.stacking_keys(&evaluation);
-        let stacked = stack(&keys, |i| {
-            let planned = &evaluation.planned[i];
-            Ok::<_, LedgerError>(match (planned.plan, &event.actor_id) {
-                (Plan::Points(change), Some(actor))
-                    if matches!(verdict, LedgerVerdict::Apply | LedgerVerdict::NoLedger) =>
-                {
-                    let balance = current_balance(&mut balances, actor, ledger)?;
-                    let outcome = decide_points(*balance, change);
-                    if outcome.success() {
-                        *balance += change.amount;
-                        effects.push(PointsEffect {
-                            actor_id: actor.clone(),
-                            action_id: rules.action(planned.action).map_or_else(String::new, |a| a.id.clone()),
-                            points: change.amount,
-                            balance_after: *balance,
-                        });
-                    }
-                    outcome
-                }
-                (plan, _) => Outcome::of_plan(plan),
+        let build = |stacked: &Stacked| EventResult::build(rules, event, &evaluation, stacked, started.elapsed());
+        let applied = post(&mut overlay, &posting, now, &build)?;
+        let (verdict, mut result) = match applied {
+            Applied::Fresh(result) if ledger.is_some() => (LedgerVerdict::Apply, result),
+            Applied::Fresh(result) => (LedgerVerdict::NoLedger, result),
+            // A replay or a conflict shows what the rules would do now, marked as such.
+            Applied::Replayed(_) => (LedgerVerdict::Replay, super::planned_result(rules, event, &evaluation, started)),
+            Applied::Conflict => (LedgerVerdict::Conflict, super::planned_result(rules, event, &evaluation, started)),
+        };
+        let effects: Vec<PointsEffect> = overlay
+            .take_moved()
+            .into_iter()
+            .map(|m| PointsEffect {
+                actor_id: m.actor_id,
+                action_id: m.action_id,
+                points: m.points,
+                balance_after: m.balance_after,
             })
-        })?;
-        let mut result = EventResult::build(rules, event, &evaluation, &stacked, started.elapsed());
+            .collect();
         trace.mark_excluded(rules, &result.scenarios_matched);
         result.trace = Some(trace);
         result.replayed = verdict == LedgerVerdict::Replay;
-        let touched =
-            effects.iter().map(|e| (e.actor_id.clone(), balances.get(&e.actor_id).copied().unwrap_or(0))).collect();
+        let mut touched = BTreeMap::new();
+        for effect in &effects {
+            touched.insert(effect.actor_id.clone(), overlay.balance_of(&effect.actor_id)?);
+        }
         out.push(SimulatedEvent { result, ledger: verdict, points: effects, balances: touched });
     }
     Ok(out)
-}
-
-fn current_balance<'a>(
-    balances: &'a mut HashMap<String, i64>,
-    actor: &str,
-    ledger: Option<&dyn LedgerStore>,
-) -> Result<&'a mut i64, LedgerError> {
-    if !balances.contains_key(actor) {
-        let stored = ledger.map(|l| l.balance(actor)).transpose()?.unwrap_or(0);
-        balances.insert(actor.to_owned(), stored);
-    }
-    Ok(balances.entry(actor.to_owned()).or_insert(0))
 }

@@ -5,6 +5,7 @@
 //! `FLUXFLOW_TEST_LEDGER_FAULT_FILE` names that file.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::{Applied, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent};
 use crate::result::{EventResult, Job};
@@ -13,27 +14,27 @@ use crate::result::{EventResult, Job};
 pub const FAULT_FILE_ENV: &str = "FLUXFLOW_TEST_LEDGER_FAULT_FILE";
 
 /// A store that fails while its marker file exists.
-pub struct FaultyStore<S> {
-    inner: S,
+pub struct FaultyStore {
+    inner: Arc<dyn LedgerStore>,
     marker: PathBuf,
 }
 
-impl<S: LedgerStore> FaultyStore<S> {
-    /// Wraps a store.
-    pub fn new(inner: S, marker: PathBuf) -> Self {
+impl FaultyStore {
+    /// Wraps a store (SQLite or PostgreSQL).
+    pub fn new(inner: Arc<dyn LedgerStore>, marker: PathBuf) -> Self {
         FaultyStore { inner, marker }
     }
 
     fn check(&self) -> Result<(), LedgerError> {
         if self.marker.exists() {
-            return Err(LedgerError::Unavailable("injected fault: disk I/O error".into()));
+            return Err(LedgerError::unavailable("injected fault: disk I/O error", true, None));
         }
         Ok(())
     }
 }
 
-impl<S: LedgerStore> LedgerStore for FaultyStore<S> {
-    fn write_events(&self, events: Vec<EventWrite>) -> Result<Vec<Applied>, LedgerError> {
+impl LedgerStore for FaultyStore {
+    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
         self.check()?;
         self.inner.write_events(events)
     }

@@ -1,15 +1,21 @@
 //! The durable points ledger: append-only entries, balances kept with them, stored results for
 //! idempotent replays, and batch jobs stored before they are acknowledged.
 //!
-//! Storage sits behind [`LedgerStore`] (SQLite now; PostgreSQL next, same trait and tests).
-//! Writes go through one writer thread that commits the events waiting as one transaction (group
-//! commit), so one sync to disk serves them all; a batch job is stored in a transaction of its
-//! own. Every event is applied exactly once: its id is the idempotency key, checked inside the
-//! writing transaction.
+//! What an event does to the books is decided once, in [`posting::post`], over the small
+//! transaction interface [`tx::LedgerTx`] that each store implements: SQLite ([`sqlite`]),
+//! PostgreSQL ([`postgres`], several nodes on one database) and the in-memory overlay of
+//! simulations and rule tests ([`memory`]). Storage sits behind [`LedgerStore`]. Writes go
+//! through one writer thread that commits the events waiting as one transaction (group commit);
+//! a batch job is stored in a transaction of its own. Every event is applied exactly once: its id
+//! is the idempotency key, checked inside the writing transaction.
 
 #[cfg(feature = "test-support")]
 pub mod faulty;
+pub mod memory;
+pub mod postgres;
+pub mod posting;
 pub mod sqlite;
+pub mod tx;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -20,22 +26,99 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use crate::actions::{Outcome, PointsChange};
-use crate::graph::{Stacked, StackingKey};
 use crate::event::Event;
+use crate::graph::{Stacked, StackingKey};
 use crate::result::{EventResult, Job};
 
 /// Most events committed in one transaction.
 pub const MAX_GROUP: usize = 512;
 
-/// A failure of the storage.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// What a ledger error came from, kept so logs and callers can see the cause.
+pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync>;
+
+/// A failure of the storage. It keeps its source, and says whether trying again can help
+/// ([`LedgerError::retryable`]): a lost connection, a busy database or a full disk may pass; a
+/// schema from a newer version or a corrupt file will not. Cloned so one failed group commit can
+/// answer every event of the group.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
     /// The storage could not be opened at start-up.
-    #[error("cannot open the ledger: {0}")]
-    Open(String),
-    /// The storage failed while running.
-    #[error("the ledger is unavailable: {0}")]
-    Unavailable(String),
+    #[error("cannot open the ledger: {message}")]
+    Open {
+        /// What failed, for people.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<ErrorSource>,
+    },
+    /// The storage holds a schema newer than this binary knows: it is never written.
+    #[error("{place} has schema version {found}, newer than this FluxFlow knows ({known}); upgrade FluxFlow")]
+    SchemaTooNew {
+        /// The file or database.
+        place: String,
+        /// The version found.
+        found: i64,
+        /// The newest version this binary knows.
+        known: i64,
+    },
+    /// The storage failed while running; nothing of the failed transaction was stored.
+    #[error("the ledger is unavailable: {message}")]
+    Unavailable {
+        /// What failed, for people.
+        message: String,
+        /// True when trying the same thing again later may succeed.
+        retryable: bool,
+        /// The underlying error.
+        #[source]
+        source: Option<ErrorSource>,
+    },
+}
+
+/// Equal when they say the same (their sources are not compared).
+impl PartialEq for LedgerError {
+    fn eq(&self, other: &Self) -> bool {
+        self.retryable() == other.retryable() && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for LedgerError {}
+
+impl LedgerError {
+    /// An error at start-up, with its cause.
+    pub fn open(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> LedgerError {
+        LedgerError::Open { message: message.into(), source: Some(Arc::new(source)) }
+    }
+
+    /// An error at start-up without an underlying error.
+    pub fn open_msg(message: impl Into<String>) -> LedgerError {
+        LedgerError::Open { message: message.into(), source: None }
+    }
+
+    /// A failure while running; `retryable` says whether trying again may help.
+    pub fn unavailable(message: impl Into<String>, retryable: bool, source: Option<ErrorSource>) -> LedgerError {
+        LedgerError::Unavailable { message: message.into(), retryable, source }
+    }
+
+    /// The message with every cause under it, for answers and logs that show one line.
+    pub fn detail(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+        text
+    }
+
+    /// True when trying the same write or read again later may succeed (the connection or the
+    /// disk may come back); false when it cannot (a newer schema, a corrupt file, a bug).
+    pub fn retryable(&self) -> bool {
+        match self {
+            LedgerError::Open { .. } | LedgerError::SchemaTooNew { .. } => false,
+            LedgerError::Unavailable { retryable, .. } => *retryable,
+        }
+    }
 }
 
 /// SHA-256 of an event's content: the same id with other content is a conflict.
@@ -71,8 +154,35 @@ pub enum ActionWrite {
     Points(PointsWrite),
 }
 
-/// Builds an event's result once the ledger has decided every action's outcome.
-pub type ResultBuilder = Box<dyn FnOnce(&Stacked) -> EventResult + Send>;
+impl ActionWrite {
+    /// What each planned action of an evaluation asks of the ledger: a points plan of an event
+    /// with an actor is a movement for the ledger to decide; anything else is already decided.
+    /// The engine and the simulator both use it, so they hand the core the same writes.
+    pub fn for_plans(
+        rules: &crate::graph::Rules,
+        planned: &[crate::graph::PlannedAction],
+        actor: Option<&str>,
+    ) -> Vec<ActionWrite> {
+        planned
+            .iter()
+            .map(|planned| match (planned.plan, actor, rules.action(planned.action)) {
+                (crate::actions::Plan::Points(change), Some(actor), Some(entry)) => ActionWrite::Points(PointsWrite {
+                    actor_id: actor.to_owned(),
+                    action_id: entry.id.clone(),
+                    scenario_id: rules.scenario_id(planned.scenario).to_owned(),
+                    change,
+                    reason: entry.action.ledger_reason().map(str::to_owned),
+                }),
+                (plan, _, _) => ActionWrite::Decided(Outcome::of_plan(plan)),
+            })
+            .collect()
+    }
+}
+
+/// Builds an event's result once the ledger has decided every action's outcome. `Fn`, not
+/// `FnOnce`: a store may roll a group back and post it again (PostgreSQL, on a deadlock or
+/// when another node stored the same id first).
+pub type ResultBuilder = Box<dyn Fn(&Stacked) -> EventResult + Send>;
 
 /// One event to apply.
 pub struct EventWrite {
@@ -88,8 +198,26 @@ pub struct EventWrite {
     pub stacking: Vec<StackingKey>,
     /// The batch job and index the event belongs to, if any.
     pub job: Option<(String, usize)>,
+    /// The event itself: its type, time and payload are stored with it (history for member
+    /// functions and reversals).
+    pub event: Arc<Event>,
     /// Builds the result to store and answer.
     pub build_result: ResultBuilder,
+}
+
+impl EventWrite {
+    /// What [`posting::post`] needs of it.
+    pub fn posting(&self) -> posting::Posting<'_> {
+        posting::Posting {
+            event_id: &self.event_id,
+            fresh_id: self.fresh_id,
+            fingerprint: &self.fingerprint,
+            actions: &self.actions,
+            stacking: &self.stacking,
+            job: self.job.as_ref().map(|(id, index)| (id.as_str(), *index)),
+            event: &self.event,
+        }
+    }
 }
 
 /// What applying an event did.
@@ -139,8 +267,8 @@ pub struct Entry {
     pub scenario_id: String,
     /// Signed points.
     pub points: i64,
-    /// `award` or `deduct`.
-    pub kind: String,
+    /// What moved the points.
+    pub kind: EntryKind,
     /// The rule's reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -149,6 +277,35 @@ pub struct Entry {
     /// When awarded points expire (RFC 3339), if the rule says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+}
+
+/// What an entry records. Stored as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// Points awarded by an action.
+    Award,
+    /// Points deducted by an action.
+    Deduct,
+}
+
+impl EntryKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Award => "award",
+            EntryKind::Deduct => "deduct",
+        }
+    }
+
+    /// The kind of a stored name; `None` for a name this version does not know.
+    pub fn parse(name: &str) -> Option<EntryKind> {
+        match name {
+            "award" => Some(EntryKind::Award),
+            "deduct" => Some(EntryKind::Deduct),
+            _ => None,
+        }
+    }
 }
 
 /// A page of history, newest first.
@@ -167,7 +324,7 @@ pub struct HistoryPage {
 pub trait LedgerStore: Send + Sync {
     /// Applies events in one transaction; one outcome per event, in order. On error nothing of
     /// the group is stored.
-    fn write_events(&self, events: Vec<EventWrite>) -> Result<Vec<Applied>, LedgerError>;
+    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError>;
     /// Stores a batch job and its events durably.
     fn store_job(&self, job: &NewJob) -> Result<(), LedgerError>;
     /// The stored result of an event, with its fingerprint.
@@ -210,7 +367,7 @@ impl Ledger {
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || write_loop(writer_store.as_ref(), &queue, &writer_health))
-            .map_err(|e| LedgerError::Open(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| LedgerError::open("cannot start the writer thread", e))?;
         Ok(Ledger { store, writes, writer: Mutex::new(Some(writer)), healthy })
     }
 
@@ -256,7 +413,7 @@ impl Ledger {
 }
 
 fn stopped() -> LedgerError {
-    LedgerError::Unavailable("the ledger writer has stopped".into())
+    LedgerError::unavailable("the ledger writer has stopped", false, None)
 }
 
 /// Takes whatever is waiting (up to [`MAX_GROUP`] events) and commits it as one transaction.
@@ -290,15 +447,32 @@ fn write_loop(store: &dyn LedgerStore, queue: &mpsc::Receiver<Write>, healthy: &
         if events.is_empty() {
             continue;
         }
-        match store.write_events(events) {
+        match store.write_events(&events) {
             Ok(applied) => {
                 healthy.store(true, Ordering::Release);
                 for (reply, applied) in replies.into_iter().zip(applied) {
                     let _ = reply.send(Ok(applied));
                 }
             }
+            // A failure that a retry cannot mend may belong to one event alone: post each on its
+            // own, so one bad event does not take the events committed with it down too.
+            Err(e) if !e.retryable() && events.len() > 1 => {
+                tracing::warn!(error = %e.detail(), events = events.len(), "group failed; posting its events one by one");
+                let mut any_ok = false;
+                for (event, reply) in events.iter().zip(replies) {
+                    let outcome = store.write_events(std::slice::from_ref(event)).and_then(|mut applied| {
+                        applied.pop().ok_or_else(|| LedgerError::unavailable("the store answered nothing", false, None))
+                    });
+                    if let Err(e) = &outcome {
+                        tracing::error!(event_id = %event.event_id, error = %e.detail(), "ledger write failed; nothing of this event was stored");
+                    }
+                    any_ok |= outcome.is_ok();
+                    let _ = reply.send(outcome);
+                }
+                healthy.store(any_ok, Ordering::Release);
+            }
             Err(e) => {
-                tracing::error!(error = %e, "ledger write failed; nothing of this group was stored");
+                tracing::error!(error = %e.detail(), "ledger write failed; nothing of this group was stored");
                 healthy.store(false, Ordering::Release);
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
@@ -310,21 +484,4 @@ fn write_loop(store: &dyn LedgerStore, queue: &mpsc::Receiver<Write>, healthy: &
 
 fn note_health<T>(healthy: &AtomicBool, outcome: &Result<T, LedgerError>) {
     healthy.store(outcome.is_ok(), Ordering::Release);
-}
-
-/// Decides a points movement against a balance: a deduction the balance cannot cover is
-/// refused. The one rule every backend and the simulator share.
-///
-/// ```
-/// use fluxflow::actions::{Outcome, Plan, PointsChange};
-/// use fluxflow::ledger::decide_points;
-/// let take = |amount| PointsChange { amount, expiry_days: None };
-/// assert_eq!(decide_points(10, take(-10)), Outcome::Done(Plan::Points(take(-10))));
-/// assert_eq!(decide_points(10, take(-11)), Outcome::InsufficientBalance { wanted: 11, balance: 10 });
-/// ```
-pub fn decide_points(balance: i64, change: PointsChange) -> Outcome {
-    if change.amount < 0 && balance.saturating_add(change.amount) < 0 {
-        return Outcome::InsufficientBalance { wanted: change.amount.saturating_neg(), balance };
-    }
-    Outcome::Done(crate::actions::Plan::Points(change))
 }

@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+use super::posting::post;
+use super::tx::{LedgerTx, NewEntry, NewEvent, StoredEvent};
 use super::{
-    ActionWrite, Applied, Entry, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
-    PointsWrite, decide_points,
+    Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
 };
-use crate::actions::{Outcome, Plan};
-use crate::graph::stacking::stack;
 use crate::event::Event;
 use crate::result::{EventResult, EventState, Job, JobEvent};
 
@@ -20,10 +19,16 @@ use crate::result::{EventResult, EventState, Job, JobEvent};
 pub const FILE_NAME: &str = "fluxflow.db";
 /// Read connections kept open for lookups and the actor endpoints.
 const READERS: usize = 4;
-/// The schema this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+/// The schema this code writes (`PRAGMA user_version`): the number of the last migration.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-const SCHEMA: &str = "
+/// The numbered migrations, oldest first: migration N takes a ledger from version N-1 to N and
+/// runs in one transaction with the `user_version` it sets. Never edit one that has shipped;
+/// add the next.
+const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_EVENT_HISTORY];
+
+/// Version 1: the first release's schema.
+const V1_SCHEMA: &str = "
 -- Keyed by the event id alone (no separate rowid tree): one B-tree to write per event.
 CREATE TABLE events (
     event_id     TEXT PRIMARY KEY,
@@ -75,9 +80,17 @@ CREATE INDEX job_events_queued ON job_events (state) WHERE state = 'queued';
 CREATE TABLE health (id INTEGER PRIMARY KEY, checked_at INTEGER NOT NULL);
 ";
 
+/// Version 2: each event's type, event time (µs) and payload, for member functions and
+/// reversals. Events stored before it keep NULL there (they carry no history).
+const V2_EVENT_HISTORY: &str = "
+ALTER TABLE events ADD COLUMN event_type TEXT;
+ALTER TABLE events ADD COLUMN occurred_at INTEGER;
+ALTER TABLE events ADD COLUMN payload TEXT;
+";
+
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = ?1";
-const INSERT_EVENT: &str =
-    "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_EVENT: &str = "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, \
+     occurred_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 const MARK_JOB_EVENT: &str = "UPDATE job_events SET state = ?1 WHERE job_id = ?2 AND idx = ?3";
 const READ_BALANCE: &str = "SELECT balance FROM balances WHERE actor_id = ?1";
 const INSERT_ENTRY: &str =
@@ -94,8 +107,20 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Unavailable(e.to_string())
+/// A SQLite failure while running. A busy database, an I/O error or a full disk may pass
+/// (retryable); anything else (a corrupt file, a constraint, a bug) will not.
+fn unavailable(e: rusqlite::Error) -> LedgerError {
+    use rusqlite::ErrorCode as C;
+    let retryable = matches!(
+        e.sqlite_error_code(),
+        Some(C::DatabaseBusy | C::DatabaseLocked | C::SystemIoFailure | C::DiskFull | C::CannotOpen | C::OutOfMemory)
+    );
+    LedgerError::unavailable("SQLite failed", retryable, Some(std::sync::Arc::new(e)))
+}
+
+/// A failure that is not SQLite's own (a poisoned lock, a stored value that does not decode).
+fn broken(message: impl std::fmt::Display) -> LedgerError {
+    LedgerError::unavailable(message.to_string(), false, None)
 }
 
 fn now_micros() -> i64 {
@@ -111,18 +136,17 @@ impl SqliteStore {
     /// written, or a file that is not a FluxFlow ledger, is a clear error.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, LedgerError> {
         std::fs::create_dir_all(data_dir)
-            .map_err(|e| LedgerError::Open(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+            .map_err(|e| LedgerError::open(format!("cannot create the data directory {}", data_dir.display()), e))?;
         let path = data_dir.join(FILE_NAME);
         let open_error =
-            |e: rusqlite::Error| LedgerError::Open(format!("{} is not a usable SQLite ledger: {e}", path.display()));
+            |e: rusqlite::Error| LedgerError::open(format!("{} is not a usable SQLite ledger", path.display()), e);
         let writer = Connection::open(&path).map_err(open_error)?;
         configure(&writer).map_err(open_error)?;
         migrate(&writer).map_err(|e| match e {
             MigrateError::Sql(e) => open_error(e),
-            MigrateError::TooNew(v) => LedgerError::Open(format!(
-                "{} has schema version {v}, newer than this FluxFlow knows ({SCHEMA_VERSION}); upgrade FluxFlow",
-                path.display()
-            )),
+            MigrateError::TooNew(found) => {
+                LedgerError::SchemaTooNew { place: path.display().to_string(), found, known: SCHEMA_VERSION }
+            }
         })?;
         let readers = (0..READERS)
             .map(|_| {
@@ -141,7 +165,7 @@ impl SqliteStore {
 
     /// The value of a PRAGMA on the write connection (for tests and diagnostics).
     pub fn pragma(&self, name: &str) -> Result<String, LedgerError> {
-        let conn = self.writer.lock().map_err(unavailable)?;
+        let conn = self.writer.lock().map_err(broken)?;
         conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, rusqlite::types::Value>(0))
             .map(|v| match v {
                 rusqlite::types::Value::Integer(i) => i.to_string(),
@@ -153,7 +177,7 @@ impl SqliteStore {
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
         let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        let conn = self.readers[index].lock().map_err(unavailable)?;
+        let conn = self.readers[index].lock().map_err(broken)?;
         f(&conn).map_err(unavailable)
     }
 }
@@ -181,35 +205,40 @@ enum MigrateError {
     TooNew(i64),
 }
 
+/// Brings the ledger to [`SCHEMA_VERSION`], one numbered migration at a time, each in its own
+/// transaction with the version it sets; refuses a ledger newer than this code.
 fn migrate(conn: &Connection) -> Result<(), MigrateError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(MigrateError::Sql)?;
-    match version {
-        0 => conn
-            .execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
-            .map_err(MigrateError::Sql),
-        SCHEMA_VERSION => Ok(()),
-        newer => Err(MigrateError::TooNew(newer)),
+    if version > SCHEMA_VERSION {
+        return Err(MigrateError::TooNew(version));
     }
+    for (number, sql) in (1..).zip(MIGRATIONS).skip(usize::try_from(version).unwrap_or(0)) {
+        conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {number}; COMMIT;"))
+            .map_err(MigrateError::Sql)?;
+        if version > 0 {
+            tracing::info!(from = number - 1, to = number, "SQLite ledger migrated");
+        }
+    }
+    Ok(())
 }
 
 impl LedgerStore for SqliteStore {
-    fn write_events(&self, events: Vec<EventWrite>) -> Result<Vec<Applied>, LedgerError> {
-        let mut conn = self.writer.lock().map_err(unavailable)?;
+    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
+        let mut conn = self.writer.lock().map_err(broken)?;
         let tx = conn.transaction().map_err(unavailable)?;
         let applied = {
             let mut statements = GroupStatements::prepare(&tx).map_err(unavailable)?;
             events
-                .into_iter()
-                .map(|event| apply_event(&mut statements, event))
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(unavailable)?
+                .iter()
+                .map(|event| post(&mut statements, &event.posting(), now_micros(), &*event.build_result))
+                .collect::<Result<Vec<_>, _>>()?
         };
         tx.commit().map_err(unavailable)?;
         Ok(applied)
     }
 
     fn store_job(&self, job: &NewJob) -> Result<(), LedgerError> {
-        let mut conn = self.writer.lock().map_err(unavailable)?;
+        let mut conn = self.writer.lock().map_err(broken)?;
         let tx = conn.transaction().map_err(unavailable)?;
         tx.execute(
             "INSERT INTO jobs (job_id, created_at, total, queued) VALUES (?1, ?2, ?3, ?4)",
@@ -223,7 +252,7 @@ impl LedgerStore for SqliteStore {
                 )
                 .map_err(unavailable)?;
             for (index, event) in job.events.iter().enumerate() {
-                let json = serde_json::to_string(event.as_ref()).map_err(unavailable)?;
+                let json = serde_json::to_string(event.as_ref()).map_err(broken)?;
                 let state = EventState::at_admission(index, job.queued).as_str();
                 insert.execute(params![job.job_id, index as i64, event.id, json, state]).map_err(unavailable)?;
             }
@@ -261,7 +290,7 @@ impl LedgerStore for SqliteStore {
                     action_id: row.get(3)?,
                     scenario_id: row.get(4)?,
                     points: row.get(5)?,
-                    kind: row.get(6)?,
+                    kind: entry_kind(row.get_ref(6)?.as_str()?)?,
                     reason: row.get(7)?,
                     created_at: rfc3339(row.get(8)?),
                     expires_at: row.get::<_, Option<i64>>(9)?.map(rfc3339),
@@ -316,7 +345,7 @@ impl LedgerStore for SqliteStore {
         })?;
         rows.into_iter()
             .map(|(job_id, index, json)| {
-                let event: Event = serde_json::from_str(&json).map_err(unavailable)?;
+                let event: Event = serde_json::from_str(&json).map_err(broken)?;
                 Ok(PendingEvent { job_id, index: usize::try_from(index).unwrap_or(0), event })
             })
             .collect()
@@ -327,7 +356,7 @@ impl LedgerStore for SqliteStore {
     }
 
     fn probe_write(&self) -> Result<(), LedgerError> {
-        let conn = self.writer.lock().map_err(unavailable)?;
+        let conn = self.writer.lock().map_err(broken)?;
         conn.execute(
             "INSERT INTO health (id, checked_at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET checked_at = ?1",
             [now_micros()],
@@ -338,10 +367,20 @@ impl LedgerStore for SqliteStore {
 }
 
 fn decode_stored(fingerprint: &[u8], json: &str) -> Result<(Fingerprint, EventResult), LedgerError> {
-    let fp: Fingerprint =
-        fingerprint.try_into().map_err(|_| unavailable("a stored fingerprint has the wrong length"))?;
-    let result = serde_json::from_str(json).map_err(unavailable)?;
+    let fp: Fingerprint = fingerprint.try_into().map_err(|_| broken("a stored fingerprint has the wrong length"))?;
+    let result = serde_json::from_str(json).map_err(broken)?;
     Ok((fp, result))
+}
+
+/// A stored entry kind; one this version does not know is an error, not a guess.
+fn entry_kind(name: &str) -> rusqlite::Result<EntryKind> {
+    EntryKind::parse(name).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            6,
+            rusqlite::types::Type::Text,
+            format!("unknown entry kind {name}").into(),
+        )
+    })
 }
 
 /// The statements a group's events use, prepared once per group: looking each one up in the
@@ -369,74 +408,62 @@ impl<'tx> GroupStatements<'tx> {
     }
 }
 
-/// Applies one event inside the group's transaction.
-fn apply_event(sql: &mut GroupStatements<'_>, event: EventWrite) -> rusqlite::Result<Applied> {
-    // A generated id is new by construction; the insert's primary key still guards it.
-    let existing: Option<(Vec<u8>, String)> = if event.fresh_id {
-        None
-    } else {
-        sql.find_event.query_row([&event.event_id], |row| Ok((row.get(0)?, row.get(1)?))).optional()?
-    };
-    let applied = match existing {
-        Some((fp, _)) if fp.as_slice() != event.fingerprint.as_slice() => Applied::Conflict,
-        Some((_, json)) => {
-            let result: EventResult =
-                serde_json::from_str(&json).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            Applied::Replayed(result)
-        }
-        None => {
-            let now = now_micros();
-            let mut actor = None;
-            let stacked = stack(&event.stacking, |i| match &event.actions[i] {
-                ActionWrite::Decided(outcome) => Ok(*outcome),
-                ActionWrite::Points(points) => {
-                    actor = Some(points.actor_id.as_str());
-                    write_points(sql, &event.event_id, points, now)
-                }
-            })?;
-            let result = (event.build_result)(&stacked);
-            let json =
-                serde_json::to_string(&result).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            sql.insert_event.execute(params![event.event_id, event.fingerprint.as_slice(), actor, json, now])?;
-            Applied::Fresh(result)
-        }
-    };
-    if let Some((job_id, index)) = &event.job {
-        let state = if applied == Applied::Conflict { EventState::Conflict } else { EventState::Done };
-        sql.mark_job_event.execute(params![state.as_str(), job_id, *index as i64])?;
+/// The SQLite side of the posting core: one group's transaction, its statements prepared once.
+impl LedgerTx for GroupStatements<'_> {
+    fn find_event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, LedgerError> {
+        let row: Option<(Vec<u8>, String)> = self
+            .find_event
+            .query_row([event_id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
+            .map_err(unavailable)?;
+        row.map(|(fp, json)| decode_stored(&fp, &json).map(|(fingerprint, result)| StoredEvent { fingerprint, result }))
+            .transpose()
     }
-    Ok(applied)
-}
 
-/// Writes one points movement and its balance, or refuses a deduction the balance cannot cover.
-fn write_points(
-    sql: &mut GroupStatements<'_>,
-    event_id: &str,
-    points: &PointsWrite,
-    now: i64,
-) -> rusqlite::Result<Outcome> {
-    let amount = points.change.amount;
-    if amount < 0 {
-        let balance: i64 = sql.read_balance.query_row([&points.actor_id], |row| row.get(0)).optional()?.unwrap_or(0);
-        let outcome = decide_points(balance, points.change);
-        if !outcome.success() {
-            return Ok(outcome);
-        }
+    fn balance(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
+        // One writer thread applies every write: nothing else can change it before the commit.
+        self.read_balance
+            .query_row([actor_id], |row| row.get(0))
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(unavailable)
     }
-    let expires_at =
-        points.change.expiry_days.filter(|_| amount > 0).map(|days| now + i64::from(days) * 86_400 * 1_000_000);
-    let kind = if amount < 0 { "deduct" } else { "award" };
-    sql.insert_entry.execute(params![
-        points.actor_id,
-        event_id,
-        points.action_id,
-        points.scenario_id,
-        amount,
-        kind,
-        points.reason,
-        now,
-        expires_at
-    ])?;
-    sql.add_to_balance.execute(params![points.actor_id, amount, now])?;
-    Ok(Outcome::Done(Plan::Points(points.change)))
+
+    fn append(&mut self, e: &NewEntry<'_>) -> Result<(), LedgerError> {
+        self.insert_entry
+            .execute(params![
+                e.actor_id,
+                e.event_id,
+                e.action_id,
+                e.scenario_id,
+                e.points,
+                e.kind.as_str(),
+                e.reason,
+                e.created_at,
+                e.expires_at
+            ])
+            .map_err(unavailable)?;
+        self.add_to_balance.execute(params![e.actor_id, e.points, e.created_at]).map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn save_event(&mut self, e: &NewEvent<'_>) -> Result<(), LedgerError> {
+        self.insert_event
+            .execute(params![
+                e.event_id,
+                e.fingerprint.as_slice(),
+                e.actor_id,
+                e.result_json,
+                e.processed_at,
+                e.event_type,
+                e.occurred_at,
+                e.payload
+            ])
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError> {
+        self.mark_job_event.execute(params![state.as_str(), job_id, index as i64]).map(|_| ()).map_err(unavailable)
+    }
 }

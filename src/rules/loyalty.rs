@@ -234,7 +234,8 @@ fn read_priority(node: &Node, diags: &mut Diagnostics) -> Option<i64> {
         Some((text, Style::Plain)) if !node.is_null() => match text.parse::<i64>() {
             Ok(n) if n.abs() <= MAX_PRIORITY => Some(n),
             _ => {
-                let message = format!("`priority` must be a whole number from -{MAX_PRIORITY} to {MAX_PRIORITY}, got `{text}`");
+                let message =
+                    format!("`priority` must be a whole number from -{MAX_PRIORITY} to {MAX_PRIORITY}, got `{text}`");
                 diags.error(node.pos, message);
                 None
             }
@@ -307,7 +308,10 @@ fn awards_points(children: &[Child]) -> bool {
 fn read_limits(node: &Node, label: &str, awards: bool, diags: &mut Diagnostics) -> Vec<Limit> {
     let NodeKind::Seq(items) = &node.kind else {
         if !node.is_null() {
-            diags.error(node.pos, format!("`limits` of {label} must be a list, such as [{{per: actor, times: 1, period: day}}]"));
+            diags.error(
+                node.pos,
+                format!("`limits` of {label} must be a list, such as [{{per: actor, times: 1, period: day}}]"),
+            );
         }
         return Vec::new();
     };
@@ -336,7 +340,10 @@ fn read_limit(node: &Node, what: &str, awards: bool, diags: &mut Diagnostics) ->
     let points = fields.get("points").and_then(|n| positive(n, "points", what, diags).map(LimitCap::Points));
     let cap = match (fields.get("times"), fields.get("points")) {
         (None, None) => {
-            diags.error(node.pos, format!("{what} needs `times` (how often the scenario may act) or `points` (how many it may award)"));
+            diags.error(
+                node.pos,
+                format!("{what} needs `times` (how often the scenario may act) or `points` (how many it may award)"),
+            );
             None
         }
         (Some(_), Some(_)) => {
@@ -348,7 +355,10 @@ fn read_limit(node: &Node, what: &str, awards: bool, diags: &mut Diagnostics) ->
     };
     if let (Some(LimitCap::Points(_)), false) = (cap, awards) {
         let pos = fields.key_pos("points").unwrap_or(node.pos);
-        diags.error(pos, format!("{what} caps `points`, but the scenario awards none (deductions are never capped): use `times`"));
+        diags.error(
+            pos,
+            format!("{what} caps `points`, but the scenario awards none (deductions are never capped): use `times`"),
+        );
     }
     let period = match fields.get("period") {
         None => Some(Period::Lifetime),

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod docs;
+#[macro_use]
+pub mod pg;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

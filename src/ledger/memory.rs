@@ -1,0 +1,164 @@
+//! An in-memory overlay over an optional read-only store: the ledger of simulations and rule
+//! tests. It implements [`LedgerTx`], so [`super::posting::post`] decides points here exactly as
+//! in a store; what it writes stays in memory and the store underneath is only read.
+
+use std::collections::HashMap;
+
+use super::tx::{LedgerTx, NewEntry, NewEvent, StoredEvent};
+use super::{LedgerError, LedgerStore};
+use crate::result::EventState;
+
+/// A points movement written to the overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// The member.
+    pub actor_id: String,
+    /// The action.
+    pub action_id: String,
+    /// Signed points.
+    pub points: i64,
+    /// The member's balance after it.
+    pub balance_after: i64,
+}
+
+/// Balances and events written in memory on top of a store that is never written.
+pub struct Overlay<'a> {
+    base: Option<&'a dyn LedgerStore>,
+    balances: HashMap<String, i64>,
+    events: HashMap<String, StoredEvent>,
+    moved: Vec<Moved>,
+}
+
+impl<'a> Overlay<'a> {
+    /// An overlay over `base` (or over nothing), with some members' balances given up front.
+    pub fn new(base: Option<&'a dyn LedgerStore>, balances: HashMap<String, i64>) -> Overlay<'a> {
+        Overlay { base, balances, events: HashMap::new(), moved: Vec::new() }
+    }
+
+    /// The movements written since the last call, in order.
+    pub fn take_moved(&mut self) -> Vec<Moved> {
+        std::mem::take(&mut self.moved)
+    }
+
+    /// A member's balance as the overlay sees it (reads the store for a member not yet seen).
+    pub fn balance_of(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
+        self.balance(actor_id)
+    }
+}
+
+impl LedgerTx for Overlay<'_> {
+    fn find_event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, LedgerError> {
+        if let Some(stored) = self.events.get(event_id) {
+            return Ok(Some(stored.clone()));
+        }
+        let Some(base) = self.base else { return Ok(None) };
+        Ok(base.stored_result(event_id)?.map(|(fingerprint, result)| StoredEvent { fingerprint, result }))
+    }
+
+    fn balance(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
+        if let Some(balance) = self.balances.get(actor_id) {
+            return Ok(*balance);
+        }
+        let stored = match self.base {
+            Some(base) => base.balance(actor_id)?,
+            None => 0,
+        };
+        self.balances.insert(actor_id.to_owned(), stored);
+        Ok(stored)
+    }
+
+    fn append(&mut self, entry: &NewEntry<'_>) -> Result<(), LedgerError> {
+        let balance = self.balance(entry.actor_id)?.saturating_add(entry.points);
+        self.balances.insert(entry.actor_id.to_owned(), balance);
+        self.moved.push(Moved {
+            actor_id: entry.actor_id.to_owned(),
+            action_id: entry.action_id.to_owned(),
+            points: entry.points,
+            balance_after: balance,
+        });
+        Ok(())
+    }
+
+    fn save_event(&mut self, event: &NewEvent<'_>) -> Result<(), LedgerError> {
+        let stored = StoredEvent { fingerprint: *event.fingerprint, result: event.result.clone() };
+        self.events.insert(event.event_id.to_owned(), stored);
+        Ok(())
+    }
+
+    fn mark_job_event(&mut self, _job_id: &str, _index: usize, _state: EventState) -> Result<(), LedgerError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::PointsChange;
+    use crate::event::Event;
+    use crate::graph::{Stacked, StackingKey};
+    use crate::ledger::posting::{Posting, post};
+    use crate::ledger::{ActionWrite, Applied, PointsWrite, fingerprint};
+    use crate::result::EventResult;
+
+    fn result(id: &str) -> impl Fn(&Stacked) -> EventResult {
+        let id = id.to_owned();
+        move |stacked| EventResult {
+            event_id: id.clone(),
+            occurred_at: None,
+            duration_ms: 0,
+            duration_us: 0,
+            scenarios_matched: vec![],
+            actions_executed: stacked
+                .outcomes
+                .iter()
+                .flatten()
+                .map(|o| crate::result::ActionResult {
+                    action_id: "a".into(),
+                    action_type: "reward_points".into(),
+                    success: o.success(),
+                    message: String::new(),
+                    code: o.code().map(str::to_owned),
+                    points: o.points(),
+                })
+                .collect(),
+            replayed: false,
+            trace: None,
+        }
+    }
+
+    fn apply(overlay: &mut Overlay<'_>, id: &str, amount: i64) -> Applied {
+        let event = Event::from_value(serde_json::json!({"id": id, "type": "t", "actor_id": "ann"})).unwrap();
+        let actions = [ActionWrite::Points(PointsWrite {
+            actor_id: "ann".into(),
+            action_id: "a".into(),
+            scenario_id: "s".into(),
+            change: PointsChange { amount, expiry_days: None },
+            reason: None,
+        })];
+        let fp = fingerprint(&event);
+        let stacking = [StackingKey { scenario: 0, group: None }];
+        let posting = Posting {
+            event_id: id,
+            fresh_id: false,
+            fingerprint: &fp,
+            actions: &actions,
+            stacking: &stacking,
+            job: None,
+            event: &event,
+        };
+        post(overlay, &posting, 0, &result(id)).unwrap()
+    }
+
+    #[test]
+    fn the_overlay_keeps_the_ledgers_rules_in_memory() {
+        let mut overlay = Overlay::new(None, HashMap::from([("ann".to_owned(), 10)]));
+        assert!(matches!(apply(&mut overlay, "e1", 5), Applied::Fresh(_)));
+        let Applied::Fresh(refused) = apply(&mut overlay, "e2", -20) else { panic!() };
+        assert!(!refused.actions_executed[0].success, "a deduction the balance cannot cover is refused");
+        assert!(matches!(apply(&mut overlay, "e1", 5), Applied::Replayed(_)));
+        assert!(matches!(apply(&mut overlay, "e3", -15), Applied::Fresh(_)));
+        assert_eq!(overlay.balance_of("ann").unwrap(), 0);
+        let moved: Vec<i64> = overlay.take_moved().iter().map(|m| m.points).collect();
+        assert_eq!(moved, [5, -15], "the refused deduction and the replay moved nothing");
+    }
+}

@@ -1,0 +1,921 @@
+//! The PostgreSQL ledger (`--ledger postgres://…`): any number of `fluxflow serve` nodes share
+//! one database. The books are written by the same posting core as SQLite
+//! ([`super::posting::post`]); what is PostgreSQL's own is how a group's transaction is isolated:
+//!
+//! - each node's writer thread commits the events waiting as one transaction (group commit);
+//! - the transaction first takes a transaction-scoped advisory lock per member it touches, in one
+//!   sorted order (so two nodes never deadlock on members), so a balance read for a deduction
+//!   stays exact until the commit, on one node or many;
+//! - an id is stored once by the `events` primary key: when another node stored the same id
+//!   first, the insert fails, the group rolls back and is posted again, and then reads the stored
+//!   result (a replay) — nothing is applied twice;
+//! - a lost connection fails the group (nothing acknowledged that was not committed); the pool
+//!   makes new connections once the database answers again.
+//!
+//! tokio-postgres is asynchronous and the store traits are blocking (they run on the writer
+//! thread and in `spawn_blocking`), so the store keeps a small runtime of its own and waits on it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Statement};
+
+use super::posting::post;
+use super::tx::{LedgerTx, NewEntry, NewEvent, StoredEvent};
+use super::{
+    ActionWrite, Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob,
+    PendingEvent,
+};
+use crate::event::Event;
+use crate::result::{EventResult, EventState, Job, JobEvent};
+
+/// Connections kept by default (`--ledger-pool-size`).
+pub const DEFAULT_POOL_SIZE: usize = 8;
+/// Longest wait for one database operation before it counts as lost: below the default event
+/// timeout (5 s), so a database that stops answering makes events 503, not 504.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
+/// Longest wait for a readiness check.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for a new connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a group is posted again after a conflict with another node before giving up.
+const GROUP_ATTEMPTS: usize = 8;
+/// Key of the advisory lock that serialises migrations between nodes starting together.
+const MIGRATION_LOCK: i64 = 0x466c_7578_466c_6f77; // "FluxFlow"
+
+/// The numbered migrations, oldest first, each applied in one transaction with its row in
+/// `fluxflow_schema`. Never edit one that has shipped; add the next.
+const MIGRATIONS: &[&str] = &[V1_SCHEMA];
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const V1_SCHEMA: &str = "
+CREATE TABLE events (
+    event_id     TEXT PRIMARY KEY,
+    fingerprint  BYTEA NOT NULL,
+    actor_id     TEXT,
+    result       TEXT NOT NULL,
+    processed_at BIGINT NOT NULL,
+    event_type   TEXT,
+    occurred_at  BIGINT,
+    payload      TEXT
+);
+CREATE TABLE entries (
+    entry_id    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    actor_id    TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    action_id   TEXT NOT NULL,
+    scenario_id TEXT NOT NULL,
+    points      BIGINT NOT NULL,
+    kind        TEXT NOT NULL,
+    reason      TEXT,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT
+);
+CREATE INDEX entries_by_actor ON entries (actor_id, entry_id);
+CREATE INDEX entries_by_event ON entries (event_id);
+CREATE TABLE balances (
+    actor_id   TEXT PRIMARY KEY,
+    balance    BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE jobs (
+    job_id     TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    total      BIGINT NOT NULL,
+    queued     BIGINT NOT NULL
+);
+CREATE TABLE job_events (
+    job_id   TEXT NOT NULL,
+    idx      BIGINT NOT NULL,
+    event_id TEXT NOT NULL,
+    event    TEXT NOT NULL,
+    state    TEXT NOT NULL,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE INDEX job_events_queued ON job_events (state) WHERE state = 'queued';
+CREATE TABLE health (id INTEGER PRIMARY KEY, checked_at BIGINT NOT NULL);
+";
+
+const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = $1";
+// The group's writes, many rows per statement (arrays unnested in order).
+const INSERT_EVENTS: &str = "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, \
+     occurred_at, payload) SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::int8[], \
+     $6::text[], $7::int8[], $8::text[])";
+const MARK_JOB_EVENTS: &str = "UPDATE job_events j SET state = u.state \
+     FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(state, job_id, idx) WHERE j.job_id = u.job_id AND j.idx = u.idx";
+const READ_BALANCE: &str = "SELECT balance FROM balances WHERE actor_id = $1";
+const INSERT_ENTRIES: &str = "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], \
+     $8::int8[], $9::int8[])";
+/// One row per member (a member twice in one upsert is an error), in sorted order.
+const ADD_TO_BALANCES: &str = "INSERT INTO balances (actor_id, balance, updated_at) \
+     SELECT a, sum(p), max(t) FROM unnest($1::text[], $2::int8[], $3::int8[]) AS u(a, p, t) GROUP BY a ORDER BY a \
+     ON CONFLICT (actor_id) DO UPDATE SET balance = balances.balance + excluded.balance, updated_at = excluded.updated_at";
+/// One advisory lock per member, taken in the order of their keys (the sort happens before the
+/// locks are taken), held until the transaction ends.
+const LOCK_MEMBERS: &str = "SELECT count(pg_advisory_xact_lock(k)) FROM \
+     (SELECT DISTINCT hashtextextended(a, 0) AS k FROM unnest($1::text[]) AS a ORDER BY k) AS sorted";
+
+/// Where a URL points, without its password: for messages.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config.get_dbname().or(config.get_user()).unwrap_or("postgres");
+    format!("host {host}:{port}, database {database}")
+}
+
+/// A PostgreSQL failure while running. A lost or refused connection, a timeout, a deadlock or
+/// a serialisation failure may pass (retryable); an error in the statement will not.
+fn pg_error(e: tokio_postgres::Error) -> LedgerError {
+    let retryable = match e.code() {
+        None => true,
+        Some(code) => {
+            code == &SqlState::T_R_SERIALIZATION_FAILURE
+                || code == &SqlState::T_R_DEADLOCK_DETECTED
+                || code == &SqlState::UNIQUE_VIOLATION
+                || code == &SqlState::ADMIN_SHUTDOWN
+                || code == &SqlState::CANNOT_CONNECT_NOW
+                || code == &SqlState::TOO_MANY_CONNECTIONS
+                || code.code().starts_with("08")
+        }
+    };
+    let message =
+        if e.code().is_none() { "lost the connection to PostgreSQL" } else { "PostgreSQL refused a statement" };
+    LedgerError::unavailable(message, retryable, Some(Arc::new(e)))
+}
+
+/// True for the failures that mean "another node got there first": post the group again.
+fn is_race(e: &LedgerError) -> bool {
+    let LedgerError::Unavailable { source: Some(source), .. } = e else { return false };
+    source.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code()).is_some_and(|code| {
+        code == &SqlState::UNIQUE_VIOLATION
+            || code == &SqlState::T_R_DEADLOCK_DETECTED
+            || code == &SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+/// True when the error says the connection itself failed or stopped answering (not a statement).
+fn connection_lost(e: &LedgerError) -> bool {
+    match e {
+        LedgerError::Unavailable { source: None, retryable, .. } => *retryable,
+        LedgerError::Unavailable { source: Some(source), .. } => {
+            source.downcast_ref::<tokio_postgres::Error>().is_some_and(|e| e.code().is_none())
+        }
+        _ => false,
+    }
+}
+
+fn pool_error(e: PoolError) -> LedgerError {
+    match e {
+        PoolError::Backend(e) => pg_error(e),
+        other => LedgerError::unavailable("no PostgreSQL connection", true, Some(Arc::new(other))),
+    }
+}
+
+fn timed_out() -> LedgerError {
+    LedgerError::unavailable("PostgreSQL did not answer in time", true, None)
+}
+
+fn broken(message: impl std::fmt::Display) -> LedgerError {
+    LedgerError::unavailable(message.to_string(), false, None)
+}
+
+fn now_micros() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}
+
+fn rfc3339(micros: i64) -> String {
+    jiff::Timestamp::from_microsecond(micros).map_or_else(|_| micros.to_string(), |t| t.to_string())
+}
+
+/// The PostgreSQL ledger.
+pub struct PostgresStore {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    pool: Pool,
+    target: String,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside another runtime: let it go in the background.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects with up to `pool_size` connections, creates or migrates the schema, and fails
+    /// with a message naming host and database (never the password) when the server cannot be
+    /// reached or its schema is newer than this binary.
+    pub fn connect(url: &str, pool_size: usize) -> Result<PostgresStore, LedgerError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| LedgerError::open("--ledger is not a valid PostgreSQL URL", e))?;
+        // A peer that vanishes without a reset (a dropped route) is noticed by the kernel too.
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .tcp_user_timeout(OPERATION_TIMEOUT);
+        if config.get_application_name().is_none() {
+            config.application_name("fluxflow");
+        }
+        let target = describe(&config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ledger-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| LedgerError::open("cannot start the PostgreSQL runtime", e))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = {
+            let _entered = runtime.enter();
+            Pool::builder(manager)
+                .max_size(pool_size.max(1))
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(OPERATION_TIMEOUT))
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .recycle_timeout(Some(CONNECT_TIMEOUT))
+                .build()
+                .map_err(|e| LedgerError::open("cannot make the PostgreSQL connection pool", e))?
+        };
+        let handle = runtime.handle().clone();
+        let store = PostgresStore { runtime: Some(runtime), handle, pool, target };
+        store.migrate().map_err(|e| match e {
+            too_new @ LedgerError::SchemaTooNew { .. } => too_new,
+            LedgerError::Unavailable { source: Some(source), retryable: true, .. } => LedgerError::Open {
+                message: format!("cannot reach PostgreSQL at {}", store.target),
+                source: Some(source),
+            },
+            other => LedgerError::Open {
+                message: format!("cannot use PostgreSQL at {}", store.target),
+                source: Some(Arc::new(other)),
+            },
+        })?;
+        Ok(store)
+    }
+
+    /// Where the store points (host, port, database; never the password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Runs a future on the store's runtime and waits for it, at most [`OPERATION_TIMEOUT`].
+    /// Callable from plain threads, `spawn_blocking` and (via `block_in_place`) runtime workers.
+    fn block<T>(&self, future: impl Future<Output = Result<T, LedgerError>>) -> Result<T, LedgerError> {
+        self.block_within(OPERATION_TIMEOUT, future)
+    }
+
+    fn block_within<T>(
+        &self,
+        limit: Duration,
+        future: impl Future<Output = Result<T, LedgerError>>,
+    ) -> Result<T, LedgerError> {
+        let run = || {
+            self.handle
+                .block_on(async { tokio::time::timeout(limit, future).await.unwrap_or_else(|_| Err(timed_out())) })
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            _ => run(),
+        }
+    }
+
+    fn client(&self) -> Result<deadpool_postgres::Client, LedgerError> {
+        self.block(async { self.pool.get().await.map_err(pool_error) })
+    }
+
+    fn migrate(&self) -> Result<(), LedgerError> {
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg_error)?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS fluxflow_schema (
+                     version    BIGINT PRIMARY KEY,
+                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                 )",
+            )
+            .await
+            .map_err(pg_error)?;
+            let row =
+                tx.query_one("SELECT coalesce(max(version), 0) FROM fluxflow_schema", &[]).await.map_err(pg_error)?;
+            let found: i64 = get(&row, 0)?;
+            if found > SCHEMA_VERSION {
+                return Err(LedgerError::SchemaTooNew {
+                    place: format!("PostgreSQL at {}", self.target),
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
+            for (number, sql) in (1_i64..).zip(MIGRATIONS).skip(usize::try_from(found).unwrap_or(0)) {
+                tx.batch_execute(sql).await.map_err(pg_error)?;
+                tx.execute("INSERT INTO fluxflow_schema (version) VALUES ($1)", &[&number]).await.map_err(pg_error)?;
+                tracing::info!(version = number, "PostgreSQL ledger schema migrated");
+            }
+            tx.commit().await.map_err(pg_error)
+        })
+    }
+
+    /// Posts a group in one transaction: members locked in sorted order, then each event.
+    fn try_write(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
+        let mut client = self.client()?;
+        let outcome = self.write_group(&mut client, events);
+        if outcome.as_ref().is_err_and(connection_lost) {
+            // Its state is unknown (a statement may still be on the wire): never reuse it.
+            drop(deadpool_postgres::Object::take(client));
+        }
+        outcome
+    }
+
+    fn write_group(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        events: &[EventWrite],
+    ) -> Result<Vec<Applied>, LedgerError> {
+        let tx = self.block(async { client.transaction().await.map_err(pg_error) })?;
+        let mut actors: Vec<&str> = events
+            .iter()
+            .flat_map(|e| e.actions.iter())
+            .filter_map(|a| match a {
+                ActionWrite::Points(p) => Some(p.actor_id.as_str()),
+                ActionWrite::Decided(_) => None,
+            })
+            .collect();
+        actors.sort_unstable();
+        actors.dedup();
+        let lock = (!actors.is_empty()).then(|| actors.into_iter().map(str::to_owned).collect());
+        let statements = self.statements(&tx)?;
+        let applied = {
+            // The locks go first in the pipeline: every later statement of the group runs under them.
+            let mut pg = PgTx { store: self, tx: &tx, sql: statements, lock, rows: Rows::default() };
+            let applied = events
+                .iter()
+                .map(|event| post(&mut pg, &event.posting(), now_micros(), &*event.build_result))
+                .collect::<Result<Vec<_>, _>>()?;
+            pg.flush_then(async { Ok(()) })?;
+            applied
+        };
+        self.block(async { tx.commit().await.map_err(pg_error) })?;
+        Ok(applied)
+    }
+
+    /// The group's statements, prepared once per connection (the pool's statement cache).
+    fn statements(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<GroupStatements, LedgerError> {
+        self.block(async {
+            Ok(GroupStatements {
+                lock_members: tx.prepare_cached(LOCK_MEMBERS).await.map_err(pg_error)?,
+                find_event: tx.prepare_cached(FIND_EVENT).await.map_err(pg_error)?,
+                insert_events: tx.prepare_cached(INSERT_EVENTS).await.map_err(pg_error)?,
+                mark_job_events: tx.prepare_cached(MARK_JOB_EVENTS).await.map_err(pg_error)?,
+                read_balance: tx.prepare_cached(READ_BALANCE).await.map_err(pg_error)?,
+                insert_entries: tx.prepare_cached(INSERT_ENTRIES).await.map_err(pg_error)?,
+                add_to_balances: tx.prepare_cached(ADD_TO_BALANCES).await.map_err(pg_error)?,
+            })
+        })
+    }
+
+    fn read<T>(
+        &self,
+        f: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, LedgerError> {
+        let client = self.client()?;
+        let outcome = self.block(async { f(&client).await.map_err(pg_error) });
+        if outcome.as_ref().is_err_and(connection_lost) {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        outcome
+    }
+}
+
+/// Prepared once per connection. Every statement sent in a pipeline must be prepared: a future
+/// of tokio-postgres sends its request at its first poll only when the statement is prepared
+/// (with SQL text it first sends a Parse and waits for the answer), and the order of sending is
+/// what keeps the member locks ahead of every write and read of the group.
+#[derive(Clone)]
+struct GroupStatements {
+    lock_members: Statement,
+    find_event: Statement,
+    insert_events: Statement,
+    mark_job_events: Statement,
+    read_balance: Statement,
+    insert_entries: Statement,
+    add_to_balances: Statement,
+}
+
+/// A statement sent but not yet awaited.
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+
+/// Rows written by the core and not yet sent, one column per vector.
+#[derive(Default)]
+struct Rows {
+    entries: EntryRows,
+    events: EventRows,
+    jobs: (Vec<&'static str>, Vec<String>, Vec<i64>),
+}
+
+#[derive(Default)]
+struct EntryRows {
+    actor: Vec<String>,
+    event: Vec<String>,
+    action: Vec<String>,
+    scenario: Vec<String>,
+    points: Vec<i64>,
+    kind: Vec<&'static str>,
+    reason: Vec<Option<String>>,
+    created_at: Vec<i64>,
+    expires_at: Vec<Option<i64>>,
+}
+
+#[derive(Default)]
+struct EventRows {
+    id: Vec<String>,
+    fingerprint: Vec<Vec<u8>>,
+    actor: Vec<Option<String>>,
+    result: Vec<String>,
+    processed_at: Vec<i64>,
+    event_type: Vec<String>,
+    occurred_at: Vec<i64>,
+    payload: Vec<Option<String>>,
+}
+
+/// The PostgreSQL side of the posting core: one group's transaction. Writes whose answers the
+/// core does not need (entries, balances, events, job states) are not sent one by one: their
+/// rows wait here and go to the server as a few multi-row statements, pipelined on the one
+/// connection ahead of the next read or the commit — so a group of new events costs a few round
+/// trips and statements, not several per event. PostgreSQL runs them in the order sent, so a read
+/// sees every write before it.
+struct PgTx<'a, 'c> {
+    store: &'a PostgresStore,
+    tx: &'a deadpool_postgres::Transaction<'c>,
+    sql: GroupStatements,
+    /// The members to lock, sent ahead of everything else with the first flush.
+    lock: Option<Vec<String>>,
+    rows: Rows,
+}
+
+/// Polls every pending write (in order, so they are sent in order), then `last`; answers `last`'s
+/// output once all are done (always `Some` then), or the first error.
+async fn pipeline<T>(
+    pending: Vec<Pending<'_>>,
+    last: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<Option<T>, tokio_postgres::Error> {
+    let mut pending: Vec<Option<Pending<'_>>> = pending.into_iter().map(Some).collect();
+    let mut last = std::pin::pin!(last);
+    let mut output = None;
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for slot in pending.iter_mut() {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(Ok(_)) => *slot = None,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if output.is_none() {
+            match last.as_mut().poll(cx) {
+                Poll::Ready(Ok(value)) => output = Some(value),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => waiting = true,
+            }
+        }
+        if waiting { Poll::Pending } else { Poll::Ready(Ok(())) }
+    })
+    .await?;
+    Ok(output)
+}
+
+impl<'a> PgTx<'a, '_> {
+    /// The statements that send what is waiting: the lock first, then entries, balances,
+    /// events and job states (an entry's balance and event go in the same flush).
+    fn pending(&mut self) -> Vec<Pending<'a>> {
+        let tx = self.tx;
+        let mut out: Vec<Pending<'a>> = Vec::new();
+        if let Some(actors) = self.lock.take() {
+            let lock = self.sql.lock_members.clone();
+            out.push(Box::pin(async move { tx.execute(&lock, &[&actors]).await }));
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let e = rows.entries;
+        if !e.actor.is_empty() {
+            let (insert, add) = (self.sql.insert_entries.clone(), self.sql.add_to_balances.clone());
+            let (actors, points, created) = (e.actor.clone(), e.points.clone(), e.created_at.clone());
+            out.push(Box::pin(async move {
+                tx.execute(
+                    &insert,
+                    &[
+                        &e.actor,
+                        &e.event,
+                        &e.action,
+                        &e.scenario,
+                        &e.points,
+                        &e.kind,
+                        &e.reason,
+                        &e.created_at,
+                        &e.expires_at,
+                    ],
+                )
+                .await
+            }));
+            out.push(Box::pin(async move { tx.execute(&add, &[&actors, &points, &created]).await }));
+        }
+        let v = rows.events;
+        if !v.id.is_empty() {
+            let insert = self.sql.insert_events.clone();
+            out.push(Box::pin(async move {
+                tx.execute(
+                    &insert,
+                    &[
+                        &v.id,
+                        &v.fingerprint,
+                        &v.actor,
+                        &v.result,
+                        &v.processed_at,
+                        &v.event_type,
+                        &v.occurred_at,
+                        &v.payload,
+                    ],
+                )
+                .await
+            }));
+        }
+        let (states, jobs, indexes) = rows.jobs;
+        if !states.is_empty() {
+            let mark = self.sql.mark_job_events.clone();
+            out.push(Box::pin(async move { tx.execute(&mark, &[&states, &jobs, &indexes]).await }));
+        }
+        out
+    }
+
+    /// Sends what is waiting and `read` after it, in one pipeline, and waits for all of it.
+    fn flush_then<T>(
+        &mut self,
+        read: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, LedgerError> {
+        let pending = self.pending();
+        self.store
+            .block(async { pipeline(pending, read).await.map_err(pg_error) })?
+            .ok_or_else(|| broken("a pipelined read ended without an answer"))
+    }
+}
+
+impl LedgerTx for PgTx<'_, '_> {
+    fn find_event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, LedgerError> {
+        let (tx, statement) = (self.tx, self.sql.find_event.clone());
+        let row = self.flush_then(async move { tx.query_opt(&statement, &[&event_id]).await })?;
+        row.map(|row| {
+            let (fingerprint, result) = decode_stored(get(&row, 0)?, get(&row, 1)?)?;
+            Ok(StoredEvent { fingerprint, result })
+        })
+        .transpose()
+    }
+
+    fn balance(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
+        // The member's advisory lock is held: no other node changes it before this commit.
+        let (tx, statement) = (self.tx, self.sql.read_balance.clone());
+        let row = self.flush_then(async move { tx.query_opt(&statement, &[&actor_id]).await })?;
+        row.map_or(Ok(0), |r| get(&r, 0))
+    }
+
+    fn append(&mut self, e: &NewEntry<'_>) -> Result<(), LedgerError> {
+        let rows = &mut self.rows.entries;
+        rows.actor.push(e.actor_id.to_owned());
+        rows.event.push(e.event_id.to_owned());
+        rows.action.push(e.action_id.to_owned());
+        rows.scenario.push(e.scenario_id.to_owned());
+        rows.points.push(e.points);
+        rows.kind.push(e.kind.as_str());
+        rows.reason.push(e.reason.map(str::to_owned));
+        rows.created_at.push(e.created_at);
+        rows.expires_at.push(e.expires_at);
+        Ok(())
+    }
+
+    fn save_event(&mut self, e: &NewEvent<'_>) -> Result<(), LedgerError> {
+        let rows = &mut self.rows.events;
+        rows.id.push(e.event_id.to_owned());
+        rows.fingerprint.push(e.fingerprint.to_vec());
+        rows.actor.push(e.actor_id.map(str::to_owned));
+        rows.result.push(e.result_json.to_owned());
+        rows.processed_at.push(e.processed_at);
+        rows.event_type.push(e.event_type.to_owned());
+        rows.occurred_at.push(e.occurred_at);
+        rows.payload.push(e.payload.map(str::to_owned));
+        Ok(())
+    }
+
+    fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError> {
+        let (states, jobs, indexes) = &mut self.rows.jobs;
+        states.push(state.as_str());
+        jobs.push(job_id.to_owned());
+        indexes.push(index as i64);
+        Ok(())
+    }
+}
+
+/// A column's value; a type that does not fit is an error, not a panic.
+fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
+    row: &'r tokio_postgres::Row,
+    index: usize,
+) -> Result<T, LedgerError> {
+    row.try_get(index).map_err(pg_error)
+}
+
+fn decode_stored(fingerprint: &[u8], json: &str) -> Result<(Fingerprint, EventResult), LedgerError> {
+    let fp: Fingerprint = fingerprint.try_into().map_err(|_| broken("a stored fingerprint has the wrong length"))?;
+    let result = serde_json::from_str(json).map_err(broken)?;
+    Ok((fp, result))
+}
+
+impl LedgerStore for PostgresStore {
+    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
+        let mut attempt = 1;
+        loop {
+            match self.try_write(events) {
+                Err(e) if attempt < GROUP_ATTEMPTS && is_race(&e) => {
+                    tracing::debug!(error = %e.detail(), attempt, "group raced another node; posting it again");
+                    // A little later each time, so two nodes racing on one id do not keep colliding.
+                    std::thread::sleep(Duration::from_millis(attempt as u64));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn store_job(&self, job: &NewJob) -> Result<(), LedgerError> {
+        let mut indexes = Vec::with_capacity(job.events.len());
+        let mut ids = Vec::with_capacity(job.events.len());
+        let mut bodies = Vec::with_capacity(job.events.len());
+        let mut states = Vec::with_capacity(job.events.len());
+        for (index, event) in job.events.iter().enumerate() {
+            indexes.push(index as i64);
+            ids.push(event.id.as_str());
+            bodies.push(serde_json::to_string(event.as_ref()).map_err(broken)?);
+            states.push(EventState::at_admission(index, job.queued).as_str());
+        }
+        let (total, queued, now) = (job.events.len() as i64, job.queued as i64, now_micros());
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            tx.execute(
+                "INSERT INTO jobs (job_id, created_at, total, queued) VALUES ($1, $2, $3, $4)",
+                &[&job.job_id, &now, &total, &queued],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.execute(
+                "INSERT INTO job_events (job_id, idx, event_id, event, state)
+                 SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[])",
+                &[&job.job_id, &indexes, &ids, &bodies, &states],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)
+        })
+    }
+
+    fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
+        let row = self.read(async |c| c.query_opt(FIND_EVENT, &[&event_id]).await)?;
+        row.map(|row| decode_stored(get(&row, 0)?, get(&row, 1)?)).transpose()
+    }
+
+    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
+        let row = self.read(async |c| c.query_opt(READ_BALANCE, &[&actor_id]).await)?;
+        row.map_or(Ok(0), |r| get(&r, 0))
+    }
+
+    fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
+        let (before, take) = (before.unwrap_or(i64::MAX), limit as i64 + 1);
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT entry_id, actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at
+                 FROM entries WHERE actor_id = $1 AND entry_id < $2 ORDER BY entry_id DESC LIMIT $3",
+                &[&actor_id, &before, &take],
+            )
+            .await
+        })?;
+        let mut entries = rows
+            .iter()
+            .map(|row| {
+                let kind: &str = get(row, 6)?;
+                Ok(Entry {
+                    entry_id: get(row, 0)?,
+                    actor_id: get(row, 1)?,
+                    event_id: get(row, 2)?,
+                    action_id: get(row, 3)?,
+                    scenario_id: get(row, 4)?,
+                    points: get(row, 5)?,
+                    kind: EntryKind::parse(kind).ok_or_else(|| broken(format!("unknown entry kind {kind}")))?,
+                    reason: get(row, 7)?,
+                    created_at: rfc3339(get(row, 8)?),
+                    expires_at: get::<Option<i64>>(row, 9)?.map(rfc3339),
+                })
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        let next_cursor = if entries.len() > limit {
+            entries.truncate(limit);
+            entries.last().map(|e| e.entry_id.to_string())
+        } else {
+            None
+        };
+        Ok(HistoryPage { actor_id: actor_id.to_owned(), entries, next_cursor })
+    }
+
+    fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {
+        let found = self.read(async |c| c.query_opt("SELECT queued FROM jobs WHERE job_id = $1", &[&job_id]).await)?;
+        let Some(queued) = found.map(|r| get::<i64>(&r, 0)).transpose()? else { return Ok(None) };
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT j.event_id, j.state, e.result FROM job_events j
+                 LEFT JOIN events e ON e.event_id = j.event_id AND j.state = 'done'
+                 WHERE j.job_id = $1 ORDER BY j.idx",
+                &[&job_id],
+            )
+            .await
+        })?;
+        let events = rows
+            .iter()
+            .map(|row| {
+                Ok(JobEvent {
+                    event_id: get(row, 0)?,
+                    state: EventState::parse(get(row, 1)?).unwrap_or(EventState::Queued),
+                    result: get::<Option<&str>>(row, 2)?.and_then(|json| serde_json::from_str(json).ok()),
+                })
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        Ok(Some(Job::from_events(job_id.to_owned(), usize::try_from(queued).unwrap_or(0), events)))
+    }
+
+    fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError> {
+        let rows = self.read(async |c| {
+            c.query(
+                "SELECT j.job_id, j.idx, j.event FROM job_events j JOIN jobs USING (job_id)
+                 WHERE j.state = 'queued' ORDER BY jobs.created_at, j.job_id, j.idx",
+                &[],
+            )
+            .await
+        })?;
+        rows.iter()
+            .map(|row| {
+                let event: Event = serde_json::from_str(get(row, 2)?).map_err(broken)?;
+                Ok(PendingEvent {
+                    job_id: get(row, 0)?,
+                    index: usize::try_from(get::<i64>(row, 1)?).unwrap_or(0),
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    fn ping(&self) -> Result<(), LedgerError> {
+        // Readiness must answer quickly even when the network drops packets instead of refusing.
+        let client = self.block_within(PING_TIMEOUT, async { self.pool.get().await.map_err(pool_error) })?;
+        let outcome =
+            self.block_within(PING_TIMEOUT, async { client.query_one("SELECT 1", &[]).await.map_err(pg_error) });
+        if outcome.as_ref().is_err_and(connection_lost) {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        outcome.map(|_| ())
+    }
+
+    fn probe_write(&self) -> Result<(), LedgerError> {
+        let now = now_micros();
+        self.read(async |c| {
+            c.execute(
+                "INSERT INTO health (id, checked_at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET checked_at = $1",
+                &[&now],
+            )
+            .await
+        })
+        .map(|_| ())
+    }
+}
+
+/// For tests: a fresh database per test, so tests run in parallel, dropped at the end.
+#[cfg(feature = "test-support")]
+pub mod scratch {
+    use super::*;
+
+    /// The server tests use unless `FLUXFLOW_TEST_POSTGRES` names another (an admin URL).
+    pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    /// A database created for one test and dropped when this is dropped.
+    pub struct ScratchDatabase {
+        admin: PostgresStoreAdmin,
+        name: String,
+        /// The URL of the new database.
+        pub url: String,
+    }
+
+    struct PostgresStoreAdmin {
+        runtime: Option<tokio::runtime::Runtime>,
+        client: tokio_postgres::Client,
+    }
+
+    impl Drop for PostgresStoreAdmin {
+        fn drop(&mut self) {
+            if let Some(runtime) = self.runtime.take() {
+                runtime.shutdown_background();
+            }
+        }
+    }
+
+    /// The admin URL tests use.
+    pub fn admin_url() -> String {
+        std::env::var("FLUXFLOW_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
+    }
+
+    impl ScratchDatabase {
+        /// Creates `ff_test_<random>` on the admin URL's server; the error says why not.
+        pub fn create() -> Result<ScratchDatabase, String> {
+            let admin_url = admin_url();
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            let mut config: tokio_postgres::Config = admin_url.parse().map_err(|e| format!("{e}"))?;
+            config.connect_timeout(Duration::from_secs(3));
+            let client = runtime.block_on(async {
+                let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                Ok::<_, String>(client)
+            })?;
+            let name = format!("ff_test_{}", uuid::Uuid::new_v4().simple());
+            runtime
+                .block_on(client.batch_execute(&format!("CREATE DATABASE {name}")))
+                .map_err(|e| format!("cannot create a test database: {e}"))?;
+            config.dbname(&name);
+            let url = match admin_url.rfind('/') {
+                Some(slash) if admin_url[..slash].contains("://") && !admin_url[slash..].contains('@') => {
+                    format!("{}/{name}", &admin_url[..slash])
+                }
+                _ => format!("{admin_url}/{name}"),
+            };
+            Ok(ScratchDatabase { admin: PostgresStoreAdmin { runtime: Some(runtime), client }, name, url })
+        }
+
+        /// The database's name.
+        pub fn name(&self) -> &str {
+            &self.name
+        }
+
+        /// Runs a query on the test database that answers one integer (NULL reads as 0).
+        pub fn query_i64(&self, sql: &str) -> Result<i64, String> {
+            let runtime = self.admin.runtime.as_ref().ok_or("no runtime")?;
+            let url = self.url.clone();
+            let sql = sql.to_owned();
+            runtime.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&url, NoTls).await.map_err(|e| e.to_string())?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                // As bigint whatever the query answers (sum() of a bigint is numeric here).
+                let row = client.query_one(&format!("SELECT ({sql})::bigint"), &[]).await.map_err(|e| e.to_string())?;
+                Ok(row.try_get::<_, Option<i64>>(0).map_err(|e| e.to_string())?.unwrap_or(0))
+            })
+        }
+
+        /// Runs statements on the test database.
+        pub fn execute(&self, sql: &str) -> Result<(), String> {
+            let runtime = self.admin.runtime.as_ref().ok_or("no runtime")?;
+            let (url, sql) = (self.url.clone(), sql.to_owned());
+            runtime.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&url, NoTls).await.map_err(|e| e.to_string())?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client.batch_execute(&sql).await.map_err(|e| e.to_string())
+            })
+        }
+    }
+
+    impl Drop for ScratchDatabase {
+        fn drop(&mut self) {
+            if let Some(runtime) = self.admin.runtime.as_ref() {
+                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+                let _ = runtime.block_on(self.admin.client.batch_execute(&sql));
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The few steps a store offers inside one transaction. [`super::posting::post`] decides what an
+//! event does to the books over these steps, so every store (SQLite, PostgreSQL, the in-memory
+//! overlay of simulations and rule tests) keeps the same rules; a store only says how each step
+//! is stored and how the transaction is isolated.
+
+use super::{EntryKind, Fingerprint, LedgerError};
+use crate::result::{EventResult, EventState};
+
+/// An event already stored under an id.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its content's fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The result it was answered with.
+    pub result: EventResult,
+}
+
+/// One entry to append.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEntry<'a> {
+    /// The member.
+    pub actor_id: &'a str,
+    /// The event that causes it.
+    pub event_id: &'a str,
+    /// The action.
+    pub action_id: &'a str,
+    /// The scenario.
+    pub scenario_id: &'a str,
+    /// Signed points.
+    pub points: i64,
+    /// What it records.
+    pub kind: EntryKind,
+    /// The rule's reason.
+    pub reason: Option<&'a str>,
+    /// When it is written (µs since the epoch).
+    pub created_at: i64,
+    /// When awarded points expire (µs since the epoch).
+    pub expires_at: Option<i64>,
+}
+
+/// An event to store once its effects are written.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    /// The idempotency key.
+    pub event_id: &'a str,
+    /// Its content's fingerprint.
+    pub fingerprint: &'a Fingerprint,
+    /// The member whose points it moved, if any.
+    pub actor_id: Option<&'a str>,
+    /// The event's type.
+    pub event_type: &'a str,
+    /// Event time (µs since the epoch): `occurred_at` when sent, else when it was received.
+    pub occurred_at: i64,
+    /// The payload as JSON text, when the event has one.
+    pub payload: Option<&'a str>,
+    /// The result, as answered.
+    pub result: &'a EventResult,
+    /// The result as JSON text, as stored.
+    pub result_json: &'a str,
+    /// When it was applied (µs since the epoch).
+    pub processed_at: i64,
+}
+
+/// The steps of one ledger transaction. Everything a transaction does becomes visible at once
+/// when the store commits it, or not at all.
+pub trait LedgerTx {
+    /// The event stored under this id, if any (also one stored earlier in this transaction).
+    fn find_event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, LedgerError>;
+    /// A member's balance (0 when never seen). No other transaction may change it before this
+    /// one ends: SQLite has one writer; PostgreSQL locks the group's members first.
+    fn balance(&mut self, actor_id: &str) -> Result<i64, LedgerError>;
+    /// Appends an entry and adds its points to the member's balance.
+    fn append(&mut self, entry: &NewEntry<'_>) -> Result<(), LedgerError>;
+    /// Stores an applied event with its result. Fails if the id is stored already.
+    fn save_event(&mut self, event: &NewEvent<'_>) -> Result<(), LedgerError>;
+    /// Records what became of a batch job's event.
+    fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError>;
+}
