@@ -11,14 +11,14 @@ use std::sync::Arc;
 use fluxflow::actions::{Outcome, Plan, PointsChange};
 use fluxflow::event::Event;
 use fluxflow::graph::{Stacked, StackingKey};
+use fluxflow::ledger::faulty::{Intercepted, Write};
 use fluxflow::ledger::postgres::PostgresStore;
 use fluxflow::ledger::postgres::scratch::ScratchDatabase;
 use fluxflow::ledger::sqlite::SqliteStore;
 use fluxflow::ledger::{
-    ActionWrite, Applied, EventWrite, Fingerprint, HistoryPage, Ledger, LedgerError, LedgerStore, NewJob, PendingEvent,
-    PointsWrite, fingerprint,
+    ActionWrite, Applied, EventWrite, Ledger, LedgerError, LedgerStore, NewJob, PointsWrite, fingerprint,
 };
-use fluxflow::result::{ActionResult, EventResult, Job};
+use fluxflow::result::{ActionResult, EventResult};
 use serde_json::json;
 
 fn event(id: &str, actor: &str) -> Event {
@@ -261,46 +261,16 @@ fn jobs_are_stored_and_pending_events_survive_a_reopen(backend: &dyn Backend) {
     assert!(job.events[0].result.is_some());
 }
 
-/// A store that records how many events each `write_events` call (one transaction) carried.
-struct GroupSizes {
-    inner: Box<dyn LedgerStore>,
-    sizes: Arc<std::sync::Mutex<Vec<usize>>>,
-}
-
-impl LedgerStore for GroupSizes {
-    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
-        self.sizes.lock().unwrap().push(events.len());
-        self.inner.write_events(events)
-    }
-    fn store_job(&self, job: &NewJob) -> Result<(), LedgerError> {
-        self.inner.store_job(job)
-    }
-    fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
-        self.inner.stored_result(event_id)
-    }
-    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
-        self.inner.balance(actor_id)
-    }
-    fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
-        self.inner.history(actor_id, limit, before)
-    }
-    fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {
-        self.inner.job(job_id)
-    }
-    fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError> {
-        self.inner.pending_events()
-    }
-    fn ping(&self) -> Result<(), LedgerError> {
-        self.inner.ping()
-    }
-    fn probe_write(&self) -> Result<(), LedgerError> {
-        self.inner.probe_write()
-    }
-}
-
 fn the_writer_groups_concurrent_events_and_answers_each(backend: &dyn Backend) {
     let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let store = GroupSizes { inner: backend.open(), sizes: Arc::clone(&sizes) };
+    let seen = Arc::clone(&sizes);
+    let hook = move |write: Write<'_>| {
+        if let Write::Events(events) = write {
+            seen.lock().unwrap().push(events.len());
+        }
+        Ok(())
+    };
+    let store = Intercepted::new(Arc::from(backend.open()), Box::new(hook));
     let ledger = Arc::new(Ledger::start(Arc::new(store)).unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
     runtime.block_on(async {
@@ -489,17 +459,15 @@ fn postgres_member_locks_come_before_the_balance_read() {
     assert_eq!(store.balance("ann").unwrap(), 0);
 }
 
-/// A store that fails, without hope of a retry, every transaction holding the event `poison`,
-/// and holds the writer on its first call so the next events wait and commit as one group.
-struct Poisoned {
-    inner: Box<dyn LedgerStore>,
-    calls: std::sync::Mutex<Vec<usize>>,
-}
-
-impl LedgerStore for Poisoned {
-    fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
+fn one_bad_event_does_not_fail_the_events_committed_with_it(backend: &dyn Backend) {
+    // Fails, without hope of a retry, every transaction holding the event `poison`, and holds the
+    // writer on its first call so the next events wait and commit as one group.
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let hook = move |write: Write<'_>| {
+        let Write::Events(events) = write else { return Ok(()) };
         let first = {
-            let mut calls = self.calls.lock().unwrap();
+            let mut calls = seen.lock().unwrap();
             calls.push(events.len());
             calls.len() == 1
         };
@@ -509,36 +477,9 @@ impl LedgerStore for Poisoned {
         if events.iter().any(|e| e.event_id == "poison") {
             return Err(LedgerError::unavailable("this event cannot be stored", false, None));
         }
-        self.inner.write_events(events)
-    }
-    fn store_job(&self, job: &NewJob) -> Result<(), LedgerError> {
-        self.inner.store_job(job)
-    }
-    fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
-        self.inner.stored_result(event_id)
-    }
-    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
-        self.inner.balance(actor_id)
-    }
-    fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
-        self.inner.history(actor_id, limit, before)
-    }
-    fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {
-        self.inner.job(job_id)
-    }
-    fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError> {
-        self.inner.pending_events()
-    }
-    fn ping(&self) -> Result<(), LedgerError> {
-        self.inner.ping()
-    }
-    fn probe_write(&self) -> Result<(), LedgerError> {
-        self.inner.probe_write()
-    }
-}
-
-fn one_bad_event_does_not_fail_the_events_committed_with_it(backend: &dyn Backend) {
-    let store = Arc::new(Poisoned { inner: backend.open(), calls: std::sync::Mutex::new(Vec::new()) });
+        Ok(())
+    };
+    let store = Arc::new(Intercepted::new(Arc::from(backend.open()), Box::new(hook)));
     let ledger = Arc::new(Ledger::start(Arc::clone(&store) as Arc<dyn LedgerStore>).unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
@@ -565,6 +506,6 @@ fn one_bad_event_does_not_fail_the_events_committed_with_it(backend: &dyn Backen
         assert!(!outcomes[2].as_ref().unwrap_err().retryable());
     });
     assert_eq!(ledger.store().balance("ivy").unwrap(), 41);
-    assert!(store.calls.lock().unwrap().contains(&5), "the five went as one group first: {:?}", store.calls);
+    assert!(calls.lock().unwrap().contains(&5), "the five went as one group first: {:?}", calls);
     ledger.close();
 }

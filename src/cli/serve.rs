@@ -47,7 +47,7 @@ fn open_ledger(args: &ServeArgs) -> anyhow::Result<Option<Ledger>> {
     };
     #[cfg(feature = "test-support")]
     let store: Arc<dyn LedgerStore> = match std::env::var_os(crate::ledger::faulty::FAULT_FILE_ENV) {
-        Some(marker) => Arc::new(crate::ledger::faulty::FaultyStore::new(store, marker.into())),
+        Some(marker) => Arc::new(crate::ledger::faulty::faulty(store, marker.into())),
         None => store,
     };
     let ledger = Ledger::start(store)?;

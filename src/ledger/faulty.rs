@@ -1,8 +1,11 @@
-//! A store that fails on demand, for testing how the service behaves when its ledger fails.
-//! Compiled only with the `test-support` feature (the test suite's), never in release builds.
+//! Stores that misbehave on demand, for testing how the service and the writer behave when a
+//! ledger fails. Compiled only with the `test-support` feature (the test suite's), never in
+//! release builds.
 //!
-//! It wraps a real store and fails every write while a marker file exists (reads still work), as a full or read-only disk would; the binary uses it when
-//! `FLUXFLOW_TEST_LEDGER_FAULT_FILE` names that file.
+//! [`Intercepted`] wraps a real store and runs a hook before each write (reads pass through);
+//! the hook may fail the write, hold it, or record what it saw. [`faulty`] is the one the binary
+//! uses when `FLUXFLOW_TEST_LEDGER_FAULT_FILE` names a marker file: every write fails while the
+//! file exists, as on a full or read-only disk.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,33 +16,52 @@ use crate::result::{EventResult, Job};
 /// The environment variable naming the marker file.
 pub const FAULT_FILE_ENV: &str = "FLUXFLOW_TEST_LEDGER_FAULT_FILE";
 
-/// A store that fails while its marker file exists.
-pub struct FaultyStore {
-    inner: Arc<dyn LedgerStore>,
-    marker: PathBuf,
+/// A write, as a hook sees it before the store does.
+#[derive(Clone, Copy)]
+pub enum Write<'a> {
+    /// A group of events.
+    Events(&'a [EventWrite]),
+    /// A batch job.
+    Job,
+    /// A probe write (readiness).
+    Probe,
 }
 
-impl FaultyStore {
-    /// Wraps a store (SQLite or PostgreSQL).
-    pub fn new(inner: Arc<dyn LedgerStore>, marker: PathBuf) -> Self {
-        FaultyStore { inner, marker }
-    }
+/// Runs before each write; an error fails the write, and the store never sees it.
+pub type WriteHook = Box<dyn Fn(Write<'_>) -> Result<(), LedgerError> + Send + Sync>;
 
-    fn check(&self) -> Result<(), LedgerError> {
-        if self.marker.exists() {
+/// A store whose writes pass a hook first.
+pub struct Intercepted {
+    inner: Arc<dyn LedgerStore>,
+    hook: WriteHook,
+}
+
+impl Intercepted {
+    /// Wraps a store (SQLite or PostgreSQL).
+    pub fn new(inner: Arc<dyn LedgerStore>, hook: WriteHook) -> Self {
+        Intercepted { inner, hook }
+    }
+}
+
+/// A store whose writes fail while `marker` exists; reads keep working, so the service must
+/// notice the failure from its writes.
+pub fn faulty(inner: Arc<dyn LedgerStore>, marker: PathBuf) -> Intercepted {
+    let hook = move |_: Write<'_>| {
+        if marker.exists() {
             return Err(LedgerError::unavailable("injected fault: disk I/O error", true, None));
         }
         Ok(())
-    }
+    };
+    Intercepted::new(inner, Box::new(hook))
 }
 
-impl LedgerStore for FaultyStore {
+impl LedgerStore for Intercepted {
     fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
-        self.check()?;
+        (self.hook)(Write::Events(events))?;
         self.inner.write_events(events)
     }
     fn store_job(&self, job: &NewJob) -> Result<(), LedgerError> {
-        self.check()?;
+        (self.hook)(Write::Job)?;
         self.inner.store_job(job)
     }
     fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
@@ -58,11 +80,10 @@ impl LedgerStore for FaultyStore {
         self.inner.pending_events()
     }
     fn ping(&self) -> Result<(), LedgerError> {
-        // Reads keep working while writes fail: the service must still notice.
         self.inner.ping()
     }
     fn probe_write(&self) -> Result<(), LedgerError> {
-        self.check()?;
+        (self.hook)(Write::Probe)?;
         self.inner.probe_write()
     }
 }
