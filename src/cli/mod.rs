@@ -47,8 +47,8 @@ pub struct ServeArgs {
     /// Directory of the embedded ledger.
     #[arg(long, env = "FLUXFLOW_DATA", default_value = "./data")]
     pub data: PathBuf,
-    /// Ledger: `sqlite` (embedded, under --data) or `none` (stateless); postgres:// URLs are refused
-    /// until that backend ships.
+    /// Ledger: `sqlite` (embedded, under --data), `none` (stateless), or a PostgreSQL URL
+    /// (`postgres://user@host:5432/db`; several nodes may share it).
     #[arg(long, env = "FLUXFLOW_LEDGER", default_value = "sqlite")]
     pub ledger: String,
     /// Connections to PostgreSQL each node keeps (with a postgres:// ledger).

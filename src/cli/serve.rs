@@ -43,7 +43,7 @@ fn open_ledger(args: &ServeArgs) -> anyhow::Result<Option<Ledger>> {
             tracing::info!(target = store.target(), pool = args.ledger_pool_size, "ledger open (PostgreSQL)");
             Arc::new(store)
         }
-        other => anyhow::bail!("--ledger must be sqlite or none, got `{other}`"),
+        other => anyhow::bail!("--ledger must be sqlite, none or a postgres:// URL, got `{other}`"),
     };
     #[cfg(feature = "test-support")]
     let store: Arc<dyn LedgerStore> = match std::env::var_os(crate::ledger::faulty::FAULT_FILE_ENV) {
