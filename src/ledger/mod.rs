@@ -485,3 +485,19 @@ fn write_loop(store: &dyn LedgerStore, queue: &mpsc::Receiver<Write>, healthy: &
 fn note_health<T>(healthy: &AtomicBool, outcome: &Result<T, LedgerError>) {
     healthy.store(outcome.is_ok(), Ordering::Release);
 }
+
+/// A failure that is not the database's own (a poisoned lock, a stored value that does not
+/// decode): retrying cannot help.
+pub(crate) fn broken(message: impl std::fmt::Display) -> LedgerError {
+    LedgerError::unavailable(message.to_string(), false, None)
+}
+
+/// Now, in µs since the epoch: how the stores write times.
+pub(crate) fn now_micros() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}
+
+/// A stored time (µs since the epoch) as RFC 3339, as the API shows it.
+pub(crate) fn rfc3339(micros: i64) -> String {
+    jiff::Timestamp::from_microsecond(micros).map_or_else(|_| micros.to_string(), |t| t.to_string())
+}

@@ -29,7 +29,7 @@ use super::posting::post;
 use super::tx::{LedgerTx, NewEntry, NewEvent, StoredEvent};
 use super::{
     ActionWrite, Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob,
-    PendingEvent,
+    PendingEvent, broken, now_micros, rfc3339,
 };
 use crate::event::Event;
 use crate::result::{EventResult, EventState, Job, JobEvent};
@@ -188,18 +188,6 @@ fn pool_error(e: PoolError) -> LedgerError {
 
 fn timed_out() -> LedgerError {
     LedgerError::unavailable("PostgreSQL did not answer in time", true, None)
-}
-
-fn broken(message: impl std::fmt::Display) -> LedgerError {
-    LedgerError::unavailable(message.to_string(), false, None)
-}
-
-fn now_micros() -> i64 {
-    jiff::Timestamp::now().as_microsecond()
-}
-
-fn rfc3339(micros: i64) -> String {
-    jiff::Timestamp::from_microsecond(micros).map_or_else(|_| micros.to_string(), |t| t.to_string())
 }
 
 /// The PostgreSQL ledger.

@@ -70,7 +70,7 @@ fn apply<T: LedgerTx + ?Sized>(
             actor = Some(points.actor_id.as_str());
             write_points(tx, posting.event_id, points, now)
         }
-        None => Err(LedgerError::unavailable("a stacking key without its action", false, None)),
+        None => Err(super::broken("a stacking key without its action")),
     };
     let stacked = stack(posting.stacking, decide)?;
     let result = build(&stacked);

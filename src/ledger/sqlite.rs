@@ -11,6 +11,7 @@ use super::posting::post;
 use super::tx::{LedgerTx, NewEntry, NewEvent, StoredEvent};
 use super::{
     Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
+    broken, now_micros, rfc3339,
 };
 use crate::event::Event;
 use crate::result::{EventResult, EventState, Job, JobEvent};
@@ -116,19 +117,6 @@ fn unavailable(e: rusqlite::Error) -> LedgerError {
         Some(C::DatabaseBusy | C::DatabaseLocked | C::SystemIoFailure | C::DiskFull | C::CannotOpen | C::OutOfMemory)
     );
     LedgerError::unavailable("SQLite failed", retryable, Some(std::sync::Arc::new(e)))
-}
-
-/// A failure that is not SQLite's own (a poisoned lock, a stored value that does not decode).
-fn broken(message: impl std::fmt::Display) -> LedgerError {
-    LedgerError::unavailable(message.to_string(), false, None)
-}
-
-fn now_micros() -> i64 {
-    jiff::Timestamp::now().as_microsecond()
-}
-
-fn rfc3339(micros: i64) -> String {
-    jiff::Timestamp::from_microsecond(micros).map_or_else(|_| micros.to_string(), |t| t.to_string())
 }
 
 impl SqliteStore {
