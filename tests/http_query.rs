@@ -5,7 +5,6 @@
 mod common;
 
 use common::{EXAMPLE_EVENT, Server};
-use serde_json::Value;
 
 /// One route: method, route pattern, a path that matches it, a body that it accepts, and the
 /// parameters it takes.
@@ -33,19 +32,6 @@ fn routes() -> Vec<Route> {
         route("GET", "/readyz", "/readyz", "", &[]),
         route("GET", "/metrics", "/metrics", "", &[]),
     ]
-}
-
-fn send(server: &Server, method: &str, path_and_query: &str, body: &str) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let response = server
-        .client
-        .request(method, server.url(path_and_query))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().unwrap_or(Value::Null))
 }
 
 fn server() -> Server {
@@ -78,7 +64,7 @@ fn every_route_refuses_an_unknown_or_misspelled_query_parameter_and_names_it() {
             queries.push(format!("{first}=1&{unknown}=1"));
         }
         for query in queries {
-            let (status, body) = send(&server, route.method, &format!("{}?{query}", route.path), &route.body);
+            let (status, body) = server.request(route.method, &format!("{}?{query}", route.path), &route.body);
             let message = body["error"].as_str().unwrap_or("");
             let named = format!("unknown query parameter `{unknown}` {expected_hint}");
             if status != 400 || body["code"] != "invalid_query" || message != named {
@@ -89,7 +75,7 @@ fn every_route_refuses_an_unknown_or_misspelled_query_parameter_and_names_it() {
             }
         }
         // Without a query the same request is not refused for its query.
-        let (status, body) = send(&server, route.method, route.path, &route.body);
+        let (status, body) = server.request(route.method, route.path, &route.body);
         if status == 400 {
             failures.push(format!("{} {} without a query: got {status} {body}", route.method, route.path));
         }
@@ -101,15 +87,15 @@ fn every_route_refuses_an_unknown_or_misspelled_query_parameter_and_names_it() {
 #[test]
 fn the_parameters_a_route_takes_still_work_and_are_checked() {
     let server = server();
-    let (status, traced) = send(&server, "POST", "/v1/events?trace=true", EXAMPLE_EVENT);
+    let (status, traced) = server.request("POST", "/v1/events?trace=true", EXAMPLE_EVENT);
     assert_eq!(status, 200, "{traced}");
     assert!(traced.get("trace").is_some(), "{traced}");
-    let (status, plain) = send(&server, "POST", "/v1/events?trace=false", EXAMPLE_EVENT);
+    let (status, plain) = server.request("POST", "/v1/events?trace=false", EXAMPLE_EVENT);
     assert_eq!((status, plain.get("trace")), (200, None), "{plain}");
-    let (status, page) = send(&server, "GET", "/v1/actors/user_42/ledger?limit=1", "");
+    let (status, page) = server.request("GET", "/v1/actors/user_42/ledger?limit=1", "");
     assert_eq!((status, page["entries"].as_array().map(Vec::len)), (200, Some(1)), "{page}");
     let cursor = page["next_cursor"].as_str().unwrap();
-    let (status, next) = send(&server, "GET", &format!("/v1/actors/user_42/ledger?limit=1&cursor={cursor}"), "");
+    let (status, next) = server.request("GET", &format!("/v1/actors/user_42/ledger?limit=1&cursor={cursor}"), "");
     assert_eq!((status, next["entries"].as_array().map(Vec::len)), (200, Some(1)), "{next}");
 
     for (path, message) in [
@@ -121,7 +107,7 @@ fn the_parameters_a_route_takes_still_work_and_are_checked() {
         ("/v1/actors/user_42/ledger?page=2", "unknown query parameter `page` (allowed: limit, cursor)"),
     ] {
         let method = if path.starts_with("/v1/events") { "POST" } else { "GET" };
-        let (status, body) = send(&server, method, path, EXAMPLE_EVENT);
+        let (status, body) = server.request(method, path, EXAMPLE_EVENT);
         assert_eq!(
             (status, body["code"].as_str(), body["error"].as_str()),
             (400, Some("invalid_query"), Some(message)),
@@ -134,11 +120,11 @@ fn the_parameters_a_route_takes_still_work_and_are_checked() {
 #[test]
 fn a_wrong_method_or_path_is_still_405_or_404_whatever_the_query() {
     let server = server();
-    assert_eq!(send(&server, "DELETE", "/healthz?x=1", "").1["code"], "method_not_allowed");
-    assert_eq!(send(&server, "GET", "/v1/events?Trace=1", "").1["code"], "method_not_allowed");
-    assert_eq!(send(&server, "GET", "/v1/nothing?x=1", "").1["code"], "not_found");
-    assert_eq!(send(&server, "HEAD", "/healthz", "").0, 200);
-    assert_eq!(send(&server, "HEAD", "/healthz?x=1", "").0, 400);
+    assert_eq!(server.request("DELETE", "/healthz?x=1", "").1["code"], "method_not_allowed");
+    assert_eq!(server.request("GET", "/v1/events?Trace=1", "").1["code"], "method_not_allowed");
+    assert_eq!(server.request("GET", "/v1/nothing?x=1", "").1["code"], "not_found");
+    assert_eq!(server.request("HEAD", "/healthz", "").0, 200);
+    assert_eq!(server.request("HEAD", "/healthz?x=1", "").0, 400);
 }
 
 #[test]
@@ -155,12 +141,12 @@ fn a_mistyped_simulate_wrapper_key_is_named_as_a_key_of_the_request() {
         (r#"{"type": "purchase", "evnts": []}"#.to_owned(), "events[0]: unknown field `evnts`"),
         (r#"{"actor_id": "ann"}"#.to_owned(), "events[0]: missing field `type`"),
     ] {
-        let (status, answer) = send(&server, "POST", "/v1/simulate", &body);
+        let (status, answer) = server.request("POST", "/v1/simulate", &body);
         assert_eq!(status, 400, "{body}: {answer}");
         assert_eq!(answer["code"], "invalid_event", "{body}: {answer}");
         let error = answer["error"].as_str().unwrap();
         assert!(error.starts_with(message), "{body}: expected `{message}`, got `{error}`");
     }
-    let (status, ok) = send(&server, "POST", "/v1/simulate", &format!(r#"{{"events": [{EXAMPLE_EVENT}]}}"#));
+    let (status, ok) = server.request("POST", "/v1/simulate", &format!(r#"{{"events": [{EXAMPLE_EVENT}]}}"#));
     assert_eq!(status, 200, "{ok}");
 }

@@ -91,15 +91,14 @@ impl Rules {
         self.graph.scenarios.iter().find(|s| s.id == scenario_id).and_then(|s| s.group)
     }
 
-    /// The stacking keys of an evaluation's planned actions, in order.
+    /// What stacking needs of each planned action of an evaluation, in order: its scenario and
+    /// that scenario's exclusive group.
     pub fn stacking_keys(&self, evaluation: &Evaluation) -> Vec<StackingKey> {
-        evaluation.planned.iter().map(|p| self.stacking_key(p)).collect()
-    }
-
-    /// What stacking needs of a planned action: its scenario and that scenario's exclusive group.
-    pub fn stacking_key(&self, planned: &PlannedAction) -> StackingKey {
-        let group = self.graph.scenarios.get(planned.scenario as usize).and_then(|s| s.group);
-        StackingKey { scenario: planned.scenario, group }
+        let key = |planned: &PlannedAction| {
+            let group = self.graph.scenarios.get(planned.scenario as usize).and_then(|s| s.group);
+            StackingKey { scenario: planned.scenario, group }
+        };
+        evaluation.planned.iter().map(key).collect()
     }
 
     /// Every compiled action, by index.

@@ -26,11 +26,6 @@ pub struct Stacked {
 }
 
 impl Stacked {
-    /// Outcomes of plans carried out as planned, no scenario excluded (for tests and tools).
-    pub fn all(outcomes: impl IntoIterator<Item = Outcome>) -> Stacked {
-        Stacked { outcomes: outcomes.into_iter().map(Some).collect(), excluded: Vec::new() }
-    }
-
     /// The scenario that excluded `scenario`, if it was excluded.
     pub fn excluded_by(&self, scenario: u32) -> Option<u32> {
         self.excluded.iter().find(|(s, _)| *s == scenario).map(|(_, by)| *by)

@@ -319,6 +319,20 @@ pub struct HistoryPage {
     pub next_cursor: Option<String>,
 }
 
+impl HistoryPage {
+    /// A page from up to `limit + 1` entries read newest first: the one past the limit only
+    /// says that an older page exists.
+    pub fn of(actor_id: &str, mut entries: Vec<Entry>, limit: usize) -> HistoryPage {
+        let next_cursor = if entries.len() > limit {
+            entries.truncate(limit);
+            entries.last().map(|e| e.entry_id.to_string())
+        } else {
+            None
+        };
+        HistoryPage { actor_id: actor_id.to_owned(), entries, next_cursor }
+    }
+}
+
 /// What a ledger backend must do. Every method is blocking; the engine calls them from worker
 /// threads or `spawn_blocking`.
 pub trait LedgerStore: Send + Sync {

@@ -703,7 +703,7 @@ impl LedgerStore for PostgresStore {
             )
             .await
         })?;
-        let mut entries = rows
+        let entries = rows
             .iter()
             .map(|row| {
                 let kind: &str = get(row, 6)?;
@@ -721,13 +721,7 @@ impl LedgerStore for PostgresStore {
                 })
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;
-        let next_cursor = if entries.len() > limit {
-            entries.truncate(limit);
-            entries.last().map(|e| e.entry_id.to_string())
-        } else {
-            None
-        };
-        Ok(HistoryPage { actor_id: actor_id.to_owned(), entries, next_cursor })
+        Ok(HistoryPage::of(actor_id, entries, limit))
     }
 
     fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {

@@ -265,7 +265,7 @@ impl LedgerStore for SqliteStore {
     }
 
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
-        let mut entries = self.read(|conn| {
+        let entries = self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT entry_id, actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at
                  FROM entries WHERE actor_id = ?1 AND entry_id < ?2 ORDER BY entry_id DESC LIMIT ?3",
@@ -286,13 +286,7 @@ impl LedgerStore for SqliteStore {
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
-        let next_cursor = if entries.len() > limit {
-            entries.truncate(limit);
-            entries.last().map(|e| e.entry_id.to_string())
-        } else {
-            None
-        };
-        Ok(HistoryPage { actor_id: actor_id.to_owned(), entries, next_cursor })
+        Ok(HistoryPage::of(actor_id, entries, limit))
     }
 
     fn job(&self, job_id: &str) -> Result<Option<Job>, LedgerError> {

@@ -140,9 +140,15 @@ impl Server {
 
     /// POSTs JSON text; returns status and the body as JSON.
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        self.request("POST", path, body)
+    }
+
+    /// Sends JSON text with any method; returns status and the body as JSON (null when none).
+    pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let response = self
             .client
-            .post(self.url(path))
+            .request(method, self.url(path))
             .header("content-type", "application/json")
             .body(body.to_owned())
             .send()
