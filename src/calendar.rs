@@ -362,15 +362,15 @@ impl Period {
         matches!(self, Period::RollingDays(_) | Period::RollingHours(_))
     }
 
-    /// The instants `[start, end)` of the period that holds `at`. A rolling window ends just
-    /// after `at` (the event itself counts); calendar periods follow the zone's wall clock, so a
+    /// The instants `[start, end)` of the period that holds `at`. A rolling window ends one
+    /// microsecond (the ledger's resolution) after `at`, so the event itself counts; calendar periods follow the zone's wall clock, so a
     /// day across a daylight-saving change is 23 or 25 hours long.
     pub fn bounds(self, at: Timestamp, zone: &Zone) -> (Timestamp, Timestamp) {
         let local = zone.civil(at).date();
         let start_of = |date: Date| zone.instant(date.to_datetime(Time::midnight()));
         let after = |date: Result<Date, jiff::Error>| date.map_or(Timestamp::MAX, start_of);
         let hours = |n: u32| jiff::SignedDuration::from_hours(i64::from(n));
-        let just_after = at.checked_add(jiff::SignedDuration::from_nanos(1)).unwrap_or(Timestamp::MAX);
+        let just_after = at.checked_add(jiff::SignedDuration::from_micros(1)).unwrap_or(Timestamp::MAX);
         match self {
             Period::Day => (start_of(local), after(local.tomorrow())),
             Period::Week => {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::actions::Outcome;
 use crate::event::Event;
 use crate::graph::{Evaluation, Rules, Stacked, Trace};
 
@@ -68,7 +69,11 @@ impl EventResult {
                     action_id: entry.id.clone(),
                     action_type: entry.action_type.clone(),
                     success: outcome.success(),
-                    message: entry.action.message(outcome, event),
+                    message: match outcome {
+                        // The same words for every action type.
+                        Outcome::LimitReached(limit) => format!("limit reached: {}", limit.describe()),
+                        outcome => entry.action.message(outcome, event),
+                    },
                     code: outcome.code().map(str::to_owned),
                     points: outcome.points(),
                 })

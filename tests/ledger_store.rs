@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use fluxflow::actions::{Outcome, Plan, PointsChange};
 use fluxflow::event::Event;
-use fluxflow::graph::{Stacked, StackingKey};
+use fluxflow::calendar::{Period, Zone};
+use fluxflow::graph::limits::{ActorWindow, BudgetKey, Counter, Usage};
+use fluxflow::graph::{ScenarioLimits, Stacked, StackingKey};
+use fluxflow::rules::loyalty::{Limit, LimitCap, LimitScope};
 use fluxflow::ledger::faulty::{Intercepted, Write};
 use fluxflow::ledger::postgres::PostgresStore;
 use fluxflow::ledger::postgres::scratch::ScratchDatabase;
@@ -45,6 +48,7 @@ fn write(ev: &Event, actions: Vec<ActionWrite>) -> EventWrite {
         fingerprint: fingerprint(ev),
         actions,
         stacking,
+        limits: vec![],
         job: None,
         event: Arc::new(ev.clone()),
         build_result: Box::new(move |stacked: &Stacked| EventResult {
@@ -196,7 +200,60 @@ ledger_suite!(
     concurrent_deductions_on_every_node_never_overdraw,
     a_schema_newer_than_the_binary_is_refused,
     one_bad_event_does_not_fail_the_events_committed_with_it,
+    limits_see_the_uses_written_earlier_in_the_same_group,
 );
+
+/// Scenario 0 of every write, with limits: 2 times a day per member, and a 100-point budget.
+fn limited(write: &mut EventWrite) {
+    let limit = |per, cap, period| Limit { per, cap, period };
+    write.limits = vec![Arc::new(ScenarioLimits {
+        scenario: 0,
+        scenario_id: "sc".into(),
+        limits: vec![
+            limit(LimitScope::Actor, LimitCap::Times(2), Period::Day),
+            limit(LimitScope::Scenario, LimitCap::Points(100), Period::Lifetime),
+        ]
+        .into(),
+        zone: Zone::named("Europe/Berlin").unwrap(),
+    })];
+}
+
+/// A store's reads inside a group see the group's own earlier writes (PostgreSQL sends them
+/// ahead of each read): three events of one member in one group are awarded twice, and the
+/// budget cuts across members and groups.
+fn limits_see_the_uses_written_earlier_in_the_same_group(backend: &dyn Backend) {
+    let store = backend.open();
+    let at = |id: &str, actor: &str| {
+        Event::from_value(json!({"id": id, "type": "t", "actor_id": actor, "occurred_at": "2026-11-02T10:00:00Z"}))
+            .unwrap()
+    };
+    let writes: Vec<EventWrite> = ["a1", "a2", "a3"]
+        .iter()
+        .map(|id| {
+            let mut w = write(&at(id, "ann"), vec![points("ann", 40)]);
+            limited(&mut w);
+            w
+        })
+        .collect();
+    let answers = store.write_events(&writes).unwrap();
+    let codes: Vec<Option<String>> = answers
+        .iter()
+        .map(|a| match a {
+            Applied::Fresh(r) => r.actions_executed[0].code.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(codes, [None, None, Some("limit_reached".into())]);
+    let mut bob = write(&at("b1", "bob"), vec![points("bob", 40)]);
+    limited(&mut bob);
+    let Applied::Fresh(cut) = &store.write_events(&[bob]).unwrap()[0] else { panic!() };
+    assert_eq!(cut.actions_executed[0].points, Some(20), "the budget's last 20 points");
+    let day = ActorWindow { scenario_id: "sc", actor_id: "ann", from: 0, to: i64::MAX };
+    assert_eq!(store.usage(&Counter::Actor(day)).unwrap(), Usage { times: 2, points: 80 });
+    let budget = BudgetKey { scenario_id: "sc", period: Period::Lifetime, start: 0 };
+    assert_eq!(store.usage(&Counter::Budget(budget)).unwrap(), Usage { times: 3, points: 100 });
+    assert_eq!(store.balance("bob").unwrap(), 20);
+}
 
 fn exactly_once_conflicts_and_balances(backend: &dyn Backend) {
     let store = backend.open();

@@ -13,6 +13,7 @@ use std::fmt;
 
 use crate::event::Event;
 use crate::expr::Unknown;
+use crate::rules::loyalty::Limit;
 use crate::rules::{ActionDef, Diagnostics};
 
 /// A kind of action, as named by `type:` in the rules file.
@@ -82,6 +83,15 @@ pub enum Outcome {
         /// The member's balance.
         balance: i64,
     },
+    /// A limit of the scenario was reached: nothing was done.
+    LimitReached(Limit),
+    /// An award cut to what a `points` limit left (`change` is what was awarded).
+    Capped {
+        /// The points awarded.
+        change: PointsChange,
+        /// The limit that cut it.
+        limit: Limit,
+    },
 }
 
 impl Outcome {
@@ -100,18 +110,20 @@ impl Outcome {
             Outcome::Failed(Failure::NoActor) => Some("no_actor"),
             Outcome::Failed(_) => Some("formula_invalid"),
             Outcome::InsufficientBalance { .. } => Some("insufficient_balance"),
+            Outcome::LimitReached(_) => Some("limit_reached"),
+            Outcome::Capped { .. } => None,
         }
     }
 
     /// True when the action did what it meant to.
     pub fn success(&self) -> bool {
-        matches!(self, Outcome::Done(_))
+        matches!(self, Outcome::Done(_) | Outcome::Capped { .. })
     }
 
     /// The signed points moved, for a successful points action.
     pub fn points(&self) -> Option<i64> {
         match self {
-            Outcome::Done(Plan::Points(change)) => Some(change.amount),
+            Outcome::Done(Plan::Points(change)) | Outcome::Capped { change, .. } => Some(change.amount),
             _ => None,
         }
     }

@@ -239,7 +239,7 @@ impl Action for RewardPointsAction {
             Amount::Fixed(_) => "",
         };
         match outcome {
-            Outcome::Done(Plan::Points(change)) => {
+            Outcome::Done(Plan::Points(change)) | Outcome::Capped { change, .. } => {
                 let (verb, preposition) = match self.operation {
                     Operation::Award => ("Awarded", "to"),
                     Operation::Deduct => ("Deducted", "from"),
@@ -248,6 +248,9 @@ impl Action for RewardPointsAction {
                 if let Some(reason) = self.reason.as_deref().filter(|r| !r.is_empty()) {
                     message.push_str(" \u{2014} ");
                     message.push_str(reason);
+                }
+                if matches!(outcome, Outcome::Capped { .. }) {
+                    message.push_str(" (capped by limit)");
                 }
                 message
             }
@@ -267,6 +270,7 @@ impl Action for RewardPointsAction {
                 }
             },
             Outcome::Done(Plan::Nothing) => String::new(),
+            Outcome::LimitReached(_) => String::new(),
             Outcome::InsufficientBalance { wanted, balance } => {
                 format!("cannot deduct {wanted} points from {actor}: the balance is {balance}")
             }

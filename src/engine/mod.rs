@@ -26,12 +26,13 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::actions::{ActionRegistry, Outcome};
+use crate::actions::{ActionRegistry, Outcome, Plan, PointsChange};
 use crate::event::Event;
 use crate::expr::Reason;
 use crate::facts::Facts;
+use crate::graph::limits::{Asked, Room, Usage};
 use crate::graph::stacking::stack;
-use crate::graph::{Evaluation, LoadError, Rules};
+use crate::graph::{Evaluation, LoadError, Rules, ScenarioLimits};
 use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, fingerprint};
 use crate::result::Job;
 use crate::rules::EngineSettings;
@@ -504,7 +505,7 @@ impl Engine {
             }
         };
         result.trace = trace.map(|mut trace| {
-            trace.mark_excluded(&live.rules, &result.scenarios_matched);
+            trace.mark_outcomes(&live.rules, &result);
             trace
         });
         Ok(result)
@@ -516,6 +517,7 @@ impl Engine {
         let event = &task.event;
         let actions = ActionWrite::for_plans(&live.rules, &evaluation.planned, event.actor_id.as_deref());
         let stacking = live.rules.stacking_keys(evaluation);
+        let limits = live.rules.limits_of(evaluation);
         let (live, event, evaluation, started) =
             (Arc::clone(live), Arc::clone(event), evaluation.clone(), task.enqueued);
         EventWrite {
@@ -524,6 +526,7 @@ impl Engine {
             fingerprint: fingerprint(&event),
             actions,
             stacking,
+            limits,
             job: task.job.clone(),
             event: Arc::clone(&event),
             build_result: Box::new(move |stacked| {
@@ -643,18 +646,35 @@ pub fn evaluate_stateless(rules: &Rules, event: &Event, trace: bool) -> EventRes
     let trace = rules.evaluate_maybe_traced(&Facts::of(event), &mut evaluation, trace);
     let mut result = planned_result(rules, event, &evaluation, started);
     result.trace = trace.map(|mut trace| {
-        trace.mark_excluded(rules, &result.scenarios_matched);
+        trace.mark_outcomes(rules, &result);
         trace
     });
     result
 }
 
 /// The result of an evaluation whose plans are carried out as planned (no ledger to refuse one),
-/// stacked: of an exclusive group only the first scenario with a successful plan acts.
+/// stacked: of an exclusive group only the first scenario with a successful plan acts. Limits
+/// see no earlier use (nothing is remembered without a ledger): only this event counts.
 pub(crate) fn planned_result(rules: &Rules, event: &Event, evaluation: &Evaluation, started: Instant) -> EventResult {
     let keys = rules.stacking_keys(evaluation);
-    // `keys` has one entry per planned action, so every index is in range.
-    let plans = |i: usize| Ok::<_, Infallible>(Outcome::of_plan(evaluation.planned[i].plan));
+    let limits = rules.limits_of(evaluation);
+    let plans = |scenario: u32, actions: std::ops::Range<usize>, outcomes: &mut Vec<Option<Outcome>>| {
+        let unused = |limited: &Arc<ScenarioLimits>| Room::new(limited.limits.iter().map(|&l| (l, Usage::default())));
+        let mut room = limits.iter().find(|l| l.scenario == scenario).map_or_else(Room::default, unused);
+        // `keys` has one entry per planned action, so every index is in range.
+        for planned in &evaluation.planned[actions] {
+            let outcome = match planned.plan {
+                Plan::Points(change) => {
+                    let carried_out = |amount| Ok::<_, Infallible>(Outcome::Done(Plan::Points(PointsChange { amount, ..change })));
+                    room.admit(Asked::Points(change.amount), carried_out)
+                }
+                plan => room.admit(Asked::Decided(Outcome::of_plan(plan)), |_| Ok(Outcome::of_plan(plan))),
+            };
+            let Ok(outcome) = outcome;
+            outcomes.push(Some(outcome));
+        }
+        Ok::<_, Infallible>(())
+    };
     let Ok(stacked) = stack(&keys, plans);
     EventResult::build(rules, event, evaluation, &stacked, started.elapsed())
 }

@@ -87,12 +87,14 @@ pub fn simulate_from(
         let mut trace = rules.evaluate_traced(&Facts::of(event), &mut evaluation);
         let actions = ActionWrite::for_plans(rules, &evaluation.planned, event.actor_id.as_deref());
         let stacking = rules.stacking_keys(&evaluation);
+        let limits = rules.limits_of(&evaluation);
         let posting = Posting {
             event_id: &event.id,
             fresh_id: event.generated_id,
             fingerprint: &fp,
             actions: &actions,
             stacking: &stacking,
+            limits: &limits,
             job: None,
             event,
         };
@@ -115,7 +117,7 @@ pub fn simulate_from(
                 balance_after: m.balance_after,
             })
             .collect();
-        trace.mark_excluded(rules, &result.scenarios_matched);
+        trace.mark_outcomes(rules, &result);
         result.trace = Some(trace);
         result.replayed = verdict == LedgerVerdict::Replay;
         let mut touched = BTreeMap::new();

@@ -3,15 +3,18 @@
 
 mod evaluate;
 mod index;
+pub mod limits;
 pub mod stacking;
 pub mod trace;
 
 use rustc_hash::FxHashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 pub use evaluate::{Evaluation, PlannedAction};
+pub use limits::ScenarioLimits;
 pub use stacking::{Stacked, StackingKey};
 pub use trace::Trace;
 
@@ -101,6 +104,18 @@ impl Rules {
         evaluation.planned.iter().map(key).collect()
     }
 
+    /// The limits of the scenarios that planned actions in an evaluation, in evaluation order
+    /// (empty, without allocating, when none has limits).
+    pub fn limits_of(&self, evaluation: &Evaluation) -> Vec<Arc<ScenarioLimits>> {
+        let limited = |&scenario: &u32| self.graph.scenarios.get(scenario as usize)?.limits.clone();
+        evaluation.matched.iter().filter_map(limited).collect()
+    }
+
+    /// True when some scenario has limits.
+    pub fn has_limits(&self) -> bool {
+        self.graph.scenarios.iter().any(|s| s.limits.is_some())
+    }
+
     /// Every compiled action, by index.
     pub fn actions(&self) -> impl Iterator<Item = &ActionEntry> {
         self.graph.actions.iter()
@@ -146,6 +161,8 @@ struct CompiledScenario {
     schedule: Option<Schedule>,
     /// Its exclusive group, by index into [`Graph::groups`].
     group: Option<u32>,
+    /// Its limits, when it has any.
+    limits: Option<Arc<ScenarioLimits>>,
     children: Box<[GraphNode]>,
 }
 
@@ -200,6 +217,14 @@ impl Graph {
                 sources: scenario.sources.iter().map(|s| s.to_lowercase().into()).collect(),
                 schedule: scenario.schedule.as_ref().map(|s| s.0.clone()),
                 group,
+                limits: (!scenario.limits.is_empty()).then(|| {
+                    Arc::new(ScenarioLimits {
+                        scenario: index,
+                        scenario_id: scenario.id.clone(),
+                        limits: scenario.limits.as_slice().into(),
+                        zone: file.programme.timezone.clone(),
+                    })
+                }),
                 children,
             });
         }

@@ -4,6 +4,8 @@
 //! known only when it is applied (a ledger can refuse a deduction or a limit), so this runs
 //! where outcomes are decided: inside a store's transaction, or over plans without a ledger.
 
+use std::ops::Range;
+
 use crate::actions::Outcome;
 
 /// A planned action's scenario and that scenario's group.
@@ -33,8 +35,10 @@ impl Stacked {
 }
 
 /// Decides the outcome of each planned action in order (`keys`, one per action, grouped by
-/// scenario as evaluation plans them), calling `decide` only for the actions of scenarios that
-/// are not excluded; the first error of `decide` stops it (a store's write failed).
+/// scenario as evaluation plans them), one scenario at a time: `decide` gets a scenario and the
+/// range of its actions in `keys`, and pushes one outcome per action onto `outcomes`. It is
+/// called only for scenarios that are not excluded; its first error stops it (a store's write
+/// failed).
 ///
 /// ```
 /// use fluxflow::actions::{Failure, Outcome, Plan};
@@ -45,15 +49,21 @@ impl Stacked {
 ///     StackingKey { scenario: 2, group: Some(0) },
 /// ];
 /// // The first offer fails (say, its budget is spent): the second acts, the third is excluded.
-/// let decide = |i| Ok::<_, std::convert::Infallible>(match i {
-///     0 => Outcome::Failed(Failure::NoActor),
-///     _ => Outcome::Done(Plan::Nothing),
-/// });
+/// let decide = |scenario, _actions, outcomes: &mut Vec<Option<Outcome>>| {
+///     outcomes.push(Some(match scenario {
+///         0 => Outcome::Failed(Failure::NoActor),
+///         _ => Outcome::Done(Plan::Nothing),
+///     }));
+///     Ok::<_, std::convert::Infallible>(())
+/// };
 /// let Ok(stacked) = stack(&keys, decide);
 /// assert_eq!(stacked.excluded, [(2, 1)]);
 /// assert_eq!(stacked.outcomes[2], None);
 /// ```
-pub fn stack<E>(keys: &[StackingKey], mut decide: impl FnMut(usize) -> Result<Outcome, E>) -> Result<Stacked, E> {
+pub fn stack<E>(
+    keys: &[StackingKey],
+    mut decide: impl FnMut(u32, Range<usize>, &mut Vec<Option<Outcome>>) -> Result<(), E>,
+) -> Result<Stacked, E> {
     let mut stacked = Stacked { outcomes: Vec::with_capacity(keys.len()), excluded: Vec::new() };
     // (group, scenario that took it); groups per event are few.
     let mut taken: Vec<(u32, u32)> = Vec::new();
@@ -67,12 +77,12 @@ pub fn stack<E>(keys: &[StackingKey], mut decide: impl FnMut(usize) -> Result<Ou
                 stacked.outcomes.extend((start..end).map(|_| None));
             }
             None => {
-                let mut acted = false;
-                for i in start..end {
-                    let outcome = decide(i)?;
-                    acted |= outcome.success();
-                    stacked.outcomes.push(Some(outcome));
+                decide(key.scenario, start..end, &mut stacked.outcomes)?;
+                if stacked.outcomes.len() != end {
+                    // A decider that pushed too few or too many would shift every later outcome.
+                    stacked.outcomes.resize(end, None);
                 }
+                let acted = stacked.outcomes[start..end].iter().flatten().any(Outcome::success);
                 if let (Some(group), true) = (key.group, acted) {
                     taken.push((group, key.scenario));
                 }

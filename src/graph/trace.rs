@@ -14,6 +14,9 @@ use crate::event::Event;
 use crate::expr::Truth;
 use crate::expr::eval::resolve;
 
+/// The code of an action a limit refused.
+const LIMIT_REACHED: &str = "limit_reached";
+
 /// Why a scenario was or was not entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -95,6 +98,10 @@ pub struct ScenarioTrace {
     /// For an excluded scenario: the scenario of its exclusive group that acted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub excluded_by: Option<String>,
+    /// For a scenario a limit refused (an action failed with `limit_reached`): which limit, in
+    /// words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_reached: Option<String>,
     /// Its nodes in depth-first file order (for entered scenarios).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeTrace>,
@@ -105,6 +112,9 @@ impl ScenarioTrace {
     pub fn why_not(&self) -> Option<String> {
         if let Some(by) = &self.excluded_by {
             return Some(format!("excluded: scenario `{by}` of its exclusive group acted"));
+        }
+        if let Some(limit) = &self.limit_reached {
+            return Some(limit.clone());
         }
         if self.matched {
             return None;
@@ -167,6 +177,7 @@ impl Tracer for Recorder<'_> {
             status,
             matched: false,
             excluded_by: None,
+            limit_reached: None,
             nodes: Vec::new(),
         });
     }
@@ -224,6 +235,7 @@ impl Trace {
             status,
             matched: false,
             excluded_by: None,
+            limit_reached: None,
             nodes: Vec::new(),
         };
         for (index, scenario) in graph.scenarios.iter().enumerate() {
@@ -236,20 +248,28 @@ impl Trace {
         }
     }
 
-    /// Marks the scenarios that stacking excluded, naming the one of their group that acted: a
-    /// scenario that reached an action but is not among the result's matched scenarios (a
-    /// scenario whose actions all failed stays matched).
-    pub fn mark_excluded(&mut self, rules: &super::Rules, scenarios_matched: &[String]) {
+    /// Marks what was decided once the actions were applied: the scenarios that stacking
+    /// excluded, naming the one of their group that acted (a scenario that reached an action but
+    /// is not among the result's matched scenarios; a scenario whose actions all failed stays
+    /// matched), and the scenarios a limit refused.
+    pub fn mark_outcomes(&mut self, rules: &super::Rules, result: &crate::result::EventResult) {
+        let matched = &result.scenarios_matched;
         for entry in self.scenarios.iter_mut().filter(|s| s.matched) {
-            if scenarios_matched.contains(&entry.scenario_id) {
+            if !matched.contains(&entry.scenario_id) {
+                let group = rules.group_of(&entry.scenario_id);
+                if let Some(by) = matched.iter().find(|id| group.is_some() && rules.group_of(id) == group) {
+                    entry.status = ScenarioStatus::Excluded;
+                    entry.excluded_by = Some(by.clone());
+                }
                 continue;
             }
-            let group = rules.group_of(&entry.scenario_id);
-            let by = scenarios_matched.iter().find(|id| group.is_some() && rules.group_of(id) == group);
-            if let Some(by) = by {
-                entry.status = ScenarioStatus::Excluded;
-                entry.excluded_by = Some(by.clone());
-            }
+            // Action ids are unique in a file: a refused action names its scenario.
+            let reached = |id: &str| entry.nodes.iter().any(|n| n.kind == "action" && n.id == id);
+            let refused = result
+                .actions_executed
+                .iter()
+                .find(|a| a.code.as_deref() == Some(LIMIT_REACHED) && reached(&a.action_id));
+            entry.limit_reached = refused.map(|a| a.message.clone());
         }
     }
 

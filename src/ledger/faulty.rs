@@ -70,6 +70,9 @@ impl LedgerStore for Intercepted {
     fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
         self.inner.balance(actor_id)
     }
+    fn usage(&self, counter: &crate::graph::limits::Counter<'_>) -> Result<crate::graph::limits::Usage, LedgerError> {
+        self.inner.usage(counter)
+    }
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
         self.inner.history(actor_id, limit, before)
     }

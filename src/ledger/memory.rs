@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 
-use super::tx::{LedgerTx, NewEntry, NewEvent, StoredEvent};
+use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse, StoredEvent};
 use super::{LedgerError, LedgerStore};
+use crate::graph::limits::{BudgetKey, Counter, Usage};
 use crate::result::EventState;
 
 /// A points movement written to the overlay.
@@ -21,18 +22,29 @@ pub struct Moved {
     pub balance_after: i64,
 }
 
-/// Balances and events written in memory on top of a store that is never written.
+/// Balances, events and limits' use written in memory on top of a store that is never written.
 pub struct Overlay<'a> {
     base: Option<&'a dyn LedgerStore>,
     balances: HashMap<String, i64>,
     events: HashMap<String, StoredEvent>,
     moved: Vec<Moved>,
+    /// Uses of scenarios with `per: actor` limits: (scenario, member, event time, points).
+    uses: Vec<(String, String, i64, i64)>,
+    /// Additions to budget counters, by (scenario, period, start).
+    budgets: HashMap<(String, String, i64), Usage>,
 }
 
 impl<'a> Overlay<'a> {
     /// An overlay over `base` (or over nothing), with some members' balances given up front.
     pub fn new(base: Option<&'a dyn LedgerStore>, balances: HashMap<String, i64>) -> Overlay<'a> {
-        Overlay { base, balances, events: HashMap::new(), moved: Vec::new() }
+        Overlay {
+            base,
+            balances,
+            events: HashMap::new(),
+            moved: Vec::new(),
+            uses: Vec::new(),
+            budgets: HashMap::new(),
+        }
     }
 
     /// The movements written since the last call, in order.
@@ -82,6 +94,38 @@ impl LedgerTx for Overlay<'_> {
     fn save_event(&mut self, event: &NewEvent<'_>) -> Result<(), LedgerError> {
         let stored = StoredEvent { fingerprint: *event.fingerprint, result: event.result.clone() };
         self.events.insert(event.event_id.to_owned(), stored);
+        Ok(())
+    }
+
+    fn usage(&mut self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {
+        let stored = match self.base {
+            Some(base) => base.usage(counter)?,
+            None => Usage::default(),
+        };
+        let here = match counter {
+            Counter::Actor(w) => self
+                .uses
+                .iter()
+                .filter(|(s, a, at, _)| s == w.scenario_id && a == w.actor_id && (w.from..w.to).contains(at))
+                .fold(Usage::default(), |sum, (.., points)| {
+                    sum.plus(Usage { times: 1, points: points.unsigned_abs() })
+                }),
+            Counter::Budget(b) => {
+                let key = (b.scenario_id.to_owned(), b.period.to_string(), b.start);
+                self.budgets.get(&key).copied().unwrap_or_default()
+            }
+        };
+        Ok(stored.plus(here))
+    }
+
+    fn add_use(&mut self, u: &NewUse<'_>) -> Result<(), LedgerError> {
+        self.uses.push((u.scenario_id.to_owned(), u.actor_id.to_owned(), u.occurred_at, u.points));
+        Ok(())
+    }
+
+    fn add_to_budget(&mut self, b: &BudgetKey<'_>, used: Usage) -> Result<(), LedgerError> {
+        let counter = self.budgets.entry((b.scenario_id.to_owned(), b.period.to_string(), b.start)).or_default();
+        *counter = counter.plus(used);
         Ok(())
     }
 
@@ -143,6 +187,7 @@ mod tests {
             fingerprint: &fp,
             actions: &actions,
             stacking: &stacking,
+            limits: &[],
             job: None,
             event: &event,
         };

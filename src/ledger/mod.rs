@@ -27,7 +27,8 @@ use tokio::sync::oneshot;
 
 use crate::actions::{Outcome, PointsChange};
 use crate::event::Event;
-use crate::graph::{Stacked, StackingKey};
+use crate::graph::limits::{Counter, Usage};
+use crate::graph::{ScenarioLimits, Stacked, StackingKey};
 use crate::result::{EventResult, Job};
 
 /// Most events committed in one transaction.
@@ -196,6 +197,8 @@ pub struct EventWrite {
     pub actions: Vec<ActionWrite>,
     /// Each action's scenario and exclusive group, in the same order.
     pub stacking: Vec<StackingKey>,
+    /// The limits of the event's scenarios that have any.
+    pub limits: Vec<Arc<ScenarioLimits>>,
     /// The batch job and index the event belongs to, if any.
     pub job: Option<(String, usize)>,
     /// The event itself: its type, time and payload are stored with it (history for member
@@ -206,6 +209,20 @@ pub struct EventWrite {
 }
 
 impl EventWrite {
+    /// What a store locks before posting the event (PostgreSQL, for many nodes): each member
+    /// whose balance or limits it reads, and the budget counter of each `per: scenario` limit.
+    pub fn lock_keys(&self) -> impl Iterator<Item = String> + '_ {
+        let members = self.actions.iter().filter_map(|a| match a {
+            ActionWrite::Points(p) => Some(p.actor_id.clone()),
+            ActionWrite::Decided(_) => None,
+        });
+        let limited_actor = self.limits.iter().any(|l| l.per_actor()).then(|| self.event.actor_id.clone()).flatten();
+        // Prefixed so a budget never takes a member's lock (a collision would only wait longer).
+        let budgets =
+            self.limits.iter().filter(|l| l.has_budget()).map(|l| format!("limit budget\u{1}{}", l.scenario_id));
+        members.chain(limited_actor).chain(budgets)
+    }
+
     /// What [`posting::post`] needs of it.
     pub fn posting(&self) -> posting::Posting<'_> {
         posting::Posting {
@@ -214,6 +231,7 @@ impl EventWrite {
             fingerprint: &self.fingerprint,
             actions: &self.actions,
             stacking: &self.stacking,
+            limits: &self.limits,
             job: self.job.as_ref().map(|(id, index)| (id.as_str(), *index)),
             event: &self.event,
         }
@@ -345,6 +363,9 @@ pub trait LedgerStore: Send + Sync {
     fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError>;
     /// A member's balance (0 for a member never seen).
     fn balance(&self, actor_id: &str) -> Result<i64, LedgerError>;
+    /// A scenario's use so far, as one limit counts it (for simulations; posting reads it inside
+    /// its transaction).
+    fn usage(&self, counter: &Counter<'_>) -> Result<Usage, LedgerError>;
     /// A member's entries, newest first, older than the cursor entry id.
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError>;
     /// A batch job.

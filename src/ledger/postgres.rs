@@ -26,12 +26,13 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Statement};
 
 use super::posting::post;
-use super::tx::{LedgerTx, NewEntry, NewEvent, StoredEvent};
+use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse, StoredEvent};
 use super::{
-    ActionWrite, Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob,
+    Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob,
     PendingEvent, broken, now_micros, rfc3339,
 };
 use crate::event::Event;
+use crate::graph::limits::{BudgetKey, Counter, Usage};
 use crate::result::{EventResult, EventState, Job, JobEvent};
 
 /// Connections kept by default (`--ledger-pool-size`).
@@ -50,7 +51,7 @@ const MIGRATION_LOCK: i64 = 0x466c_7578_466c_6f77; // "FluxFlow"
 
 /// The numbered migrations, oldest first, each applied in one transaction with its row in
 /// `fluxflow_schema`. Never edit one that has shipped; add the next.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA];
+const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_LIMITS];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -103,7 +104,39 @@ CREATE INDEX job_events_queued ON job_events (state) WHERE state = 'queued';
 CREATE TABLE health (id INTEGER PRIMARY KEY, checked_at BIGINT NOT NULL);
 ";
 
+/// Version 2: what scenarios with limits did (as SQLite's version 3).
+const V2_LIMITS: &str = "
+CREATE TABLE limit_uses (
+    scenario_id TEXT NOT NULL,
+    actor_id    TEXT NOT NULL,
+    occurred_at BIGINT NOT NULL,
+    event_id    TEXT NOT NULL,
+    points      BIGINT NOT NULL,
+    PRIMARY KEY (scenario_id, actor_id, occurred_at, event_id)
+);
+CREATE TABLE limit_budgets (
+    scenario_id  TEXT NOT NULL,
+    period       TEXT NOT NULL,
+    period_start BIGINT NOT NULL,
+    times        BIGINT NOT NULL,
+    points       BIGINT NOT NULL,
+    PRIMARY KEY (scenario_id, period, period_start)
+);
+";
+
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = $1";
+const ACTOR_USAGE: &str = "SELECT count(*)::int8, coalesce(sum(points), 0)::int8 FROM limit_uses \
+     WHERE scenario_id = $1 AND actor_id = $2 AND occurred_at >= $3 AND occurred_at < $4";
+const BUDGET_USAGE: &str =
+    "SELECT times, points FROM limit_budgets WHERE scenario_id = $1 AND period = $2 AND period_start = $3";
+const INSERT_USES: &str = "INSERT INTO limit_uses (scenario_id, actor_id, occurred_at, event_id, points) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[])";
+/// One row per counter (a counter twice in one upsert is an error).
+const ADD_TO_BUDGETS: &str = "INSERT INTO limit_budgets (scenario_id, period, period_start, times, points) \
+     SELECT s, p, b, sum(t), sum(n) FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
+     AS u(s, p, b, t, n) GROUP BY s, p, b ORDER BY s, p, b \
+     ON CONFLICT (scenario_id, period, period_start) DO UPDATE SET \
+     times = limit_budgets.times + excluded.times, points = limit_budgets.points + excluded.points";
 // The group's writes, many rows per statement (arrays unnested in order).
 const INSERT_EVENTS: &str = "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, \
      occurred_at, payload) SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::int8[], \
@@ -340,17 +373,10 @@ impl PostgresStore {
         events: &[EventWrite],
     ) -> Result<Vec<Applied>, LedgerError> {
         let tx = self.block(async { client.transaction().await.map_err(pg_error) })?;
-        let mut actors: Vec<&str> = events
-            .iter()
-            .flat_map(|e| e.actions.iter())
-            .filter_map(|a| match a {
-                ActionWrite::Points(p) => Some(p.actor_id.as_str()),
-                ActionWrite::Decided(_) => None,
-            })
-            .collect();
-        actors.sort_unstable();
-        actors.dedup();
-        let lock = (!actors.is_empty()).then(|| actors.into_iter().map(str::to_owned).collect());
+        let mut keys: Vec<String> = events.iter().flat_map(EventWrite::lock_keys).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let lock = (!keys.is_empty()).then_some(keys);
         let statements = self.statements(&tx)?;
         let applied = {
             // The locks go first in the pipeline: every later statement of the group runs under them.
@@ -377,6 +403,10 @@ impl PostgresStore {
                 read_balance: tx.prepare_cached(READ_BALANCE).await.map_err(pg_error)?,
                 insert_entries: tx.prepare_cached(INSERT_ENTRIES).await.map_err(pg_error)?,
                 add_to_balances: tx.prepare_cached(ADD_TO_BALANCES).await.map_err(pg_error)?,
+                actor_usage: tx.prepare_cached(ACTOR_USAGE).await.map_err(pg_error)?,
+                budget_usage: tx.prepare_cached(BUDGET_USAGE).await.map_err(pg_error)?,
+                insert_uses: tx.prepare_cached(INSERT_USES).await.map_err(pg_error)?,
+                add_to_budgets: tx.prepare_cached(ADD_TO_BUDGETS).await.map_err(pg_error)?,
             })
         })
     }
@@ -407,6 +437,10 @@ struct GroupStatements {
     read_balance: Statement,
     insert_entries: Statement,
     add_to_balances: Statement,
+    actor_usage: Statement,
+    budget_usage: Statement,
+    insert_uses: Statement,
+    add_to_budgets: Statement,
 }
 
 /// A statement sent but not yet awaited.
@@ -418,6 +452,26 @@ struct Rows {
     entries: EntryRows,
     events: EventRows,
     jobs: (Vec<&'static str>, Vec<String>, Vec<i64>),
+    uses: UseRows,
+    budgets: BudgetRows,
+}
+
+#[derive(Default)]
+struct UseRows {
+    scenario: Vec<String>,
+    actor: Vec<String>,
+    occurred_at: Vec<i64>,
+    event: Vec<String>,
+    points: Vec<i64>,
+}
+
+#[derive(Default)]
+struct BudgetRows {
+    scenario: Vec<String>,
+    period: Vec<String>,
+    start: Vec<i64>,
+    times: Vec<i64>,
+    points: Vec<i64>,
 }
 
 #[derive(Default)]
@@ -547,6 +601,20 @@ impl<'a> PgTx<'a, '_> {
                 .await
             }));
         }
+        let u = rows.uses;
+        if !u.scenario.is_empty() {
+            let insert = self.sql.insert_uses.clone();
+            out.push(Box::pin(async move {
+                tx.execute(&insert, &[&u.scenario, &u.actor, &u.occurred_at, &u.event, &u.points]).await
+            }));
+        }
+        let b = rows.budgets;
+        if !b.scenario.is_empty() {
+            let add = self.sql.add_to_budgets.clone();
+            out.push(Box::pin(async move {
+                tx.execute(&add, &[&b.scenario, &b.period, &b.start, &b.times, &b.points]).await
+            }));
+        }
         let (states, jobs, indexes) = rows.jobs;
         if !states.is_empty() {
             let mark = self.sql.mark_job_events.clone();
@@ -612,6 +680,45 @@ impl LedgerTx for PgTx<'_, '_> {
         Ok(())
     }
 
+    fn usage(&mut self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {
+        // The member's or the budget's advisory lock is held: no other node changes it before
+        // this commit.
+        let tx = self.tx;
+        let row = match counter {
+            Counter::Actor(w) => {
+                let statement = self.sql.actor_usage.clone();
+                let (scenario, actor, from, to) = (w.scenario_id, w.actor_id, w.from, w.to);
+                self.flush_then(async move { tx.query_opt(&statement, &[&scenario, &actor, &from, &to]).await })?
+            }
+            Counter::Budget(b) => {
+                let statement = self.sql.budget_usage.clone();
+                let (scenario, period, start) = (b.scenario_id, b.period.to_string(), b.start);
+                self.flush_then(async move { tx.query_opt(&statement, &[&scenario, &period, &start]).await })?
+            }
+        };
+        row.map_or(Ok(Usage::default()), |row| usage_of(&row))
+    }
+
+    fn add_use(&mut self, u: &NewUse<'_>) -> Result<(), LedgerError> {
+        let rows = &mut self.rows.uses;
+        rows.scenario.push(u.scenario_id.to_owned());
+        rows.actor.push(u.actor_id.to_owned());
+        rows.occurred_at.push(u.occurred_at);
+        rows.event.push(u.event_id.to_owned());
+        rows.points.push(u.points);
+        Ok(())
+    }
+
+    fn add_to_budget(&mut self, b: &BudgetKey<'_>, used: Usage) -> Result<(), LedgerError> {
+        let rows = &mut self.rows.budgets;
+        rows.scenario.push(b.scenario_id.to_owned());
+        rows.period.push(b.period.to_string());
+        rows.start.push(b.start);
+        rows.times.push(i64::try_from(used.times).unwrap_or(i64::MAX));
+        rows.points.push(i64::try_from(used.points).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
     fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError> {
         let (states, jobs, indexes) = &mut self.rows.jobs;
         states.push(state.as_str());
@@ -627,6 +734,12 @@ fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
     index: usize,
 ) -> Result<T, LedgerError> {
     row.try_get(index).map_err(pg_error)
+}
+
+/// A limit's use from a row of (times, points).
+fn usage_of(row: &tokio_postgres::Row) -> Result<Usage, LedgerError> {
+    let (times, points): (i64, i64) = (get(row, 0)?, get(row, 1)?);
+    Ok(Usage { times: u64::try_from(times).unwrap_or(0), points: u64::try_from(points).unwrap_or(0) })
 }
 
 fn decode_stored(fingerprint: &[u8], json: &str) -> Result<(Fingerprint, EventResult), LedgerError> {
@@ -691,6 +804,19 @@ impl LedgerStore for PostgresStore {
     fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
         let row = self.read(async |c| c.query_opt(READ_BALANCE, &[&actor_id]).await)?;
         row.map_or(Ok(0), |r| get(&r, 0))
+    }
+
+    fn usage(&self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {
+        let row = match *counter {
+            Counter::Actor(w) => self.read(async |c| {
+                c.query_opt(ACTOR_USAGE, &[&w.scenario_id, &w.actor_id, &w.from, &w.to]).await
+            })?,
+            Counter::Budget(b) => {
+                let period = b.period.to_string();
+                self.read(async |c| c.query_opt(BUDGET_USAGE, &[&b.scenario_id, &period, &b.start]).await)?
+            }
+        };
+        row.map_or(Ok(Usage::default()), |row| usage_of(&row))
     }
 
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {

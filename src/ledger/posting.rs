@@ -1,14 +1,20 @@
 //! What an event does to the books, written once for every store: the idempotency check, the
-//! overdraft rule, the entries, the stored result and the batch job's bookkeeping. Stores run it
+//! overdraft rule, the scenarios' limits, the entries, the stored result and the batch job's
+//! bookkeeping. Stores run it
 //! inside their own transactions ([`super::tx::LedgerTx`]); the simulator and rule tests run it
 //! over an in-memory overlay ([`super::memory::Overlay`]).
 
-use super::tx::{LedgerTx, NewEntry, NewEvent};
-use super::{ActionWrite, Applied, EntryKind, Fingerprint, LedgerError, PointsWrite};
-use crate::actions::{Outcome, Plan};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse};
+use super::{ActionWrite, Applied, EntryKind, Fingerprint, LedgerError, PointsWrite, broken};
+use crate::actions::{Outcome, Plan, PointsChange};
 use crate::event::Event;
+use crate::graph::limits::{Asked, Room, Usage, used_by};
 use crate::graph::stacking::stack;
-use crate::graph::{Stacked, StackingKey};
+use crate::graph::{ScenarioLimits, Stacked, StackingKey};
 use crate::result::{EventResult, EventState};
 
 const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
@@ -27,6 +33,8 @@ pub struct Posting<'a> {
     /// Each action's scenario and exclusive group, in the same order: the core applies the
     /// actions of an excluded scenario not at all.
     pub stacking: &'a [StackingKey],
+    /// The limits of the event's scenarios that have any.
+    pub limits: &'a [Arc<ScenarioLimits>],
     /// The batch job and index, if any.
     pub job: Option<(&'a str, usize)>,
     /// The event (its type, time and payload are stored with it).
@@ -63,16 +71,34 @@ fn apply<T: LedgerTx + ?Sized>(
     now: i64,
     build: &dyn Fn(&Stacked) -> EventResult,
 ) -> Result<EventResult, LedgerError> {
-    let mut actor = None;
-    let decide = |i: usize| match posting.actions.get(i) {
-        Some(ActionWrite::Decided(outcome)) => Ok(*outcome),
-        Some(ActionWrite::Points(points)) => {
-            actor = Some(points.actor_id.as_str());
-            write_points(tx, posting.event_id, points, now)
+    let (actor, at) = (posting.event.actor_id.as_deref(), posting.event.time());
+    let mut moved_actor = None;
+    let stacked = stack(posting.stacking, |scenario, actions, outcomes| {
+        let limits = posting.limits.iter().find(|l| l.scenario == scenario);
+        let mut room = match limits {
+            Some(limits) => room_for(tx, limits, actor, at)?,
+            None => Room::default(),
+        };
+        let first = outcomes.len();
+        for i in actions {
+            let outcome = match posting.actions.get(i) {
+                Some(ActionWrite::Decided(outcome)) => {
+                    room.admit(Asked::Decided(*outcome), |_| Err(broken("a decided action asked to move points")))?
+                }
+                Some(ActionWrite::Points(points)) => {
+                    moved_actor = Some(points.actor_id.as_str());
+                    let write = |amount| write_points(tx, posting.event_id, points, amount, now);
+                    room.admit(Asked::Points(points.change.amount), write)?
+                }
+                None => return Err(broken("a stacking key without its action")),
+            };
+            outcomes.push(Some(outcome));
         }
-        None => Err(super::broken("a stacking key without its action")),
-    };
-    let stacked = stack(posting.stacking, decide)?;
+        match (limits, used_by(&outcomes[first..])) {
+            (Some(limits), Some(used)) => record_use(tx, limits, actor, posting.event_id, at, used),
+            _ => Ok(()),
+        }
+    })?;
     let result = build(&stacked);
     let result_json = serde_json::to_string(&result)
         .map_err(|e| LedgerError::unavailable("cannot encode a result", false, Some(std::sync::Arc::new(e))))?;
@@ -87,7 +113,7 @@ fn apply<T: LedgerTx + ?Sized>(
     tx.save_event(&NewEvent {
         event_id: posting.event_id,
         fingerprint: posting.fingerprint,
-        actor_id: actor,
+        actor_id: moved_actor,
         event_type: &event.event_type,
         occurred_at: event.time().as_microsecond(),
         payload: payload.as_deref(),
@@ -98,22 +124,59 @@ fn apply<T: LedgerTx + ?Sized>(
     Ok(result)
 }
 
-/// Writes one points movement, or refuses a deduction the balance cannot cover (writing nothing).
+/// What a scenario's limits leave it for this event, from its use so far (read in this
+/// transaction, so nothing changes it before the commit).
+fn room_for<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    limits: &ScenarioLimits,
+    actor: Option<&str>,
+    at: Timestamp,
+) -> Result<Room, LedgerError> {
+    let mut used = Vec::with_capacity(limits.limits.len());
+    for (limit, counter) in limits.counters(actor, at) {
+        used.push((limit, tx.usage(&counter)?));
+    }
+    Ok(Room::new(used))
+}
+
+/// Counts a scenario's use by this event against each of its limits.
+fn record_use<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    limits: &ScenarioLimits,
+    actor: Option<&str>,
+    event_id: &str,
+    at: Timestamp,
+    used: Usage,
+) -> Result<(), LedgerError> {
+    if let (true, Some(actor_id)) = (limits.per_actor(), actor) {
+        let points = i64::try_from(used.points).unwrap_or(i64::MAX);
+        let new_use =
+            NewUse { scenario_id: &limits.scenario_id, actor_id, event_id, occurred_at: at.as_microsecond(), points };
+        tx.add_use(&new_use)?;
+    }
+    for budget in limits.budgets(at) {
+        tx.add_to_budget(&budget, used)?;
+    }
+    Ok(())
+}
+
+/// Writes one points movement of `amount` (the planned one, or an award cut by a limit), or
+/// refuses a deduction the balance cannot cover (writing nothing).
 fn write_points<T: LedgerTx + ?Sized>(
     tx: &mut T,
     event_id: &str,
     points: &PointsWrite,
+    amount: i64,
     now: i64,
 ) -> Result<Outcome, LedgerError> {
-    let amount = points.change.amount;
     if amount < 0 {
         let balance = tx.balance(&points.actor_id)?;
         if balance.saturating_add(amount) < 0 {
             return Ok(Outcome::InsufficientBalance { wanted: amount.saturating_neg(), balance });
         }
     }
-    let expires_at =
-        points.change.expiry_days.filter(|_| amount > 0).map(|days| now + i64::from(days) * MICROS_PER_DAY);
+    let expiry_days = points.change.expiry_days;
+    let expires_at = expiry_days.filter(|_| amount > 0).map(|days| now + i64::from(days) * MICROS_PER_DAY);
     tx.append(&NewEntry {
         actor_id: &points.actor_id,
         event_id,
@@ -125,5 +188,5 @@ fn write_points<T: LedgerTx + ?Sized>(
         created_at: now,
         expires_at,
     })?;
-    Ok(Outcome::Done(Plan::Points(points.change)))
+    Ok(Outcome::Done(Plan::Points(PointsChange { amount, expiry_days })))
 }

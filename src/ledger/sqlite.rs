@@ -13,7 +13,9 @@ use super::{
     Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
     broken, now_micros, rfc3339,
 };
+use super::tx::NewUse;
 use crate::event::Event;
+use crate::graph::limits::{BudgetKey, Counter, Usage};
 use crate::result::{EventResult, EventState, Job, JobEvent};
 
 /// The database file's name inside the data directory.
@@ -26,7 +28,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The numbered migrations, oldest first: migration N takes a ledger from version N-1 to N and
 /// runs in one transaction with the `user_version` it sets. Never edit one that has shipped;
 /// add the next.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_EVENT_HISTORY];
+const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_EVENT_HISTORY, V3_LIMITS];
 
 /// Version 1: the first release's schema.
 const V1_SCHEMA: &str = "
@@ -89,6 +91,28 @@ ALTER TABLE events ADD COLUMN occurred_at INTEGER;
 ALTER TABLE events ADD COLUMN payload TEXT;
 ";
 
+/// Version 3: what scenarios with limits did. One row per use of a scenario with `per: actor`
+/// limits (read by member and event-time window), and one counter per campaign budget and
+/// calendar period (so a budget is one row read however many members spent it).
+const V3_LIMITS: &str = "
+CREATE TABLE limit_uses (
+    scenario_id TEXT NOT NULL,
+    actor_id    TEXT NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    event_id    TEXT NOT NULL,
+    points      INTEGER NOT NULL,
+    PRIMARY KEY (scenario_id, actor_id, occurred_at, event_id)
+) WITHOUT ROWID;
+CREATE TABLE limit_budgets (
+    scenario_id  TEXT NOT NULL,
+    period       TEXT NOT NULL,
+    period_start INTEGER NOT NULL,
+    times        INTEGER NOT NULL,
+    points       INTEGER NOT NULL,
+    PRIMARY KEY (scenario_id, period, period_start)
+) WITHOUT ROWID;
+";
+
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = ?1";
 const INSERT_EVENT: &str = "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, \
      occurred_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -99,6 +123,34 @@ const INSERT_ENTRY: &str =
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const ADD_TO_BALANCE: &str = "INSERT INTO balances (actor_id, balance, updated_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (actor_id) DO UPDATE SET balance = balance + excluded.balance, updated_at = excluded.updated_at";
+
+const ACTOR_USAGE: &str = "SELECT count(*), coalesce(sum(points), 0) FROM limit_uses \
+     WHERE scenario_id = ?1 AND actor_id = ?2 AND occurred_at >= ?3 AND occurred_at < ?4";
+const BUDGET_USAGE: &str =
+    "SELECT times, points FROM limit_budgets WHERE scenario_id = ?1 AND period = ?2 AND period_start = ?3";
+const INSERT_USE: &str =
+    "INSERT INTO limit_uses (scenario_id, actor_id, occurred_at, event_id, points) VALUES (?1, ?2, ?3, ?4, ?5)";
+const ADD_TO_BUDGET: &str = "INSERT INTO limit_budgets (scenario_id, period, period_start, times, points) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (scenario_id, period, period_start) \
+     DO UPDATE SET times = times + excluded.times, points = points + excluded.points";
+
+/// A limit's use so far, read on any connection (the writer's inside its transaction).
+fn read_usage(conn: &Connection, counter: &Counter<'_>) -> rusqlite::Result<Usage> {
+    let row = |row: &rusqlite::Row<'_>| {
+        let (times, points): (i64, i64) = (row.get(0)?, row.get(1)?);
+        Ok(Usage { times: u64::try_from(times).unwrap_or(0), points: u64::try_from(points).unwrap_or(0) })
+    };
+    match counter {
+        Counter::Actor(w) => {
+            conn.prepare_cached(ACTOR_USAGE)?.query_row(params![w.scenario_id, w.actor_id, w.from, w.to], row)
+        }
+        Counter::Budget(b) => conn
+            .prepare_cached(BUDGET_USAGE)?
+            .query_row(params![b.scenario_id, b.period.to_string(), b.start], row)
+            .optional()
+            .map(Option::unwrap_or_default),
+    }
+}
 
 /// The SQLite ledger.
 pub struct SqliteStore {
@@ -264,6 +316,10 @@ impl LedgerStore for SqliteStore {
         })
     }
 
+    fn usage(&self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {
+        self.read(|conn| read_usage(conn, counter))
+    }
+
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
         let entries = self.read(|conn| {
             let mut stmt = conn.prepare_cached(
@@ -369,6 +425,8 @@ fn entry_kind(name: &str) -> rusqlite::Result<EntryKind> {
 /// connection's statement cache for every event hashed its SQL text twice (2–3% of the writer
 /// thread in perf).
 struct GroupStatements<'tx> {
+    /// For the statements of limits, prepared only when a scenario with limits acts.
+    conn: &'tx Connection,
     find_event: CachedStatement<'tx>,
     insert_event: CachedStatement<'tx>,
     mark_job_event: CachedStatement<'tx>,
@@ -380,6 +438,7 @@ struct GroupStatements<'tx> {
 impl<'tx> GroupStatements<'tx> {
     fn prepare(tx: &'tx Transaction<'_>) -> rusqlite::Result<Self> {
         Ok(GroupStatements {
+            conn: tx,
             find_event: tx.prepare_cached(FIND_EVENT)?,
             insert_event: tx.prepare_cached(INSERT_EVENT)?,
             mark_job_event: tx.prepare_cached(MARK_JOB_EVENT)?,
@@ -443,6 +502,24 @@ impl LedgerTx for GroupStatements<'_> {
             ])
             .map(|_| ())
             .map_err(unavailable)
+    }
+
+    fn usage(&mut self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {
+        // One writer thread applies every write: nothing else can change it before the commit.
+        read_usage(self.conn, counter).map_err(unavailable)
+    }
+
+    fn add_use(&mut self, u: &NewUse<'_>) -> Result<(), LedgerError> {
+        let mut insert = self.conn.prepare_cached(INSERT_USE).map_err(unavailable)?;
+        insert.execute(params![u.scenario_id, u.actor_id, u.occurred_at, u.event_id, u.points]).map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn add_to_budget(&mut self, b: &BudgetKey<'_>, used: Usage) -> Result<(), LedgerError> {
+        let mut add = self.conn.prepare_cached(ADD_TO_BUDGET).map_err(unavailable)?;
+        let (times, points) = (i64::try_from(used.times).unwrap_or(i64::MAX), i64::try_from(used.points).unwrap_or(i64::MAX));
+        add.execute(params![b.scenario_id, b.period.to_string(), b.start, times, points]).map_err(unavailable)?;
+        Ok(())
     }
 
     fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError> {

@@ -4,6 +4,7 @@
 //! is stored and how the transaction is isolated.
 
 use super::{EntryKind, Fingerprint, LedgerError};
+use crate::graph::limits::{BudgetKey, Counter, Usage};
 use crate::result::{EventResult, EventState};
 
 /// An event already stored under an id.
@@ -61,6 +62,21 @@ pub struct NewEvent<'a> {
     pub processed_at: i64,
 }
 
+/// A scenario's use by one member, counted by its `per: actor` limits.
+#[derive(Debug, Clone, Copy)]
+pub struct NewUse<'a> {
+    /// The scenario.
+    pub scenario_id: &'a str,
+    /// The member.
+    pub actor_id: &'a str,
+    /// The event that used it.
+    pub event_id: &'a str,
+    /// The event time (µs since the epoch): periods are counted in event time.
+    pub occurred_at: i64,
+    /// Points the scenario awarded with it.
+    pub points: i64,
+}
+
 /// The steps of one ledger transaction. Everything a transaction does becomes visible at once
 /// when the store commits it, or not at all.
 pub trait LedgerTx {
@@ -73,6 +89,14 @@ pub trait LedgerTx {
     fn append(&mut self, entry: &NewEntry<'_>) -> Result<(), LedgerError>;
     /// Stores an applied event with its result. Fails if the id is stored already.
     fn save_event(&mut self, event: &NewEvent<'_>) -> Result<(), LedgerError>;
+    /// A scenario's use so far, as one limit counts it. No other transaction may change it
+    /// before this one ends: SQLite has one writer; PostgreSQL locks the group's members and the
+    /// budgets of its scenarios first.
+    fn usage(&mut self, counter: &Counter<'_>) -> Result<Usage, LedgerError>;
+    /// Records a scenario's use by a member.
+    fn add_use(&mut self, new_use: &NewUse<'_>) -> Result<(), LedgerError>;
+    /// Adds a use to a campaign budget's counter.
+    fn add_to_budget(&mut self, budget: &BudgetKey<'_>, used: Usage) -> Result<(), LedgerError>;
     /// Records what became of a batch job's event.
     fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError>;
 }

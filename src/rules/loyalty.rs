@@ -200,13 +200,6 @@ pub fn read_scenario_loyalty(
     }
     if let Some(node) = fields.get("limits") {
         loyalty.limits = read_limits(node, label, awards_points(children), diags);
-        if !loyalty.limits.is_empty() {
-            // Refused rather than ignored: a cap that does not hold would hand out points.
-            let message = format!(
-                "`limits` of {label} are checked, but this version does not enforce them yet; remove them until it does"
-            );
-            diags.error(fields.key_pos("limits").unwrap_or(node.pos), message);
-        }
     }
     loyalty
 }
