@@ -6,6 +6,7 @@
 //! balances: {user_42: 10}           # optional starting balances; cases share one ledger, in order
 //! cases:
 //!   - name: high-value food purchase earns 5%
+//!     earlier_events: []            # optional: the member's events before this one, not checked
 //!     event: {type: transaction, source: pos-system, actor_id: user_42, payload: {amount: 1500, category: food}}
 //!     expect:
 //!       matched: [sc_high_value_food]     # exactly these scenarios, in order
@@ -55,7 +56,11 @@ pub struct TestFile {
 pub struct Case {
     /// What the case shows.
     pub name: String,
-    /// The event, as it would be sent.
+    /// Events of the member applied before the case's event (their outcomes are not checked):
+    /// what limits and, later, member functions count. Each may set its `occurred_at`.
+    #[serde(default)]
+    pub earlier_events: Vec<Value>,
+    /// The event, as it would be sent (`occurred_at` sets its event time).
     pub event: Value,
     /// What must happen.
     #[serde(default)]
@@ -181,7 +186,7 @@ impl FileReport {
 /// The keys of a test file, of a case, of its `expect`, and of a `not_fired` item, in the
 /// order of the structs above (a unit test checks them against serde's lists).
 const FILE_KEYS: [&str; 4] = ["rules", "rules_inline", "balances", "cases"];
-const CASE_KEYS: [&str; 3] = ["name", "event", "expect"];
+const CASE_KEYS: [&str; 4] = ["name", "earlier_events", "event", "expect"];
 const EXPECT_KEYS: [&str; 6] = ["matched", "actions", "failed", "points", "balances", "not_fired"];
 const NOT_FIRED_KEYS: [&str; 2] = ["scenario", "reason"];
 
@@ -295,31 +300,42 @@ pub fn run_file(path: &Path, registry: &ActionRegistry) -> Result<FileReport, Te
         Some(NodeKind::Seq(items)) => items.as_slice(),
         _ => &[],
     };
-    let events = file
-        .cases
-        .iter()
-        .enumerate()
-        .map(|(i, case)| {
-            Event::from_value(case.event.clone()).map_err(|e| {
-                let pos = case_nodes.get(i).and_then(|c| child(c, "event")).map_or(root.pos, |n| n.pos);
-                invalid(pos, format!("case `{}`: event: {e}", case.name))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    // Each case's earlier events, then its event, all in one simulated ledger.
+    let mut events = Vec::new();
+    let mut case_events = Vec::with_capacity(file.cases.len());
+    for (i, case) in file.cases.iter().enumerate() {
+        let case_node = case_nodes.get(i);
+        let earlier_nodes = match case_node.and_then(|c| child(c, "earlier_events")).map(|n| &n.kind) {
+            Some(NodeKind::Seq(items)) => items.as_slice(),
+            _ => &[],
+        };
+        for (j, earlier) in case.earlier_events.iter().enumerate() {
+            let event = Event::from_value(earlier.clone()).map_err(|e| {
+                let pos = earlier_nodes.get(j).or(case_node).map_or(root.pos, |n| n.pos);
+                invalid(pos, format!("case `{}`: earlier_events[{j}]: {e}", case.name))
+            })?;
+            events.push(event);
+        }
+        let event = Event::from_value(case.event.clone()).map_err(|e| {
+            let pos = case_node.and_then(|c| child(c, "event")).map_or(root.pos, |n| n.pos);
+            invalid(pos, format!("case `{}`: event: {e}", case.name))
+        })?;
+        case_events.push(events.len());
+        events.push(event);
+    }
     let simulated =
         simulate_from(&rules, &events, None, file.balances.clone()).map_err(|e| invalid(root.pos, e.to_string()))?;
     let mut balances = file.balances.clone();
-    let cases = file
-        .cases
-        .iter()
-        .zip(&simulated)
-        .map(|(case, sim)| {
-            for effect in &sim.points {
-                balances.insert(effect.actor_id.clone(), effect.balance_after);
-            }
-            check(case, sim, &balances)
-        })
-        .collect();
+    let mut cases = Vec::with_capacity(file.cases.len());
+    let mut next_case = file.cases.iter().zip(case_events).peekable();
+    for (index, sim) in simulated.iter().enumerate() {
+        for effect in &sim.points {
+            balances.insert(effect.actor_id.clone(), effect.balance_after);
+        }
+        if let Some((case, _)) = next_case.next_if(|(_, at)| *at == index) {
+            cases.push(check(case, sim, &balances));
+        }
+    }
     let coverage = coverage(&rules.file, &simulated);
     Ok(FileReport { rules: rules_name, cases, coverage })
 }

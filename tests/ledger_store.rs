@@ -9,11 +9,10 @@ mod common;
 use std::sync::Arc;
 
 use fluxflow::actions::{Outcome, Plan, PointsChange};
-use fluxflow::event::Event;
 use fluxflow::calendar::{Period, Zone};
+use fluxflow::event::Event;
 use fluxflow::graph::limits::{ActorWindow, BudgetKey, Counter, Usage};
 use fluxflow::graph::{ScenarioLimits, Stacked, StackingKey};
-use fluxflow::rules::loyalty::{Limit, LimitCap, LimitScope};
 use fluxflow::ledger::faulty::{Intercepted, Write};
 use fluxflow::ledger::postgres::PostgresStore;
 use fluxflow::ledger::postgres::scratch::ScratchDatabase;
@@ -22,6 +21,7 @@ use fluxflow::ledger::{
     ActionWrite, Applied, EventWrite, Ledger, LedgerError, LedgerStore, NewJob, PointsWrite, fingerprint,
 };
 use fluxflow::result::{ActionResult, EventResult};
+use fluxflow::rules::loyalty::{Limit, LimitCap, LimitScope};
 use serde_json::json;
 
 fn event(id: &str, actor: &str) -> Event {

@@ -143,7 +143,7 @@ fn forty_actors_racing_a_budget_share_exactly_it(store: &Store) {
     assert_eq!(action(capped)["success"], true);
     let refused: Vec<&Value> = answers.iter().filter(|a| action(a)["code"] == "limit_reached").collect();
     assert_eq!(refused.len(), 6, "{answers:?}");
-    assert_eq!(action(refused[0])["message"], "limit reached: at most 1000 points for everyone in all");
+    assert_eq!(action(refused[0])["message"], "limit reached: at most 1000 points for everyone");
     let dir = servers[0].dir.path();
     assert_eq!(store.count(dir, "SELECT sum(points) FROM entries"), 1000);
     assert_eq!(store.count(dir, "SELECT points FROM limit_budgets"), 1000);
@@ -163,7 +163,10 @@ fn a_day_is_the_programmes_local_day_across_daylight_saving(store: &Store) {
     // 25 October 2026 is 25 hours long: 22:00Z on the 24th to 23:00Z on the 25th.
     let first = send(server, &event("d4", "visit", "bob", "2026-10-24T22:30:00Z"));
     let same_day = send(server, &event("d5", "visit", "bob", "2026-10-25T22:30:00Z"));
-    assert_eq!((action(&first)["success"].clone(), action(&same_day)["code"].clone()), (json!(true), json!("limit_reached")));
+    assert_eq!(
+        (action(&first)["success"].clone(), action(&same_day)["code"].clone()),
+        (json!(true), json!("limit_reached"))
+    );
 }
 
 fn a_month_ends_at_local_midnight_and_cuts_what_passes_the_cap(store: &Store) {
@@ -208,12 +211,9 @@ fn a_spent_budget_falls_back_to_the_next_offer_and_the_trace_says_why(store: &St
         .map(|a| (a["action_id"].as_str().unwrap(), a["code"].as_str().unwrap_or("ok")))
         .collect();
     assert_eq!(actions, [("act_premium", "limit_reached"), ("act_plain", "ok")]);
-    let premium = third["trace"]["scenarios"].as_array().unwrap().iter().find(|s| s["scenario_id"] == "sc_premium_offer");
-    assert_eq!(
-        premium.unwrap()["limit_reached"],
-        "limit reached: at most 100 points for everyone a month",
-        "{third}"
-    );
+    let premium =
+        third["trace"]["scenarios"].as_array().unwrap().iter().find(|s| s["scenario_id"] == "sc_premium_offer");
+    assert_eq!(premium.unwrap()["limit_reached"], "limit reached: at most 100 points for everyone a month", "{third}");
 }
 
 fn a_simulation_reads_the_use_so_far_and_writes_none(store: &Store) {

@@ -665,7 +665,8 @@ pub(crate) fn planned_result(rules: &Rules, event: &Event, evaluation: &Evaluati
         for planned in &evaluation.planned[actions] {
             let outcome = match planned.plan {
                 Plan::Points(change) => {
-                    let carried_out = |amount| Ok::<_, Infallible>(Outcome::Done(Plan::Points(PointsChange { amount, ..change })));
+                    let carried_out =
+                        |amount| Ok::<_, Infallible>(Outcome::Done(Plan::Points(PointsChange { amount, ..change })));
                     room.admit(Asked::Points(change.amount), carried_out)
                 }
                 plan => room.admit(Asked::Decided(Outcome::of_plan(plan)), |_| Ok(Outcome::of_plan(plan))),

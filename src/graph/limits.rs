@@ -238,7 +238,7 @@ impl Limit {
             Period::Week => " a week".to_owned(),
             Period::Month => " a month".to_owned(),
             Period::Year => " a year".to_owned(),
-            Period::Lifetime => " in all".to_owned(),
+            Period::Lifetime => String::new(),
             rolling => format!(" in any {rolling}"),
         };
         format!("at most {what}{whose}{when}")
@@ -295,7 +295,7 @@ mod tests {
         let daily = limit(LimitScope::Actor, LimitCap::Times(1), Period::Day);
         assert_eq!(daily.describe(), "at most 1 time per member a day");
         let budget = limit(LimitScope::Scenario, LimitCap::Points(100_000), Period::Lifetime);
-        assert_eq!(budget.describe(), "at most 100000 points for everyone in all");
+        assert_eq!(budget.describe(), "at most 100000 points for everyone");
         let rolling = limit(LimitScope::Actor, LimitCap::Times(3), Period::RollingHours(24));
         assert_eq!(rolling.describe(), "at most 3 times per member in any 24h");
     }

@@ -98,8 +98,8 @@ pub struct ScenarioTrace {
     /// For an excluded scenario: the scenario of its exclusive group that acted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub excluded_by: Option<String>,
-    /// For a scenario a limit refused (an action failed with `limit_reached`): which limit, in
-    /// words.
+    /// For a scenario a limit refused (no action succeeded, one failed with `limit_reached`):
+    /// which limit, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_reached: Option<String>,
     /// Its nodes in depth-first file order (for entered scenarios).
@@ -251,7 +251,8 @@ impl Trace {
     /// Marks what was decided once the actions were applied: the scenarios that stacking
     /// excluded, naming the one of their group that acted (a scenario that reached an action but
     /// is not among the result's matched scenarios; a scenario whose actions all failed stays
-    /// matched), and the scenarios a limit refused.
+    /// matched), and the scenarios a limit refused (none of their actions succeeded, and one
+    /// failed with `limit_reached`).
     pub fn mark_outcomes(&mut self, rules: &super::Rules, result: &crate::result::EventResult) {
         let matched = &result.scenarios_matched;
         for entry in self.scenarios.iter_mut().filter(|s| s.matched) {
@@ -265,11 +266,11 @@ impl Trace {
             }
             // Action ids are unique in a file: a refused action names its scenario.
             let reached = |id: &str| entry.nodes.iter().any(|n| n.kind == "action" && n.id == id);
-            let refused = result
-                .actions_executed
-                .iter()
-                .find(|a| a.code.as_deref() == Some(LIMIT_REACHED) && reached(&a.action_id));
-            entry.limit_reached = refused.map(|a| a.message.clone());
+            let mut own = result.actions_executed.iter().filter(|a| reached(&a.action_id));
+            if own.clone().any(|a| a.success) {
+                continue;
+            }
+            entry.limit_reached = own.find(|a| a.code.as_deref() == Some(LIMIT_REACHED)).map(|a| a.message.clone());
         }
     }
 

@@ -37,14 +37,7 @@ pub struct Overlay<'a> {
 impl<'a> Overlay<'a> {
     /// An overlay over `base` (or over nothing), with some members' balances given up front.
     pub fn new(base: Option<&'a dyn LedgerStore>, balances: HashMap<String, i64>) -> Overlay<'a> {
-        Overlay {
-            base,
-            balances,
-            events: HashMap::new(),
-            moved: Vec::new(),
-            uses: Vec::new(),
-            budgets: HashMap::new(),
-        }
+        Overlay { base, balances, events: HashMap::new(), moved: Vec::new(), uses: Vec::new(), budgets: HashMap::new() }
     }
 
     /// The movements written since the last call, in order.

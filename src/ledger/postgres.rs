@@ -28,8 +28,8 @@ use tokio_postgres::{NoTls, Statement};
 use super::posting::post;
 use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse, StoredEvent};
 use super::{
-    Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob,
-    PendingEvent, broken, now_micros, rfc3339,
+    Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
+    broken, now_micros, rfc3339,
 };
 use crate::event::Event;
 use crate::graph::limits::{BudgetKey, Counter, Usage};
@@ -808,9 +808,9 @@ impl LedgerStore for PostgresStore {
 
     fn usage(&self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {
         let row = match *counter {
-            Counter::Actor(w) => self.read(async |c| {
-                c.query_opt(ACTOR_USAGE, &[&w.scenario_id, &w.actor_id, &w.from, &w.to]).await
-            })?,
+            Counter::Actor(w) => {
+                self.read(async |c| c.query_opt(ACTOR_USAGE, &[&w.scenario_id, &w.actor_id, &w.from, &w.to]).await)?
+            }
             Counter::Budget(b) => {
                 let period = b.period.to_string();
                 self.read(async |c| c.query_opt(BUDGET_USAGE, &[&b.scenario_id, &period, &b.start]).await)?

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::posting::post;
+use super::tx::NewUse;
 use super::tx::{LedgerTx, NewEntry, NewEvent, StoredEvent};
 use super::{
     Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
     broken, now_micros, rfc3339,
 };
-use super::tx::NewUse;
 use crate::event::Event;
 use crate::graph::limits::{BudgetKey, Counter, Usage};
 use crate::result::{EventResult, EventState, Job, JobEvent};
@@ -517,7 +517,8 @@ impl LedgerTx for GroupStatements<'_> {
 
     fn add_to_budget(&mut self, b: &BudgetKey<'_>, used: Usage) -> Result<(), LedgerError> {
         let mut add = self.conn.prepare_cached(ADD_TO_BUDGET).map_err(unavailable)?;
-        let (times, points) = (i64::try_from(used.times).unwrap_or(i64::MAX), i64::try_from(used.points).unwrap_or(i64::MAX));
+        let (times, points) =
+            (i64::try_from(used.times).unwrap_or(i64::MAX), i64::try_from(used.points).unwrap_or(i64::MAX));
         add.execute(params![b.scenario_id, b.period.to_string(), b.start, times, points]).map_err(unavailable)?;
         Ok(())
     }
