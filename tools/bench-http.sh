@@ -15,7 +15,10 @@
 # round also runs `fluxflow --ledger postgres://…` on a fresh database and checks rows written =
 # 2xx answers, as for SQLite (BENCH_POSTGRES=none skips it). BENCH_BEFORE=/path/to/an/older/fluxflow adds a SQLite run of that
 # binary to each round, interleaved with the current one (to show a change does not slow SQLite).
-# BENCH_ONLY=ledgers skips the baseline and `--ledger none`.
+# BENCH_ONLY=ledgers skips the baseline and `--ledger none`. BENCH_ONLY=limits runs, instead of
+# all that, SQLite with the example rules against SQLite with a per-member daily limit on the
+# example scenario (`{per: actor, times: 1, period: day}`), in alternating order each round; every
+# request is another member (loadgen --sequence), so each one reads the member's use and writes one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -39,11 +42,12 @@ printf '%s' '{"type":"transaction","source":"pos-system","actor_id":"user_42","p
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
-run() { # name, port, pid
+run() { # name, port, pid, [loadgen options...]
   local name=$1 port=$2 pid=$3 line
+  shift 3
   wait_port "$port"
   line=$("$bin/loadgen" --url "http://127.0.0.1:$port/v1/events" --connections "$conns" --duration "${secs}s" \
-    --body "$tmp/event.json" | tail -1)
+    --body "${body_file:-$tmp/event.json}" "$@" | tail -1)
   local rss; rss=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$pid/status")
   echo "$name: $line peak_rss=$rss"
 }
@@ -88,6 +92,37 @@ postgres_run() { # round
   psql -q "$pg_admin" -c "DROP DATABASE $db" >/dev/null
   check_rows postgres "$out" "$rows"
 }
+
+limits_run() { # label, rules file, data suffix
+  local port pid out rows uses
+  port=$(free_port)
+  "$bin/fluxflow" --addr "127.0.0.1:$port" --config "$2" --ledger sqlite --data "$tmp/data$3" >"$tmp/sqlite.log" 2>&1 &
+  pid=$!
+  out=$(body_file="$tmp/member-event.json" run "$1" "$port" $pid --sequence '{n}')
+  echo "$out"
+  kill -TERM $pid; wait $pid 2>/dev/null || true
+  rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$tmp/data$3/fluxflow.db")
+  check_rows sqlite "$out" "$rows"
+  uses=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from limit_uses').fetchone()[0])" "$tmp/data$3/fluxflow.db")
+  echo "$1 uses recorded: $uses"
+}
+
+if [ "${BENCH_ONLY:-}" = limits ]; then
+  printf '%s' '{"type":"transaction","source":"pos-system","actor_id":"member_{n}","payload":{"amount":1500,"category":"food"}}' >"$tmp/member-event.json"
+  sed 's/^  - id: sc_high_value_food$/&\n    limits: [{per: actor, times: 1, period: day}]/' tests/fixtures/example-rules.yaml >"$tmp/limited.yaml"
+  grep -q 'limits:' "$tmp/limited.yaml" || { echo "bench-http: could not add the limit" >&2; exit 1; }
+  for round in $(seq "$rounds"); do
+    echo "# round $round"
+    if [ $((round % 2)) -eq 1 ]; then
+      limits_run "sqlite, example rules" tests/fixtures/example-rules.yaml "$round-plain"
+      limits_run "sqlite, daily limit per member" "$tmp/limited.yaml" "$round-limited"
+    else
+      limits_run "sqlite, daily limit per member" "$tmp/limited.yaml" "$round-limited"
+      limits_run "sqlite, example rules" tests/fixtures/example-rules.yaml "$round-plain"
+    fi
+  done
+  exit 0
+fi
 
 for round in $(seq "$rounds"); do
   [ "$rounds" -gt 1 ] && echo "# round $round"

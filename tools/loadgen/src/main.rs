@@ -62,6 +62,11 @@ struct Args {
     /// Send this file's bytes as the body of every request.
     #[arg(long, value_name = "FILE")]
     body: Option<PathBuf>,
+    /// Replace the first occurrence of this text in the body with a number that grows by one with
+    /// every request of the run (from 0), e.g. `--sequence '{n}'` with `"actor_id":"m{n}"` for one
+    /// member per request.
+    #[arg(long, value_name = "TEXT", requires = "body")]
+    sequence: Option<String>,
     /// An extra request header, `NAME: VALUE`; repeatable. `Content-Type` defaults to
     /// `application/json` when there is a body.
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
@@ -106,6 +111,21 @@ struct Target {
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+    /// With `--sequence`: the body around the placeholder, and the next number.
+    numbered: Option<(Bytes, Bytes, AtomicU64)>,
+}
+
+impl Target {
+    /// The body of the next request.
+    fn next_body(&self) -> Bytes {
+        let Some((before, after, next)) = &self.numbered else { return self.body.clone() };
+        let n = next.fetch_add(1, Ordering::Relaxed).to_string();
+        let mut body = Vec::with_capacity(before.len() + n.len() + after.len());
+        body.extend_from_slice(before);
+        body.extend_from_slice(n.as_bytes());
+        body.extend_from_slice(after);
+        Bytes::from(body)
+    }
 }
 
 /// Checks the options and resolves the target, refusing anything but loopback.
@@ -145,7 +165,16 @@ async fn target(args: &Args) -> anyhow::Result<Target> {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     let uri = url.path_and_query().map_or("/", |p| p.as_str()).parse()?;
-    Ok(Target { addr, method, uri, headers, body })
+    let numbered = match &args.sequence {
+        Some(placeholder) => {
+            let Some(at) = body.windows(placeholder.len().max(1)).position(|w| w == placeholder.as_bytes()) else {
+                bail!("--sequence {placeholder:?} does not occur in the body")
+            };
+            Some((body.slice(..at), body.slice(at + placeholder.len()..), AtomicU64::new(0)))
+        }
+        None => None,
+    };
+    Ok(Target { addr, method, uri, headers, body, numbered })
 }
 
 /// What one connection saw.
@@ -220,7 +249,7 @@ async fn connect(target: &Target) -> anyhow::Result<http1::SendRequest<Full<Byte
 /// Sends one request and reads the whole answer; returns its status.
 async fn send(sender: &mut http1::SendRequest<Full<Bytes>>, target: &Target) -> Result<u16, hyper::Error> {
     sender.ready().await?;
-    let mut request = Request::new(Full::new(target.body.clone()));
+    let mut request = Request::new(Full::new(target.next_body()));
     *request.method_mut() = target.method.clone();
     *request.uri_mut() = target.uri.clone();
     *request.headers_mut() = target.headers.clone();
