@@ -17,8 +17,10 @@
 # binary to each round, interleaved with the current one (to show a change does not slow SQLite).
 # BENCH_ONLY=ledgers skips the baseline and `--ledger none`. BENCH_ONLY=limits runs, instead of
 # all that, SQLite with the example rules against SQLite with a per-member daily limit on the
-# example scenario (`{per: actor, times: 1, period: day}`), in alternating order each round; every
-# request is another member (loadgen --sequence), so each one reads the member's use and writes one.
+# example scenario (`{per: actor, times: 1, period: day}`), each pair in alternating order per
+# round, under two loads: a new member per request (loadgen --sequence: every event is awarded,
+# reads the member's use and records one) and the durable figure's own load (one member: after
+# the first award every event is refused, so it reads the use and writes no entry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -93,33 +95,40 @@ postgres_run() { # round
   check_rows postgres "$out" "$rows"
 }
 
-limits_run() { # label, rules file, data suffix
-  local port pid out rows uses
+limits_run() { # label, rules file, data suffix, [loadgen options...]
+  local label=$1 rules=$2 data="$tmp/data$3" port pid out rows uses
+  shift 3
   port=$(free_port)
-  "$bin/fluxflow" --addr "127.0.0.1:$port" --config "$2" --ledger sqlite --data "$tmp/data$3" >"$tmp/sqlite.log" 2>&1 &
+  "$bin/fluxflow" --addr "127.0.0.1:$port" --config "$rules" --ledger sqlite --data "$data" >"$tmp/sqlite.log" 2>&1 &
   pid=$!
-  out=$(body_file="$tmp/member-event.json" run "$1" "$port" $pid --sequence '{n}')
+  out=$(run "$label" "$port" $pid "$@")
   echo "$out"
   kill -TERM $pid; wait $pid 2>/dev/null || true
-  rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$tmp/data$3/fluxflow.db")
+  rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$data/fluxflow.db")
   check_rows sqlite "$out" "$rows"
-  uses=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from limit_uses').fetchone()[0])" "$tmp/data$3/fluxflow.db")
-  echo "$1 uses recorded: $uses"
+  uses=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*), (select count(*) from entries) from limit_uses').fetchone())" "$data/fluxflow.db")
+  echo "$label: (uses recorded, entries written) = $uses"
 }
 
 if [ "${BENCH_ONLY:-}" = limits ]; then
+  # A new member per request: every event is awarded, so each reads and records a use.
   printf '%s' '{"type":"transaction","source":"pos-system","actor_id":"member_{n}","payload":{"amount":1500,"category":"food"}}' >"$tmp/member-event.json"
   sed 's/^  - id: sc_high_value_food$/&\n    limits: [{per: actor, times: 1, period: day}]/' tests/fixtures/example-rules.yaml >"$tmp/limited.yaml"
   grep -q 'limits:' "$tmp/limited.yaml" || { echo "bench-http: could not add the limit" >&2; exit 1; }
+  plain=tests/fixtures/example-rules.yaml
   for round in $(seq "$rounds"); do
     echo "# round $round"
-    if [ $((round % 2)) -eq 1 ]; then
-      limits_run "sqlite, example rules" tests/fixtures/example-rules.yaml "$round-plain"
-      limits_run "sqlite, daily limit per member" "$tmp/limited.yaml" "$round-limited"
-    else
-      limits_run "sqlite, daily limit per member" "$tmp/limited.yaml" "$round-limited"
-      limits_run "sqlite, example rules" tests/fixtures/example-rules.yaml "$round-plain"
-    fi
+    runs=("new members, example rules|$plain|-members" "new members, daily limit|$tmp/limited.yaml|-members-limited"
+          "one member, example rules|$plain|-one" "one member, daily limit|$tmp/limited.yaml|-one-limited")
+    # Alternate which of each pair goes first.
+    if [ $((round % 2)) -eq 0 ]; then runs=("${runs[1]}" "${runs[0]}" "${runs[3]}" "${runs[2]}"); fi
+    for spec in "${runs[@]}"; do
+      IFS='|' read -r label rules suffix <<<"$spec"
+      case $label in
+        new*) body_file="$tmp/member-event.json" limits_run "$label" "$rules" "$round$suffix" --sequence '{n}' ;;
+        *) limits_run "$label" "$rules" "$round$suffix" ;;
+      esac
+    done
   done
   exit 0
 fi

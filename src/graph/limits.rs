@@ -158,18 +158,23 @@ impl Room {
     pub fn new(used: impl IntoIterator<Item = (Limit, Usage)>) -> Room {
         let mut room = Room::default();
         for (limit, usage) in used {
-            match limit.cap {
-                LimitCap::Times(cap) if usage.times >= cap => room.refused = room.refused.or(Some(limit)),
-                LimitCap::Times(_) => {}
-                LimitCap::Points(cap) => {
-                    let left = cap.saturating_sub(usage.points);
-                    if room.points_left.is_none_or(|(fewest, _)| left < fewest) {
-                        room.points_left = Some((left, limit));
-                    }
+            room.count(limit, usage);
+        }
+        room
+    }
+
+    /// Narrows the room by one more limit and its use so far.
+    pub fn count(&mut self, limit: Limit, usage: Usage) {
+        match limit.cap {
+            LimitCap::Times(cap) if usage.times >= cap => self.refused = self.refused.or(Some(limit)),
+            LimitCap::Times(_) => {}
+            LimitCap::Points(cap) => {
+                let left = cap.saturating_sub(usage.points);
+                if self.points_left.is_none_or(|(fewest, _)| left < fewest) {
+                    self.points_left = Some((left, limit));
                 }
             }
         }
-        room
     }
 
     /// Decides one action of the scenario: `apply` carries out a points change of the amount

@@ -110,9 +110,9 @@ CREATE TABLE limit_uses (
     scenario_id TEXT NOT NULL,
     actor_id    TEXT NOT NULL,
     occurred_at BIGINT NOT NULL,
-    event_id    TEXT NOT NULL,
+    times       BIGINT NOT NULL,
     points      BIGINT NOT NULL,
-    PRIMARY KEY (scenario_id, actor_id, occurred_at, event_id)
+    PRIMARY KEY (scenario_id, actor_id, occurred_at)
 );
 CREATE TABLE limit_budgets (
     scenario_id  TEXT NOT NULL,
@@ -125,12 +125,15 @@ CREATE TABLE limit_budgets (
 ";
 
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = $1";
-const ACTOR_USAGE: &str = "SELECT count(*)::int8, coalesce(sum(points), 0)::int8 FROM limit_uses \
+const ACTOR_USAGE: &str = "SELECT coalesce(sum(times), 0)::int8, coalesce(sum(points), 0)::int8 FROM limit_uses \
      WHERE scenario_id = $1 AND actor_id = $2 AND occurred_at >= $3 AND occurred_at < $4";
 const BUDGET_USAGE: &str =
     "SELECT times, points FROM limit_budgets WHERE scenario_id = $1 AND period = $2 AND period_start = $3";
-const INSERT_USES: &str = "INSERT INTO limit_uses (scenario_id, actor_id, occurred_at, event_id, points) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[])";
+/// One row per (scenario, member, event time): two uses at the same microsecond add up.
+const ADD_USES: &str = "INSERT INTO limit_uses (scenario_id, actor_id, occurred_at, times, points) \
+     SELECT s, a, o, count(*), sum(p) FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS u(s, a, o, p) \
+     GROUP BY s, a, o ORDER BY s, a, o ON CONFLICT (scenario_id, actor_id, occurred_at) DO UPDATE SET \
+     times = limit_uses.times + excluded.times, points = limit_uses.points + excluded.points";
 /// One row per counter (a counter twice in one upsert is an error).
 const ADD_TO_BUDGETS: &str = "INSERT INTO limit_budgets (scenario_id, period, period_start, times, points) \
      SELECT s, p, b, sum(t), sum(n) FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
@@ -405,7 +408,7 @@ impl PostgresStore {
                 add_to_balances: tx.prepare_cached(ADD_TO_BALANCES).await.map_err(pg_error)?,
                 actor_usage: tx.prepare_cached(ACTOR_USAGE).await.map_err(pg_error)?,
                 budget_usage: tx.prepare_cached(BUDGET_USAGE).await.map_err(pg_error)?,
-                insert_uses: tx.prepare_cached(INSERT_USES).await.map_err(pg_error)?,
+                add_uses: tx.prepare_cached(ADD_USES).await.map_err(pg_error)?,
                 add_to_budgets: tx.prepare_cached(ADD_TO_BUDGETS).await.map_err(pg_error)?,
             })
         })
@@ -439,7 +442,7 @@ struct GroupStatements {
     add_to_balances: Statement,
     actor_usage: Statement,
     budget_usage: Statement,
-    insert_uses: Statement,
+    add_uses: Statement,
     add_to_budgets: Statement,
 }
 
@@ -461,7 +464,6 @@ struct UseRows {
     scenario: Vec<String>,
     actor: Vec<String>,
     occurred_at: Vec<i64>,
-    event: Vec<String>,
     points: Vec<i64>,
 }
 
@@ -603,10 +605,10 @@ impl<'a> PgTx<'a, '_> {
         }
         let u = rows.uses;
         if !u.scenario.is_empty() {
-            let insert = self.sql.insert_uses.clone();
-            out.push(Box::pin(async move {
-                tx.execute(&insert, &[&u.scenario, &u.actor, &u.occurred_at, &u.event, &u.points]).await
-            }));
+            let add = self.sql.add_uses.clone();
+            out.push(Box::pin(
+                async move { tx.execute(&add, &[&u.scenario, &u.actor, &u.occurred_at, &u.points]).await },
+            ));
         }
         let b = rows.budgets;
         if !b.scenario.is_empty() {
@@ -704,7 +706,6 @@ impl LedgerTx for PgTx<'_, '_> {
         rows.scenario.push(u.scenario_id.to_owned());
         rows.actor.push(u.actor_id.to_owned());
         rows.occurred_at.push(u.occurred_at);
-        rows.event.push(u.event_id.to_owned());
         rows.points.push(u.points);
         Ok(())
     }

@@ -95,7 +95,7 @@ fn apply<T: LedgerTx + ?Sized>(
             outcomes.push(Some(outcome));
         }
         match (limits, used_by(&outcomes[first..])) {
-            (Some(limits), Some(used)) => record_use(tx, limits, actor, posting.event_id, at, used),
+            (Some(limits), Some(used)) => record_use(tx, limits, actor, at, used),
             _ => Ok(()),
         }
     })?;
@@ -132,11 +132,11 @@ fn room_for<T: LedgerTx + ?Sized>(
     actor: Option<&str>,
     at: Timestamp,
 ) -> Result<Room, LedgerError> {
-    let mut used = Vec::with_capacity(limits.limits.len());
+    let mut room = Room::default();
     for (limit, counter) in limits.counters(actor, at) {
-        used.push((limit, tx.usage(&counter)?));
+        room.count(limit, tx.usage(&counter)?);
     }
-    Ok(Room::new(used))
+    Ok(room)
 }
 
 /// Counts a scenario's use by this event against each of its limits.
@@ -144,14 +144,12 @@ fn record_use<T: LedgerTx + ?Sized>(
     tx: &mut T,
     limits: &ScenarioLimits,
     actor: Option<&str>,
-    event_id: &str,
     at: Timestamp,
     used: Usage,
 ) -> Result<(), LedgerError> {
     if let (true, Some(actor_id)) = (limits.per_actor(), actor) {
         let points = i64::try_from(used.points).unwrap_or(i64::MAX);
-        let new_use =
-            NewUse { scenario_id: &limits.scenario_id, actor_id, event_id, occurred_at: at.as_microsecond(), points };
+        let new_use = NewUse { scenario_id: &limits.scenario_id, actor_id, occurred_at: at.as_microsecond(), points };
         tx.add_use(&new_use)?;
     }
     for budget in limits.budgets(at) {

@@ -91,17 +91,18 @@ ALTER TABLE events ADD COLUMN occurred_at INTEGER;
 ALTER TABLE events ADD COLUMN payload TEXT;
 ";
 
-/// Version 3: what scenarios with limits did. One row per use of a scenario with `per: actor`
-/// limits (read by member and event-time window), and one counter per campaign budget and
-/// calendar period (so a budget is one row read however many members spent it).
+/// Version 3: what scenarios with limits did. Per member, one row per event time (µs) at which a
+/// scenario with `per: actor` limits acted (read by member and event-time window; no event id,
+/// so a use is a small row); per campaign budget, one counter per calendar period (so a budget is
+/// one row read however many members spent it).
 const V3_LIMITS: &str = "
 CREATE TABLE limit_uses (
     scenario_id TEXT NOT NULL,
     actor_id    TEXT NOT NULL,
     occurred_at INTEGER NOT NULL,
-    event_id    TEXT NOT NULL,
+    times       INTEGER NOT NULL,
     points      INTEGER NOT NULL,
-    PRIMARY KEY (scenario_id, actor_id, occurred_at, event_id)
+    PRIMARY KEY (scenario_id, actor_id, occurred_at)
 ) WITHOUT ROWID;
 CREATE TABLE limit_budgets (
     scenario_id  TEXT NOT NULL,
@@ -124,31 +125,37 @@ const INSERT_ENTRY: &str =
 const ADD_TO_BALANCE: &str = "INSERT INTO balances (actor_id, balance, updated_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (actor_id) DO UPDATE SET balance = balance + excluded.balance, updated_at = excluded.updated_at";
 
-const ACTOR_USAGE: &str = "SELECT count(*), coalesce(sum(points), 0) FROM limit_uses \
+const ACTOR_USAGE: &str = "SELECT coalesce(sum(times), 0), coalesce(sum(points), 0) FROM limit_uses \
      WHERE scenario_id = ?1 AND actor_id = ?2 AND occurred_at >= ?3 AND occurred_at < ?4";
 const BUDGET_USAGE: &str =
     "SELECT times, points FROM limit_budgets WHERE scenario_id = ?1 AND period = ?2 AND period_start = ?3";
-const INSERT_USE: &str =
-    "INSERT INTO limit_uses (scenario_id, actor_id, occurred_at, event_id, points) VALUES (?1, ?2, ?3, ?4, ?5)";
+const ADD_USE: &str = "INSERT INTO limit_uses (scenario_id, actor_id, occurred_at, times, points) \
+     VALUES (?1, ?2, ?3, 1, ?4) ON CONFLICT (scenario_id, actor_id, occurred_at) \
+     DO UPDATE SET times = times + 1, points = points + excluded.points";
 const ADD_TO_BUDGET: &str = "INSERT INTO limit_budgets (scenario_id, period, period_start, times, points) \
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (scenario_id, period, period_start) \
      DO UPDATE SET times = times + excluded.times, points = points + excluded.points";
 
-/// A limit's use so far, read on any connection (the writer's inside its transaction).
-fn read_usage(conn: &Connection, counter: &Counter<'_>) -> rusqlite::Result<Usage> {
+/// A limit's use so far, with the statement of its kind of counter.
+fn read_usage(statement: &mut CachedStatement<'_>, counter: &Counter<'_>) -> rusqlite::Result<Usage> {
     let row = |row: &rusqlite::Row<'_>| {
         let (times, points): (i64, i64) = (row.get(0)?, row.get(1)?);
         Ok(Usage { times: u64::try_from(times).unwrap_or(0), points: u64::try_from(points).unwrap_or(0) })
     };
     match counter {
-        Counter::Actor(w) => {
-            conn.prepare_cached(ACTOR_USAGE)?.query_row(params![w.scenario_id, w.actor_id, w.from, w.to], row)
-        }
-        Counter::Budget(b) => conn
-            .prepare_cached(BUDGET_USAGE)?
+        Counter::Actor(w) => statement.query_row(params![w.scenario_id, w.actor_id, w.from, w.to], row),
+        Counter::Budget(b) => statement
             .query_row(params![b.scenario_id, b.period.to_string(), b.start], row)
             .optional()
             .map(Option::unwrap_or_default),
+    }
+}
+
+/// The statement that reads a kind of counter.
+fn usage_sql(counter: &Counter<'_>) -> &'static str {
+    match counter {
+        Counter::Actor(_) => ACTOR_USAGE,
+        Counter::Budget(_) => BUDGET_USAGE,
     }
 }
 
@@ -317,7 +324,7 @@ impl LedgerStore for SqliteStore {
     }
 
     fn usage(&self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {
-        self.read(|conn| read_usage(conn, counter))
+        self.read(|conn| read_usage(&mut conn.prepare_cached(usage_sql(counter))?, counter))
     }
 
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
@@ -425,8 +432,9 @@ fn entry_kind(name: &str) -> rusqlite::Result<EntryKind> {
 /// connection's statement cache for every event hashed its SQL text twice (2–3% of the writer
 /// thread in perf).
 struct GroupStatements<'tx> {
-    /// For the statements of limits, prepared only when a scenario with limits acts.
+    /// For the statements of limits, prepared only when a group has a scenario with limits.
     conn: &'tx Connection,
+    limits: Option<LimitStatements<'tx>>,
     find_event: CachedStatement<'tx>,
     insert_event: CachedStatement<'tx>,
     mark_job_event: CachedStatement<'tx>,
@@ -439,6 +447,7 @@ impl<'tx> GroupStatements<'tx> {
     fn prepare(tx: &'tx Transaction<'_>) -> rusqlite::Result<Self> {
         Ok(GroupStatements {
             conn: tx,
+            limits: None,
             find_event: tx.prepare_cached(FIND_EVENT)?,
             insert_event: tx.prepare_cached(INSERT_EVENT)?,
             mark_job_event: tx.prepare_cached(MARK_JOB_EVENT)?,
@@ -446,6 +455,29 @@ impl<'tx> GroupStatements<'tx> {
             insert_entry: tx.prepare_cached(INSERT_ENTRY)?,
             add_to_balance: tx.prepare_cached(ADD_TO_BALANCE)?,
         })
+    }
+}
+
+struct LimitStatements<'tx> {
+    actor_usage: CachedStatement<'tx>,
+    budget_usage: CachedStatement<'tx>,
+    add_use: CachedStatement<'tx>,
+    add_to_budget: CachedStatement<'tx>,
+}
+
+impl<'tx> GroupStatements<'tx> {
+    fn limits(&mut self) -> Result<&mut LimitStatements<'tx>, LedgerError> {
+        if self.limits.is_none() {
+            let prepare = |sql| self.conn.prepare_cached(sql).map_err(unavailable);
+            let statements = LimitStatements {
+                actor_usage: prepare(ACTOR_USAGE)?,
+                budget_usage: prepare(BUDGET_USAGE)?,
+                add_use: prepare(ADD_USE)?,
+                add_to_budget: prepare(ADD_TO_BUDGET)?,
+            };
+            self.limits = Some(statements);
+        }
+        self.limits.as_mut().ok_or_else(|| broken("the statements of limits were not prepared"))
     }
 }
 
@@ -506,19 +538,24 @@ impl LedgerTx for GroupStatements<'_> {
 
     fn usage(&mut self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {
         // One writer thread applies every write: nothing else can change it before the commit.
-        read_usage(self.conn, counter).map_err(unavailable)
+        let statements = self.limits()?;
+        let statement = match counter {
+            Counter::Actor(_) => &mut statements.actor_usage,
+            Counter::Budget(_) => &mut statements.budget_usage,
+        };
+        read_usage(statement, counter).map_err(unavailable)
     }
 
     fn add_use(&mut self, u: &NewUse<'_>) -> Result<(), LedgerError> {
-        let mut insert = self.conn.prepare_cached(INSERT_USE).map_err(unavailable)?;
-        insert.execute(params![u.scenario_id, u.actor_id, u.occurred_at, u.event_id, u.points]).map_err(unavailable)?;
+        let add = &mut self.limits()?.add_use;
+        add.execute(params![u.scenario_id, u.actor_id, u.occurred_at, u.points]).map_err(unavailable)?;
         Ok(())
     }
 
     fn add_to_budget(&mut self, b: &BudgetKey<'_>, used: Usage) -> Result<(), LedgerError> {
-        let mut add = self.conn.prepare_cached(ADD_TO_BUDGET).map_err(unavailable)?;
         let (times, points) =
             (i64::try_from(used.times).unwrap_or(i64::MAX), i64::try_from(used.points).unwrap_or(i64::MAX));
+        let add = &mut self.limits()?.add_to_budget;
         add.execute(params![b.scenario_id, b.period.to_string(), b.start, times, points]).map_err(unavailable)?;
         Ok(())
     }

@@ -62,15 +62,13 @@ pub struct NewEvent<'a> {
     pub processed_at: i64,
 }
 
-/// A scenario's use by one member, counted by its `per: actor` limits.
+/// A scenario's use by one member (one event), counted by its `per: actor` limits.
 #[derive(Debug, Clone, Copy)]
 pub struct NewUse<'a> {
     /// The scenario.
     pub scenario_id: &'a str,
     /// The member.
     pub actor_id: &'a str,
-    /// The event that used it.
-    pub event_id: &'a str,
     /// The event time (µs since the epoch): periods are counted in event time.
     pub occurred_at: i64,
     /// Points the scenario awarded with it.
