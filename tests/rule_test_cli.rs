@@ -105,6 +105,15 @@ fn every_problem_of_a_test_file_has_its_line_and_column_and_misspelt_keys_a_sugg
             "rules_inline: 'version: v1'\ncases:\n  - name: x\n    event: {type: t, actorId: u}\n",
             vec!["4:12: error: case `x`: event: unknown field `actorId`"],
         ),
+        (
+            "rules_inline: 'version: v1'\ncases:\n  - name: x\n    earlier_events:\n      - {type: t}\n      \
+             - {type: t, occured_at: x}\n    event: {type: t}\n",
+            vec!["6:9: error: case `x`: earlier_events[1]: unknown field `occured_at`"],
+        ),
+        (
+            "rules_inline: 'version: v1'\ncases:\n  - name: x\n    earlier_event: []\n    event: {type: t}\n",
+            vec!["4:5: error: unknown key `earlier_event` in case `x` (did you mean `earlier_events`?)"],
+        ),
         ("rules_inline: 'version: v1'\ncases:\n  - name: x\n\tevent: {type: t}\n", vec!["4:1: error: YAML syntax: "]),
         (
             "rules: a.yaml\nrules_inline: 'version: v1'\ncases: []\n",
