@@ -148,3 +148,32 @@ fn event_time_is_answered_and_checked_over_http() {
     assert_eq!(again["replayed"], true);
     assert_eq!(first["occurred_at"], again["occurred_at"]);
 }
+
+/// Without a ledger nothing is remembered between events: a limit sees only the event itself, so
+/// a `times` limit never refuses and a `points` limit cuts one event's awards (CONTRACT §10).
+#[test]
+fn without_a_ledger_limits_see_only_the_event_itself() {
+    let rules = Rules::load_str(
+        r#"version: v1
+scenarios:
+  - id: sc_capped
+    enabled: true
+    event_types: [purchase]
+    limits: [{per: actor, times: 1, period: day}, {per: scenario, points: 50}]
+    children:
+      - action: {id: act_first, type: reward_points, params: {operation: award, points: 30}}
+      - action: {id: act_second, type: reward_points, params: {operation: award, points: 30}}
+      - action: {id: act_third, type: reward_points, params: {operation: award, points: 30}}
+"#,
+        &ActionRegistry::builtin(),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let result = evaluate(&rules, "2026-11-02T10:00:00Z", json!({}));
+        let outcomes: Vec<(Option<i64>, Option<&str>)> =
+            result.actions_executed.iter().map(|a| (a.points, a.code.as_deref())).collect();
+        assert_eq!(outcomes, [(Some(30), None), (Some(20), None), (None, Some("limit_reached"))]);
+        assert_eq!(result.actions_executed[1].message, "Awarded 20 points to ann (capped by limit)");
+        assert_eq!(result.actions_executed[2].message, "limit reached: at most 50 points for everyone");
+    }
+}
