@@ -5,7 +5,8 @@
 //! expression language) → [`graph`] (compiled scenarios, evaluation, trace) → [`actions`] (what a rule does) → [`result`] (what an event
 //! did) → [`ledger`] (durable points, idempotency, batch jobs) → [`engine`] (queue, workers,
 //! reload) → [`api`] (HTTP) → [`cli`] (the command line); [`logs`] writes the service's logs and
-//! [`calendar`] (zones, schedules, periods) serves `rules`, `graph` and the ledger.
+//! [`calendar`] (zones, schedules, periods) serves `rules`, `graph` and the ledger; [`suggest`] finds
+//! the word a misspelt name meant.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -23,3 +24,4 @@ pub mod logs;
 pub mod result;
 pub mod rules;
 pub mod ruletest;
+pub mod suggest;

@@ -9,7 +9,7 @@
 //! other target uses it.
 
 use allocation_counter::{AllocationInfo, measure};
-use fluxflow::actions::{ActionRegistry, Plan};
+use fluxflow::actions::{ActionRegistry, Plan, PointsChange};
 use fluxflow::event::Event;
 use fluxflow::facts::Facts;
 use fluxflow::graph::{Evaluation, Rules};
@@ -174,4 +174,36 @@ scenarios:
         assert_eq!(out.planned.len(), planned, "{at}: {out:?}");
         assert_eq!(info.count_total, 0, "{at}: {info:?}");
     }
+}
+
+/// Functions read the event time in the programme's zone and compute without allocating:
+/// Friday 23:30 UTC is Saturday 00:30 in Berlin.
+#[test]
+fn functions_allocate_nothing_and_read_the_programmes_zone() {
+    let yaml = r#"version: v1
+programme:
+  timezone: Europe/Berlin
+scenarios:
+  - id: sc_weekend_night
+    enabled: true
+    event_types: [purchase]
+    children:
+      - condition:
+          id: cond_saturday_small_hours
+          expression: "day_of_week() in ['sat', 'sun'] AND hour() < 6 AND len(payload.items) >= 2"
+          children:
+            - action:
+                id: act_capped
+                type: reward_points
+                params: {operation: award, points_formula: "min(max(round(payload.total), 1), 50) + abs(floor(-0.5)) + ceil(0.2)"}
+"#;
+    let rules = Rules::load_str(yaml, &ActionRegistry::builtin()).unwrap();
+    let json = r#"{"type": "purchase", "actor_id": "u1", "occurred_at": "2026-12-04T23:30:00Z",
+                   "payload": {"total": 80.4, "items": ["a", "b"]}}"#;
+    let event = Event::from_slice(json.as_bytes()).unwrap();
+    let mut out = rules.new_evaluation();
+    let info = allocations_of_evaluate(&rules, &event, &mut out);
+    assert_eq!(out.planned.len(), 1, "{out:?}");
+    assert_eq!(out.planned[0].plan, Plan::Points(PointsChange { amount: 52, expiry_days: None }));
+    assert_eq!(info.count_total, 0, "{info:?}");
 }

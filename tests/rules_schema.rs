@@ -601,8 +601,8 @@ fn readme_points_editors_at_the_schema() {
     assert!(readme.contains("yaml.schemas"), "README shows the VS Code setting");
 }
 
-/// The hover text of `expression` names every operator of the language, so an editor user sees
-/// `in` and lists as well as the original's operators.
+/// The hover text of `expression` names every operator and function of the language, so an editor
+/// user sees `in`, lists and functions as well as the original's operators.
 #[test]
 fn the_expression_description_names_every_operator() {
     let schema = schema();
@@ -615,4 +615,8 @@ fn the_expression_description_names_every_operator() {
         assert!(description.contains(&format!(" {op}")), "the expression description does not name `{op}`");
     }
     assert!(description.contains("['food', 'drinks']"), "the expression description shows no list");
+    for function in fluxflow::expr::Function::ALL {
+        let call = format!(" {}()", function.name());
+        assert!(description.contains(&call), "the expression description does not name `{call}`");
+    }
 }

@@ -13,6 +13,7 @@ use std::fmt;
 
 use crate::event::Event;
 use crate::expr::Unknown;
+use crate::facts::Facts;
 use crate::rules::loyalty::Limit;
 use crate::rules::{ActionDef, Diagnostics};
 
@@ -26,8 +27,8 @@ pub trait ActionKind: Send + Sync {
 
 /// A compiled action, ready to plan.
 pub trait Action: Send + Sync + fmt::Debug {
-    /// Decides what the action would do for this event. Must not allocate.
-    fn plan(&self, event: &Event) -> Plan;
+    /// Decides what the action would do for an event, given its facts. Must not allocate.
+    fn plan(&self, facts: &Facts<'_>) -> Plan;
     /// The message for a result: what was done, or why it failed.
     fn message(&self, outcome: &Outcome, event: &Event) -> String;
     /// The reason written on the action's ledger entries.

@@ -3,6 +3,7 @@
 use super::{Action, ActionKind, Failure, Outcome, Plan, PointsChange};
 use crate::event::Event;
 use crate::expr::{Program, Purpose};
+use crate::facts::Facts;
 use crate::rules::schema::{Fields, describe, read_string, read_text};
 use crate::rules::yaml::{Style, parse_yaml_float};
 use crate::rules::{ActionDef, Diagnostics, Text, compile_expression};
@@ -203,13 +204,13 @@ fn expiry(node: &crate::rules::yaml::Node, id: &str, diags: &mut Diagnostics) ->
 }
 
 impl Action for RewardPointsAction {
-    fn plan(&self, event: &Event) -> Plan {
-        if event.actor_id.is_none() {
+    fn plan(&self, facts: &Facts<'_>) -> Plan {
+        if facts.event.actor_id.is_none() {
             return Plan::Failed(Failure::NoActor);
         }
         let amount = match &self.amount {
             Amount::Fixed(points) => *points,
-            Amount::Formula(program) => match program.number(event) {
+            Amount::Formula(program) => match program.number_of(facts) {
                 Err(unknown) => return Plan::Failed(Failure::FormulaUnknown(unknown)),
                 Ok(x) if !x.is_finite() => return Plan::Failed(Failure::FormulaNotFinite),
                 Ok(x) => {

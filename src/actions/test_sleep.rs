@@ -32,7 +32,7 @@ impl ActionKind for TestSleep {
 }
 
 impl Action for Sleep {
-    fn plan(&self, _event: &Event) -> Plan {
+    fn plan(&self, _facts: &crate::facts::Facts<'_>) -> Plan {
         let nap = || std::thread::sleep(std::time::Duration::from_millis(self.ms));
         // Inside the service, hand this thread's other tasks to another thread while sleeping,
         // so a sleeping event holds its evaluation slot without stalling the HTTP server.

@@ -337,6 +337,73 @@ pub enum UnaryOp {
     Neg,
 }
 
+/// A function of the expression language: `name(arguments)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// `day_of_week()`: `'mon'`..`'sun'`, the local day of the event time.
+    DayOfWeek,
+    /// `hour()`: 0–23, the local hour of the event time.
+    Hour,
+    /// `abs(x)`.
+    Abs,
+    /// `round(x)`: half away from zero.
+    Round,
+    /// `floor(x)`.
+    Floor,
+    /// `ceil(x)`.
+    Ceil,
+    /// `min(a, b, ...)`.
+    Min,
+    /// `max(a, b, ...)`.
+    Max,
+    /// `len(x)`: characters of a string, elements of an array, keys of an object.
+    Len,
+}
+
+impl Function {
+    /// Every function, in the order the docs list them.
+    pub const ALL: [Function; 9] = [
+        Function::DayOfWeek,
+        Function::Hour,
+        Function::Len,
+        Function::Abs,
+        Function::Min,
+        Function::Max,
+        Function::Round,
+        Function::Floor,
+        Function::Ceil,
+    ];
+
+    /// The name as written.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::DayOfWeek => "day_of_week",
+            Function::Hour => "hour",
+            Function::Abs => "abs",
+            Function::Round => "round",
+            Function::Floor => "floor",
+            Function::Ceil => "ceil",
+            Function::Min => "min",
+            Function::Max => "max",
+            Function::Len => "len",
+        }
+    }
+
+    /// The function of a name, in any case.
+    pub fn parse(name: &str) -> Option<Function> {
+        Function::ALL.into_iter().find(|f| f.name().eq_ignore_ascii_case(name))
+    }
+
+    /// How many arguments it takes: at least, at most.
+    pub fn arity(self) -> (usize, usize) {
+        match self {
+            Function::DayOfWeek | Function::Hour => (0, 0),
+            Function::Min | Function::Max => (2, usize::MAX),
+            _ => (1, 1),
+        }
+    }
+}
+
 /// An expression node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -348,19 +415,25 @@ pub enum Expr {
     Unary(UnaryOp, Box<Expr>, Span),
     /// `a op b`.
     Binary(BinaryOp, Box<Expr>, Box<Expr>, Span),
+    /// `name(arguments)`.
+    Call(Function, Vec<Expr>, Span),
 }
 
 impl Expr {
     /// Where the node stands in the source.
     pub fn span(&self) -> Span {
         match self {
-            Expr::Literal(_, s) | Expr::Path(_, s) | Expr::Unary(_, _, s) | Expr::Binary(_, _, _, s) => *s,
+            Expr::Literal(_, s)
+            | Expr::Path(_, s)
+            | Expr::Unary(_, _, s)
+            | Expr::Binary(_, _, _, s)
+            | Expr::Call(_, _, s) => *s,
         }
     }
 
     fn precedence(&self) -> u8 {
         match self {
-            Expr::Literal(..) | Expr::Path(..) => u8::MAX,
+            Expr::Literal(..) | Expr::Path(..) | Expr::Call(..) => u8::MAX,
             Expr::Unary(UnaryOp::Not, ..) => NOT_PRECEDENCE,
             Expr::Unary(UnaryOp::Neg, ..) => NEG_PRECEDENCE,
             Expr::Binary(op, ..) => op.precedence(),
@@ -383,6 +456,10 @@ impl Expr {
             Expr::Unary(UnaryOp::Not, e, _) => format!("(NOT {})", e.to_sexpr()),
             Expr::Unary(UnaryOp::Neg, e, _) => format!("(- {})", e.to_sexpr()),
             Expr::Binary(op, l, r, _) => format!("({} {} {})", op.symbol(), l.to_sexpr(), r.to_sexpr()),
+            Expr::Call(function, args, _) => {
+                let args: Vec<String> = args.iter().map(Expr::to_sexpr).collect();
+                format!("({}{}{})", function.name(), if args.is_empty() { "" } else { " " }, args.join(" "))
+            }
         }
     }
 }
@@ -412,6 +489,16 @@ impl fmt::Display for Expr {
                 operand(f, l, left_parens)?;
                 write!(f, " {} ", op.symbol())?;
                 operand(f, r, r.precedence() <= p)
+            }
+            Expr::Call(function, args, _) => {
+                write!(f, "{}(", function.name())?;
+                for (i, arg) in args.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{arg}")?;
+                }
+                write!(f, ")")
             }
         }
     }

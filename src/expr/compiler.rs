@@ -11,7 +11,7 @@
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
-use super::ast::{BinaryOp, Expr, Literal, Path, Span, UnaryOp};
+use super::ast::{BinaryOp, Expr, Function, Literal, Path, Span, UnaryOp};
 use super::set::ConstSet;
 
 /// What an expression is for.
@@ -141,6 +141,8 @@ pub enum Node {
     /// A part whose types can never fit its operator: always unknown. The number indexes
     /// [`Compiled::warnings`], which says why.
     Never(u16, Span),
+    /// `name(arguments)`.
+    Call(Function, Box<[Node]>, Span),
 }
 
 /// What is known of a node's type at load.
@@ -273,7 +275,30 @@ impl Compiler {
                 (Node::Not(Box::new(node), *span), T::Bool)
             }
             Expr::Binary(op, left, right, span) => self.binary(*op, left, right, *span)?,
+            Expr::Call(function, args, span) => self.call(*function, args, *span)?,
         })
+    }
+
+    /// A function call: the time functions take nothing; `len` a string, list or object; the
+    /// others numbers.
+    fn call(&mut self, function: Function, args: &[Expr], span: Span) -> Result<Typed, CompileError> {
+        use StaticType as T;
+        let name = function.name();
+        let (allowed, what, result): (&[T], String, T) = match function {
+            Function::DayOfWeek => (&[], String::new(), T::Str),
+            Function::Hour => (&[], String::new(), T::Number),
+            Function::Len => (&[T::Str, T::Array], format!("`{name}` counts a string, a list or an object"), T::Number),
+            _ => (&[T::Number], format!("`{name}` needs numbers"), T::Number),
+        };
+        let mut nodes = Vec::with_capacity(args.len());
+        for arg in args {
+            let (node, ty) = self.node(arg)?;
+            if let Some(never) = self.misfit(arg, ty, allowed, &what, span)? {
+                return Ok(never);
+            }
+            nodes.push(node);
+        }
+        Ok((Node::Call(function, nodes.into_boxed_slice(), span), result))
     }
 
     fn binary(&mut self, op: BinaryOp, left: &Expr, right: &Expr, span: Span) -> Result<Typed, CompileError> {
@@ -422,6 +447,7 @@ impl Node {
                     list.visit_paths(f);
                 }
             }
+            Node::Call(_, args, _) => args.iter().for_each(|arg| arg.visit_paths(f)),
             Node::Arith(_, l, r, _)
             | Node::Compare(_, l, r, _)
             | Node::Contains(l, r, _)

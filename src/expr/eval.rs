@@ -1,4 +1,4 @@
-//! Evaluator: runs a compiled expression against an event, without allocating.
+//! Evaluator: runs a compiled expression against an event's facts, without allocating.
 //!
 //! Values are borrowed from the event or the compiled form. Anything that cannot be decided
 //! (a missing path, a type mismatch, a division by zero) is *unknown*, carrying a [`Unknown`]
@@ -6,9 +6,11 @@
 
 use serde_json::{Map, Value};
 
-use super::ast::{EventField, Path, Segment, Span};
+use super::ast::{EventField, Function, Path, Segment, Span};
 use super::compiler::{ArithOp, CmpOp, Const, List, Node};
+use crate::calendar::DAY_NAMES;
 use crate::event::{Event, object_get};
+use crate::facts::Facts;
 
 /// Numbers closer than this are equal for `==` and `!=`.
 pub const EQUALITY_TOLERANCE: f64 = 1e-9;
@@ -135,6 +137,8 @@ pub enum Reason {
     NotNumber(ValType),
     /// `in` on something that is not a list.
     NotAList(ValType),
+    /// `len` of something that is neither a string, a list nor an object.
+    NoLength(ValType),
     /// A part whose types can never fit its operator, found at load; the number indexes the
     /// program's warnings, which say why.
     Impossible(u16),
@@ -154,6 +158,7 @@ impl Reason {
             | Reason::NeedleNotString(_)
             | Reason::MatchesNeedsString(_)
             | Reason::NotAList(_)
+            | Reason::NoLength(_)
             | Reason::Impossible(_) => 2,
             Reason::NotBoolean(_) => 3,
             Reason::DivisionByZero => 4,
@@ -185,6 +190,7 @@ impl Unknown {
             Reason::DivisionByZero => format!("`{at}` divides by zero"),
             Reason::NotNumber(t) => format!("`{at}` is {}, not a number", t.name()),
             Reason::NotAList(t) => format!("`{at}`: in needs a list, got {}", t.name()),
+            Reason::NoLength(t) => format!("`{at}`: len needs a string, a list or an object, got {}", t.name()),
             Reason::Impossible(_) => format!("`{at}` can never be decided: its types do not fit"),
         }
     }
@@ -229,37 +235,37 @@ pub fn resolve<'a>(path: &Path, event: &'a Event) -> Option<Val<'a>> {
 }
 
 /// Evaluates a node in a boolean position.
-pub fn truth(node: &Node, event: &Event) -> Truth {
+pub fn truth(node: &Node, facts: &Facts<'_>) -> Truth {
     match node {
         // The most common condition, `path op constant`, skips the general operand plumbing.
         Node::Compare(op, l, r, span) => match (&**l, &**r) {
             (Node::Path(path, path_span), Node::Const(constant)) => {
-                compare_path_to_constant(*op, path, *path_span, constant, *span, event)
+                compare_path_to_constant(*op, path, *path_span, constant, *span, facts)
             }
-            _ => value_truth(node, event),
+            _ => value_truth(node, facts),
         },
-        Node::And(l, r) => match truth(l, event) {
+        Node::And(l, r) => match truth(l, facts) {
             Truth::False => Truth::False,
-            left => match (left, truth(r, event)) {
+            left => match (left, truth(r, facts)) {
                 (_, Truth::False) => Truth::False,
                 (Truth::True, right) => right,
                 (unknown, _) => unknown,
             },
         },
-        Node::Or(l, r) => match truth(l, event) {
+        Node::Or(l, r) => match truth(l, facts) {
             Truth::True => Truth::True,
-            left => match (left, truth(r, event)) {
+            left => match (left, truth(r, facts)) {
                 (_, Truth::True) => Truth::True,
                 (Truth::False, right) => right,
                 (unknown, _) => unknown,
             },
         },
-        Node::Not(inner, _) => match truth(inner, event) {
+        Node::Not(inner, _) => match truth(inner, facts) {
             Truth::True => Truth::False,
             Truth::False => Truth::True,
             unknown => unknown,
         },
-        Node::In { needle, list, negated, span } => match membership(needle, list, *span, event) {
+        Node::In { needle, list, negated, span } => match membership(needle, list, *span, facts) {
             Ok(found) => {
                 if found != *negated {
                     Truth::True
@@ -269,22 +275,22 @@ pub fn truth(node: &Node, event: &Event) -> Truth {
             }
             Err(u) => Truth::Unknown(u),
         },
-        other => value_truth(other, event),
+        other => value_truth(other, facts),
     }
 }
 
 /// `x in list`: unknown when x is (whatever the list holds), else whether some element `==` x.
-fn membership(needle: &Node, list: &List, span: Span, event: &Event) -> Result<bool, Unknown> {
+fn membership(needle: &Node, list: &List, span: Span, facts: &Facts<'_>) -> Result<bool, Unknown> {
     // The common `path in [...]` reads the path directly, as `path == constant` does.
     let needle = match needle {
         Node::Path(path, path_span) => {
-            resolve(path, event).ok_or(Unknown { reason: Reason::Missing, span: *path_span })?
+            resolve(path, facts.event).ok_or(Unknown { reason: Reason::Missing, span: *path_span })?
         }
-        other => value(other, event)?,
+        other => value(other, facts)?,
     };
     match list {
         List::Const(set) => Ok(set.contains(needle)),
-        List::Value(node) => match value(node, event)? {
+        List::Value(node) => match value(node, facts)? {
             Val::Array(items) => Ok(items.iter().any(|item| values_equal(Val::from_json(item), needle))),
             other => Err(Unknown { reason: Reason::NotAList(other.val_type()), span }),
         },
@@ -292,8 +298,8 @@ fn membership(needle: &Node, list: &List, span: Span, event: &Event) -> Result<b
 }
 
 /// A value in a boolean position: `true` and `false` are themselves, anything else is unknown.
-fn value_truth(node: &Node, event: &Event) -> Truth {
-    match value(node, event) {
+fn value_truth(node: &Node, facts: &Facts<'_>) -> Truth {
+    match value(node, facts) {
         Ok(Val::Bool(true)) => Truth::True,
         Ok(Val::Bool(false)) => Truth::False,
         Ok(v) => Truth::Unknown(Unknown { reason: Reason::NotBoolean(v.val_type()), span: span_of(node) }),
@@ -311,6 +317,7 @@ fn span_of(node: &Node) -> Span {
         | Node::Matches(_, _, s)
         | Node::Not(_, s)
         | Node::Never(_, s)
+        | Node::Call(_, _, s)
         | Node::In { span: s, .. } => *s,
         Node::And(l, r) | Node::Or(l, r) => span_of(l).to(span_of(r)),
         Node::Const(_) => Span::default(),
@@ -318,23 +325,23 @@ fn span_of(node: &Node) -> Span {
 }
 
 /// Evaluates a node to a number (formulas).
-pub fn number(node: &Node, event: &Event) -> Result<f64, Unknown> {
+pub fn number(node: &Node, facts: &Facts<'_>) -> Result<f64, Unknown> {
     // The most common formula, `path op constant`, skips the general value plumbing (whose
     // results travel through memory); the same steps as `value` takes, so the same outcomes.
     if let Node::Arith(op, l, r, span) = node {
         if let (Node::Path(path, path_span), Node::Const(constant)) = (&**l, &**r) {
-            let left = resolve(path, event).ok_or(Unknown { reason: Reason::Missing, span: *path_span })?;
+            let left = resolve(path, facts.event).ok_or(Unknown { reason: Reason::Missing, span: *path_span })?;
             return arith_number(*op, left, Val::from_const(constant), *span);
         }
     }
-    match value(node, event)? {
+    match value(node, facts)? {
         Val::Num(n) => Ok(n),
         other => Err(Unknown { reason: Reason::NotNumber(other.val_type()), span: span_of(node) }),
     }
 }
 
 /// Evaluates a node to a value.
-pub fn value<'a>(node: &'a Node, event: &'a Event) -> Res<'a> {
+pub fn value<'a>(node: &'a Node, facts: &Facts<'a>) -> Res<'a> {
     let bool_of = |t: Truth| match t {
         Truth::True => Ok(Val::Bool(true)),
         Truth::False => Ok(Val::Bool(false)),
@@ -342,21 +349,64 @@ pub fn value<'a>(node: &'a Node, event: &'a Event) -> Res<'a> {
     };
     match node {
         Node::Const(c) => Ok(Val::from_const(c)),
-        Node::Path(path, span) => resolve(path, event).ok_or(Unknown { reason: Reason::Missing, span: *span }),
-        Node::Neg(inner, span) => match value(inner, event)? {
+        Node::Path(path, span) => resolve(path, facts.event).ok_or(Unknown { reason: Reason::Missing, span: *span }),
+        Node::Neg(inner, span) => match value(inner, facts)? {
             Val::Num(n) => Ok(Val::Num(-n)),
             other => Err(Unknown { reason: Reason::NegNeedsNumber(other.val_type()), span: *span }),
         },
-        Node::Arith(op, l, r, span) => arith_number(*op, value(l, event)?, value(r, event)?, *span).map(Val::Num),
-        Node::Compare(op, l, r, span) => compare(*op, operand(l, event), operand(r, event), *span),
-        Node::Contains(l, r, span) => contains(value(l, event)?, value(r, event)?, *span),
-        Node::Matches(subject, regex, span) => match value(subject, event)? {
+        Node::Arith(op, l, r, span) => arith_number(*op, value(l, facts)?, value(r, facts)?, *span).map(Val::Num),
+        Node::Compare(op, l, r, span) => compare(*op, operand(l, facts), operand(r, facts), *span),
+        Node::Contains(l, r, span) => contains(value(l, facts)?, value(r, facts)?, *span),
+        Node::Matches(subject, regex, span) => match value(subject, facts)? {
             Val::Str(s) => Ok(Val::Bool(regex.is_match(s))),
             other => Err(Unknown { reason: Reason::MatchesNeedsString(other.val_type()), span: *span }),
         },
-        Node::And(..) | Node::Or(..) | Node::Not(..) | Node::In { .. } => bool_of(truth(node, event)),
+        Node::And(..) | Node::Or(..) | Node::Not(..) | Node::In { .. } => bool_of(truth(node, facts)),
         Node::Never(index, span) => Err(Unknown { reason: Reason::Impossible(*index), span: *span }),
+        Node::Call(function, args, _) => call(*function, args, facts),
     }
+}
+
+/// A function's value: the event time's local day or hour, or a pure function of its
+/// arguments (each a number, except `len`'s).
+fn call<'a>(function: Function, args: &'a [Node], facts: &Facts<'a>) -> Res<'a> {
+    let number = |arg: &'a Node| match value(arg, facts)? {
+        Val::Num(n) => Ok(n),
+        other => Err(Unknown { reason: Reason::NotNumber(other.val_type()), span: span_of(arg) }),
+    };
+    let first = || args.first().map_or(Ok(f64::NAN), number);
+    Ok(match function {
+        Function::DayOfWeek => {
+            let day = facts.zone.civil(facts.at).weekday().to_monday_zero_offset();
+            Val::Str(DAY_NAMES.get(usize::try_from(day).unwrap_or(0)).copied().unwrap_or("mon"))
+        }
+        Function::Hour => Val::Num(f64::from(facts.zone.civil(facts.at).hour())),
+        Function::Abs => Val::Num(first()?.abs()),
+        Function::Round => Val::Num(first()?.round()),
+        Function::Floor => Val::Num(first()?.floor()),
+        Function::Ceil => Val::Num(first()?.ceil()),
+        Function::Min | Function::Max => {
+            let mut result: Option<f64> = None;
+            for arg in args {
+                let n = number(arg)?;
+                result = Some(match result {
+                    None => n,
+                    Some(m) if function == Function::Min => m.min(n),
+                    Some(m) => m.max(n),
+                });
+            }
+            Val::Num(result.unwrap_or(f64::NAN))
+        }
+        Function::Len => {
+            let Some(arg) = args.first() else { return Ok(Val::Num(0.0)) };
+            match value(arg, facts)? {
+                Val::Str(s) => Val::Num(s.chars().count() as f64),
+                Val::Array(items) => Val::Num(items.len() as f64),
+                Val::Object(map) => Val::Num(map.len() as f64),
+                other => return Err(Unknown { reason: Reason::NoLength(other.val_type()), span: span_of(arg) }),
+            }
+        }
+    })
 }
 
 fn arith_number(op: ArithOp, l: Val<'_>, r: Val<'_>, span: Span) -> Result<f64, Unknown> {
@@ -387,8 +437,8 @@ struct Operand<'a> {
 
 /// Evaluates a comparison operand. An unknown that merely stems from an absent path deeper down
 /// (`payload.x + 1`, `(payload.x > 1)`) is not absent: it stays unknown, even for `== null`.
-fn operand<'a>(node: &'a Node, event: &'a Event) -> Operand<'a> {
-    let value = value(node, event);
+fn operand<'a>(node: &'a Node, facts: &Facts<'a>) -> Operand<'a> {
+    let value = value(node, facts);
     let absent = matches!(node, Node::Path(..)) && matches!(value, Err(Unknown { reason: Reason::Missing, .. }));
     Operand { value, absent }
 }
@@ -400,11 +450,11 @@ fn compare_path_to_constant(
     path_span: Span,
     constant: &Const,
     span: Span,
-    event: &Event,
+    facts: &Facts<'_>,
 ) -> Truth {
     let as_truth = |b: bool| if b { Truth::True } else { Truth::False };
     let constant = Val::from_const(constant);
-    let Some(value) = resolve(path, event) else {
+    let Some(value) = resolve(path, facts.event) else {
         return match (op, constant) {
             (CmpOp::Eq, Val::Null) => Truth::True,
             (CmpOp::Ne, Val::Null) => Truth::False,

@@ -3,7 +3,7 @@
 //! A path (`payload.items[0]["utm-source"]`) is one token, read without white space inside, so
 //! the parser never has to glue paths together and `-` can always be an operator.
 
-use super::ast::{Path, Root, Segment, Span};
+use super::ast::{Function, Path, Root, Segment, Span};
 
 /// A token and where it stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +39,8 @@ pub enum TokenKind {
     Matches,
     /// `in`, any case.
     In,
+    /// A name followed by `(`: a function call.
+    Name(String),
     /// `[`, opening an array literal.
     LBracket,
     /// `]`.
@@ -82,6 +84,7 @@ impl TokenKind {
             TokenKind::Number(n) => format!("number {n}"),
             TokenKind::Str(s) => format!("string {s:?}"),
             TokenKind::Path(p) => format!("path `{p}`"),
+            TokenKind::Name(n) => format!("`{n}(`"),
             TokenKind::Bool(b) => format!("`{b}`"),
             TokenKind::Null => "`null`".into(),
             TokenKind::And => "`AND`".into(),
@@ -312,12 +315,13 @@ impl<'a> Lexer<'a> {
             "payload" => Root::Payload,
             "meta" => Root::Meta,
             "event" => Root::Event,
+            _ if self.src[self.pos..].trim_start().starts_with('(') => return Ok(TokenKind::Name(word.to_owned())),
             _ => {
-                return Err(self.error(
-                    start,
-                    self.pos,
-                    format!("unknown name `{word}`: a path starts with payload, meta or event"),
-                ));
+                let message = match Function::parse(word) {
+                    Some(function) => format!("`{word}` is a function: write {}()", function.name()),
+                    None => format!("unknown name `{word}`: a path starts with payload, meta or event"),
+                };
+                return Err(self.error(start, self.pos, message));
             }
         };
         let segments = self.segments()?;

@@ -24,11 +24,12 @@ pub mod lexer;
 pub mod parser;
 pub mod set;
 
-pub use ast::Span;
+pub use ast::{Function, Span};
 pub use compiler::Purpose;
 pub use eval::{Reason, Truth, Unknown, Val};
 
 use crate::event::Event;
+use crate::facts::Facts;
 
 /// Longest expression accepted, in bytes.
 pub const MAX_EXPRESSION_LEN: usize = 4096;
@@ -104,14 +105,24 @@ impl Program {
         &self.source
     }
 
-    /// Evaluates as a condition.
-    pub fn truth(&self, event: &Event) -> Truth {
-        eval::truth(&self.root, event)
+    /// Evaluates as a condition, on an event's facts.
+    pub fn truth_of(&self, facts: &Facts<'_>) -> Truth {
+        eval::truth(&self.root, facts)
     }
 
-    /// Evaluates as a formula.
+    /// Evaluates as a formula, on an event's facts.
+    pub fn number_of(&self, facts: &Facts<'_>) -> Result<f64, Unknown> {
+        eval::number(&self.root, facts)
+    }
+
+    /// Evaluates as a condition, on an event alone (its time read in UTC).
+    pub fn truth(&self, event: &Event) -> Truth {
+        self.truth_of(&Facts::of(event))
+    }
+
+    /// Evaluates as a formula, on an event alone (its time read in UTC).
     pub fn number(&self, event: &Event) -> Result<f64, Unknown> {
-        eval::number(&self.root, event)
+        self.number_of(&Facts::of(event))
     }
 
     /// The paths the expression reads, each once, as written (`payload.amount`), in order.

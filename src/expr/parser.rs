@@ -2,7 +2,7 @@
 //!
 //! Loosest first: `OR`; `AND`; `NOT`; comparisons (not chainable); `+ -`; `* / %`; unary `-`.
 
-use super::ast::{BinaryOp, Expr, Literal, NEG_PRECEDENCE, NOT_PRECEDENCE, Span, UnaryOp};
+use super::ast::{BinaryOp, Expr, Function, Literal, NEG_PRECEDENCE, NOT_PRECEDENCE, Span, UnaryOp};
 use super::lexer::{LexError, Token, TokenKind, tokenize};
 
 /// A syntax error.
@@ -165,6 +165,7 @@ impl Parser {
             TokenKind::Bool(b) => Ok(Expr::Literal(Literal::Bool(b), span)),
             TokenKind::Null => Ok(Expr::Literal(Literal::Null, span)),
             TokenKind::Path(p) => Ok(Expr::Path(p, span)),
+            TokenKind::Name(name) => self.call(&name, span),
             TokenKind::LBracket => {
                 self.nest(span)?;
                 let (items, close) = self.array_items(span)?;
@@ -245,6 +246,52 @@ impl Parser {
         })
     }
 
+    /// A function call after its name: `(`, the arguments separated by `,`, `)`. The name must
+    /// be a known function, called with as many arguments as it takes.
+    fn call(&mut self, name: &str, name_span: Span) -> Result<Expr, ParseError> {
+        let Some(function) = Function::parse(name) else {
+            let names: Vec<&str> = Function::ALL.iter().map(|f| f.name()).collect();
+            let hint = crate::suggest::suggestion(&name.to_ascii_lowercase(), &names);
+            return Err(ParseError::new(name_span, format!("unknown function `{name}`{hint}")));
+        };
+        let open = self.advance().span;
+        self.nest(open)?;
+        let mut args = Vec::new();
+        let close = if self.peek().kind == TokenKind::RParen {
+            self.advance().span
+        } else {
+            loop {
+                args.push(self.expression(0)?);
+                let token = self.advance();
+                match token.kind {
+                    TokenKind::Comma => {}
+                    TokenKind::RParen => break token.span,
+                    other => {
+                        return Err(ParseError {
+                            span: token.span,
+                            message: format!("expected `,` or `)` after an argument, found {}", other.describe()),
+                            opened_at: Some(open),
+                        });
+                    }
+                }
+            }
+        };
+        self.depth -= 1;
+        let span = name_span.to(close);
+        let (least, most) = function.arity();
+        if args.len() < least || args.len() > most {
+            let takes = match (least, most) {
+                (0, 0) => "no arguments".to_owned(),
+                (1, 1) => "one argument".to_owned(),
+                (n, usize::MAX) => format!("{n} or more arguments"),
+                (n, m) => format!("{n} to {m} arguments"),
+            };
+            let message = format!("{}() takes {takes}, got {}", function.name(), args.len());
+            return Err(ParseError::new(span, message));
+        }
+        Ok(Expr::Call(function, args, span))
+    }
+
     fn unary(&mut self, op: UnaryOp, operand_precedence: u8, span: Span) -> Result<Expr, ParseError> {
         self.nest(span)?;
         let operand = self.expression(operand_precedence)?;
@@ -260,6 +307,7 @@ fn with_span(expr: Expr, span: Span) -> Expr {
         Expr::Path(p, _) => Expr::Path(p, span),
         Expr::Unary(op, e, _) => Expr::Unary(op, e, span),
         Expr::Binary(op, l, r, _) => Expr::Binary(op, l, r, span),
+        Expr::Call(f, args, _) => Expr::Call(f, args, span),
     }
 }
 

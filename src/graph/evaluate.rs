@@ -9,7 +9,6 @@ use super::index::TypeBucket;
 use super::trace::{Recorder, ScenarioStatus, Trace};
 use super::{CompiledScenario, ConditionEntry, Graph, GraphNode, Rules};
 use crate::actions::Plan;
-use crate::event::Event;
 use crate::expr::{Reason, Truth};
 use crate::facts::Facts;
 
@@ -146,6 +145,8 @@ impl Graph {
     }
 
     fn run<T: Tracer>(&self, facts: &Facts<'_>, out: &mut Evaluation, tracer: &mut T) {
+        // The event time is read in the programme's zone (`day_of_week()`, `hour()`).
+        let facts = &facts.in_zone(&self.zone);
         let event = facts.event;
         out.clear();
         let Some(bucket) = self.bucket(&event.event_type) else { return };
@@ -169,7 +170,7 @@ impl Graph {
             }
             tracer.scenario(scenario, ScenarioStatus::Entered);
             let before = out.planned.len();
-            self.visit(&scenario.children, index, event, out, tracer, 0);
+            self.visit(&scenario.children, index, facts, out, tracer, 0);
             if out.planned.len() > before {
                 out.matched.push(index);
             }
@@ -181,7 +182,7 @@ impl Graph {
         &self,
         nodes: &[GraphNode],
         scenario: u32,
-        event: &Event,
+        facts: &Facts<'_>,
         out: &mut Evaluation,
         tracer: &mut T,
         depth: usize,
@@ -191,15 +192,15 @@ impl Graph {
                 GraphNode::Action(action) => {
                     if let Some(entry) = self.actions.get(*action as usize) {
                         tracer.action(*action, depth);
-                        out.planned.push(PlannedAction { scenario, action: *action, plan: entry.action.plan(event) });
+                        out.planned.push(PlannedAction { scenario, action: *action, plan: entry.action.plan(facts) });
                     }
                 }
                 GraphNode::Condition { condition, children } => {
                     let Some(entry) = self.conditions.get(*condition as usize) else { continue };
-                    let truth = entry.program.truth(event);
+                    let truth = entry.program.truth_of(facts);
                     tracer.condition(entry, depth, truth);
                     match truth {
-                        Truth::True => self.visit(children, scenario, event, out, tracer, depth + 1),
+                        Truth::True => self.visit(children, scenario, facts, out, tracer, depth + 1),
                         Truth::False => tracer.pruned(children, depth + 1),
                         Truth::Unknown(u) => {
                             out.unknowns[u.reason.label_index()] += 1;

@@ -772,15 +772,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// ` (did you mean `x`?)` when a known key is close to the unknown one.
-pub fn suggestion(unknown: &str, known: &[&str]) -> String {
-    known
-        .iter()
-        .map(|k| (strsim::jaro_winkler(unknown, k), k))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map_or_else(|| format!(" (allowed: {})", known.join(", ")), |(_, k)| format!(" (did you mean `{k}`?)"))
-}
+pub use crate::suggest::suggestion;
 
 /// Ids are unique across scenarios, conditions and actions.
 #[derive(Default)]
