@@ -190,7 +190,7 @@ scenarios:
     children:
       - condition:
           id: cond_saturday_small_hours
-          expression: "day_of_week() in ['sat', 'sun'] AND hour() < 6 AND len(payload.items) >= 2"
+          expression: "day_of_week() in ['sat', 'sun'] AND hour() < 6 AND len(payload.items) >= 2 AND lower(payload.channel) in ['app', 'web'] AND upper(payload.channel) contains 'PP'"
           children:
             - action:
                 id: act_capped
@@ -199,7 +199,7 @@ scenarios:
 "#;
     let rules = Rules::load_str(yaml, &ActionRegistry::builtin()).unwrap();
     let json = r#"{"type": "purchase", "actor_id": "u1", "occurred_at": "2026-12-04T23:30:00Z",
-                   "payload": {"total": 80.4, "items": ["a", "b"]}}"#;
+                   "payload": {"total": 80.4, "items": ["a", "b"], "channel": "App"}}"#;
     let event = Event::from_slice(json.as_bytes()).unwrap();
     let mut out = rules.new_evaluation();
     let info = allocations_of_evaluate(&rules, &event, &mut out);

@@ -358,13 +358,19 @@ pub enum Function {
     Max,
     /// `len(x)`: characters of a string, elements of an array, keys of an object.
     Len,
+    /// `lower(x)`: the string in lower case.
+    Lower,
+    /// `upper(x)`: the string in upper case.
+    Upper,
 }
 
 impl Function {
     /// Every function, in the order the docs list them.
-    pub const ALL: [Function; 9] = [
+    pub const ALL: [Function; 11] = [
         Function::DayOfWeek,
         Function::Hour,
+        Function::Lower,
+        Function::Upper,
         Function::Len,
         Function::Abs,
         Function::Min,
@@ -386,6 +392,8 @@ impl Function {
             Function::Min => "min",
             Function::Max => "max",
             Function::Len => "len",
+            Function::Lower => "lower",
+            Function::Upper => "upper",
         }
     }
 

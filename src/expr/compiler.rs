@@ -279,8 +279,8 @@ impl Compiler {
         })
     }
 
-    /// A function call: the time functions take nothing; `len` a string, list or object; the
-    /// others numbers.
+    /// A function call: the time functions take nothing; `len` a string, list or object;
+    /// `lower` and `upper` a string; the others numbers.
     fn call(&mut self, function: Function, args: &[Expr], span: Span) -> Result<Typed, CompileError> {
         use StaticType as T;
         let name = function.name();
@@ -288,6 +288,7 @@ impl Compiler {
             Function::DayOfWeek => (&[], String::new(), T::Str),
             Function::Hour => (&[], String::new(), T::Number),
             Function::Len => (&[T::Str, T::Array], format!("`{name}` counts a string, a list or an object"), T::Number),
+            Function::Lower | Function::Upper => (&[T::Str], format!("`{name}` needs a string"), T::Str),
             _ => (&[T::Number], format!("`{name}` needs numbers"), T::Number),
         };
         let mut nodes = Vec::with_capacity(args.len());

@@ -26,10 +26,81 @@ pub enum Val<'a> {
     Num(f64),
     /// A string.
     Str(&'a str),
+    /// A string as `lower()` or `upper()` see it: the text, folded only when it is read.
+    Folded(&'a str, Case),
     /// A JSON array.
     Array(&'a [Value]),
     /// A JSON object.
     Object(&'a Map<String, Value>),
+}
+
+/// How `lower()` and `upper()` fold a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    /// `lower()`.
+    Lower,
+    /// `upper()`.
+    Upper,
+}
+
+/// Longest folded text kept on the stack; a longer one is built on the heap (rare: such a value
+/// is longer than any category or code a rule compares).
+const FOLD_BUFFER: usize = 128;
+
+/// Calls `f` with the text of a string value, folded when it is a `lower()`/`upper()` view;
+/// `None` for a value that is not a string.
+pub fn with_text<R>(value: Val<'_>, f: impl FnOnce(&str) -> R) -> Option<R> {
+    let (text, case) = match value {
+        Val::Str(s) => return Some(f(s)),
+        Val::Folded(s, case) => (s, case),
+        _ => return None,
+    };
+    let mut buffer = [0u8; FOLD_BUFFER];
+    // ASCII (nearly every category, code and region) folds byte by byte.
+    if text.is_ascii() && text.len() <= FOLD_BUFFER {
+        let folded = &mut buffer[..text.len()];
+        folded.copy_from_slice(text.as_bytes());
+        match case {
+            Case::Lower => folded.make_ascii_lowercase(),
+            Case::Upper => folded.make_ascii_uppercase(),
+        }
+        if let Ok(folded) = std::str::from_utf8(folded) {
+            return Some(f(folded));
+        }
+    }
+    let mut len = 0;
+    let mut fits = true;
+    'chars: for c in text.chars() {
+        let mut push = |folded: char| {
+            let width = folded.len_utf8();
+            if len + width > FOLD_BUFFER {
+                return false;
+            }
+            folded.encode_utf8(&mut buffer[len..len + width]);
+            len += width;
+            true
+        };
+        let ok = match case {
+            Case::Lower => c.to_lowercase().all(&mut push),
+            Case::Upper => c.to_uppercase().all(&mut push),
+        };
+        if !ok {
+            fits = false;
+            break 'chars;
+        }
+    }
+    match std::str::from_utf8(&buffer[..len]) {
+        Ok(folded) if fits => Some(f(folded)),
+        _ => Some(f(&fold(text, case))),
+    }
+}
+
+/// A folded copy of a string (on the heap).
+fn fold(text: &str, case: Case) -> String {
+    match case {
+        Case::Lower => text.to_lowercase(),
+        Case::Upper => text.to_uppercase(),
+    }
 }
 
 /// The type of a value, for reasons.
@@ -96,6 +167,7 @@ impl<'a> Val<'a> {
             Val::Num(n) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => Value::from(n as i64),
             Val::Num(n) => serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
             Val::Str(s) => Value::String(s.to_owned()),
+            Val::Folded(s, case) => Value::String(fold(s, case)),
             Val::Array(a) => Value::Array(a.to_vec()),
             Val::Object(o) => Value::Object(o.clone()),
         }
@@ -107,7 +179,7 @@ impl<'a> Val<'a> {
             Val::Null => ValType::Null,
             Val::Bool(_) => ValType::Bool,
             Val::Num(_) => ValType::Number,
-            Val::Str(_) => ValType::Str,
+            Val::Str(_) | Val::Folded(..) => ValType::Str,
             Val::Array(_) => ValType::Array,
             Val::Object(_) => ValType::Object,
         }
@@ -139,6 +211,8 @@ pub enum Reason {
     NotAList(ValType),
     /// `len` of something that is neither a string, a list nor an object.
     NoLength(ValType),
+    /// `lower` or `upper` of something that is not a string.
+    NotAString(ValType),
     /// A part whose types can never fit its operator, found at load; the number indexes the
     /// program's warnings, which say why.
     Impossible(u16),
@@ -159,6 +233,7 @@ impl Reason {
             | Reason::MatchesNeedsString(_)
             | Reason::NotAList(_)
             | Reason::NoLength(_)
+            | Reason::NotAString(_)
             | Reason::Impossible(_) => 2,
             Reason::NotBoolean(_) => 3,
             Reason::DivisionByZero => 4,
@@ -191,6 +266,7 @@ impl Unknown {
             Reason::NotNumber(t) => format!("`{at}` is {}, not a number", t.name()),
             Reason::NotAList(t) => format!("`{at}`: in needs a list, got {}", t.name()),
             Reason::NoLength(t) => format!("`{at}`: len needs a string, a list or an object, got {}", t.name()),
+            Reason::NotAString(t) => format!("`{at}` is {}, not a string", t.name()),
             Reason::Impossible(_) => format!("`{at}` can never be decided: its types do not fit"),
         }
     }
@@ -357,10 +433,11 @@ pub fn value<'a>(node: &'a Node, facts: &Facts<'a>) -> Res<'a> {
         Node::Arith(op, l, r, span) => arith_number(*op, value(l, facts)?, value(r, facts)?, *span).map(Val::Num),
         Node::Compare(op, l, r, span) => compare(*op, operand(l, facts), operand(r, facts), *span),
         Node::Contains(l, r, span) => contains(value(l, facts)?, value(r, facts)?, *span),
-        Node::Matches(subject, regex, span) => match value(subject, facts)? {
-            Val::Str(s) => Ok(Val::Bool(regex.is_match(s))),
-            other => Err(Unknown { reason: Reason::MatchesNeedsString(other.val_type()), span: *span }),
-        },
+        Node::Matches(subject, regex, span) => {
+            let subject = value(subject, facts)?;
+            with_text(subject, |s| Val::Bool(regex.is_match(s)))
+                .ok_or(Unknown { reason: Reason::MatchesNeedsString(subject.val_type()), span: *span })
+        }
         Node::And(..) | Node::Or(..) | Node::Not(..) | Node::In { .. } => bool_of(truth(node, facts)),
         Node::Never(index, span) => Err(Unknown { reason: Reason::Impossible(*index), span: *span }),
         Node::Call(function, args, _) => call(*function, args, facts),
@@ -397,10 +474,19 @@ fn call<'a>(function: Function, args: &'a [Node], facts: &Facts<'a>) -> Res<'a> 
             }
             Val::Num(result.unwrap_or(f64::NAN))
         }
+        Function::Lower | Function::Upper => {
+            let case = if function == Function::Lower { Case::Lower } else { Case::Upper };
+            let Some(arg) = args.first() else { return Ok(Val::Null) };
+            match value(arg, facts)? {
+                Val::Str(s) | Val::Folded(s, _) => Val::Folded(s, case),
+                other => return Err(Unknown { reason: Reason::NotAString(other.val_type()), span: span_of(arg) }),
+            }
+        }
         Function::Len => {
             let Some(arg) = args.first() else { return Ok(Val::Num(0.0)) };
             match value(arg, facts)? {
                 Val::Str(s) => Val::Num(s.chars().count() as f64),
+                folded @ Val::Folded(..) => Val::Num(with_text(folded, |s| s.chars().count()).unwrap_or(0) as f64),
                 Val::Array(items) => Val::Num(items.len() as f64),
                 Val::Object(map) => Val::Num(map.len() as f64),
                 other => return Err(Unknown { reason: Reason::NoLength(other.val_type()), span: span_of(arg) }),
@@ -496,10 +582,10 @@ fn compare<'a>(op: CmpOp, l: Operand<'a>, r: Operand<'a>, span: Span) -> Res<'a>
 
 fn contains<'a>(haystack: Val<'a>, needle: Val<'a>, span: Span) -> Res<'a> {
     match haystack {
-        Val::Str(s) => match needle {
-            Val::Str(n) => Ok(Val::Bool(s.contains(n))),
-            other => Err(Unknown { reason: Reason::NeedleNotString(other.val_type()), span }),
-        },
+        Val::Str(_) | Val::Folded(..) => {
+            let found = with_text(haystack, |h| with_text(needle, |n| h.contains(n)));
+            found.flatten().map(Val::Bool).ok_or(Unknown { reason: Reason::NeedleNotString(needle.val_type()), span })
+        }
         Val::Array(items) => Ok(Val::Bool(items.iter().any(|item| values_equal(Val::from_json(item), needle)))),
         other => Err(Unknown { reason: Reason::NotSearchable(other.val_type()), span }),
     }
@@ -510,8 +596,14 @@ fn contains<'a>(haystack: Val<'a>, needle: Val<'a>, span: Span) -> Res<'a> {
 pub fn values_equal(a: Val<'_>, b: Val<'_>) -> bool {
     match (a, b) {
         (Val::Num(x), Val::Num(y)) => numbers_equal(x, y),
-        (Val::Num(x), Val::Str(s)) | (Val::Str(s), Val::Num(x)) => json_number(s).is_some_and(|y| numbers_equal(x, y)),
+        // Folding never changes whether a string is a number, nor which (`1E3` is `1e3`).
+        (Val::Num(x), Val::Str(s) | Val::Folded(s, _)) | (Val::Str(s) | Val::Folded(s, _), Val::Num(x)) => {
+            json_number(s).is_some_and(|y| numbers_equal(x, y))
+        }
         (Val::Str(x), Val::Str(y)) => x == y,
+        (Val::Str(_) | Val::Folded(..), Val::Str(_) | Val::Folded(..)) => {
+            with_text(a, |x| with_text(b, |y| x == y)).flatten().unwrap_or(false)
+        }
         (Val::Bool(x), Val::Bool(y)) => x == y,
         (Val::Null, Val::Null) => true,
         (Val::Array(x), Val::Array(y)) => {

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::eval::{EQUALITY_TOLERANCE, Val, json_number, values_equal};
+use super::eval::{EQUALITY_TOLERANCE, Val, json_number, values_equal, with_text};
 
 /// A list literal, compiled for membership tests.
 #[derive(Debug, Clone, Default)]
@@ -79,10 +79,11 @@ impl ConstSet {
     /// True when some element `==` the value.
     pub fn contains(&self, value: Val<'_>) -> bool {
         match value {
-            Val::Str(s) => {
+            Val::Str(_) | Val::Folded(..) => with_text(value, |s| {
                 self.has_string(s)
                     || (!self.numbers.is_empty() && json_number(s).is_some_and(|n| near(&self.numbers, n)))
-            }
+            })
+            .unwrap_or(false),
             Val::Num(n) => near(&self.numbers_and_numeric_strings, n),
             Val::Bool(b) => {
                 if b {
