@@ -127,6 +127,9 @@ fn one_actor_racing_a_daily_limit_is_awarded_once(store: &Store) {
     assert_eq!(servers[0].get("/v1/actors/ann/balance").1["balance"], 10);
     let dir = servers[0].dir.path();
     assert_eq!(store.count(dir, "SELECT count(*) FROM limit_uses"), 1, "one use recorded");
+    let refusals: f64 =
+        servers.iter().map(|s| s.metric(r#"fluxflow_limits_reached_total{scenario_id="sc_daily_visit"}"#)).sum();
+    assert_eq!(refusals, 49.0, "each node counts the refusals it answered");
 }
 
 fn forty_actors_racing_a_budget_share_exactly_it(store: &Store) {

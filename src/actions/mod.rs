@@ -70,6 +70,9 @@ pub enum Failure {
     FormulaBelowOne(f64),
 }
 
+/// The code of an action a limit of its scenario refused (`"code"` in results).
+pub const LIMIT_REACHED: &str = "limit_reached";
+
 /// What happened when a plan was applied.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Outcome {
@@ -111,7 +114,7 @@ impl Outcome {
             Outcome::Failed(Failure::NoActor) => Some("no_actor"),
             Outcome::Failed(_) => Some("formula_invalid"),
             Outcome::InsufficientBalance { .. } => Some("insufficient_balance"),
-            Outcome::LimitReached(_) => Some("limit_reached"),
+            Outcome::LimitReached(_) => Some(LIMIT_REACHED),
             Outcome::Capped { .. } => None,
         }
     }

@@ -22,16 +22,23 @@ pub struct LiveRules {
     scenario_counters: Vec<Counter>,
     /// `[success, error]` per action.
     action_counters: Vec<[Counter; 2]>,
+    /// Refusals by a limit, per scenario that has limits.
+    limit_counters: Vec<Option<Counter>>,
 }
 
 impl LiveRules {
     /// Wraps freshly loaded rules.
     pub fn new(rules: Rules, path: PathBuf, metrics: &Metrics) -> Self {
-        let scenario_counters = (0..rules.scenario_count())
+        let label = |i: usize| ScenarioLabel {
+            scenario_id: rules.scenario_id(u32::try_from(i).unwrap_or(u32::MAX)).to_owned(),
+        };
+        let scenario_counters =
+            (0..rules.scenario_count()).map(|i| metrics.scenarios_matched.get_or_create(&label(i)).clone()).collect();
+        // Only scenarios with limits get a series: the others can never be refused by one.
+        let limit_counters = (0..rules.scenario_count())
             .map(|i| {
-                let label =
-                    ScenarioLabel { scenario_id: rules.scenario_id(u32::try_from(i).unwrap_or(u32::MAX)).to_owned() };
-                metrics.scenarios_matched.get_or_create(&label).clone()
+                let limited = rules.scenario_limits(u32::try_from(i).unwrap_or(u32::MAX)).is_some();
+                limited.then(|| metrics.limits_reached.get_or_create(&label(i)).clone())
             })
             .collect();
         let action_counters = rules
@@ -43,7 +50,7 @@ impl LiveRules {
                 })
             })
             .collect();
-        LiveRules { rules, loaded_at: jiff::Timestamp::now(), path, scenario_counters, action_counters }
+        LiveRules { rules, loaded_at: jiff::Timestamp::now(), path, scenario_counters, action_counters, limit_counters }
     }
 
     /// Counts a matched scenario.
@@ -57,6 +64,13 @@ impl LiveRules {
     pub fn count_action(&self, action: u32, success: bool) {
         if let Some(pair) = self.action_counters.get(action as usize) {
             pair[usize::from(!success)].inc();
+        }
+    }
+
+    /// Counts an action a limit of its scenario refused.
+    pub fn count_limit_reached(&self, scenario: u32) {
+        if let Some(Some(c)) = self.limit_counters.get(scenario as usize) {
+            c.inc();
         }
     }
 

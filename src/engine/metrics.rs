@@ -78,6 +78,8 @@ pub struct Metrics {
     pub unknown_conditions: Family<ReasonLabel, Counter>,
     /// HTTP requests by route and status.
     pub http_requests: Family<RouteLabels, Counter>,
+    /// Actions refused because a limit of their scenario was reached, by scenario.
+    pub limits_reached: Family<ScenarioLabel, Counter>,
 }
 
 /// Registers a metric (a clone: metrics are shared handles) and gives it back for the struct.
@@ -165,6 +167,12 @@ impl Metrics {
                 &mut registry,
                 "fluxflow_http_requests",
                 "HTTP requests, by route and status",
+                Family::default(),
+            ),
+            limits_reached: registered(
+                &mut registry,
+                "fluxflow_limits_reached",
+                "Actions refused because a limit of their scenario was reached, by scenario",
                 Family::default(),
             ),
             registry,

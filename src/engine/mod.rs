@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::actions::{ActionRegistry, Outcome, Plan, PointsChange};
+use crate::actions::{ActionRegistry, LIMIT_REACHED, Outcome, Plan, PointsChange};
 use crate::event::Event;
 use crate::expr::Reason;
 use crate::facts::Facts;
@@ -555,8 +555,11 @@ impl Engine {
             live.count_match(scenario);
         }
         self.metrics.count_unknowns(unknowns);
-        for ((_, action), outcome) in actions.filter(|&(s, _)| kept(s)).zip(&results.actions_executed) {
+        for ((scenario, action), outcome) in actions.filter(|&(s, _)| kept(s)).zip(&results.actions_executed) {
             live.count_action(action, outcome.success);
+            if outcome.code.as_deref() == Some(LIMIT_REACHED) {
+                live.count_limit_reached(scenario);
+            }
         }
     }
 }

@@ -111,9 +111,9 @@ impl Rules {
         evaluation.matched.iter().filter_map(limited).collect()
     }
 
-    /// True when some scenario has limits.
-    pub fn has_limits(&self) -> bool {
-        self.graph.scenarios.iter().any(|s| s.limits.is_some())
+    /// The limits of a scenario, by index, when it has any.
+    pub fn scenario_limits(&self, index: u32) -> Option<&ScenarioLimits> {
+        self.graph.scenarios.get(index as usize)?.limits.as_deref()
     }
 
     /// Every compiled action, by index.

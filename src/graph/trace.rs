@@ -10,12 +10,10 @@ use serde_json::Value;
 
 use super::evaluate::Tracer;
 use super::{CompiledScenario, ConditionEntry, Graph, GraphNode};
+use crate::actions::LIMIT_REACHED;
 use crate::event::Event;
 use crate::expr::Truth;
 use crate::expr::eval::resolve;
-
-/// The code of an action a limit refused.
-const LIMIT_REACHED: &str = "limit_reached";
 
 /// Why a scenario was or was not entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
