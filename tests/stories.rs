@@ -1,0 +1,177 @@
+//! Member stories: each file of `tests/stories/` is one member's (or a few members') life in the
+//! programme — a rules file and a sequence of events, each followed by what must hold — run
+//! through the real service over HTTP, on SQLite and on PostgreSQL. A new story costs one file.
+//!
+//! ```yaml
+//! story: what the story shows
+//! rules: |                       # the rules file, inline
+//!   version: v1
+//!   ...
+//! steps:
+//!   - event: {id: e1, type: purchase, actor_id: ann, occurred_at: "2026-12-01T10:00:00Z", payload: {total: 30}}
+//!     expect:
+//!       status: 200                # the HTTP status (default 200)
+//!       matched: [earn]            # scenarios_matched, exactly
+//!       actions: [ok, limit_reached]  # each executed action: `ok`, or its failure code
+//!       points: 30                 # points moved by the event, in all
+//!       balances: {ann: 30}        # balances after the step
+//!       entries: [{kind: award, points: 30}]   # the event actor's entries new since its last step, oldest first
+//! ```
+//!
+//! Every `expect` key is checked only when given. Unknown keys are errors, so a misspelt
+//! expectation cannot pass silently.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::Server;
+use common::pg::Store;
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Story {
+    story: String,
+    rules: String,
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Step {
+    event: Value,
+    #[serde(default)]
+    expect: Expect,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    status: Option<u16>,
+    matched: Option<Vec<String>>,
+    actions: Option<Vec<String>>,
+    points: Option<i64>,
+    balances: Option<BTreeMap<String, i64>>,
+    entries: Option<Vec<ExpectedEntry>>,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectedEntry {
+    kind: String,
+    points: i64,
+    #[serde(default)]
+    scenario_id: Option<String>,
+}
+
+fn stories() -> Vec<(PathBuf, Story)> {
+    let dir = common::repo_path("tests/stories");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 10, "the stories are in {}", dir.display());
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let node = fluxflow::rules::yaml::parse(&text)
+                .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()))
+                .unwrap_or_else(|| panic!("{} is empty", path.display()));
+            let story: Story = serde_json::from_value(node.to_json())
+                .unwrap_or_else(|e| panic!("{} is not a story: {e}", path.display()));
+            (path, story)
+        })
+        .collect()
+}
+
+/// Runs a story on a fresh service; every expectation that does not hold, by step.
+fn run(path: &Path, story: &Story, store: &Store) -> Vec<String> {
+    let server = Server::start(&story.rules, &store.args().each_ref().map(String::as_str));
+    let mut problems = Vec::new();
+    let mut seen_entries: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, step) in story.steps.iter().enumerate() {
+        let place = format!("{} step {}", path.display(), i + 1);
+        let (status, body) = server.post_json("/v1/events", &step.event);
+        let expect = &step.expect;
+        let mut check = |what: &str, want: String, got: String| {
+            if want != got {
+                problems.push(format!("{place}: {what}: expected {want}, got {got}\n    answer: {body}"));
+            }
+        };
+        check("status", expect.status.unwrap_or(200).to_string(), status.to_string());
+        if let Some(matched) = &expect.matched {
+            check("matched", format!("{matched:?}"), format!("{:?}", strings(&body["scenarios_matched"])));
+        }
+        let actions = body["actions_executed"].as_array().cloned().unwrap_or_default();
+        if let Some(want) = &expect.actions {
+            let got: Vec<String> = actions.iter().map(|a| a["code"].as_str().unwrap_or("ok").to_owned()).collect();
+            check("actions", format!("{want:?}"), format!("{got:?}"));
+        }
+        if let Some(points) = expect.points {
+            let got: i64 = actions.iter().filter_map(|a| a["points"].as_i64()).sum();
+            check("points", points.to_string(), got.to_string());
+        }
+        for (actor, balance) in expect.balances.iter().flatten() {
+            let got = server.get(&format!("/v1/actors/{actor}/balance")).1["balance"].clone();
+            check(&format!("balance of {actor}"), balance.to_string(), got.to_string());
+        }
+        let actor = step.event["actor_id"].as_str().unwrap_or_default().to_owned();
+        let fresh = new_entries(&server, &actor, seen_entries.entry(actor.clone()).or_default());
+        if let Some(want) = &expect.entries {
+            let with_scenario = want.iter().any(|w| w.scenario_id.is_some());
+            let got: Vec<ExpectedEntry> = fresh
+                .iter()
+                .map(|e| ExpectedEntry {
+                    kind: e["kind"].as_str().unwrap_or_default().to_owned(),
+                    points: e["points"].as_i64().unwrap_or_default(),
+                    scenario_id: with_scenario.then(|| e["scenario_id"].as_str().unwrap_or_default().to_owned()),
+                })
+                .collect();
+            check("entries", format!("{want:?}"), format!("{got:?}"));
+        }
+    }
+    problems
+}
+
+/// The actor's entries after the first `seen`, oldest first; counts them as seen.
+fn new_entries(server: &Server, actor: &str, seen: &mut usize) -> Vec<Value> {
+    let page = server.get(&format!("/v1/actors/{actor}/ledger?limit=500")).1;
+    let mut entries = page["entries"].as_array().cloned().unwrap_or_default();
+    entries.reverse();
+    let fresh = entries.split_off((*seen).min(entries.len()));
+    *seen += fresh.len();
+    fresh
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+fn check_all(store: impl Fn() -> Option<Store>) {
+    let mut problems = Vec::new();
+    for (path, story) in stories() {
+        // A fresh store per story: stories share member ids.
+        let Some(store) = store() else { return };
+        let found = run(&path, &story, &store);
+        if !found.is_empty() {
+            problems.push(format!("story `{}`:\n  {}", story.story, found.join("\n  ")));
+        }
+    }
+    assert!(problems.is_empty(), "{} stories failed:\n{}", problems.len(), problems.join("\n"));
+}
+
+#[test]
+fn every_story_holds_on_sqlite() {
+    check_all(|| Some(Store::sqlite()));
+}
+
+#[test]
+fn every_story_holds_on_postgres() {
+    check_all(Store::postgres);
+}
