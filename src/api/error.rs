@@ -40,6 +40,12 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// A bad query parameter.
     InvalidQuery,
+    /// An operation's body does not fit its shape.
+    InvalidRequest,
+    /// The balance cannot cover the points: nothing written.
+    InsufficientBalance,
+    /// The redemption was cancelled before, under another id.
+    AlreadyCancelled,
     /// Something failed inside the service.
     Internal,
 }
@@ -52,6 +58,9 @@ impl ErrorCode {
             ErrorCode::InvalidEvent => (StatusCode::BAD_REQUEST, "invalid_event"),
             ErrorCode::InvalidBatch => (StatusCode::BAD_REQUEST, "invalid_batch"),
             ErrorCode::InvalidQuery => (StatusCode::BAD_REQUEST, "invalid_query"),
+            ErrorCode::InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ErrorCode::InsufficientBalance => (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_balance"),
+            ErrorCode::AlreadyCancelled => (StatusCode::CONFLICT, "already_cancelled"),
             ErrorCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ErrorCode::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ErrorCode::IdConflict => (StatusCode::CONFLICT, "id_conflict"),

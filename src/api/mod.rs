@@ -3,6 +3,7 @@
 pub mod body;
 pub mod error;
 pub mod events;
+pub mod operations;
 pub mod query;
 pub mod routes;
 pub mod simulate;
@@ -60,6 +61,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/jobs/{job_id}", get(routes::job))
         .route("/v1/actors/{actor_id}/balance", get(routes::balance))
         .route("/v1/actors/{actor_id}/ledger", get(routes::history))
+        .route("/v1/actors/{actor_id}/redeem", post(operations::redeem))
+        .route("/v1/actors/{actor_id}/adjust", post(operations::adjust))
+        .route("/v1/actors/{actor_id}/redemptions/{redemption_id}/cancel", post(operations::cancel))
         .route("/v1/rules", get(routes::rules))
         .route("/v1/rules/reload", post(routes::reload))
         .route("/healthz", get(routes::healthz))

@@ -43,7 +43,7 @@ pub async fn job(State(state): State<Arc<AppState>>, Path(job_id): Path<String>)
     Ok(Json(job).into_response())
 }
 
-fn no_ledger() -> ApiError {
+pub(super) fn no_ledger() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no ledger: the service runs with --ledger none, so it keeps no balances")
 }
 

@@ -23,6 +23,8 @@ pub enum Write<'a> {
     Events(&'a [EventWrite]),
     /// A batch job.
     Job,
+    /// An operation on a member's points.
+    Operation,
     /// A probe write (readiness).
     Probe,
 }
@@ -63,6 +65,13 @@ impl LedgerStore for Intercepted {
     fn store_job(&self, job: &NewJob) -> Result<(), LedgerError> {
         (self.hook)(Write::Job)?;
         self.inner.store_job(job)
+    }
+    fn apply_operation(
+        &self,
+        request: &super::operations::OperationRequest,
+    ) -> Result<super::operations::OperationOutcome, LedgerError> {
+        (self.hook)(Write::Operation)?;
+        self.inner.apply_operation(request)
     }
     fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
         self.inner.stored_result(event_id)

@@ -12,6 +12,7 @@
 #[cfg(feature = "test-support")]
 pub mod faulty;
 pub mod memory;
+pub mod operations;
 pub mod postgres;
 pub mod posting;
 pub mod sqlite;
@@ -30,6 +31,7 @@ use crate::event::Event;
 use crate::graph::limits::{Counter, Usage};
 use crate::graph::{ScenarioLimits, Stacked, StackingKey};
 use crate::result::{EventResult, Job};
+use operations::{OperationOutcome, OperationRequest};
 
 /// Most events committed in one transaction.
 pub const MAX_GROUP: usize = 512;
@@ -271,7 +273,7 @@ pub struct PendingEvent {
 }
 
 /// One ledger entry, as the history shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Entry {
     /// Increasing id; the history's cursor.
     pub entry_id: i64,
@@ -279,9 +281,11 @@ pub struct Entry {
     pub actor_id: String,
     /// The event that caused it.
     pub event_id: String,
-    /// The action.
+    /// The action (empty for an operation, and then not shown).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub action_id: String,
-    /// The scenario.
+    /// The scenario (empty for an operation, and then not shown).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scenario_id: String,
     /// Signed points.
     pub points: i64,
@@ -298,13 +302,19 @@ pub struct Entry {
 }
 
 /// What an entry records. Stored as its lower-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     /// Points awarded by an action.
     Award,
     /// Points deducted by an action.
     Deduct,
+    /// Points spent at the till (`POST /v1/actors/{id}/redeem`).
+    Redeem,
+    /// Points added or taken by hand (`POST /v1/actors/{id}/adjust`).
+    Adjust,
+    /// A redemption's points given back.
+    Cancel,
 }
 
 impl EntryKind {
@@ -313,6 +323,9 @@ impl EntryKind {
         match self {
             EntryKind::Award => "award",
             EntryKind::Deduct => "deduct",
+            EntryKind::Redeem => "redeem",
+            EntryKind::Adjust => "adjust",
+            EntryKind::Cancel => "cancel",
         }
     }
 
@@ -321,6 +334,9 @@ impl EntryKind {
         match name {
             "award" => Some(EntryKind::Award),
             "deduct" => Some(EntryKind::Deduct),
+            "redeem" => Some(EntryKind::Redeem),
+            "adjust" => Some(EntryKind::Adjust),
+            "cancel" => Some(EntryKind::Cancel),
             _ => None,
         }
     }
@@ -359,6 +375,9 @@ pub trait LedgerStore: Send + Sync {
     fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError>;
     /// Stores a batch job and its events durably.
     fn store_job(&self, job: &NewJob) -> Result<(), LedgerError>;
+    /// Applies an operation on a member's points (redeem, adjust, cancel) in a transaction of
+    /// its own.
+    fn apply_operation(&self, request: &OperationRequest) -> Result<OperationOutcome, LedgerError>;
     /// The stored result of an event, with its fingerprint.
     fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError>;
     /// A member's balance (0 for a member never seen).
@@ -381,6 +400,7 @@ pub trait LedgerStore: Send + Sync {
 enum Write {
     Event(EventWrite, oneshot::Sender<Result<Applied, LedgerError>>),
     Job(NewJob, oneshot::Sender<Result<(), LedgerError>>),
+    Operation(OperationRequest, oneshot::Sender<Result<OperationOutcome, LedgerError>>),
     Stop,
 }
 
@@ -422,6 +442,14 @@ impl Ledger {
     pub async fn store_job(&self, job: NewJob) -> Result<(), LedgerError> {
         let (reply, answer) = oneshot::channel();
         self.writes.send(Write::Job(job, reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Applies an operation on a member's points, through the writer (so it is ordered with the
+    /// events of the same group).
+    pub async fn apply_operation(&self, request: OperationRequest) -> Result<OperationOutcome, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes.send(Write::Operation(request, reply)).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -473,6 +501,11 @@ fn write_loop(store: &dyn LedgerStore, queue: &mpsc::Receiver<Write>, healthy: &
                 }
                 Write::Job(job, reply) => {
                     let outcome = store.store_job(&job);
+                    note_health(healthy, &outcome);
+                    let _ = reply.send(outcome);
+                }
+                Write::Operation(request, reply) => {
+                    let outcome = store.apply_operation(&request);
                     note_health(healthy, &outcome);
                     let _ = reply.send(outcome);
                 }

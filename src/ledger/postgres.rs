@@ -25,6 +25,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Statement};
 
+use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
 use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse, StoredEvent};
 use super::{
@@ -51,7 +52,7 @@ const MIGRATION_LOCK: i64 = 0x466c_7578_466c_6f77; // "FluxFlow"
 
 /// The numbered migrations, oldest first, each applied in one transaction with its row in
 /// `fluxflow_schema`. Never edit one that has shipped; add the next.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_LIMITS];
+const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_LIMITS, V3_OPERATIONS];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -121,6 +122,21 @@ CREATE TABLE limit_budgets (
     times        BIGINT NOT NULL,
     points       BIGINT NOT NULL,
     PRIMARY KEY (scenario_id, period, period_start)
+);
+";
+
+/// Version 3: operations on a member's points (as SQLite's version 4).
+const V3_OPERATIONS: &str = "
+CREATE TABLE operations (
+    actor_id     TEXT NOT NULL,
+    request_id   TEXT NOT NULL,
+    fingerprint  BYTEA NOT NULL,
+    kind         TEXT NOT NULL,
+    points       BIGINT NOT NULL,
+    answer       TEXT NOT NULL,
+    applied_at   BIGINT NOT NULL,
+    cancelled_by TEXT,
+    PRIMARY KEY (actor_id, request_id)
 );
 ";
 
@@ -393,6 +409,28 @@ impl PostgresStore {
         };
         self.block(async { tx.commit().await.map_err(pg_error) })?;
         Ok(applied)
+    }
+
+    /// Applies an operation in a transaction of its own, under the member's lock (the same lock
+    /// as events', so an operation and an event of one member never interleave, on any node).
+    fn operation(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        request: &OperationRequest,
+    ) -> Result<OperationOutcome, LedgerError> {
+        let tx = self.block(async { client.transaction().await.map_err(pg_error) })?;
+        let statements = self.statements(&tx)?;
+        let outcome = {
+            let lock = Some(vec![request.actor_id.clone()]);
+            let mut pg = PgTx { store: self, tx: &tx, sql: statements, lock, rows: Rows::default() };
+            let outcome = operations::apply(&mut pg, request, now_micros())?;
+            pg.flush_then(async { Ok(()) })?;
+            outcome
+        };
+        if matches!(outcome, OperationOutcome::Done(_)) {
+            self.block(async { tx.commit().await.map_err(pg_error) })?;
+        }
+        Ok(outcome)
     }
 
     /// The group's statements, prepared once per connection (the pool's statement cache).
@@ -729,6 +767,67 @@ impl LedgerTx for PgTx<'_, '_> {
     }
 }
 
+/// The PostgreSQL side of operations: reads and writes go in order behind the member's lock.
+impl OperationTx for PgTx<'_, '_> {
+    fn find_operation(&mut self, actor_id: &str, request_id: &str) -> Result<Option<StoredOperation>, LedgerError> {
+        let tx = self.tx;
+        let row = self.flush_then(async move {
+            tx.query_opt(
+                "SELECT fingerprint, kind, points, answer, cancelled_by FROM operations \
+                 WHERE actor_id = $1 AND request_id = $2",
+                &[&actor_id, &request_id],
+            )
+            .await
+        })?;
+        row.map(|row| {
+            let fingerprint: Vec<u8> = get(&row, 0)?;
+            let kind: String = get(&row, 1)?;
+            Ok(StoredOperation {
+                fingerprint: fingerprint.try_into().map_err(|_| broken("a stored fingerprint has the wrong length"))?,
+                kind: EntryKind::parse(&kind).ok_or_else(|| broken(format!("unknown operation kind {kind}")))?,
+                points: get(&row, 2)?,
+                answer: get(&row, 3)?,
+                cancelled_by: get(&row, 4)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn save_operation(&mut self, o: &NewOperation<'_>) -> Result<(), LedgerError> {
+        let tx = self.tx;
+        let (fingerprint, kind) = (o.fingerprint.to_vec(), o.kind.as_str());
+        self.flush_then(async move {
+            tx.execute(
+                "INSERT INTO operations (actor_id, request_id, fingerprint, kind, points, answer, applied_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&o.actor_id, &o.request_id, &fingerprint, &kind, &o.points, &o.answer, &o.applied_at],
+            )
+            .await
+        })
+        .map(|_| ())
+    }
+
+    fn mark_cancelled(&mut self, actor_id: &str, redemption_id: &str, by: &str) -> Result<(), LedgerError> {
+        let tx = self.tx;
+        self.flush_then(async move {
+            tx.execute(
+                "UPDATE operations SET cancelled_by = $3 WHERE actor_id = $1 AND request_id = $2",
+                &[&actor_id, &redemption_id, &by],
+            )
+            .await
+        })
+        .map(|_| ())
+    }
+
+    fn last_entry_id(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
+        let tx = self.tx;
+        let row = self.flush_then(async move {
+            tx.query_one("SELECT max(entry_id) FROM entries WHERE actor_id = $1", &[&actor_id]).await
+        })?;
+        get::<Option<i64>>(&row, 0)?.ok_or_else(|| broken("no entry was appended"))
+    }
+}
+
 /// A column's value; a type that does not fit is an error, not a panic.
 fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
     row: &'r tokio_postgres::Row,
@@ -795,6 +894,15 @@ impl LedgerStore for PostgresStore {
             .map_err(pg_error)?;
             tx.commit().await.map_err(pg_error)
         })
+    }
+
+    fn apply_operation(&self, request: &OperationRequest) -> Result<OperationOutcome, LedgerError> {
+        let mut client = self.client()?;
+        let outcome = self.operation(&mut client, request);
+        if outcome.as_ref().is_err_and(connection_lost) {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        outcome
     }
 
     fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
 use super::tx::NewUse;
 use super::tx::{LedgerTx, NewEntry, NewEvent, StoredEvent};
@@ -28,7 +29,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The numbered migrations, oldest first: migration N takes a ledger from version N-1 to N and
 /// runs in one transaction with the `user_version` it sets. Never edit one that has shipped;
 /// add the next.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_EVENT_HISTORY, V3_LIMITS];
+const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_EVENT_HISTORY, V3_LIMITS, V4_OPERATIONS];
 
 /// Version 1: the first release's schema.
 const V1_SCHEMA: &str = "
@@ -111,6 +112,22 @@ CREATE TABLE limit_budgets (
     times        INTEGER NOT NULL,
     points       INTEGER NOT NULL,
     PRIMARY KEY (scenario_id, period, period_start)
+) WITHOUT ROWID;
+";
+
+/// Version 4: operations on a member's points (redeem, adjust, cancel), by member and id, with
+/// their answers for idempotent replays.
+const V4_OPERATIONS: &str = "
+CREATE TABLE operations (
+    actor_id     TEXT NOT NULL,
+    request_id   TEXT NOT NULL,
+    fingerprint  BLOB NOT NULL,
+    kind         TEXT NOT NULL,
+    points       INTEGER NOT NULL,
+    answer       TEXT NOT NULL,
+    applied_at   INTEGER NOT NULL,
+    cancelled_by TEXT,
+    PRIMARY KEY (actor_id, request_id)
 ) WITHOUT ROWID;
 ";
 
@@ -307,6 +324,19 @@ impl LedgerStore for SqliteStore {
         tx.commit().map_err(unavailable)
     }
 
+    fn apply_operation(&self, request: &OperationRequest) -> Result<OperationOutcome, LedgerError> {
+        let mut conn = self.writer.lock().map_err(broken)?;
+        let tx = conn.transaction().map_err(unavailable)?;
+        let outcome = {
+            let mut statements = GroupStatements::prepare(&tx).map_err(unavailable)?;
+            operations::apply(&mut statements, request, now_micros())?
+        };
+        if matches!(outcome, OperationOutcome::Done(_)) {
+            tx.commit().map_err(unavailable)?;
+        }
+        Ok(outcome)
+    }
+
     fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
         let row: Option<(Vec<u8>, String)> = self.read(|conn| {
             conn.prepare_cached(FIND_EVENT)?.query_row([event_id], |row| Ok((row.get(0)?, row.get(1)?))).optional()
@@ -478,6 +508,73 @@ impl<'tx> GroupStatements<'tx> {
             self.limits = Some(statements);
         }
         self.limits.as_mut().ok_or_else(|| broken("the statements of limits were not prepared"))
+    }
+}
+
+/// The SQLite side of operations: the same transaction and statements as events'.
+impl OperationTx for GroupStatements<'_> {
+    fn find_operation(&mut self, actor_id: &str, request_id: &str) -> Result<Option<StoredOperation>, LedgerError> {
+        type Row = (Vec<u8>, String, i64, String, Option<String>);
+        let row: Option<Row> = self
+            .conn
+            .prepare_cached(
+                "SELECT fingerprint, kind, points, answer, cancelled_by FROM operations \
+                 WHERE actor_id = ?1 AND request_id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![actor_id, request_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .optional()
+            })
+            .map_err(unavailable)?;
+        row.map(|(fingerprint, kind, points, answer, cancelled_by)| {
+            Ok(StoredOperation {
+                fingerprint: fingerprint.try_into().map_err(|_| broken("a stored fingerprint has the wrong length"))?,
+                kind: EntryKind::parse(&kind).ok_or_else(|| broken(format!("unknown operation kind {kind}")))?,
+                points,
+                answer,
+                cancelled_by,
+            })
+        })
+        .transpose()
+    }
+
+    fn save_operation(&mut self, o: &NewOperation<'_>) -> Result<(), LedgerError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO operations (actor_id, request_id, fingerprint, kind, points, answer, applied_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    o.actor_id,
+                    o.request_id,
+                    o.fingerprint.as_slice(),
+                    o.kind.as_str(),
+                    o.points,
+                    o.answer,
+                    o.applied_at
+                ])
+            })
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    fn mark_cancelled(&mut self, actor_id: &str, redemption_id: &str, by: &str) -> Result<(), LedgerError> {
+        self.conn
+            .prepare_cached("UPDATE operations SET cancelled_by = ?3 WHERE actor_id = ?1 AND request_id = ?2")
+            .and_then(|mut s| s.execute(params![actor_id, redemption_id, by]))
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    fn last_entry_id(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
+        self.conn
+            .prepare_cached("SELECT max(entry_id) FROM entries WHERE actor_id = ?1")
+            .and_then(|mut s| s.query_row([actor_id], |r| r.get::<_, Option<i64>>(0)))
+            .map_err(unavailable)?
+            .ok_or_else(|| broken("no entry was appended"))
     }
 }
 
