@@ -1,6 +1,7 @@
-//! What a rule may read when an event is evaluated: the event itself, its event time, and the
-//! programme's zone that `day_of_week()` and `hour()` read it in. The member's state before the
-//! event joins it when rules can read member history.
+//! What a rule may read when an event is evaluated: the event itself, its event time, the
+//! programme's zone that `day_of_week()`, `hour()` and periods read it in, and — when a ledger
+//! is there — the member's state before the event ([`MemberState`]), read in the transaction
+//! that writes the event's effects.
 
 use std::sync::LazyLock;
 
@@ -8,11 +9,12 @@ use jiff::Timestamp;
 
 use crate::calendar::Zone;
 use crate::event::Event;
+use crate::expr::ast::Path;
 
 static UTC: LazyLock<Zone> = LazyLock::new(Zone::utc);
 
 /// The facts of one evaluation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Facts<'a> {
     /// The event, as sent.
     pub event: &'a Event,
@@ -20,6 +22,25 @@ pub struct Facts<'a> {
     pub at: Timestamp,
     /// The programme's zone: the local day and hour of the event time are read in it.
     pub zone: &'a Zone,
+    /// The member's state before this event; `None` without a ledger (nothing is remembered,
+    /// so member functions see only the event itself).
+    pub member: Option<&'a dyn MemberState>,
+}
+
+/// The event's actor's state before the event, as a ledger keeps it. Event types are
+/// lower-cased; times are µs since the epoch. Each read answers `None` when the storage failed
+/// (the reader keeps the error, and the event fails with it rather than being decided on a
+/// guess).
+pub trait MemberState {
+    /// The actor's earlier events of a type with an event time in `[from, to)`.
+    fn count(&self, event_type: &str, from: i64, to: i64) -> Option<u64>;
+    /// The sum of a numeric path over the same events (non-numbers skipped).
+    fn sum(&self, event_type: &str, path: &Path, from: i64, to: i64) -> Option<f64>;
+    /// The event times of the actor's earlier events of a type before `before`, newest first,
+    /// at most `limit`.
+    fn times(&self, event_type: &str, before: i64, limit: usize) -> Option<Vec<i64>>;
+    /// The actor's balance.
+    fn balance(&self) -> Option<i64>;
 }
 
 impl<'a> Facts<'a> {
@@ -35,7 +56,12 @@ impl<'a> Facts<'a> {
     /// assert_eq!(Facts::of(&event).at.to_string(), "2026-11-05T11:00:00Z");
     /// ```
     pub fn of(event: &'a Event) -> Facts<'a> {
-        Facts { event, at: event.time(), zone: &UTC }
+        Facts { event, at: event.time(), zone: &UTC, member: None }
+    }
+
+    /// The same facts with the member's state.
+    pub fn with_member(self, member: &'a dyn MemberState) -> Facts<'a> {
+        Facts { member: Some(member), ..self }
     }
 
     /// The same facts read in another zone.

@@ -9,7 +9,7 @@ use crate::event::Event;
 use crate::graph::{Evaluation, Rules, Stacked, Trace};
 
 /// What happened to one event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EventResult {
     /// The event's id (given or generated).
     pub event_id: String,

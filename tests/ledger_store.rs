@@ -49,6 +49,7 @@ fn write(ev: &Event, actions: Vec<ActionWrite>) -> EventWrite {
         actions,
         stacking,
         limits: vec![],
+        deferred: None,
         job: None,
         event: Arc::new(ev.clone()),
         build_result: Box::new(move |stacked: &Stacked| EventResult {

@@ -31,6 +31,11 @@ pub trait Action: Send + Sync + fmt::Debug {
     fn plan(&self, facts: &Facts<'_>) -> Plan;
     /// The message for a result: what was done, or why it failed.
     fn message(&self, outcome: &Outcome, event: &Event) -> String;
+    /// True when the action's plan reads the actor's state before the event (a member function
+    /// in a formula): it is then planned inside the ledger's transaction.
+    fn reads_member(&self) -> bool {
+        false
+    }
     /// The reason written on the action's ledger entries.
     fn ledger_reason(&self) -> Option<&str> {
         None

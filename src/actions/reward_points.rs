@@ -233,6 +233,10 @@ impl Action for RewardPointsAction {
         self.reason.as_deref()
     }
 
+    fn reads_member(&self) -> bool {
+        matches!(&self.amount, Amount::Formula(program) if program.reads_member())
+    }
+
     fn message(&self, outcome: &Outcome, event: &Event) -> String {
         let actor = event.actor_id.as_deref().unwrap_or("");
         let formula = match &self.amount {

@@ -30,10 +30,13 @@ use crate::actions::{ActionRegistry, LIMIT_REACHED, Outcome, Plan, PointsChange}
 use crate::event::Event;
 use crate::expr::Reason;
 use crate::facts::Facts;
+use crate::facts::MemberState;
 use crate::graph::limits::{Asked, Room, Usage};
 use crate::graph::stacking::stack;
 use crate::graph::{Evaluation, LoadError, Rules, ScenarioLimits};
-use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, fingerprint};
+use crate::graph::{Stacked, Trace};
+use crate::ledger::member::{Deferred, Planned};
+use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, ResultBuilder, fingerprint};
 use crate::result::Job;
 use crate::rules::EngineSettings;
 use admission::{Admission, Ticket};
@@ -468,47 +471,118 @@ impl Engine {
     async fn run(&self, task: &Task) -> Result<EventResult, EngineError> {
         let event = &task.event;
         let live = self.live.load_full();
-        // Evaluate into this thread's buffer; what outlives the await is copied out first. A
-        // retry of a stored event is recognised by the writer, inside its transaction.
-        let (evaluated, trace) = EVALUATION.with(|cell| {
+        // Rules that read the member's state are evaluated inside the ledger's transaction, on
+        // the state it keeps until the commit; the others here, before the write.
+        let (evaluated, trace) = match &self.ledger {
+            Some(ledger) if live.rules.reads_member(&event.event_type) => {
+                let decided = Arc::new(Mutex::new(None));
+                let write = self.deferred_write(task, &live, Arc::clone(&decided));
+                (Evaluated::Deferred(ledger, write, decided), None)
+            }
+            _ => self.evaluate_here(task, &live),
+        };
+        let (mut result, trace) = match evaluated {
+            Evaluated::Done(result) => (result, trace),
+            Evaluated::ToApply(ledger, write, tally) => {
+                let result = self.applied(ledger, write, event).await?;
+                self.count_tally(&live, &tally, &result);
+                (result, trace)
+            }
+            Evaluated::Deferred(ledger, write, decided) => {
+                let result = self.applied(ledger, write, event).await?;
+                let (tally, trace) = decided.lock().ok().and_then(|mut d| d.take()).unwrap_or_default();
+                self.count_tally(&live, &tally, &result);
+                (result, trace)
+            }
+        };
+        if result.replayed {
+            return Ok(result);
+        }
+        result.trace = trace.map(|mut trace| {
+            trace.mark_outcomes(&live.rules, &result);
+            trace
+        });
+        Ok(result)
+    }
+
+    /// Evaluates an event on this thread, into its reused buffer; what outlives the await is
+    /// copied out first. A retry of a stored event is recognised by the writer, inside its
+    /// transaction.
+    fn evaluate_here<'a>(&'a self, task: &Task, live: &Arc<LiveRules>) -> (Evaluated<'a>, Option<Trace>) {
+        let event = &task.event;
+        EVALUATION.with(|cell| {
             let mut evaluation = cell.borrow_mut();
             let trace = live.rules.evaluate_maybe_traced(&Facts::of(event), &mut evaluation, task.trace);
             let evaluated = match &self.ledger {
                 None => {
                     let result = planned_result(&live.rules, event, &evaluation, task.enqueued);
                     let actions = evaluation.planned.iter().map(|p| (p.scenario, p.action));
-                    self.count(&live, &evaluation.matched, &evaluation.unknowns, actions, &result);
+                    self.count(live, &evaluation.matched, &evaluation.unknowns, actions, &result);
                     Evaluated::Done(result)
                 }
                 Some(ledger) => {
-                    Evaluated::ToApply(ledger, self.ledger_write(task, &live, &evaluation), Tally::of(&evaluation))
+                    Evaluated::ToApply(ledger, self.ledger_write(task, live, &evaluation), Tally::of(&evaluation))
                 }
             };
             (evaluated, trace)
-        });
-        let mut result = match evaluated {
-            Evaluated::Done(result) => result,
-            Evaluated::ToApply(ledger, write, tally) => {
-                match ledger.apply(write).await.map_err(EngineError::Ledger)? {
-                    // Counted once, when first applied; a replay counts nothing.
-                    Applied::Fresh(result) => {
-                        let actions = tally.actions.iter().copied();
-                        self.count(&live, &tally.matched, &tally.unknowns, actions, &result);
-                        result
-                    }
-                    Applied::Replayed(mut stored) => {
-                        stored.replayed = true;
-                        return Ok(stored);
-                    }
-                    Applied::Conflict => return Err(EngineError::Conflict { event_id: event.id.clone() }),
-                }
+        })
+    }
+
+    /// Applies a write; a replay answers the stored result (marked), a conflict is an error.
+    async fn applied(&self, ledger: &Ledger, write: EventWrite, event: &Event) -> Result<EventResult, EngineError> {
+        match ledger.apply(write).await.map_err(EngineError::Ledger)? {
+            Applied::Fresh(result) => Ok(result),
+            Applied::Replayed(mut stored) => {
+                stored.replayed = true;
+                Ok(stored)
             }
+            Applied::Conflict => Err(EngineError::Conflict { event_id: event.id.clone() }),
+        }
+    }
+
+    /// Counts an event when first applied; a replay counts nothing.
+    fn count_tally(&self, live: &LiveRules, tally: &Tally, result: &EventResult) {
+        if !result.replayed {
+            self.count(live, &tally.matched, &tally.unknowns, tally.actions.iter().copied(), result);
+        }
+    }
+
+    /// What the ledger must write for an event whose rules read the member's state: it is
+    /// evaluated in the transaction (again, when a store posts the group again); what the
+    /// evaluation counts and traces is left in `decided` for the answer.
+    fn deferred_write(&self, task: &Task, live: &Arc<LiveRules>, decided: Arc<Mutex<Option<Decided>>>) -> EventWrite {
+        let event = Arc::clone(&task.event);
+        let (plan_live, plan_event, traced, started) =
+            (Arc::clone(live), Arc::clone(&event), task.trace, task.enqueued);
+        let replan = move |member: &dyn MemberState| -> Planned {
+            let (live, event) = (&plan_live, &plan_event);
+            let mut evaluation = live.rules.new_evaluation();
+            let facts = Facts::of(event).with_member(member);
+            let trace = live.rules.evaluate_maybe_traced(&facts, &mut evaluation, traced);
+            if let Ok(mut slot) = decided.lock() {
+                *slot = Some((Tally::of(&evaluation), trace));
+            }
+            let actions = ActionWrite::for_plans(&live.rules, &evaluation.planned, event.actor_id.as_deref());
+            let stacking = live.rules.stacking_keys(&evaluation);
+            let limits = live.rules.limits_of(&evaluation);
+            let (live, event) = (Arc::clone(live), Arc::clone(event));
+            let build_result: ResultBuilder = Box::new(move |stacked: &Stacked| {
+                EventResult::build(&live.rules, &event, &evaluation, stacked, started.elapsed())
+            });
+            Planned { actions, stacking, limits, build_result }
         };
-        result.trace = trace.map(|mut trace| {
-            trace.mark_outcomes(&live.rules, &result);
-            trace
-        });
-        Ok(result)
+        EventWrite {
+            event_id: event.id.clone(),
+            fresh_id: event.generated_id,
+            fingerprint: fingerprint(&event),
+            actions: Vec::new(),
+            stacking: Vec::new(),
+            limits: Vec::new(),
+            deferred: Some(Deferred { replan: Box::new(replan), budgets: live.rules.budgets_for(&event.event_type) }),
+            job: task.job.clone(),
+            event,
+            build_result: Box::new(|_| EventResult::default()),
+        }
     }
 
     /// What the ledger must write for an evaluated event (the result is built once the ledger
@@ -527,6 +601,7 @@ impl Engine {
             actions,
             stacking,
             limits,
+            deferred: None,
             job: task.job.clone(),
             event: Arc::clone(&event),
             build_result: Box::new(move |stacked| {
@@ -601,14 +676,20 @@ fn log_warnings(rules: &Rules, path: &str) {
 }
 
 /// An evaluated event: its result, or what the ledger must apply first, with what to count
-/// once it is applied.
+/// once it is applied; or an event the ledger evaluates (its tally and trace come back in the
+/// slot).
 enum Evaluated<'a> {
     Done(EventResult),
     ToApply(&'a Ledger, EventWrite, Tally),
+    Deferred(&'a Ledger, EventWrite, Arc<Mutex<Option<Decided>>>),
 }
+
+/// What an evaluation inside the ledger counts and traces.
+type Decided = (Tally, Option<Trace>);
 
 /// What an evaluation adds to the metrics, copied out of the thread's buffer because it is
 /// counted only after the ledger has applied the event (a replay adds nothing).
+#[derive(Default)]
 struct Tally {
     matched: Vec<u32>,
     unknowns: [u32; Reason::LABELS.len()],

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::event::Event;
 use crate::facts::Facts;
 use crate::graph::{Rules, Stacked};
+use crate::ledger::member::MemberReader;
 use crate::ledger::memory::Overlay;
 use crate::ledger::posting::{Posting, post};
 use crate::ledger::{ActionWrite, Applied, LedgerError, LedgerStore, fingerprint};
@@ -84,7 +85,17 @@ pub fn simulate_from(
         let started = Instant::now();
         let fp = fingerprint(event);
         let mut evaluation = rules.new_evaluation();
-        let mut trace = rules.evaluate_traced(&Facts::of(event), &mut evaluation);
+        // Member functions read the member's state as the ledger (and what was simulated before)
+        // has it.
+        let mut trace = match event.actor_id.as_deref() {
+            Some(actor) if rules.reads_member(&event.event_type) => {
+                let reader = MemberReader::new(&mut overlay, actor);
+                let trace = rules.evaluate_traced(&Facts::of(event).with_member(&reader), &mut evaluation);
+                reader.finish()?;
+                trace
+            }
+            _ => rules.evaluate_traced(&Facts::of(event), &mut evaluation),
+        };
         let actions = ActionWrite::for_plans(rules, &evaluation.planned, event.actor_id.as_deref());
         let stacking = rules.stacking_keys(&evaluation);
         let limits = rules.limits_of(&evaluation);
@@ -95,6 +106,7 @@ pub fn simulate_from(
             actions: &actions,
             stacking: &stacking,
             limits: &limits,
+            deferred: None,
             job: None,
             event,
         };

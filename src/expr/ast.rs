@@ -61,6 +61,8 @@ pub enum Root {
     Meta,
     /// `event`.
     Event,
+    /// `member`: the actor's state before the event.
+    Member,
 }
 
 /// One step of a payload path.
@@ -109,6 +111,8 @@ pub enum Path {
     MetaNeverPresent(Vec<Segment>),
     /// `event.type` and friends.
     Event(EventField),
+    /// `member.balance`: the actor's balance before the event.
+    MemberBalance,
 }
 
 impl Path {
@@ -122,6 +126,10 @@ impl Path {
                     _ => Ok(Path::MetaNeverPresent(segments)),
                 },
                 _ => Ok(Path::MetaNeverPresent(segments)),
+            },
+            Root::Member => match segments.as_slice() {
+                [Segment::Key(k)] if k == "balance" => Ok(Path::MemberBalance),
+                _ => Err("member has the field member.balance (the actor's balance before the event)".into()),
             },
             Root::Event => {
                 let field = match segments.as_slice() {
@@ -194,6 +202,7 @@ impl fmt::Display for Path {
                 write_key(f, key)
             }
             Path::Event(field) => write!(f, "event.{}", field.name()),
+            Path::MemberBalance => write!(f, "member.balance"),
         }
     }
 }
@@ -362,11 +371,31 @@ pub enum Function {
     Lower,
     /// `upper(x)`: the string in upper case.
     Upper,
+    /// `count('type', 'period')`: the actor's events of the type in the period.
+    Count,
+    /// `sum('type', 'path', 'period')`: a numeric path summed over those events.
+    Sum,
+    /// `first('type')`: this is the actor's first event of the type.
+    First,
+    /// `streak('type', 'day' | 'week')`: consecutive periods with an event of the type.
+    Streak,
+    /// `days_since('type')`: whole days since the actor's previous event of the type.
+    DaysSince,
 }
 
 impl Function {
+    /// True for the functions that read the actor's earlier events.
+    pub fn reads_member(self) -> bool {
+        matches!(self, Function::Count | Function::Sum | Function::First | Function::Streak | Function::DaysSince)
+    }
+
     /// Every function, in the order the docs list them.
-    pub const ALL: [Function; 11] = [
+    pub const ALL: [Function; 16] = [
+        Function::Count,
+        Function::Sum,
+        Function::First,
+        Function::Streak,
+        Function::DaysSince,
         Function::DayOfWeek,
         Function::Hour,
         Function::Lower,
@@ -394,6 +423,11 @@ impl Function {
             Function::Len => "len",
             Function::Lower => "lower",
             Function::Upper => "upper",
+            Function::Count => "count",
+            Function::Sum => "sum",
+            Function::First => "first",
+            Function::Streak => "streak",
+            Function::DaysSince => "days_since",
         }
     }
 
@@ -407,6 +441,8 @@ impl Function {
         match self {
             Function::DayOfWeek | Function::Hour => (0, 0),
             Function::Min | Function::Max => (2, usize::MAX),
+            Function::Count | Function::Streak => (2, 2),
+            Function::Sum => (3, 3),
             _ => (1, 1),
         }
     }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::ast::{BinaryOp, Expr, Function, Literal, Path, Span, UnaryOp};
 use super::set::ConstSet;
+use crate::calendar::Period;
 
 /// What an expression is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +144,48 @@ pub enum Node {
     Never(u16, Span),
     /// `name(arguments)`.
     Call(Function, Box<[Node]>, Span),
+    /// A value of the actor's state before the event (boxed: it is large and rare).
+    Member(Box<MemberQuery>, Span),
+}
+
+/// What a member function or value reads of the actor's state, checked at load.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemberQuery {
+    /// `count(type, period)`.
+    Count {
+        /// The event type, lower-cased.
+        event_type: Box<str>,
+        /// The period holding the event time.
+        period: Period,
+    },
+    /// `sum(type, path, period)`.
+    Sum {
+        /// The event type, lower-cased.
+        event_type: Box<str>,
+        /// The payload path summed.
+        path: Path,
+        /// The period holding the event time.
+        period: Period,
+    },
+    /// `first(type)`.
+    First {
+        /// The event type, lower-cased.
+        event_type: Box<str>,
+    },
+    /// `streak(type, day | week)`.
+    Streak {
+        /// The event type, lower-cased.
+        event_type: Box<str>,
+        /// `Day` or `Week`.
+        period: Period,
+    },
+    /// `days_since(type)`.
+    DaysSince {
+        /// The event type, lower-cased.
+        event_type: Box<str>,
+    },
+    /// `member.balance`.
+    Balance,
 }
 
 /// What is known of a node's type at load.
@@ -262,6 +305,7 @@ impl Compiler {
                 );
                 return self.mismatch(expr, message, *span);
             }
+            Expr::Path(Path::MemberBalance, span) => (Node::Member(Box::new(MemberQuery::Balance), *span), T::Number),
             Expr::Path(path, span) => (Node::Path(path.clone(), *span), T::Any),
             Expr::Unary(UnaryOp::Neg, operand, span) => {
                 let (node, ty) = self.node(operand)?;
@@ -283,6 +327,11 @@ impl Compiler {
     /// `lower` and `upper` a string; the others numbers.
     fn call(&mut self, function: Function, args: &[Expr], span: Span) -> Result<Typed, CompileError> {
         use StaticType as T;
+        if function.reads_member() {
+            let query = member_query(function, args)?;
+            let ty = if function == Function::First { T::Bool } else { T::Number };
+            return Ok((Node::Member(Box::new(query), span), ty));
+        }
         let name = function.name();
         let (allowed, what, result): (&[T], String, T) = match function {
             Function::DayOfWeek => (&[], String::new(), T::Str),
@@ -393,6 +442,53 @@ impl Compiler {
     }
 }
 
+/// A member function's arguments, which are string literals checked here: a type, a period
+/// (`streak` takes `day` or `week`), and for `sum` a payload path.
+fn member_query(function: Function, args: &[Expr]) -> Result<MemberQuery, CompileError> {
+    let name = function.name();
+    let literal = |i: usize, what: &str, example: &str| match args.get(i) {
+        Some(Expr::Literal(Literal::Str(text), _)) => Ok(text.as_str()),
+        other => Err(CompileError {
+            span: other.map_or(Span::default(), Expr::span),
+            message: format!("the {what} of {name}() must be a string literal such as {example}"),
+        }),
+    };
+    let at = |i: usize| args.get(i).map_or(Span::default(), Expr::span);
+    let event_type = literal(0, "event type", "'purchase'")?;
+    if event_type.trim().is_empty() {
+        return Err(CompileError { span: at(0), message: format!("the event type of {name}() must not be empty") });
+    }
+    let event_type: Box<str> = event_type.to_lowercase().into();
+    let period = |i: usize| {
+        let text = literal(i, "period", "'month' or '30d'")?;
+        Period::parse(text).map_err(|message| CompileError { span: at(i), message })
+    };
+    Ok(match function {
+        Function::Count => MemberQuery::Count { event_type, period: period(1)? },
+        Function::First => MemberQuery::First { event_type },
+        Function::DaysSince => MemberQuery::DaysSince { event_type },
+        Function::Streak => match period(1)? {
+            p @ (Period::Day | Period::Week) => MemberQuery::Streak { event_type, period: p },
+            other => {
+                let message = format!("streak() counts days or weeks, not `{other}`: write 'day' or 'week'");
+                return Err(CompileError { span: at(1), message });
+            }
+        },
+        _ => {
+            let text = literal(1, "path", "'payload.amount'")?;
+            let path = match super::parser::parse(text) {
+                Ok(Expr::Path(path @ Path::Payload(_), _)) => path,
+                _ => {
+                    let message =
+                        format!("the path of sum() must be a payload path such as 'payload.amount', got '{text}'");
+                    return Err(CompileError { span: at(1), message });
+                }
+            };
+            MemberQuery::Sum { event_type, path, period: period(2)? }
+        }
+    })
+}
+
 /// A literal as JSON (numbers are finite: the lexer refuses others).
 fn json_of(literal: &Literal) -> Value {
     match literal {
@@ -436,10 +532,28 @@ impl Node {
         }
     }
 
+    /// True when the expression reads the actor's state before the event.
+    pub fn reads_member(&self) -> bool {
+        match self {
+            Node::Member(..) => true,
+            Node::Const(_) | Node::Never(..) | Node::Path(..) => false,
+            Node::Neg(inner, _) | Node::Not(inner, _) | Node::Matches(inner, _, _) => inner.reads_member(),
+            Node::In { needle, list, .. } => {
+                needle.reads_member() || matches!(list, List::Value(list) if list.reads_member())
+            }
+            Node::Call(_, args, _) => args.iter().any(Node::reads_member),
+            Node::Arith(_, l, r, _)
+            | Node::Compare(_, l, r, _)
+            | Node::Contains(l, r, _)
+            | Node::And(l, r)
+            | Node::Or(l, r) => l.reads_member() || r.reads_member(),
+        }
+    }
+
     /// Calls `f` with every path in the expression, left to right.
     pub fn visit_paths<'a>(&'a self, f: &mut impl FnMut(&'a Path, Span)) {
         match self {
-            Node::Const(_) | Node::Never(..) => {}
+            Node::Const(_) | Node::Never(..) | Node::Member(..) => {}
             Node::Path(path, span) => f(path, *span),
             Node::Neg(inner, _) | Node::Not(inner, _) | Node::Matches(inner, _, _) => inner.visit_paths(f),
             Node::In { needle, list, .. } => {

@@ -7,8 +7,9 @@
 use serde_json::{Map, Value};
 
 use super::ast::{EventField, Function, Path, Segment, Span};
-use super::compiler::{ArithOp, CmpOp, Const, List, Node};
+use super::compiler::{ArithOp, CmpOp, Const, List, MemberQuery, Node};
 use crate::calendar::DAY_NAMES;
+use crate::calendar::Period;
 use crate::event::{Event, object_get};
 use crate::facts::Facts;
 
@@ -213,6 +214,14 @@ pub enum Reason {
     NoLength(ValType),
     /// `lower` or `upper` of something that is not a string.
     NotAString(ValType),
+    /// A member function on an event without an actor.
+    NoActor,
+    /// `days_since` with no earlier event of the type.
+    NoEarlier,
+    /// `member.balance` without a ledger.
+    NoLedger,
+    /// The ledger could not be read (the event fails with the ledger's error).
+    MemberUnavailable,
     /// A part whose types can never fit its operator, found at load; the number indexes the
     /// program's warnings, which say why.
     Impossible(u16),
@@ -226,7 +235,7 @@ impl Reason {
     /// The position of this reason's label in [`Reason::LABELS`].
     pub fn label_index(self) -> usize {
         match self {
-            Reason::Missing => 0,
+            Reason::Missing | Reason::NoActor | Reason::NoEarlier | Reason::NoLedger | Reason::MemberUnavailable => 0,
             Reason::NeedsNumbers(..) | Reason::NegNeedsNumber(_) | Reason::NotNumber(_) => 1,
             Reason::NotSearchable(_)
             | Reason::NeedleNotString(_)
@@ -267,6 +276,10 @@ impl Unknown {
             Reason::NotAList(t) => format!("`{at}`: in needs a list, got {}", t.name()),
             Reason::NoLength(t) => format!("`{at}`: len needs a string, a list or an object, got {}", t.name()),
             Reason::NotAString(t) => format!("`{at}` is {}, not a string", t.name()),
+            Reason::NoActor => format!("`{at}` reads the member's history, but the event has no actor_id"),
+            Reason::NoEarlier => format!("`{at}`: the member has no earlier event of this type"),
+            Reason::NoLedger => format!("`{at}`: there is no member state without a ledger"),
+            Reason::MemberUnavailable => format!("`{at}`: the ledger could not be read"),
             Reason::Impossible(_) => format!("`{at}` can never be decided: its types do not fit"),
         }
     }
@@ -285,21 +298,32 @@ pub enum Truth {
 
 type Res<'a> = Result<Val<'a>, Unknown>;
 
+/// Reads a payload path from a payload stored as JSON (member history); `None` when absent or
+/// when the path is not a payload path.
+pub fn resolve_json<'a>(path: &Path, payload: &'a Value) -> Option<Val<'a>> {
+    let Path::Payload(segments) = path else { return None };
+    walk(Val::from_json(payload), segments)
+}
+
+/// Follows a payload path's steps from a value.
+fn walk<'a>(mut current: Val<'a>, segments: &[Segment]) -> Option<Val<'a>> {
+    for segment in segments {
+        current = match (segment, current) {
+            (Segment::Key(k), Val::Object(map)) => Val::from_json(object_get(map, k)?),
+            (Segment::Index(i), Val::Array(items)) => Val::from_json(items.get(*i)?),
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
 /// Reads a path from an event; `None` when absent.
 pub fn resolve<'a>(path: &Path, event: &'a Event) -> Option<Val<'a>> {
     match path {
-        Path::Payload(segments) => {
-            let mut current = Val::Object(event.payload.as_ref()?);
-            for segment in segments {
-                current = match (segment, current) {
-                    (Segment::Key(k), Val::Object(map)) => Val::from_json(object_get(map, k)?),
-                    (Segment::Index(i), Val::Array(items)) => Val::from_json(items.get(*i)?),
-                    _ => return None,
-                };
-            }
-            Some(current)
-        }
+        Path::Payload(segments) => walk(Val::Object(event.payload.as_ref()?), segments),
         Path::Meta(key) => event.meta_get(key).map(Val::Str),
+        // The member's state is not in the event: the compiler reads it as a member value.
+        Path::MemberBalance => None,
         Path::MetaNeverPresent(_) => None,
         Path::Event(field) => match field {
             EventField::Id => Some(Val::Str(&event.id)),
@@ -394,6 +418,7 @@ fn span_of(node: &Node) -> Span {
         | Node::Not(_, s)
         | Node::Never(_, s)
         | Node::Call(_, _, s)
+        | Node::Member(_, s)
         | Node::In { span: s, .. } => *s,
         Node::And(l, r) | Node::Or(l, r) => span_of(l).to(span_of(r)),
         Node::Const(_) => Span::default(),
@@ -441,7 +466,95 @@ pub fn value<'a>(node: &'a Node, facts: &Facts<'a>) -> Res<'a> {
         Node::And(..) | Node::Or(..) | Node::Not(..) | Node::In { .. } => bool_of(truth(node, facts)),
         Node::Never(index, span) => Err(Unknown { reason: Reason::Impossible(*index), span: *span }),
         Node::Call(function, args, _) => call(*function, args, facts),
+        Node::Member(query, span) => member(query, facts, *span),
     }
+}
+
+/// A member function or value: the actor's earlier events (as the ledger keeps them) and this
+/// one. Without a ledger only this event counts; without an actor every member value is unknown.
+fn member<'a>(query: &MemberQuery, facts: &Facts<'a>, span: Span) -> Res<'a> {
+    let unknown = |reason| Unknown { reason, span };
+    let event = facts.event;
+    if event.actor_id.is_none() {
+        return Err(unknown(Reason::NoActor));
+    }
+    let at = facts.at.as_microsecond();
+    let is_of = |event_type: &str| event.event_type.chars().flat_map(char::to_lowercase).eq(event_type.chars());
+    let window = |period: Period| {
+        let (from, to) = period.bounds(facts.at, facts.zone);
+        (from.as_microsecond(), to.as_microsecond())
+    };
+    let failed = || unknown(Reason::MemberUnavailable);
+    let state = facts.member;
+    let earlier_count = |event_type: &str, (from, to): (i64, i64)| match state {
+        None => Ok(0),
+        Some(m) => m.count(event_type, from, to).ok_or_else(failed),
+    };
+    Ok(match query {
+        MemberQuery::Balance => {
+            let member = state.ok_or(unknown(Reason::NoLedger))?;
+            Val::Num(member.balance().ok_or_else(failed)? as f64)
+        }
+        MemberQuery::Count { event_type, period } => {
+            let earlier = earlier_count(event_type, window(*period))?;
+            Val::Num((earlier + u64::from(is_of(event_type))) as f64)
+        }
+        MemberQuery::Sum { event_type, path, period } => {
+            let own = match resolve(path, event) {
+                Some(Val::Num(n)) if is_of(event_type) => n,
+                _ => 0.0,
+            };
+            let (from, to) = window(*period);
+            let earlier = match state {
+                None => 0.0,
+                Some(m) => m.sum(event_type, path, from, to).ok_or_else(failed)?,
+            };
+            Val::Num(earlier + own)
+        }
+        MemberQuery::First { event_type } => {
+            Val::Bool(is_of(event_type) && earlier_count(event_type, (i64::MIN, i64::MAX))? == 0)
+        }
+        MemberQuery::DaysSince { event_type } => {
+            let member = state.ok_or(unknown(Reason::NoEarlier))?;
+            let latest = member.times(event_type, at.saturating_add(1), 1).ok_or_else(failed)?;
+            let then = latest.first().ok_or(unknown(Reason::NoEarlier))?;
+            Val::Num(((at - then) / MICROS_PER_DAY) as f64)
+        }
+        MemberQuery::Streak { event_type, period } => {
+            Val::Num(streak(event_type, *period, facts, is_of(event_type)).ok_or_else(failed)? as f64)
+        }
+    })
+}
+
+const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
+/// Most earlier events a streak reads.
+const STREAK_EVENTS: usize = 10_000;
+
+/// Consecutive periods up to the event's with an event of the type; 0 when the event's period
+/// has none. `None` when the storage failed.
+fn streak(event_type: &str, period: Period, facts: &Facts<'_>, own: bool) -> Option<u64> {
+    let start_of = |micros: i64| {
+        let at = jiff::Timestamp::from_microsecond(micros).unwrap_or(facts.at);
+        period.bounds(at, facts.zone).0.as_microsecond()
+    };
+    let (start, end) = period.bounds(facts.at, facts.zone);
+    let (start, end) = (start.as_microsecond(), end.as_microsecond());
+    let Some(member) = facts.member else { return Some(u64::from(own)) };
+    if !own && member.count(event_type, start, end)? == 0 {
+        return Some(0);
+    }
+    let mut streak = 1;
+    let mut expected = start_of(start - 1);
+    for time in member.times(event_type, start, STREAK_EVENTS)? {
+        let period_start = start_of(time);
+        if period_start == expected {
+            streak += 1;
+            expected = start_of(period_start - 1);
+        } else if period_start < expected {
+            break;
+        }
+    }
+    Some(streak)
 }
 
 /// A function's value: the event time's local day or hour, or a pure function of its
@@ -481,6 +594,13 @@ fn call<'a>(function: Function, args: &'a [Node], facts: &Facts<'a>) -> Res<'a> 
                 Val::Str(s) | Val::Folded(s, _) => Val::Folded(s, case),
                 other => return Err(Unknown { reason: Reason::NotAString(other.val_type()), span: span_of(arg) }),
             }
+        }
+        Function::Count | Function::Sum | Function::First | Function::Streak | Function::DaysSince => {
+            // Compiled to member values, never to calls.
+            return Err(Unknown {
+                reason: Reason::MemberUnavailable,
+                span: args.first().map_or(Span::default(), span_of),
+            });
         }
         Function::Len => {
             let Some(arg) = args.first() else { return Ok(Val::Num(0.0)) };

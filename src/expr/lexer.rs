@@ -315,11 +315,12 @@ impl<'a> Lexer<'a> {
             "payload" => Root::Payload,
             "meta" => Root::Meta,
             "event" => Root::Event,
+            "member" => Root::Member,
             _ if self.src[self.pos..].trim_start().starts_with('(') => return Ok(TokenKind::Name(word.to_owned())),
             _ => {
                 let message = match Function::parse(word) {
                     Some(function) => format!("`{word}` is a function: write {}()", function.name()),
-                    None => format!("unknown name `{word}`: a path starts with payload, meta or event"),
+                    None => format!("unknown name `{word}`: a path starts with payload, meta, event or member"),
                 };
                 return Err(self.error(start, self.pos, message));
             }

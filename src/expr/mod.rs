@@ -125,6 +125,12 @@ impl Program {
         self.number_of(&Facts::of(event))
     }
 
+    /// True when the expression reads the actor's state before the event (member functions
+    /// and values): it is then decided inside the ledger's transaction.
+    pub fn reads_member(&self) -> bool {
+        self.root.reads_member()
+    }
+
     /// The paths the expression reads, each once, as written (`payload.amount`), in order.
     pub fn paths(&self) -> Vec<(&str, &ast::Path)> {
         let mut found: Vec<(&str, &ast::Path)> = Vec::new();

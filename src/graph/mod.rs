@@ -111,6 +111,24 @@ impl Rules {
         evaluation.matched.iter().filter_map(limited).collect()
     }
 
+    /// True when a scenario listening to this event type reads the actor's state before the
+    /// event: such events are evaluated inside the ledger's transaction.
+    pub fn reads_member(&self, event_type: &str) -> bool {
+        self.graph.reads_member
+            && self
+                .graph
+                .scenarios_for_type(event_type)
+                .iter()
+                .any(|&i| self.graph.scenarios.get(i as usize).is_some_and(|s| s.reads_member))
+    }
+
+    /// The campaign budgets (scenario ids) of the scenarios listening to this event type.
+    pub fn budgets_for(&self, event_type: &str) -> Vec<String> {
+        let scenarios = self.graph.scenarios_for_type(event_type).iter();
+        let limits = scenarios.filter_map(|&i| self.graph.scenarios.get(i as usize)?.limits.as_deref());
+        limits.filter(|l| l.has_budget()).map(|l| l.scenario_id.clone()).collect()
+    }
+
     /// The limits of a scenario, by index, when it has any.
     pub fn scenario_limits(&self, index: u32) -> Option<&ScenarioLimits> {
         self.graph.scenarios.get(index as usize)?.limits.as_deref()
@@ -163,6 +181,8 @@ struct CompiledScenario {
     group: Option<u32>,
     /// Its limits, when it has any.
     limits: Option<Arc<ScenarioLimits>>,
+    /// True when a condition or action of it reads the actor's state before the event.
+    reads_member: bool,
     children: Box<[GraphNode]>,
 }
 
@@ -179,6 +199,9 @@ struct Graph {
     actions: Vec<ActionEntry>,
     /// Ids of scenarios that are not enabled, for traces.
     disabled: Vec<String>,
+    /// True when some enabled scenario reads the actor's state (most files: none, and events
+    /// skip the lookup).
+    reads_member: bool,
 }
 
 impl Graph {
@@ -193,6 +216,7 @@ impl Graph {
             disabled: Vec::new(),
             zone: file.programme.timezone.clone(),
             groups: Vec::new(),
+            reads_member: false,
         };
         let mut by_type: FxHashMap<Box<str>, Vec<u32>> = FxHashMap::default();
         // A stable sort: equal priorities keep file order.
@@ -225,14 +249,27 @@ impl Graph {
                         zone: file.programme.timezone.clone(),
                     })
                 }),
+                reads_member: graph.reads_member(&children),
                 children,
             });
         }
+        graph.reads_member = graph.scenarios.iter().any(|s| s.reads_member);
         graph.by_type = by_type
             .into_iter()
             .map(|(k, v)| (k, index::TypeBucket::new(v, &graph.scenarios, &graph.conditions)))
             .collect();
         graph
+    }
+
+    /// True when a node of the tree reads the actor's state before the event.
+    fn reads_member(&self, nodes: &[GraphNode]) -> bool {
+        nodes.iter().any(|node| match node {
+            GraphNode::Action(action) => self.actions.get(*action as usize).is_some_and(|a| a.action.reads_member()),
+            GraphNode::Condition { condition, children } => {
+                self.conditions.get(*condition as usize).is_some_and(|c| c.program.reads_member())
+                    || self.reads_member(children)
+            }
+        })
     }
 
     /// The index of an exclusive group, added when new.

@@ -82,6 +82,15 @@ impl LedgerStore for Intercepted {
     fn usage(&self, counter: &crate::graph::limits::Counter<'_>) -> Result<crate::graph::limits::Usage, LedgerError> {
         self.inner.usage(counter)
     }
+    fn member_history(
+        &self,
+        actor_id: &str,
+        event_type: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Option<String>)>, LedgerError> {
+        self.inner.member_history(actor_id, event_type, from, to)
+    }
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
         self.inner.history(actor_id, limit, before)
     }

@@ -32,17 +32,47 @@ pub struct Overlay<'a> {
     uses: Vec<(String, String, i64, i64)>,
     /// Additions to budget counters, by (scenario, period, start).
     budgets: HashMap<(String, String, i64), Usage>,
+    /// Events posted here with an actor: (member, lower-cased type, event time, payload).
+    history: Vec<(String, String, i64, Option<String>)>,
 }
 
 impl<'a> Overlay<'a> {
     /// An overlay over `base` (or over nothing), with some members' balances given up front.
     pub fn new(base: Option<&'a dyn LedgerStore>, balances: HashMap<String, i64>) -> Overlay<'a> {
-        Overlay { base, balances, events: HashMap::new(), moved: Vec::new(), uses: Vec::new(), budgets: HashMap::new() }
+        Overlay {
+            base,
+            balances,
+            events: HashMap::new(),
+            moved: Vec::new(),
+            uses: Vec::new(),
+            budgets: HashMap::new(),
+            history: Vec::new(),
+        }
     }
 
     /// The movements written since the last call, in order.
     pub fn take_moved(&mut self) -> Vec<Moved> {
         std::mem::take(&mut self.moved)
+    }
+
+    /// A member's events of a type in a window, from the store and from this overlay, oldest
+    /// first.
+    fn member_history(
+        &self,
+        actor_id: &str,
+        event_type: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Option<String>)>, LedgerError> {
+        let mut events = match self.base {
+            Some(base) => base.member_history(actor_id, event_type, from, to)?,
+            None => Vec::new(),
+        };
+        let here =
+            self.history.iter().filter(|(a, t, at, _)| a == actor_id && t == event_type && (from..to).contains(at));
+        events.extend(here.map(|(_, _, at, payload)| (*at, payload.clone())));
+        events.sort_by_key(|(at, _)| *at);
+        Ok(events)
     }
 
     /// A member's balance as the overlay sees it (reads the store for a member not yet seen).
@@ -85,6 +115,10 @@ impl LedgerTx for Overlay<'_> {
     }
 
     fn save_event(&mut self, event: &NewEvent<'_>) -> Result<(), LedgerError> {
+        if let (Some(actor), Some(member_type)) = (event.actor_id, event.member_type) {
+            let entry = (actor.to_owned(), member_type.to_owned(), event.occurred_at, event.payload.map(str::to_owned));
+            self.history.push(entry);
+        }
         let stored = StoredEvent { fingerprint: *event.fingerprint, result: event.result.clone() };
         self.events.insert(event.event_id.to_owned(), stored);
         Ok(())
@@ -120,6 +154,31 @@ impl LedgerTx for Overlay<'_> {
         let counter = self.budgets.entry((b.scenario_id.to_owned(), b.period.to_string(), b.start)).or_default();
         *counter = counter.plus(used);
         Ok(())
+    }
+
+    fn member_count(&mut self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
+        Ok(self.member_history(actor_id, event_type, from, to)?.len() as u64)
+    }
+
+    fn member_payloads(
+        &mut self,
+        actor_id: &str,
+        event_type: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<String>, LedgerError> {
+        Ok(self.member_history(actor_id, event_type, from, to)?.into_iter().filter_map(|(_, p)| p).collect())
+    }
+
+    fn member_times(
+        &mut self,
+        actor_id: &str,
+        event_type: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<i64>, LedgerError> {
+        let history = self.member_history(actor_id, event_type, i64::MIN, before)?;
+        Ok(history.iter().rev().take(limit).map(|(at, _)| *at).collect())
     }
 
     fn mark_job_event(&mut self, _job_id: &str, _index: usize, _state: EventState) -> Result<(), LedgerError> {
@@ -181,6 +240,7 @@ mod tests {
             actions: &actions,
             stacking: &stacking,
             limits: &[],
+            deferred: None,
             job: None,
             event: &event,
         };

@@ -11,6 +11,7 @@
 
 #[cfg(feature = "test-support")]
 pub mod faulty;
+pub mod member;
 pub mod memory;
 pub mod operations;
 pub mod postgres;
@@ -201,6 +202,9 @@ pub struct EventWrite {
     pub stacking: Vec<StackingKey>,
     /// The limits of the event's scenarios that have any.
     pub limits: Vec<Arc<ScenarioLimits>>,
+    /// For an event whose rules read the member's state: planned in the transaction instead
+    /// (`actions`, `stacking`, `limits` and `build_result` are then unused).
+    pub deferred: Option<member::Deferred>,
     /// The batch job and index the event belongs to, if any.
     pub job: Option<(String, usize)>,
     /// The event itself: its type, time and payload are stored with it (history for member
@@ -222,7 +226,12 @@ impl EventWrite {
         // Prefixed so a budget never takes a member's lock (a collision would only wait longer).
         let budgets =
             self.limits.iter().filter(|l| l.has_budget()).map(|l| format!("limit budget\u{1}{}", l.scenario_id));
-        members.chain(limited_actor).chain(budgets)
+        // A deferred event reads its actor's history and may spend any budget of its rules.
+        let deferred = self.deferred.iter().flat_map(|d| {
+            let actor = self.event.actor_id.clone();
+            actor.into_iter().chain(d.budgets.iter().map(|b| format!("limit budget\u{1}{b}")))
+        });
+        members.chain(limited_actor).chain(budgets).chain(deferred)
     }
 
     /// What [`posting::post`] needs of it.
@@ -234,6 +243,7 @@ impl EventWrite {
             actions: &self.actions,
             stacking: &self.stacking,
             limits: &self.limits,
+            deferred: self.deferred.as_ref(),
             job: self.job.as_ref().map(|(id, index)| (id.as_str(), *index)),
             event: &self.event,
         }
@@ -385,6 +395,16 @@ pub trait LedgerStore: Send + Sync {
     /// A scenario's use so far, as one limit counts it (for simulations; posting reads it inside
     /// its transaction).
     fn usage(&self, counter: &Counter<'_>) -> Result<Usage, LedgerError>;
+    /// A member's stored events of a type (lower-cased) with an event time in `[from, to)`:
+    /// each one's event time and payload, oldest first (for simulations; posting reads the
+    /// history inside its transaction).
+    fn member_history(
+        &self,
+        actor_id: &str,
+        event_type: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Option<String>)>, LedgerError>;
     /// A member's entries, newest first, older than the cursor entry id.
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError>;
     /// A batch job.

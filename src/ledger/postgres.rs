@@ -52,7 +52,7 @@ const MIGRATION_LOCK: i64 = 0x466c_7578_466c_6f77; // "FluxFlow"
 
 /// The numbered migrations, oldest first, each applied in one transaction with its row in
 /// `fluxflow_schema`. Never edit one that has shipped; add the next.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_LIMITS, V3_OPERATIONS];
+const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_LIMITS, V3_OPERATIONS, V4_MEMBER_HISTORY];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -140,7 +140,19 @@ CREATE TABLE operations (
 );
 ";
 
+/// Version 4: member history (as SQLite's version 5).
+const V4_MEMBER_HISTORY: &str = "
+ALTER TABLE events ADD COLUMN member_type TEXT;
+CREATE INDEX events_by_member ON events (actor_id, member_type, occurred_at) WHERE member_type IS NOT NULL;
+";
+
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = $1";
+const MEMBER_COUNT: &str = "SELECT count(*)::int8 FROM events \
+     WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $3 AND occurred_at < $4";
+const MEMBER_HISTORY: &str = "SELECT occurred_at, payload FROM events \
+     WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $3 AND occurred_at < $4 ORDER BY occurred_at";
+const MEMBER_TIMES: &str = "SELECT occurred_at FROM events \
+     WHERE actor_id = $1 AND member_type = $2 AND occurred_at < $3 ORDER BY occurred_at DESC LIMIT $4";
 const ACTOR_USAGE: &str = "SELECT coalesce(sum(times), 0)::int8, coalesce(sum(points), 0)::int8 FROM limit_uses \
      WHERE scenario_id = $1 AND actor_id = $2 AND occurred_at >= $3 AND occurred_at < $4";
 const BUDGET_USAGE: &str =
@@ -158,8 +170,8 @@ const ADD_TO_BUDGETS: &str = "INSERT INTO limit_budgets (scenario_id, period, pe
      times = limit_budgets.times + excluded.times, points = limit_budgets.points + excluded.points";
 // The group's writes, many rows per statement (arrays unnested in order).
 const INSERT_EVENTS: &str = "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, \
-     occurred_at, payload) SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::int8[], \
-     $6::text[], $7::int8[], $8::text[])";
+     occurred_at, payload, member_type) SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], \
+     $5::int8[], $6::text[], $7::int8[], $8::text[], $9::text[])";
 const MARK_JOB_EVENTS: &str = "UPDATE job_events j SET state = u.state \
      FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(state, job_id, idx) WHERE j.job_id = u.job_id AND j.idx = u.idx";
 const READ_BALANCE: &str = "SELECT balance FROM balances WHERE actor_id = $1";
@@ -537,6 +549,7 @@ struct EventRows {
     event_type: Vec<String>,
     occurred_at: Vec<i64>,
     payload: Vec<Option<String>>,
+    member_type: Vec<Option<String>>,
 }
 
 /// The PostgreSQL side of the posting core: one group's transaction. Writes whose answers the
@@ -636,6 +649,7 @@ impl<'a> PgTx<'a, '_> {
                         &v.event_type,
                         &v.occurred_at,
                         &v.payload,
+                        &v.member_type,
                     ],
                 )
                 .await
@@ -717,7 +731,42 @@ impl LedgerTx for PgTx<'_, '_> {
         rows.event_type.push(e.event_type.to_owned());
         rows.occurred_at.push(e.occurred_at);
         rows.payload.push(e.payload.map(str::to_owned));
+        rows.member_type.push(e.member_type.map(str::to_owned));
         Ok(())
+    }
+
+    fn member_count(&mut self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
+        let tx = self.tx;
+        let row =
+            self.flush_then(async move { tx.query_one(MEMBER_COUNT, &[&actor_id, &event_type, &from, &to]).await })?;
+        Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+    }
+
+    fn member_payloads(
+        &mut self,
+        actor_id: &str,
+        event_type: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<String>, LedgerError> {
+        let tx = self.tx;
+        let rows =
+            self.flush_then(async move { tx.query(MEMBER_HISTORY, &[&actor_id, &event_type, &from, &to]).await })?;
+        rows.iter().filter_map(|row| get::<Option<String>>(row, 1).transpose()).collect()
+    }
+
+    fn member_times(
+        &mut self,
+        actor_id: &str,
+        event_type: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<i64>, LedgerError> {
+        let tx = self.tx;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows =
+            self.flush_then(async move { tx.query(MEMBER_TIMES, &[&actor_id, &event_type, &before, &limit]).await })?;
+        rows.iter().map(|row| get(row, 0)).collect()
     }
 
     fn usage(&mut self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {
@@ -913,6 +962,17 @@ impl LedgerStore for PostgresStore {
     fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
         let row = self.read(async |c| c.query_opt(READ_BALANCE, &[&actor_id]).await)?;
         row.map_or(Ok(0), |r| get(&r, 0))
+    }
+
+    fn member_history(
+        &self,
+        actor_id: &str,
+        event_type: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Option<String>)>, LedgerError> {
+        let rows = self.read(async |c| c.query(MEMBER_HISTORY, &[&actor_id, &event_type, &from, &to]).await)?;
+        rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
     }
 
     fn usage(&self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
+use super::member::{Deferred, MemberReader, Planned};
 use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse};
 use super::{ActionWrite, Applied, EntryKind, Fingerprint, LedgerError, PointsWrite, broken};
 use crate::actions::{Outcome, Plan, PointsChange};
@@ -35,6 +36,9 @@ pub struct Posting<'a> {
     pub stacking: &'a [StackingKey],
     /// The limits of the event's scenarios that have any.
     pub limits: &'a [Arc<ScenarioLimits>],
+    /// For an event whose rules read the member's state: how to plan it here, in the
+    /// transaction (the actions, stacking and limits above are then empty and unused).
+    pub deferred: Option<&'a Deferred>,
     /// The batch job and index, if any.
     pub job: Option<(&'a str, usize)>,
     /// The event (its type, time and payload are stored with it).
@@ -72,16 +76,38 @@ fn apply<T: LedgerTx + ?Sized>(
     build: &dyn Fn(&Stacked) -> EventResult,
 ) -> Result<EventResult, LedgerError> {
     let (actor, at) = (posting.event.actor_id.as_deref(), posting.event.time());
+    // An event whose rules read the member's state is planned here, on the state this
+    // transaction sees and keeps until it commits.
+    let replanned: Option<Planned> = match (posting.deferred, actor) {
+        (Some(deferred), Some(actor_id)) => {
+            let reader = MemberReader::new(tx, actor_id);
+            let planned = (deferred.replan)(&reader);
+            reader.finish()?;
+            Some(planned)
+        }
+        (Some(deferred), None) => Some((deferred.replan)(&NoMember)),
+        (None, _) => None,
+    };
+    let plan = match &replanned {
+        Some(planned) => Writes {
+            actions: &planned.actions,
+            stacking: &planned.stacking,
+            limits: &planned.limits,
+            build: &*planned.build_result,
+        },
+        None => Writes { actions: posting.actions, stacking: posting.stacking, limits: posting.limits, build },
+    };
+    let Writes { actions, stacking, limits, build } = plan;
     let mut moved_actor = None;
-    let stacked = stack(posting.stacking, |scenario, actions, outcomes| {
-        let limits = posting.limits.iter().find(|l| l.scenario == scenario);
+    let stacked = stack(stacking, |scenario, planned, outcomes| {
+        let limits = limits.iter().find(|l| l.scenario == scenario);
         let mut room = match limits {
             Some(limits) => room_for(tx, limits, actor, at)?,
             None => Room::default(),
         };
         let first = outcomes.len();
-        for i in actions {
-            let outcome = match posting.actions.get(i) {
+        for i in planned {
+            let outcome = match actions.get(i) {
                 Some(ActionWrite::Decided(outcome)) => {
                     room.admit(Asked::Decided(*outcome), |_| Err(broken("a decided action asked to move points")))?
                 }
@@ -103,6 +129,8 @@ fn apply<T: LedgerTx + ?Sized>(
     let result_json = serde_json::to_string(&result)
         .map_err(|e| LedgerError::unavailable("cannot encode a result", false, Some(std::sync::Arc::new(e))))?;
     let event = posting.event;
+    // Every event of an actor is kept as the member's history, by its lower-cased type.
+    let member_type = actor.map(|_| event.event_type.to_lowercase());
     let payload =
         match &event.payload {
             Some(payload) => Some(serde_json::to_string(payload).map_err(|e| {
@@ -113,7 +141,8 @@ fn apply<T: LedgerTx + ?Sized>(
     tx.save_event(&NewEvent {
         event_id: posting.event_id,
         fingerprint: posting.fingerprint,
-        actor_id: moved_actor,
+        actor_id: actor.or(moved_actor),
+        member_type: member_type.as_deref(),
         event_type: &event.event_type,
         occurred_at: event.time().as_microsecond(),
         payload: payload.as_deref(),
@@ -122,6 +151,32 @@ fn apply<T: LedgerTx + ?Sized>(
         processed_at: now,
     })?;
     Ok(result)
+}
+
+/// What the core applies: planned before the transaction, or in it.
+struct Writes<'p> {
+    actions: &'p [ActionWrite],
+    stacking: &'p [StackingKey],
+    limits: &'p [Arc<ScenarioLimits>],
+    build: &'p dyn Fn(&Stacked) -> EventResult,
+}
+
+/// The state of an event without an actor: member values are unknown before they read it.
+struct NoMember;
+
+impl crate::facts::MemberState for NoMember {
+    fn count(&self, _: &str, _: i64, _: i64) -> Option<u64> {
+        Some(0)
+    }
+    fn sum(&self, _: &str, _: &crate::expr::ast::Path, _: i64, _: i64) -> Option<f64> {
+        Some(0.0)
+    }
+    fn times(&self, _: &str, _: i64, _: usize) -> Option<Vec<i64>> {
+        Some(Vec::new())
+    }
+    fn balance(&self) -> Option<i64> {
+        Some(0)
+    }
 }
 
 /// What a scenario's limits leave it for this event, from its use so far (read in this

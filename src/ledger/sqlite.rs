@@ -29,7 +29,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The numbered migrations, oldest first: migration N takes a ledger from version N-1 to N and
 /// runs in one transaction with the `user_version` it sets. Never edit one that has shipped;
 /// add the next.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_EVENT_HISTORY, V3_LIMITS, V4_OPERATIONS];
+const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_EVENT_HISTORY, V3_LIMITS, V4_OPERATIONS, V5_MEMBER_HISTORY];
 
 /// Version 1: the first release's schema.
 const V1_SCHEMA: &str = "
@@ -131,9 +131,22 @@ CREATE TABLE operations (
 ) WITHOUT ROWID;
 ";
 
+/// Version 5: every event with an actor is stored with its actor and its lower-cased type,
+/// indexed for member functions (events stored before keep NULL there and do not count).
+const V5_MEMBER_HISTORY: &str = "
+ALTER TABLE events ADD COLUMN member_type TEXT;
+CREATE INDEX events_by_member ON events (actor_id, member_type, occurred_at) WHERE member_type IS NOT NULL;
+";
+
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = ?1";
+const MEMBER_COUNT: &str = "SELECT count(*) FROM events \
+     WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?3 AND occurred_at < ?4";
+const MEMBER_HISTORY: &str = "SELECT occurred_at, payload FROM events \
+     WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?3 AND occurred_at < ?4 ORDER BY occurred_at";
+const MEMBER_TIMES: &str = "SELECT occurred_at FROM events \
+     WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at < ?3 ORDER BY occurred_at DESC LIMIT ?4";
 const INSERT_EVENT: &str = "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, \
-     occurred_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+     occurred_at, payload, member_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const MARK_JOB_EVENT: &str = "UPDATE job_events SET state = ?1 WHERE job_id = ?2 AND idx = ?3";
 const READ_BALANCE: &str = "SELECT balance FROM balances WHERE actor_id = ?1";
 const INSERT_ENTRY: &str =
@@ -174,6 +187,19 @@ fn usage_sql(counter: &Counter<'_>) -> &'static str {
         Counter::Actor(_) => ACTOR_USAGE,
         Counter::Budget(_) => BUDGET_USAGE,
     }
+}
+
+/// A member's stored events of a type in a window: event time and payload, oldest first.
+fn member_history(
+    conn: &Connection,
+    actor_id: &str,
+    event_type: &str,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<Vec<(i64, Option<String>)>> {
+    let mut statement = conn.prepare_cached(MEMBER_HISTORY)?;
+    let rows = statement.query_map(params![actor_id, event_type, from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
 }
 
 /// The SQLite ledger.
@@ -355,6 +381,16 @@ impl LedgerStore for SqliteStore {
 
     fn usage(&self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {
         self.read(|conn| read_usage(&mut conn.prepare_cached(usage_sql(counter))?, counter))
+    }
+
+    fn member_history(
+        &self,
+        actor_id: &str,
+        event_type: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Option<String>)>, LedgerError> {
+        self.read(|conn| member_history(conn, actor_id, event_type, from, to))
     }
 
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
@@ -627,9 +663,43 @@ impl LedgerTx for GroupStatements<'_> {
                 e.processed_at,
                 e.event_type,
                 e.occurred_at,
-                e.payload
+                e.payload,
+                e.member_type
             ])
             .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    fn member_count(&mut self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
+        self.conn
+            .prepare_cached(MEMBER_COUNT)
+            .and_then(|mut s| s.query_row(params![actor_id, event_type, from, to], |r| r.get::<_, i64>(0)))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(unavailable)
+    }
+
+    fn member_payloads(
+        &mut self,
+        actor_id: &str,
+        event_type: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<String>, LedgerError> {
+        let rows = member_history(self.conn, actor_id, event_type, from, to).map_err(unavailable)?;
+        Ok(rows.into_iter().filter_map(|(_, payload)| payload).collect())
+    }
+
+    fn member_times(
+        &mut self,
+        actor_id: &str,
+        event_type: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<i64>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.conn
+            .prepare_cached(MEMBER_TIMES)
+            .and_then(|mut s| s.query_map(params![actor_id, event_type, before, limit], |r| r.get(0))?.collect())
             .map_err(unavailable)
     }
 

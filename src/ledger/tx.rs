@@ -46,8 +46,10 @@ pub struct NewEvent<'a> {
     pub event_id: &'a str,
     /// Its content's fingerprint.
     pub fingerprint: &'a Fingerprint,
-    /// The member whose points it moved, if any.
+    /// The event's actor, if any.
     pub actor_id: Option<&'a str>,
+    /// Its type lower-cased, when it has an actor: the member's history is read by it.
+    pub member_type: Option<&'a str>,
     /// The event's type.
     pub event_type: &'a str,
     /// Event time (µs since the epoch): `occurred_at` when sent, else when it was received.
@@ -95,6 +97,26 @@ pub trait LedgerTx {
     fn add_use(&mut self, new_use: &NewUse<'_>) -> Result<(), LedgerError>;
     /// Adds a use to a campaign budget's counter.
     fn add_to_budget(&mut self, budget: &BudgetKey<'_>, used: Usage) -> Result<(), LedgerError>;
+    /// How many of the actor's events of a type (lower-cased) with an event time in `[from, to)`
+    /// are stored (applied before the event being posted).
+    fn member_count(&mut self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError>;
+    /// The stored payloads (JSON text) of the same events.
+    fn member_payloads(
+        &mut self,
+        actor_id: &str,
+        event_type: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<String>, LedgerError>;
+    /// The event times of the actor's stored events of a type before `before`, newest first, at
+    /// most `limit`.
+    fn member_times(
+        &mut self,
+        actor_id: &str,
+        event_type: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<i64>, LedgerError>;
     /// Records what became of a batch job's event.
     fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError>;
 }

@@ -1,0 +1,107 @@
+//! The member's state before an event, read inside the transaction that writes the event's
+//! effects: what member functions see ([`crate::facts::MemberState`]). The store's member lock
+//! (PostgreSQL) or its single writer (SQLite) keeps it unchanged until the commit, so 20
+//! concurrent first purchases of one member see "first" once.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use super::tx::LedgerTx;
+use super::{ActionWrite, LedgerError, ResultBuilder};
+use crate::expr::ast::Path;
+use crate::expr::eval::{Val, resolve_json};
+use crate::facts::MemberState;
+use crate::graph::{ScenarioLimits, StackingKey};
+
+/// What an event planned inside the transaction asks of the ledger, as an event planned before
+/// it does.
+pub struct Planned {
+    /// One write per planned action, in order.
+    pub actions: Vec<ActionWrite>,
+    /// Each action's scenario and exclusive group.
+    pub stacking: Vec<StackingKey>,
+    /// The limits of the event's scenarios that have any.
+    pub limits: Vec<Arc<ScenarioLimits>>,
+    /// Builds the result once outcomes are decided.
+    pub build_result: ResultBuilder,
+}
+
+/// Plans an event given its actor's state (called again when a store posts a group again).
+pub type Replan = Box<dyn Fn(&dyn MemberState) -> Planned + Send + Sync>;
+
+/// An event whose rules read the member's state: planned inside the transaction.
+pub struct Deferred {
+    /// Plans it.
+    pub replan: Replan,
+    /// The campaign budgets its scenarios may spend (PostgreSQL locks them first).
+    pub budgets: Vec<String>,
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred").field("budgets", &self.budgets).finish_non_exhaustive()
+    }
+}
+
+/// A member's state read through a transaction; the first storage failure is kept and ends the
+/// event (its facts are never decided on a guess).
+pub struct MemberReader<'t, T: LedgerTx + ?Sized> {
+    tx: RefCell<&'t mut T>,
+    actor_id: &'t str,
+    failure: RefCell<Option<LedgerError>>,
+}
+
+impl<'t, T: LedgerTx + ?Sized> MemberReader<'t, T> {
+    /// A reader of `actor_id`'s state.
+    pub fn new(tx: &'t mut T, actor_id: &'t str) -> Self {
+        MemberReader { tx: RefCell::new(tx), actor_id, failure: RefCell::new(None) }
+    }
+
+    /// Ends the reads: the first failure, if any.
+    pub fn finish(self) -> Result<(), LedgerError> {
+        self.failure.into_inner().map_or(Ok(()), Err)
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&mut T, &str) -> Result<R, LedgerError>) -> Option<R> {
+        if self.failure.borrow().is_some() {
+            return None;
+        }
+        let Ok(mut tx) = self.tx.try_borrow_mut() else { return None };
+        match f(&mut tx, self.actor_id) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                *self.failure.borrow_mut() = Some(e);
+                None
+            }
+        }
+    }
+}
+
+impl<T: LedgerTx + ?Sized> MemberState for MemberReader<'_, T> {
+    fn count(&self, event_type: &str, from: i64, to: i64) -> Option<u64> {
+        self.read(|tx, actor| tx.member_count(actor, event_type, from, to))
+    }
+
+    fn sum(&self, event_type: &str, path: &Path, from: i64, to: i64) -> Option<f64> {
+        let payloads = self.read(|tx, actor| tx.member_payloads(actor, event_type, from, to))?;
+        Some(payloads.iter().map(|payload| number_at(payload, path)).sum())
+    }
+
+    fn times(&self, event_type: &str, before: i64, limit: usize) -> Option<Vec<i64>> {
+        self.read(|tx, actor| tx.member_times(actor, event_type, before, limit))
+    }
+
+    fn balance(&self) -> Option<i64> {
+        self.read(|tx, actor| tx.balance(actor))
+    }
+}
+
+/// The number at a path of a stored payload; 0 when it is absent or not a number (sums skip
+/// non-numbers).
+fn number_at(payload: &str, path: &Path) -> f64 {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(payload) else { return 0.0 };
+    match resolve_json(path, &value) {
+        Some(Val::Num(n)) => n,
+        _ => 0.0,
+    }
+}

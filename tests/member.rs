@@ -1,0 +1,169 @@
+//! Member functions (CONTRACT §7) over real HTTP, on SQLite and on PostgreSQL (`both_stores!`):
+//! read in the transaction that writes the event, so 20 concurrent first purchases of one member
+//! award the first-purchase bonus once (on PostgreSQL spread over two nodes); counts, sums,
+//! streaks and days since use event time in the programme's zone; simulations read the stored
+//! member and write nothing.
+
+#[macro_use]
+mod common;
+
+use common::Server;
+use common::pg::Store;
+use serde_json::{Value, json};
+
+const RULES: &str = r#"
+version: v1
+engine: {event_workers: 8}
+programme: {timezone: Europe/Berlin}
+scenarios:
+  - id: first_purchase
+    enabled: true
+    event_types: [purchase]
+    children:
+      - condition:
+          id: is_first
+          expression: first('purchase')
+          children:
+            - action: {id: welcome, type: reward_points, params: {operation: award, points: 100}}
+  - id: third_this_month
+    enabled: true
+    event_types: [purchase]
+    children:
+      - condition:
+          id: is_third
+          expression: count('Purchase', 'month') == 3
+          children:
+            - action: {id: third_bonus, type: reward_points, params: {operation: award, points: 30}}
+  - id: big_spender
+    enabled: true
+    event_types: [purchase]
+    children:
+      - condition:
+          id: spent_200_in_30_days
+          expression: sum('purchase', 'payload.total', '30d') >= 200 AND member.balance >= 100
+          children:
+            - action: {id: spender_bonus, type: reward_points, params: {operation: award, points: 7}}
+  - id: login_streak
+    enabled: true
+    event_types: [login]
+    children:
+      - condition:
+          id: week_of_logins
+          expression: streak('login', 'day') == 3
+          children:
+            - action: {id: streak_bonus, type: reward_points, params: {operation: award, points: 50}}
+  - id: welcome_back
+    enabled: true
+    event_types: [login]
+    children:
+      - condition:
+          id: away_a_while
+          expression: days_since('login') >= 14
+          children:
+            - action: {id: back_bonus, type: reward_points, params: {operation: award, points_formula: "min(days_since('login'), 60)"}}
+"#;
+
+both_stores!(
+    twenty_concurrent_first_purchases_award_the_bonus_once,
+    counts_sums_streaks_and_days_since_follow_event_time,
+    a_simulation_reads_the_stored_member_and_writes_nothing,
+);
+
+fn nodes(store: &Store) -> Vec<Server> {
+    let args = store.args();
+    let args = args.each_ref().map(String::as_str);
+    let mut servers = vec![Server::start(RULES, &args)];
+    if store.is_postgres() {
+        servers.push(Server::start(RULES, &args));
+    }
+    servers
+}
+
+fn send(server: &Server, event: Value) -> Value {
+    let (status, body) = server.post_json("/v1/events", &event);
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn succeeded(answer: &Value) -> Vec<String> {
+    answer["actions_executed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["success"] == true)
+        .map(|a| a["action_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn twenty_concurrent_first_purchases_award_the_bonus_once(store: &Store) {
+    let servers = nodes(store);
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let server = &servers[i % servers.len()];
+                let event = json!({"id": format!("p{i}"), "type": "purchase", "actor_id": "ann",
+                                   "occurred_at": "2026-11-02T10:00:00Z", "payload": {"total": 1}});
+                s.spawn(move || send(server, event))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let welcomed = answers.iter().filter(|a| succeeded(a).contains(&"welcome".to_owned())).count();
+    assert_eq!(welcomed, 1, "exactly one first purchase: {answers:?}");
+    let thirds = answers.iter().filter(|a| succeeded(a).contains(&"third_bonus".to_owned())).count();
+    assert_eq!(thirds, 1, "exactly one third purchase of the month");
+    assert_eq!(servers[0].get("/v1/actors/ann/balance").1["balance"], 130);
+}
+
+fn counts_sums_streaks_and_days_since_follow_event_time(store: &Store) {
+    let server = &nodes(store)[0];
+    let purchase = |id: &str, at: &str, total: i64| json!({"id": id, "type": "purchase", "actor_id": "bob", "occurred_at": at, "payload": {"total": total}});
+    assert_eq!(succeeded(&send(server, purchase("b1", "2026-01-30T10:00:00Z", 150))), ["welcome"]);
+    // 31 January 23:30 in Berlin, still January: the second purchase of the month.
+    assert!(succeeded(&send(server, purchase("b2", "2026-01-31T22:30:00Z", 60))).contains(&"spender_bonus".to_owned()));
+    // 00:30 on 1 February in Berlin: a new month, so this is the first of February, not the third.
+    let feb = send(server, purchase("b3", "2026-01-31T23:30:00Z", 10));
+    assert!(!succeeded(&feb).contains(&"third_bonus".to_owned()), "{feb}");
+    // A late January purchase is the third of January.
+    let late = send(server, purchase("b4", "2026-01-15T10:00:00Z", 10));
+    assert!(succeeded(&late).contains(&"third_bonus".to_owned()), "{late}");
+
+    let login = |id: &str, at: &str| json!({"id": id, "type": "login", "actor_id": "bob", "occurred_at": at});
+    assert!(succeeded(&send(server, login("l1", "2026-02-01T08:00:00Z"))).is_empty());
+    assert!(succeeded(&send(server, login("l2", "2026-02-02T08:00:00Z"))).is_empty());
+    assert_eq!(succeeded(&send(server, login("l3", "2026-02-03T22:30:00Z"))), ["streak_bonus"], "three days in a row");
+    assert!(succeeded(&send(server, login("l4", "2026-02-03T23:30:00Z"))).is_empty(), "the 4th of February in Berlin");
+    let back = send(server, login("l5", "2026-02-25T08:00:00Z"));
+    assert_eq!(succeeded(&back), ["back_bonus"], "{back}");
+    assert_eq!(back["actions_executed"][0]["points"], 21, "21 whole days since the last login");
+}
+
+fn a_simulation_reads_the_stored_member_and_writes_nothing(store: &Store) {
+    let server = &nodes(store)[0];
+    send(
+        server,
+        json!({"id": "c1", "type": "purchase", "actor_id": "cara", "occurred_at": "2026-03-02T10:00:00Z", "payload": {"total": 5}}),
+    );
+    let (status, body) = server.post_json(
+        "/v1/simulate",
+        &json!([
+            {"id": "s1", "type": "purchase", "actor_id": "cara", "occurred_at": "2026-03-03T10:00:00Z", "payload": {"total": 5}},
+            {"id": "s2", "type": "purchase", "actor_id": "cara", "occurred_at": "2026-03-04T10:00:00Z", "payload": {"total": 5}},
+            {"id": "s3", "type": "purchase", "actor_id": "dora", "occurred_at": "2026-03-04T10:00:00Z", "payload": {"total": 5}}
+        ]),
+    );
+    assert_eq!(status, 200, "{body}");
+    let matched: Vec<Value> =
+        body["results"].as_array().unwrap().iter().map(|r| r["result"]["scenarios_matched"].clone()).collect();
+    assert_eq!(matched, [json!([]), json!(["third_this_month"]), json!(["first_purchase"])], "{body}");
+    let dir = server.dir.path();
+    assert_eq!(store.count(dir, "SELECT count(*) FROM events"), 1, "a simulation writes nothing");
+    let real = send(
+        server,
+        json!({"id": "c2", "type": "purchase", "actor_id": "cara", "occurred_at": "2026-03-03T10:00:00Z", "payload": {"total": 5}}),
+    );
+    assert!(
+        real["scenarios_matched"].as_array().unwrap().is_empty(),
+        "the simulated purchases were not counted: {real}"
+    );
+}
