@@ -67,7 +67,36 @@ both_stores!(
     twenty_concurrent_first_purchases_award_the_bonus_once,
     counts_sums_streaks_and_days_since_follow_event_time,
     a_simulation_reads_the_stored_member_and_writes_nothing,
+    a_rule_added_later_counts_the_history_before_it,
 );
+
+/// Member history is every event of the member, also those stored while no rule read it: a rule
+/// that starts reading a type sees its earlier events (the store indexes them before the rule
+/// goes live).
+fn a_rule_added_later_counts_the_history_before_it(store: &Store) {
+    let plain = "version: v1\nscenarios:\n  - id: earn\n    enabled: true\n    event_types: [purchase]\n    children:\n      - action: {id: earn_points, type: reward_points, params: {operation: award, points: 1}}\n";
+    let server = Server::start(plain, &store.args().each_ref().map(String::as_str));
+    for i in 0..3 {
+        send(
+            &server,
+            json!({"id": format!("e{i}"), "type": "Purchase", "actor_id": "eve", "occurred_at": format!("2026-04-0{}T10:00:00Z", i + 1)}),
+        );
+    }
+    std::fs::write(server.rules_path(), RULES).unwrap();
+    let (status, body) = server.post("/v1/rules/reload", "");
+    assert_eq!(status, 200, "{body}");
+    let fourth = send(
+        &server,
+        json!({"id": "e3", "type": "purchase", "actor_id": "eve", "occurred_at": "2026-04-20T10:00:00Z", "payload": {"total": 1}}),
+    );
+    assert!(!succeeded(&fourth).contains(&"welcome".to_owned()), "not a first purchase: {fourth}");
+    let third = send(
+        &server,
+        json!({"id": "e4", "type": "purchase", "actor_id": "eve", "occurred_at": "2026-03-20T10:00:00Z", "payload": {"total": 1}}),
+    );
+    assert!(!succeeded(&third).contains(&"third_bonus".to_owned()), "the first of March: {third}");
+    assert_eq!(store.count(server.dir.path(), "SELECT count(*) FROM events WHERE member_type = 'purchase'"), 5);
+}
 
 fn nodes(store: &Store) -> Vec<Server> {
     let args = store.args();

@@ -237,6 +237,12 @@ impl Action for RewardPointsAction {
         matches!(&self.amount, Amount::Formula(program) if program.reads_member())
     }
 
+    fn member_types(&self, out: &mut Vec<String>) {
+        if let Amount::Formula(program) = &self.amount {
+            program.member_types(out);
+        }
+    }
+
     fn message(&self, outcome: &Outcome, event: &Event) -> String {
         let actor = event.actor_id.as_deref().unwrap_or("");
         let formula = match &self.amount {

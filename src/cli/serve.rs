@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use super::ServeArgs;
 use crate::actions::ActionRegistry;
 use crate::api::{AppState, app};
-use crate::engine::{Engine, watch};
+use crate::engine::{Engine, StartError, watch};
 use crate::graph::LoadError;
 use crate::ledger::postgres::PostgresStore;
 use crate::ledger::sqlite::SqliteStore;
@@ -64,7 +64,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let ledger = open_ledger(args)?;
     let engine = match Engine::start(args.config.clone(), ActionRegistry::builtin(), ledger) {
         Ok(engine) => engine,
-        Err(LoadError::Invalid(diagnostics)) => {
+        Err(StartError::Rules(LoadError::Invalid(diagnostics))) => {
             let name = args.config.display().to_string();
             for d in &diagnostics {
                 tracing::error!("{}", d.render(&name));

@@ -83,6 +83,17 @@ pub enum EngineError {
     Internal(String),
 }
 
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The rules file could not be read or has errors.
+    #[error(transparent)]
+    Rules(#[from] LoadError),
+    /// The history the rules read could not be indexed.
+    #[error("cannot index member history for the rules: {0}")]
+    Ledger(#[from] LedgerError),
+}
+
 /// The reload failed; the old rules stay live.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the rules file has problems; the previous rules stay live")]
@@ -143,9 +154,12 @@ impl Engine {
         config_path: PathBuf,
         registry: ActionRegistry,
         ledger: Option<Ledger>,
-    ) -> Result<Arc<Engine>, LoadError> {
+    ) -> Result<Arc<Engine>, StartError> {
         let rules = Rules::load_path(&config_path, &registry)?;
         log_warnings(&rules, &config_path.display().to_string());
+        if let Some(ledger) = &ledger {
+            ledger.store().track_history(rules.history_types())?;
+        }
         let metrics = Metrics::new();
         metrics.reload("success");
         let settings = rules.file.engine;
@@ -405,6 +419,15 @@ impl Engine {
         };
         let current = self.live();
         let changed = current.rules.hash != rules.hash;
+        // The history the new rules read is indexed before they go live.
+        if let (true, Some(ledger)) = (changed, &self.ledger) {
+            if let Err(e) = ledger.store().track_history(rules.history_types()) {
+                self.metrics.reload("invalid");
+                let problem = format!("cannot index member history for these rules: {}", e.detail());
+                tracing::warn!(file = %path, problem = %problem, "rules reload refused; the previous rules stay live");
+                return Err(ReloadError { problems: vec![problem] });
+            }
+        }
         let file_settings = rules.file.engine;
         let report = ReloadReport {
             reloaded: true,

@@ -148,6 +148,20 @@ pub enum Node {
     Member(Box<MemberQuery>, Span),
 }
 
+impl MemberQuery {
+    /// The event type whose history it reads (`member.balance` reads none).
+    pub fn event_type(&self) -> Option<&str> {
+        match self {
+            MemberQuery::Count { event_type, .. }
+            | MemberQuery::Sum { event_type, .. }
+            | MemberQuery::First { event_type }
+            | MemberQuery::Streak { event_type, .. }
+            | MemberQuery::DaysSince { event_type } => Some(event_type),
+            MemberQuery::Balance => None,
+        }
+    }
+}
+
 /// What a member function or value reads of the actor's state, checked at load.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MemberQuery {
@@ -529,6 +543,34 @@ impl Node {
                 _ => None,
             },
             _ => None,
+        }
+    }
+
+    /// Adds the event types whose history the expression reads.
+    pub fn member_types(&self, out: &mut Vec<String>) {
+        match self {
+            Node::Member(query, _) => {
+                if let Some(event_type) = query.event_type() {
+                    out.push(event_type.to_owned());
+                }
+            }
+            Node::Const(_) | Node::Never(..) | Node::Path(..) => {}
+            Node::Neg(inner, _) | Node::Not(inner, _) | Node::Matches(inner, _, _) => inner.member_types(out),
+            Node::In { needle, list, .. } => {
+                needle.member_types(out);
+                if let List::Value(list) = list {
+                    list.member_types(out);
+                }
+            }
+            Node::Call(_, args, _) => args.iter().for_each(|arg| arg.member_types(out)),
+            Node::Arith(_, l, r, _)
+            | Node::Compare(_, l, r, _)
+            | Node::Contains(l, r, _)
+            | Node::And(l, r)
+            | Node::Or(l, r) => {
+                l.member_types(out);
+                r.member_types(out);
+            }
         }
     }
 

@@ -131,6 +131,11 @@ impl Program {
         self.root.reads_member()
     }
 
+    /// Adds the event types whose history the expression reads (lower-cased).
+    pub fn member_types(&self, out: &mut Vec<String>) {
+        self.root.member_types(out);
+    }
+
     /// The paths the expression reads, each once, as written (`payload.amount`), in order.
     pub fn paths(&self) -> Vec<(&str, &ast::Path)> {
         let mut found: Vec<(&str, &ast::Path)> = Vec::new();

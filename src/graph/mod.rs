@@ -122,6 +122,12 @@ impl Rules {
                 .any(|&i| self.graph.scenarios.get(i as usize).is_some_and(|s| s.reads_member))
     }
 
+    /// The event types (lower-cased, sorted) whose member history the rules read: the ledger
+    /// indexes the history of these types.
+    pub fn history_types(&self) -> &[String] {
+        &self.graph.history_types
+    }
+
     /// The campaign budgets (scenario ids) of the scenarios listening to this event type.
     pub fn budgets_for(&self, event_type: &str) -> Vec<String> {
         let scenarios = self.graph.scenarios_for_type(event_type).iter();
@@ -202,6 +208,8 @@ struct Graph {
     /// True when some enabled scenario reads the actor's state (most files: none, and events
     /// skip the lookup).
     reads_member: bool,
+    /// The event types (lower-cased, sorted) whose member history enabled scenarios read.
+    history_types: Vec<String>,
 }
 
 impl Graph {
@@ -217,6 +225,7 @@ impl Graph {
             zone: file.programme.timezone.clone(),
             groups: Vec::new(),
             reads_member: false,
+            history_types: Vec::new(),
         };
         let mut by_type: FxHashMap<Box<str>, Vec<u32>> = FxHashMap::default();
         // A stable sort: equal priorities keep file order.
@@ -254,6 +263,13 @@ impl Graph {
             });
         }
         graph.reads_member = graph.scenarios.iter().any(|s| s.reads_member);
+        for scenario in &graph.scenarios {
+            let mut types = Vec::new();
+            graph.member_types(&scenario.children, &mut types);
+            graph.history_types.extend(types);
+        }
+        graph.history_types.sort_unstable();
+        graph.history_types.dedup();
         graph.by_type = by_type
             .into_iter()
             .map(|(k, v)| (k, index::TypeBucket::new(v, &graph.scenarios, &graph.conditions)))
@@ -270,6 +286,25 @@ impl Graph {
                     || self.reads_member(children)
             }
         })
+    }
+
+    /// Adds the event types whose history a tree reads.
+    fn member_types(&self, nodes: &[GraphNode], out: &mut Vec<String>) {
+        for node in nodes {
+            match node {
+                GraphNode::Action(action) => {
+                    if let Some(entry) = self.actions.get(*action as usize) {
+                        entry.action.member_types(out);
+                    }
+                }
+                GraphNode::Condition { condition, children } => {
+                    if let Some(entry) = self.conditions.get(*condition as usize) {
+                        entry.program.member_types(out);
+                    }
+                    self.member_types(children, out);
+                }
+            }
+        }
     }
 
     /// The index of an exclusive group, added when new.

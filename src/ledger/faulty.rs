@@ -91,6 +91,9 @@ impl LedgerStore for Intercepted {
     ) -> Result<Vec<(i64, Option<String>)>, LedgerError> {
         self.inner.member_history(actor_id, event_type, from, to)
     }
+    fn track_history(&self, types: &[String]) -> Result<(), LedgerError> {
+        self.inner.track_history(types)
+    }
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
         self.inner.history(actor_id, limit, before)
     }

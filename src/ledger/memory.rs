@@ -115,8 +115,8 @@ impl LedgerTx for Overlay<'_> {
     }
 
     fn save_event(&mut self, event: &NewEvent<'_>) -> Result<(), LedgerError> {
-        if let (Some(actor), Some(member_type)) = (event.actor_id, event.member_type) {
-            let entry = (actor.to_owned(), member_type.to_owned(), event.occurred_at, event.payload.map(str::to_owned));
+        if let (Some(actor), Some(member_type)) = (event.actor_id, event.member_type()) {
+            let entry = (actor.to_owned(), member_type, event.occurred_at, event.payload.map(str::to_owned));
             self.history.push(entry);
         }
         let stored = StoredEvent { fingerprint: *event.fingerprint, result: event.result.clone() };

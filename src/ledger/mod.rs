@@ -405,6 +405,10 @@ pub trait LedgerStore: Send + Sync {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, Option<String>)>, LedgerError>;
+    /// Makes the history of these event types (lower-cased, sorted: what the live rules read)
+    /// readable by member functions: their stored events are indexed first, and later events of
+    /// them as they are written. Called before rules go live.
+    fn track_history(&self, types: &[String]) -> Result<(), LedgerError>;
     /// A member's entries, newest first, older than the cursor entry id.
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError>;
     /// A batch job.

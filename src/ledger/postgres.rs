@@ -731,7 +731,7 @@ impl LedgerTx for PgTx<'_, '_> {
         rows.event_type.push(e.event_type.to_owned());
         rows.occurred_at.push(e.occurred_at);
         rows.payload.push(e.payload.map(str::to_owned));
-        rows.member_type.push(e.member_type.map(str::to_owned));
+        rows.member_type.push(e.member_type());
         Ok(())
     }
 
@@ -973,6 +973,12 @@ impl LedgerStore for PostgresStore {
     ) -> Result<Vec<(i64, Option<String>)>, LedgerError> {
         let rows = self.read(async |c| c.query(MEMBER_HISTORY, &[&actor_id, &event_type, &from, &to]).await)?;
         rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
+    }
+
+    /// Every event with an actor is indexed on PostgreSQL: nodes may run different rules
+    /// versions for a moment, and each must see the whole history the others wrote.
+    fn track_history(&self, _types: &[String]) -> Result<(), LedgerError> {
+        Ok(())
     }
 
     fn usage(&self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {

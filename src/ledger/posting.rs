@@ -129,8 +129,6 @@ fn apply<T: LedgerTx + ?Sized>(
     let result_json = serde_json::to_string(&result)
         .map_err(|e| LedgerError::unavailable("cannot encode a result", false, Some(std::sync::Arc::new(e))))?;
     let event = posting.event;
-    // Every event of an actor is kept as the member's history, by its lower-cased type.
-    let member_type = actor.map(|_| event.event_type.to_lowercase());
     let payload =
         match &event.payload {
             Some(payload) => Some(serde_json::to_string(payload).map_err(|e| {
@@ -142,7 +140,8 @@ fn apply<T: LedgerTx + ?Sized>(
         event_id: posting.event_id,
         fingerprint: posting.fingerprint,
         actor_id: actor.or(moved_actor),
-        member_type: member_type.as_deref(),
+        // Every event of an actor is the member's history.
+        history: actor.is_some(),
         event_type: &event.event_type,
         occurred_at: event.time().as_microsecond(),
         payload: payload.as_deref(),

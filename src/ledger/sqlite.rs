@@ -131,11 +131,14 @@ CREATE TABLE operations (
 ) WITHOUT ROWID;
 ";
 
-/// Version 5: every event with an actor is stored with its actor and its lower-cased type,
-/// indexed for member functions (events stored before keep NULL there and do not count).
+/// Version 5: every event with an actor is stored with its actor; the events of the types whose
+/// history the rules read are indexed by member, type and time for member functions. Which types
+/// are indexed is kept in `member_history_types`; a type the rules start reading is indexed back
+/// over the stored events first ([`LedgerStore::track_history`]).
 const V5_MEMBER_HISTORY: &str = "
 ALTER TABLE events ADD COLUMN member_type TEXT;
 CREATE INDEX events_by_member ON events (actor_id, member_type, occurred_at) WHERE member_type IS NOT NULL;
+CREATE TABLE member_history_types (member_type TEXT PRIMARY KEY) WITHOUT ROWID;
 ";
 
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = ?1";
@@ -189,6 +192,38 @@ fn usage_sql(counter: &Counter<'_>) -> &'static str {
     }
 }
 
+/// The event types whose history is indexed.
+fn read_history_types(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare("SELECT member_type FROM member_history_types ORDER BY member_type")?;
+    let rows = statement.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Indexes the stored events of types the rules start reading: one pass over the events that
+/// have an actor and no indexed type (types compare lower-cased, as rules write them).
+fn index_history(tx: &Transaction<'_>, added: &[&String]) -> rusqlite::Result<()> {
+    let found: Vec<(String, String)> = {
+        let mut scan = tx.prepare(
+            "SELECT event_id, event_type FROM events \
+             WHERE actor_id IS NOT NULL AND member_type IS NULL AND event_type IS NOT NULL",
+        )?;
+        let rows = scan.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.filter_map(|row| match row {
+            Ok((id, event_type)) => {
+                let lower = event_type.to_lowercase();
+                added.iter().any(|t| **t == lower).then_some(Ok((id, lower)))
+            }
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<rusqlite::Result<_>>()?
+    };
+    let mut update = tx.prepare("UPDATE events SET member_type = ?2 WHERE event_id = ?1")?;
+    for (id, member_type) in found {
+        update.execute(params![id, member_type])?;
+    }
+    Ok(())
+}
+
 /// A member's stored events of a type in a window: event time and payload, oldest first.
 fn member_history(
     conn: &Connection,
@@ -208,6 +243,8 @@ pub struct SqliteStore {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// The event types whose history is indexed (as `member_history_types` holds them).
+    history_types: Mutex<Vec<String>>,
 }
 
 /// A SQLite failure while running. A busy database, an I/O error or a full disk may pass
@@ -245,7 +282,14 @@ impl SqliteStore {
                 Ok(Mutex::new(conn))
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;
-        Ok(SqliteStore { path, writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
+        let history_types = read_history_types(&writer).map_err(open_error)?;
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            history_types: Mutex::new(history_types),
+        })
     }
 
     /// The database file.
@@ -315,9 +359,10 @@ fn migrate(conn: &Connection) -> Result<(), MigrateError> {
 impl LedgerStore for SqliteStore {
     fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
         let mut conn = self.writer.lock().map_err(broken)?;
+        let history_types = self.history_types.lock().map_err(broken)?.clone();
         let tx = conn.transaction().map_err(unavailable)?;
         let applied = {
-            let mut statements = GroupStatements::prepare(&tx).map_err(unavailable)?;
+            let mut statements = GroupStatements::prepare(&tx, history_types).map_err(unavailable)?;
             events
                 .iter()
                 .map(|event| post(&mut statements, &event.posting(), now_micros(), &*event.build_result))
@@ -354,7 +399,7 @@ impl LedgerStore for SqliteStore {
         let mut conn = self.writer.lock().map_err(broken)?;
         let tx = conn.transaction().map_err(unavailable)?;
         let outcome = {
-            let mut statements = GroupStatements::prepare(&tx).map_err(unavailable)?;
+            let mut statements = GroupStatements::prepare(&tx, Vec::new()).map_err(unavailable)?;
             operations::apply(&mut statements, request, now_micros())?
         };
         if matches!(outcome, OperationOutcome::Done(_)) {
@@ -391,6 +436,28 @@ impl LedgerStore for SqliteStore {
         to: i64,
     ) -> Result<Vec<(i64, Option<String>)>, LedgerError> {
         self.read(|conn| member_history(conn, actor_id, event_type, from, to))
+    }
+
+    fn track_history(&self, types: &[String]) -> Result<(), LedgerError> {
+        let mut conn = self.writer.lock().map_err(broken)?;
+        let mut tracked = self.history_types.lock().map_err(broken)?;
+        if *tracked == types {
+            return Ok(());
+        }
+        let added: Vec<&String> = types.iter().filter(|t| !tracked.contains(t)).collect();
+        let tx = conn.transaction().map_err(unavailable)?;
+        tx.execute("DELETE FROM member_history_types", []).map_err(unavailable)?;
+        for event_type in types {
+            tx.execute("INSERT INTO member_history_types (member_type) VALUES (?1)", [event_type])
+                .map_err(unavailable)?;
+        }
+        if !added.is_empty() {
+            index_history(&tx, &added).map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)?;
+        tracing::info!(types = ?types, indexed_back = ?added, "member history indexed for the rules' event types");
+        *tracked = types.to_vec();
+        Ok(())
     }
 
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
@@ -501,6 +568,8 @@ struct GroupStatements<'tx> {
     /// For the statements of limits, prepared only when a group has a scenario with limits.
     conn: &'tx Connection,
     limits: Option<LimitStatements<'tx>>,
+    /// The event types whose history is indexed.
+    history_types: Vec<String>,
     find_event: CachedStatement<'tx>,
     insert_event: CachedStatement<'tx>,
     mark_job_event: CachedStatement<'tx>,
@@ -510,10 +579,11 @@ struct GroupStatements<'tx> {
 }
 
 impl<'tx> GroupStatements<'tx> {
-    fn prepare(tx: &'tx Transaction<'_>) -> rusqlite::Result<Self> {
+    fn prepare(tx: &'tx Transaction<'_>, history_types: Vec<String>) -> rusqlite::Result<Self> {
         Ok(GroupStatements {
             conn: tx,
             limits: None,
+            history_types,
             find_event: tx.prepare_cached(FIND_EVENT)?,
             insert_event: tx.prepare_cached(INSERT_EVENT)?,
             mark_job_event: tx.prepare_cached(MARK_JOB_EVENT)?,
@@ -664,7 +734,11 @@ impl LedgerTx for GroupStatements<'_> {
                 e.event_type,
                 e.occurred_at,
                 e.payload,
-                e.member_type
+                // Only the types the rules read are indexed (none: nothing to compute).
+                (!self.history_types.is_empty())
+                    .then(|| e.member_type())
+                    .flatten()
+                    .filter(|t| self.history_types.iter().any(|h| h == t))
             ])
             .map(|_| ())
             .map_err(unavailable)

@@ -48,8 +48,9 @@ pub struct NewEvent<'a> {
     pub fingerprint: &'a Fingerprint,
     /// The event's actor, if any.
     pub actor_id: Option<&'a str>,
-    /// Its type lower-cased, when it has an actor: the member's history is read by it.
-    pub member_type: Option<&'a str>,
+    /// Its type lower-cased (the member's history is read by it), when it has an actor.
+    /// Computed only when the store asks for it ([`NewEvent::member_type`]).
+    pub history: bool,
     /// The event's type.
     pub event_type: &'a str,
     /// Event time (µs since the epoch): `occurred_at` when sent, else when it was received.
@@ -75,6 +76,13 @@ pub struct NewUse<'a> {
     pub occurred_at: i64,
     /// Points the scenario awarded with it.
     pub points: i64,
+}
+
+impl NewEvent<'_> {
+    /// The event's type lower-cased, as member history keys it; `None` without an actor.
+    pub fn member_type(&self) -> Option<String> {
+        self.history.then(|| self.event_type.to_lowercase())
+    }
 }
 
 /// The steps of one ledger transaction. Everything a transaction does becomes visible at once
