@@ -7,7 +7,9 @@
 //! rules: |                       # the rules file, inline
 //!   version: v1
 //!   ...
-//! steps:
+//! steps:                         # each step is one `event`, `redeem`, `adjust` or `cancel`
+//!   - redeem: {actor_id: ann, id: till-1, points: 5}        # the API's body, with the member
+//!   - cancel: {actor_id: ann, redemption: till-1, id: void-1}
 //!   - event: {id: e1, type: purchase, actor_id: ann, occurred_at: "2026-12-01T10:00:00Z", payload: {total: 30}}
 //!     expect:
 //!       status: 200                # the HTTP status (default 200)
@@ -39,12 +41,51 @@ struct Story {
     steps: Vec<Step>,
 }
 
+/// One step: an event, or an operation on a member's points (the body as the API takes it,
+/// with the member's `actor_id`; a cancellation names its `redemption`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Step {
-    event: Value,
+    #[serde(default)]
+    event: Option<Value>,
+    #[serde(default)]
+    redeem: Option<Value>,
+    #[serde(default)]
+    adjust: Option<Value>,
+    #[serde(default)]
+    cancel: Option<Value>,
     #[serde(default)]
     expect: Expect,
+}
+
+impl Step {
+    /// The request the step makes: path and body, and the member it is about.
+    fn request(&self) -> (String, Value, String) {
+        let actor = |body: &Value| body["actor_id"].as_str().unwrap_or_default().to_owned();
+        let without_actor = |body: &Value| {
+            let mut body = body.clone();
+            if let Some(map) = body.as_object_mut() {
+                map.remove("actor_id");
+                map.remove("redemption");
+            }
+            body
+        };
+        match (&self.event, &self.redeem, &self.adjust, &self.cancel) {
+            (Some(event), None, None, None) => ("/v1/events".into(), event.clone(), actor(event)),
+            (None, Some(body), None, None) => {
+                (format!("/v1/actors/{}/redeem", actor(body)), without_actor(body), actor(body))
+            }
+            (None, None, Some(body), None) => {
+                (format!("/v1/actors/{}/adjust", actor(body)), without_actor(body), actor(body))
+            }
+            (None, None, None, Some(body)) => {
+                let redemption = body["redemption"].as_str().unwrap_or_default();
+                let path = format!("/v1/actors/{}/redemptions/{redemption}/cancel", actor(body));
+                (path, without_actor(body), actor(body))
+            }
+            _ => panic!("a step is exactly one of event, redeem, adjust, cancel: {self:?}"),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,7 +116,7 @@ fn stories() -> Vec<(PathBuf, Story)> {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     paths.sort();
-    assert!(paths.len() >= 10, "the stories are in {}", dir.display());
+    assert!(paths.len() >= 25, "the stories are in {}", dir.display());
     paths
         .into_iter()
         .map(|path| {
@@ -97,7 +138,8 @@ fn run(path: &Path, story: &Story, store: &Store) -> Vec<String> {
     let mut seen_entries: BTreeMap<String, usize> = BTreeMap::new();
     for (i, step) in story.steps.iter().enumerate() {
         let place = format!("{} step {}", path.display(), i + 1);
-        let (status, body) = server.post_json("/v1/events", &step.event);
+        let (url, request, actor) = step.request();
+        let (status, body) = server.post_json(&url, &request);
         let expect = &step.expect;
         let mut check = |what: &str, want: String, got: String| {
             if want != got {
@@ -121,7 +163,6 @@ fn run(path: &Path, story: &Story, store: &Store) -> Vec<String> {
             let got = server.get(&format!("/v1/actors/{actor}/balance")).1["balance"].clone();
             check(&format!("balance of {actor}"), balance.to_string(), got.to_string());
         }
-        let actor = step.event["actor_id"].as_str().unwrap_or_default().to_owned();
         let fresh = new_entries(&server, &actor, seen_entries.entry(actor.clone()).or_default());
         if let Some(want) = &expect.entries {
             let with_scenario = want.iter().any(|w| w.scenario_id.is_some());
