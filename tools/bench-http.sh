@@ -21,6 +21,7 @@
 # round, under two loads: a new member per request (loadgen --sequence: every event is awarded,
 # reads the member's use and records one) and the durable figure's own load (one member: after
 # the first award every event is refused, so it reads the use and writes no entry).
+# BENCH_ONLY=member compares the example rules with a member-history scenario added (below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -109,6 +110,40 @@ limits_run() { # label, rules file, data suffix, [loadgen options...]
   uses=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*), (select count(*) from entries) from limit_uses').fetchone())" "$data/fluxflow.db")
   echo "$label: (uses recorded, entries written) = $uses"
 }
+
+# BENCH_ONLY=member: the example rules against the same with a member-history scenario on the
+# README event's type (`count('transaction', 'month') >= 1`, always true): every event is then
+# evaluated inside the ledger's transaction and its history indexed. One member, as the durable
+# figure's load; alternating order per round.
+if [ "${BENCH_ONLY:-}" = member ]; then
+  cp tests/fixtures/example-rules.yaml "$tmp/member.yaml"
+  cat >>"$tmp/member.yaml" <<'YAML'
+  - id: sc_regular
+    enabled: true
+    event_types: [transaction]
+    children:
+      - condition:
+          id: cond_bought_this_month
+          expression: "count('transaction', 'month') >= 1"
+          children:
+            - action: {id: act_regular, type: reward_points, params: {operation: award, points: 1}}
+YAML
+  "$bin/fluxflow" validate "$tmp/member.yaml" >/dev/null
+  for round in $(seq "$rounds"); do
+    echo "# round $round"
+    if [ $((round % 2)) -eq 1 ]; then
+      limits_run "example rules" tests/fixtures/example-rules.yaml "$round-plain"
+      limits_run "with member history" "$tmp/member.yaml" "$round-member"
+    else
+      limits_run "with member history" "$tmp/member.yaml" "$round-member"
+      limits_run "example rules" tests/fixtures/example-rules.yaml "$round-plain"
+    fi
+    for data in "$tmp/data$round-plain" "$tmp/data$round-member"; do
+      python3 -c "import os,sqlite3,sys; d=sys.argv[1]; n=sqlite3.connect(d+'/fluxflow.db').execute('select count(*) from events').fetchone()[0]; s=sum(os.path.getsize(os.path.join(d,f)) for f in os.listdir(d)); print(f'{os.path.basename(d)}: {s/n:.0f} bytes per event on disk ({n} events, WAL included)')" "$data"
+    done
+  done
+  exit 0
+fi
 
 if [ "${BENCH_ONLY:-}" = limits ]; then
   # A new member per request: every event is awarded, so each reads and records a use.
