@@ -134,16 +134,37 @@ CREATE TABLE operations (
 /// Version 5: every event with an actor is stored with its actor; the events of the types whose
 /// history the rules read are indexed by member, type and time for member functions. Which types
 /// are indexed is kept in `member_history_types`; a type the rules start reading is indexed back
-/// over the stored events first ([`LedgerStore::track_history`]).
+/// over the stored events first ([`LedgerStore::track_history`]). `member_days` counts each
+/// member's indexed events per UTC day (event time), and in all (`day` = [`ALL_DAYS`]), so a
+/// count over a month or a lifetime reads a few rows however long the history is.
 const V5_MEMBER_HISTORY: &str = "
 ALTER TABLE events ADD COLUMN member_type TEXT;
 CREATE INDEX events_by_member ON events (actor_id, member_type, occurred_at) WHERE member_type IS NOT NULL;
 CREATE TABLE member_history_types (member_type TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE member_days (
+    actor_id    TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    day         INTEGER NOT NULL,
+    events      INTEGER NOT NULL,
+    PRIMARY KEY (actor_id, member_type, day)
+) WITHOUT ROWID;
 ";
 
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = ?1";
 const MEMBER_COUNT: &str = "SELECT count(*) FROM events \
      WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?3 AND occurred_at < ?4";
+/// A count over whole days from the per-day counters, plus the events of the partial days at
+/// either end from the index.
+const MEMBER_COUNT_BY_DAYS: &str = "SELECT \
+     coalesce((SELECT sum(events) FROM member_days WHERE actor_id = ?1 AND member_type = ?2 AND day >= ?3 AND day < ?4), 0) \
+     + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?5 AND occurred_at < ?6) \
+     + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?7 AND occurred_at < ?8)";
+const MEMBER_COUNT_ALL: &str = "SELECT events FROM member_days WHERE actor_id = ?1 AND member_type = ?2 AND day = ?3";
+const ADD_MEMBER_DAY: &str = "INSERT INTO member_days (actor_id, member_type, day, events) VALUES (?1, ?2, ?3, 1) \
+     ON CONFLICT (actor_id, member_type, day) DO UPDATE SET events = events + 1";
+/// The `day` of the counter of all of a member's events of a type.
+const ALL_DAYS: i64 = i64::MIN;
+const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
 const MEMBER_HISTORY: &str = "SELECT occurred_at, payload FROM events \
      WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?3 AND occurred_at < ?4 ORDER BY occurred_at";
 const MEMBER_TIMES: &str = "SELECT occurred_at FROM events \
@@ -220,6 +241,21 @@ fn index_history(tx: &Transaction<'_>, added: &[&String]) -> rusqlite::Result<()
     let mut update = tx.prepare("UPDATE events SET member_type = ?2 WHERE event_id = ?1")?;
     for (id, member_type) in found {
         update.execute(params![id, member_type])?;
+    }
+    // The counters of these types are counted again from the events (they went stale while the
+    // type was not read).
+    let mut clear = tx.prepare("DELETE FROM member_days WHERE member_type = ?1")?;
+    let mut count = tx.prepare(
+        "INSERT INTO member_days (actor_id, member_type, day, events) \
+         SELECT actor_id, member_type, day, count(*) FROM \
+           (SELECT actor_id, member_type, (occurred_at - ((occurred_at % ?2) + ?2) % ?2) / ?2 AS day FROM events \
+            WHERE member_type = ?1 \
+            UNION ALL SELECT actor_id, member_type, ?3 FROM events WHERE member_type = ?1) \
+         GROUP BY actor_id, member_type, day",
+    )?;
+    for event_type in added {
+        clear.execute([event_type])?;
+        count.execute(params![event_type, MICROS_PER_DAY, ALL_DAYS])?;
     }
     Ok(())
 }
@@ -724,6 +760,11 @@ impl LedgerTx for GroupStatements<'_> {
     }
 
     fn save_event(&mut self, e: &NewEvent<'_>) -> Result<(), LedgerError> {
+        // Only the types the rules read are indexed and counted (none: nothing to compute).
+        let member_type = (!self.history_types.is_empty())
+            .then(|| e.member_type())
+            .flatten()
+            .filter(|t| self.history_types.iter().any(|h| h == t));
         self.insert_event
             .execute(params![
                 e.event_id,
@@ -734,22 +775,46 @@ impl LedgerTx for GroupStatements<'_> {
                 e.event_type,
                 e.occurred_at,
                 e.payload,
-                // Only the types the rules read are indexed (none: nothing to compute).
-                (!self.history_types.is_empty())
-                    .then(|| e.member_type())
-                    .flatten()
-                    .filter(|t| self.history_types.iter().any(|h| h == t))
+                member_type
             ])
-            .map(|_| ())
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if let (Some(actor), Some(member_type)) = (e.actor_id, member_type) {
+            let mut add = self.conn.prepare_cached(ADD_MEMBER_DAY).map_err(unavailable)?;
+            for day in [e.occurred_at.div_euclid(MICROS_PER_DAY), ALL_DAYS] {
+                add.execute(params![actor, member_type, day]).map_err(unavailable)?;
+            }
+        }
+        Ok(())
     }
 
     fn member_count(&mut self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
-        self.conn
-            .prepare_cached(MEMBER_COUNT)
-            .and_then(|mut s| s.query_row(params![actor_id, event_type, from, to], |r| r.get::<_, i64>(0)))
-            .map(|n| u64::try_from(n).unwrap_or(0))
-            .map_err(unavailable)
+        // All time (`first()`, a `lifetime` period): the member's total.
+        let all_time = from <= jiff::Timestamp::MIN.as_microsecond() && to >= jiff::Timestamp::MAX.as_microsecond();
+        let count = if all_time {
+            self.conn
+                .prepare_cached(MEMBER_COUNT_ALL)
+                .and_then(|mut s| s.query_row(params![actor_id, event_type, ALL_DAYS], |r| r.get(0)).optional())
+                .map(Option::unwrap_or_default)
+        } else {
+            // Whole UTC days inside the window from the counters; the partial days at its ends
+            // from the index.
+            let first_day = from.saturating_add(MICROS_PER_DAY - 1).div_euclid(MICROS_PER_DAY);
+            let end_day = to.div_euclid(MICROS_PER_DAY);
+            if first_day < end_day {
+                let (whole_from, whole_to) = (first_day * MICROS_PER_DAY, end_day * MICROS_PER_DAY);
+                self.conn.prepare_cached(MEMBER_COUNT_BY_DAYS).and_then(|mut s| {
+                    s.query_row(
+                        params![actor_id, event_type, first_day, end_day, from, whole_from, whole_to, to],
+                        |r| r.get(0),
+                    )
+                })
+            } else {
+                self.conn
+                    .prepare_cached(MEMBER_COUNT)
+                    .and_then(|mut s| s.query_row(params![actor_id, event_type, from, to], |r| r.get(0)))
+            }
+        };
+        count.map(|n: i64| u64::try_from(n).unwrap_or(0)).map_err(unavailable)
     }
 
     fn member_payloads(
