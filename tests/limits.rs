@@ -66,16 +66,6 @@ both_stores!(
     a_simulation_reads_the_use_so_far_and_writes_none,
 );
 
-/// The servers of a test: one on SQLite; two nodes sharing one database on PostgreSQL.
-fn nodes(store: &Store) -> Vec<Server> {
-    let first = Server::start(RULES, &store.args().each_ref().map(String::as_str));
-    if !store.is_postgres() {
-        return vec![first];
-    }
-    let second = Server::start(RULES, &store.args().each_ref().map(String::as_str));
-    vec![first, second]
-}
-
 fn event(id: &str, kind: &str, actor: &str, at: &str) -> Value {
     json!({"id": id, "type": kind, "actor_id": actor, "occurred_at": at})
 }
@@ -113,7 +103,7 @@ fn send(server: &Server, event: &Value) -> Value {
 }
 
 fn one_actor_racing_a_daily_limit_is_awarded_once(store: &Store) {
-    let servers = nodes(store);
+    let servers = store.nodes(RULES);
     let events: Vec<Value> =
         (0..50).map(|i| event(&format!("visit-{i}"), "visit", "ann", "2026-11-02T10:00:00Z")).collect();
     let answers = race(&servers, &events);
@@ -133,7 +123,7 @@ fn one_actor_racing_a_daily_limit_is_awarded_once(store: &Store) {
 }
 
 fn forty_actors_racing_a_budget_share_exactly_it(store: &Store) {
-    let servers = nodes(store);
+    let servers = store.nodes(RULES);
     let events: Vec<Value> =
         (0..40).map(|i| event(&format!("signup-{i}"), "signup", &format!("m{i}"), "2026-11-02T10:00:00Z")).collect();
     let answers = race(&servers, &events);
@@ -154,7 +144,7 @@ fn forty_actors_racing_a_budget_share_exactly_it(store: &Store) {
 }
 
 fn a_day_is_the_programmes_local_day_across_daylight_saving(store: &Store) {
-    let server = &nodes(store)[0];
+    let server = &store.nodes(RULES)[0];
     // 29 March 2026 in Berlin is 23 hours long: 00:00 CET (23:00Z the day before) to 00:00 CEST
     // (22:00Z). A UTC day would split the first two events and join the last two.
     let early = send(server, &event("d1", "visit", "ann", "2026-03-28T23:30:00Z"));
@@ -173,7 +163,7 @@ fn a_day_is_the_programmes_local_day_across_daylight_saving(store: &Store) {
 }
 
 fn a_month_ends_at_local_midnight_and_cuts_what_passes_the_cap(store: &Store) {
-    let server = &nodes(store)[0];
+    let server = &store.nodes(RULES)[0];
     // 100 points a month, 80 per purchase: the second purchase of January is cut to 20.
     let jan = send(server, &event("m1", "purchase", "ann", "2026-01-15T12:00:00Z"));
     let jan_end = send(server, &event("m2", "purchase", "ann", "2026-01-31T22:30:00Z")); // 23:30 Berlin
@@ -188,7 +178,7 @@ fn a_month_ends_at_local_midnight_and_cuts_what_passes_the_cap(store: &Store) {
 }
 
 fn a_rolling_window_counts_the_last_24_hours(store: &Store) {
-    let server = &nodes(store)[0];
+    let server = &store.nodes(RULES)[0];
     let at = |id: &str, time: &str| action(&send(server, &event(id, "login", "ann", time)))["success"].clone();
     assert_eq!(at("r1", "2026-06-01T08:00:00Z"), true);
     assert_eq!(at("r2", "2026-06-01T09:00:00Z"), true);
@@ -198,7 +188,7 @@ fn a_rolling_window_counts_the_last_24_hours(store: &Store) {
 }
 
 fn a_spent_budget_falls_back_to_the_next_offer_and_the_trace_says_why(store: &Store) {
-    let server = &nodes(store)[0];
+    let server = &store.nodes(RULES)[0];
     let order = |id: &str| json!({"id": id, "type": "order", "actor_id": "ann", "occurred_at": "2026-11-02T10:00:00Z"});
     let first = send(server, &order("o1"));
     assert_eq!(first["scenarios_matched"], json!(["sc_premium_offer"]));
@@ -220,7 +210,7 @@ fn a_spent_budget_falls_back_to_the_next_offer_and_the_trace_says_why(store: &St
 }
 
 fn a_simulation_reads_the_use_so_far_and_writes_none(store: &Store) {
-    let server = &nodes(store)[0];
+    let server = &store.nodes(RULES)[0];
     send(server, &event("v1", "visit", "ann", "2026-11-02T10:00:00Z"));
     let (status, body) = server.post_json(
         "/v1/simulate",

@@ -98,16 +98,6 @@ fn a_rule_added_later_counts_the_history_before_it(store: &Store) {
     assert_eq!(store.count(server.dir.path(), "SELECT count(*) FROM events WHERE member_type = 'purchase'"), 5);
 }
 
-fn nodes(store: &Store) -> Vec<Server> {
-    let args = store.args();
-    let args = args.each_ref().map(String::as_str);
-    let mut servers = vec![Server::start(RULES, &args)];
-    if store.is_postgres() {
-        servers.push(Server::start(RULES, &args));
-    }
-    servers
-}
-
 fn send(server: &Server, event: Value) -> Value {
     let (status, body) = server.post_json("/v1/events", &event);
     assert_eq!(status, 200, "{body}");
@@ -125,7 +115,7 @@ fn succeeded(answer: &Value) -> Vec<String> {
 }
 
 fn twenty_concurrent_first_purchases_award_the_bonus_once(store: &Store) {
-    let servers = nodes(store);
+    let servers = store.nodes(RULES);
     let answers: Vec<Value> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..20)
             .map(|i| {
@@ -145,7 +135,7 @@ fn twenty_concurrent_first_purchases_award_the_bonus_once(store: &Store) {
 }
 
 fn counts_sums_streaks_and_days_since_follow_event_time(store: &Store) {
-    let server = &nodes(store)[0];
+    let server = &store.nodes(RULES)[0];
     let purchase = |id: &str, at: &str, total: i64| json!({"id": id, "type": "purchase", "actor_id": "bob", "occurred_at": at, "payload": {"total": total}});
     assert_eq!(succeeded(&send(server, purchase("b1", "2026-01-30T10:00:00Z", 150))), ["welcome"]);
     // 31 January 23:30 in Berlin, still January: the second purchase of the month.
@@ -168,7 +158,7 @@ fn counts_sums_streaks_and_days_since_follow_event_time(store: &Store) {
 }
 
 fn a_simulation_reads_the_stored_member_and_writes_nothing(store: &Store) {
-    let server = &nodes(store)[0];
+    let server = &store.nodes(RULES)[0];
     send(
         server,
         json!({"id": "c1", "type": "purchase", "actor_id": "cara", "occurred_at": "2026-03-02T10:00:00Z", "payload": {"total": 5}}),

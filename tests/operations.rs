@@ -28,16 +28,6 @@ both_stores!(
     a_bad_body_is_named_and_writes_nothing,
 );
 
-fn nodes(store: &Store) -> Vec<Server> {
-    let args = store.args();
-    let args = args.each_ref().map(String::as_str);
-    let mut servers = vec![Server::start(RULES, &args)];
-    if store.is_postgres() {
-        servers.push(Server::start(RULES, &args));
-    }
-    servers
-}
-
 fn earn(server: &Server, id: &str, actor: &str, total: i64) {
     let (status, body) = server.post_json(
         "/v1/events",
@@ -57,7 +47,7 @@ fn entries(server: &Server, actor: &str) -> Vec<(String, i64)> {
 }
 
 fn redeem_adjust_and_cancel_write_one_entry_each(store: &Store) {
-    let server = &nodes(store)[0];
+    let server = &store.nodes(RULES)[0];
     earn(server, "p1", "ann", 100);
     let (status, redeemed) =
         server.post_json("/v1/actors/ann/redeem", &json!({"id": "till-1", "points": 30, "reason": "Coffee"}));
@@ -140,7 +130,7 @@ fn race(servers: &[Server], path: &str, bodies: &[Value]) -> Vec<(u16, Value)> {
 }
 
 fn the_same_operation_sent_concurrently_is_applied_once(store: &Store) {
-    let servers = nodes(store);
+    let servers = store.nodes(RULES);
     earn(&servers[0], "p1", "cara", 100);
     let bodies: Vec<Value> = (0..50).map(|_| json!({"id": "till-9", "points": 40})).collect();
     let answers = race(&servers, "/v1/actors/cara/redeem", &bodies);
@@ -151,7 +141,7 @@ fn the_same_operation_sent_concurrently_is_applied_once(store: &Store) {
 }
 
 fn concurrent_redemptions_never_overdraw(store: &Store) {
-    let servers = nodes(store);
+    let servers = store.nodes(RULES);
     earn(&servers[0], "p1", "dan", 100);
     let bodies: Vec<Value> = (0..20).map(|i| json!({"id": format!("till-{i}"), "points": 10})).collect();
     let answers = race(&servers, "/v1/actors/dan/redeem", &bodies);
@@ -162,7 +152,7 @@ fn concurrent_redemptions_never_overdraw(store: &Store) {
 }
 
 fn a_bad_body_is_named_and_writes_nothing(store: &Store) {
-    let server = &nodes(store)[0];
+    let server = &store.nodes(RULES)[0];
     earn(server, "p1", "eve", 50);
     let cases = [
         ("/v1/actors/eve/redeem", json!({"points": 5}), "missing field `id`"),

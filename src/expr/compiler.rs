@@ -548,70 +548,51 @@ impl Node {
 
     /// Adds the event types whose history the expression reads.
     pub fn member_types(&self, out: &mut Vec<String>) {
-        match self {
-            Node::Member(query, _) => {
-                if let Some(event_type) = query.event_type() {
-                    out.push(event_type.to_owned());
-                }
+        self.each_node(&mut |node| {
+            if let Node::Member(query, _) = node
+                && let Some(event_type) = query.event_type()
+            {
+                out.push(event_type.to_owned());
             }
-            Node::Const(_) | Node::Never(..) | Node::Path(..) => {}
-            Node::Neg(inner, _) | Node::Not(inner, _) | Node::Matches(inner, _, _) => inner.member_types(out),
-            Node::In { needle, list, .. } => {
-                needle.member_types(out);
-                if let List::Value(list) = list {
-                    list.member_types(out);
-                }
-            }
-            Node::Call(_, args, _) => args.iter().for_each(|arg| arg.member_types(out)),
-            Node::Arith(_, l, r, _)
-            | Node::Compare(_, l, r, _)
-            | Node::Contains(l, r, _)
-            | Node::And(l, r)
-            | Node::Or(l, r) => {
-                l.member_types(out);
-                r.member_types(out);
-            }
-        }
+        });
     }
 
     /// True when the expression reads the actor's state before the event.
     pub fn reads_member(&self) -> bool {
-        match self {
-            Node::Member(..) => true,
-            Node::Const(_) | Node::Never(..) | Node::Path(..) => false,
-            Node::Neg(inner, _) | Node::Not(inner, _) | Node::Matches(inner, _, _) => inner.reads_member(),
-            Node::In { needle, list, .. } => {
-                needle.reads_member() || matches!(list, List::Value(list) if list.reads_member())
-            }
-            Node::Call(_, args, _) => args.iter().any(Node::reads_member),
-            Node::Arith(_, l, r, _)
-            | Node::Compare(_, l, r, _)
-            | Node::Contains(l, r, _)
-            | Node::And(l, r)
-            | Node::Or(l, r) => l.reads_member() || r.reads_member(),
-        }
+        let mut reads = false;
+        self.each_node(&mut |node| reads |= matches!(node, Node::Member(..)));
+        reads
     }
 
     /// Calls `f` with every path in the expression, left to right.
     pub fn visit_paths<'a>(&'a self, f: &mut impl FnMut(&'a Path, Span)) {
+        self.each_node(&mut |node| {
+            if let Node::Path(path, span) = node {
+                f(path, *span);
+            }
+        });
+    }
+
+    /// Calls `f` with this node and every node under it, depth first, left to right.
+    fn each_node<'a>(&'a self, f: &mut impl FnMut(&'a Node)) {
+        f(self);
         match self {
-            Node::Const(_) | Node::Never(..) | Node::Member(..) => {}
-            Node::Path(path, span) => f(path, *span),
-            Node::Neg(inner, _) | Node::Not(inner, _) | Node::Matches(inner, _, _) => inner.visit_paths(f),
+            Node::Const(_) | Node::Never(..) | Node::Member(..) | Node::Path(..) => {}
+            Node::Neg(inner, _) | Node::Not(inner, _) | Node::Matches(inner, _, _) => inner.each_node(f),
             Node::In { needle, list, .. } => {
-                needle.visit_paths(f);
+                needle.each_node(f);
                 if let List::Value(list) = list {
-                    list.visit_paths(f);
+                    list.each_node(f);
                 }
             }
-            Node::Call(_, args, _) => args.iter().for_each(|arg| arg.visit_paths(f)),
+            Node::Call(_, args, _) => args.iter().for_each(|arg| arg.each_node(f)),
             Node::Arith(_, l, r, _)
             | Node::Compare(_, l, r, _)
             | Node::Contains(l, r, _)
             | Node::And(l, r)
             | Node::Or(l, r) => {
-                l.visit_paths(f);
-                r.visit_paths(f);
+                l.each_node(f);
+                r.each_node(f);
             }
         }
     }

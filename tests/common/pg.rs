@@ -90,6 +90,16 @@ impl Store {
         ["--ledger".into(), self.flag()]
     }
 
+    /// The servers of a test on this store, each with these rules: one on SQLite; two nodes
+    /// sharing the database on PostgreSQL (so races cross nodes).
+    #[allow(dead_code)]
+    pub fn nodes(&self, rules: &str) -> Vec<super::Server> {
+        let args = self.args();
+        let args = args.each_ref().map(String::as_str);
+        let count = if self.is_postgres() { 2 } else { 1 };
+        (0..count).map(|_| super::Server::start(rules, &args)).collect()
+    }
+
     /// One integer from the books (`dir` is the server's directory; its ledger is `dir/data`).
     /// The SQL must read the same on both stores.
     pub fn count(&self, dir: &Path, sql: &str) -> i64 {
