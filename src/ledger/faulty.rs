@@ -91,6 +91,9 @@ impl LedgerStore for Intercepted {
     ) -> Result<Vec<(i64, Option<String>)>, LedgerError> {
         self.inner.member_history(actor_id, event_type, from, to)
     }
+    fn member_count(&self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
+        self.inner.member_count(actor_id, event_type, from, to)
+    }
     fn track_history(&self, types: &[String]) -> Result<(), LedgerError> {
         self.inner.track_history(types)
     }

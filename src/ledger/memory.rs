@@ -157,7 +157,13 @@ impl LedgerTx for Overlay<'_> {
     }
 
     fn member_count(&mut self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
-        Ok(self.member_history(actor_id, event_type, from, to)?.len() as u64)
+        let stored = match self.base {
+            Some(base) => base.member_count(actor_id, event_type, from, to)?,
+            None => 0,
+        };
+        let here =
+            self.history.iter().filter(|(a, t, at, _)| a == actor_id && t == event_type && (from..to).contains(at));
+        Ok(stored + here.count() as u64)
     }
 
     fn member_payloads(

@@ -405,6 +405,9 @@ pub trait LedgerStore: Send + Sync {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, Option<String>)>, LedgerError>;
+    /// How many of a member's stored events of a type have an event time in `[from, to)` (for
+    /// simulations; posting counts inside its transaction).
+    fn member_count(&self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError>;
     /// Makes the history of these event types (lower-cased, sorted: what the live rules read)
     /// readable by member functions: their stored events are indexed first, and later events of
     /// them as they are written. Called before rules go live.

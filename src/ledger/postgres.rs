@@ -975,6 +975,11 @@ impl LedgerStore for PostgresStore {
         rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
     }
 
+    fn member_count(&self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
+        let row = self.read(async |c| c.query_one(MEMBER_COUNT, &[&actor_id, &event_type, &from, &to]).await)?;
+        Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+    }
+
     /// Every event with an actor is indexed on PostgreSQL: nodes may run different rules
     /// versions for a moment, and each must see the whole history the others wrote.
     fn track_history(&self, _types: &[String]) -> Result<(), LedgerError> {

@@ -213,6 +213,28 @@ fn usage_sql(counter: &Counter<'_>) -> &'static str {
     }
 }
 
+/// How many of a member's indexed events of a type have an event time in `[from, to)`: whole
+/// UTC days from the day counters, the partial days at either end from the index, all time from
+/// the member's total.
+fn count_member(conn: &Connection, actor_id: &str, event_type: &str, from: i64, to: i64) -> rusqlite::Result<u64> {
+    let all_time = from <= jiff::Timestamp::MIN.as_microsecond() && to >= jiff::Timestamp::MAX.as_microsecond();
+    let first_day = from.saturating_add(MICROS_PER_DAY - 1).div_euclid(MICROS_PER_DAY);
+    let end_day = to.div_euclid(MICROS_PER_DAY);
+    let count: i64 = if all_time {
+        conn.prepare_cached(MEMBER_COUNT_ALL)?
+            .query_row(params![actor_id, event_type, ALL_DAYS], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default()
+    } else if first_day < end_day {
+        let (whole_from, whole_to) = (first_day * MICROS_PER_DAY, end_day * MICROS_PER_DAY);
+        let values = params![actor_id, event_type, first_day, end_day, from, whole_from, whole_to, to];
+        conn.prepare_cached(MEMBER_COUNT_BY_DAYS)?.query_row(values, |r| r.get(0))?
+    } else {
+        conn.prepare_cached(MEMBER_COUNT)?.query_row(params![actor_id, event_type, from, to], |r| r.get(0))?
+    };
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
 /// The event types whose history is indexed.
 fn read_history_types(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut statement = conn.prepare("SELECT member_type FROM member_history_types ORDER BY member_type")?;
@@ -472,6 +494,10 @@ impl LedgerStore for SqliteStore {
         to: i64,
     ) -> Result<Vec<(i64, Option<String>)>, LedgerError> {
         self.read(|conn| member_history(conn, actor_id, event_type, from, to))
+    }
+
+    fn member_count(&self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
+        self.read(|conn| count_member(conn, actor_id, event_type, from, to))
     }
 
     fn track_history(&self, types: &[String]) -> Result<(), LedgerError> {
@@ -788,33 +814,7 @@ impl LedgerTx for GroupStatements<'_> {
     }
 
     fn member_count(&mut self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
-        // All time (`first()`, a `lifetime` period): the member's total.
-        let all_time = from <= jiff::Timestamp::MIN.as_microsecond() && to >= jiff::Timestamp::MAX.as_microsecond();
-        let count = if all_time {
-            self.conn
-                .prepare_cached(MEMBER_COUNT_ALL)
-                .and_then(|mut s| s.query_row(params![actor_id, event_type, ALL_DAYS], |r| r.get(0)).optional())
-                .map(Option::unwrap_or_default)
-        } else {
-            // Whole UTC days inside the window from the counters; the partial days at its ends
-            // from the index.
-            let first_day = from.saturating_add(MICROS_PER_DAY - 1).div_euclid(MICROS_PER_DAY);
-            let end_day = to.div_euclid(MICROS_PER_DAY);
-            if first_day < end_day {
-                let (whole_from, whole_to) = (first_day * MICROS_PER_DAY, end_day * MICROS_PER_DAY);
-                self.conn.prepare_cached(MEMBER_COUNT_BY_DAYS).and_then(|mut s| {
-                    s.query_row(
-                        params![actor_id, event_type, first_day, end_day, from, whole_from, whole_to, to],
-                        |r| r.get(0),
-                    )
-                })
-            } else {
-                self.conn
-                    .prepare_cached(MEMBER_COUNT)
-                    .and_then(|mut s| s.query_row(params![actor_id, event_type, from, to], |r| r.get(0)))
-            }
-        };
-        count.map(|n: i64| u64::try_from(n).unwrap_or(0)).map_err(unavailable)
+        count_member(self.conn, actor_id, event_type, from, to).map_err(unavailable)
     }
 
     fn member_payloads(

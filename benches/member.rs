@@ -1,0 +1,84 @@
+//! Member functions over a short and a long history (issue 13's speed item): counting a member's
+//! events of a type in a calendar month, in a rolling 30 days and in all time (what `first()`
+//! reads), for a member with 10 earlier events and one with 100,000 spread over five years, on
+//! the embedded ledger (SQLite: per-day counters, the partial days at a window's ends from the
+//! index).
+//!
+//! `cargo bench --bench member`
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use fluxflow::calendar::{Period, Zone};
+use fluxflow::event::Event;
+use fluxflow::ledger::sqlite::SqliteStore;
+use fluxflow::ledger::{EventWrite, LedgerStore, fingerprint};
+use fluxflow::result::EventResult;
+
+const DAY_MICROS: i64 = 86_400 * 1_000_000;
+/// The moment the member functions are asked at.
+const NOW: &str = "2026-11-01T12:00:00Z";
+
+/// A ledger whose member `m` has `history` purchases spread evenly over the five years before
+/// [`NOW`] (plus an hour, so the month and the 30 days both hold some).
+fn ledger(history: usize) -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(dir.path()).expect("a ledger");
+    store.track_history(&["purchase".to_owned()]).expect("purchases indexed");
+    let now: jiff::Timestamp = NOW.parse().expect("a time");
+    let span = 5 * 365 * DAY_MICROS;
+    let step = span / i64::try_from(history).unwrap_or(1).max(1);
+    let times: Vec<i64> =
+        (0..history).map(|i| now.as_microsecond() - span + step * i64::try_from(i).unwrap_or(0)).collect();
+    for chunk in times.chunks(512) {
+        let writes: Vec<EventWrite> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, at)| {
+                let time = jiff::Timestamp::from_microsecond(*at).expect("a time").to_string();
+                let id = format!("e{at}-{i}");
+                let value = serde_json::json!({"id": id, "type": "purchase", "actor_id": "m", "occurred_at": time});
+                let event = Event::from_value(value).expect("an event");
+                EventWrite {
+                    event_id: event.id.clone(),
+                    fresh_id: false,
+                    fingerprint: fingerprint(&event),
+                    actions: Vec::new(),
+                    stacking: Vec::new(),
+                    limits: Vec::new(),
+                    deferred: None,
+                    job: None,
+                    event: Arc::new(event),
+                    build_result: Box::new(|_| EventResult::default()),
+                }
+            })
+            .collect();
+        store.write_events(&writes).expect("the history is written");
+    }
+    (dir, store)
+}
+
+fn counts(c: &mut Criterion) {
+    let now: jiff::Timestamp = NOW.parse().expect("a time");
+    let utc = Zone::utc();
+    let windows = [
+        ("month", Period::Month.bounds(now, &utc)),
+        ("30d", Period::RollingDays(30).bounds(now, &utc)),
+        ("all time", (jiff::Timestamp::MIN, jiff::Timestamp::MAX)),
+    ];
+    let mut group = c.benchmark_group("member_count");
+    for history in [10, 100_000] {
+        let (_dir, store) = ledger(history);
+        for (name, (from, to)) in windows {
+            let (from, to) = (from.as_microsecond(), to.as_microsecond());
+            group.bench_function(BenchmarkId::new(name, history), |b| {
+                b.iter(|| black_box(store.member_count("m", "purchase", from, to).expect("a count")))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, counts);
+criterion_main!(benches);
