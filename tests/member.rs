@@ -68,7 +68,37 @@ both_stores!(
     counts_sums_streaks_and_days_since_follow_event_time,
     a_simulation_reads_the_stored_member_and_writes_nothing,
     a_rule_added_later_counts_the_history_before_it,
+    traces_and_batches_of_member_rules_come_from_the_transaction,
 );
+
+/// An event evaluated inside the transaction still answers its trace, and batch events of one
+/// member see each other's history in order.
+fn traces_and_batches_of_member_rules_come_from_the_transaction(store: &Store) {
+    let server = &store.nodes(RULES)[0];
+    let (status, traced) = server.post_json(
+        "/v1/events?trace=true",
+        &json!({"id": "t1", "type": "purchase", "actor_id": "gil", "occurred_at": "2026-05-01T10:00:00Z", "payload": {"total": 1}}),
+    );
+    assert_eq!(status, 200, "{traced}");
+    let scenarios = traced["trace"]["scenarios"].as_array().unwrap();
+    let first = scenarios.iter().find(|s| s["scenario_id"] == "first_purchase").unwrap();
+    assert_eq!(first["nodes"][0]["expression"], "first('purchase')", "{first}");
+    assert_eq!(first["nodes"][0]["result"], "true");
+    let batch: Vec<Value> = (0..3)
+        .map(|i| json!({"id": format!("b{i}"), "type": "purchase", "actor_id": "hana", "occurred_at": format!("2026-05-0{}T10:00:00Z", i + 1), "payload": {"total": 1}}))
+        .collect();
+    let (status, job) = server.post_json("/v1/events/batch", &json!(batch));
+    assert_eq!(status, 202, "{job}");
+    let job_id = job["job_id"].as_str().unwrap().to_owned();
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(10),
+        || server.get(&format!("/v1/jobs/{job_id}")).1["state"] == "done"
+    ));
+    let events = server.get(&format!("/v1/jobs/{job_id}")).1["events"].clone();
+    let matched: Vec<Value> =
+        events.as_array().unwrap().iter().map(|e| e["result"]["scenarios_matched"].clone()).collect();
+    assert_eq!(matched, [json!(["first_purchase"]), json!([]), json!(["third_this_month"])], "{events}");
+}
 
 /// Member history is every event of the member, also those stored while no rule read it: a rule
 /// that starts reading a type sees its earlier events (the store indexes them before the rule
