@@ -13,8 +13,9 @@
 #
 # PostgreSQL: when `pg_isready -h 127.0.0.1` answers (or BENCH_POSTGRES names an admin URL), each
 # round also runs `fluxflow --ledger postgres://…` on a fresh database and checks rows written =
-# 2xx answers, as for SQLite (BENCH_POSTGRES=none skips it). BENCH_BEFORE=/path/to/an/older/fluxflow adds a SQLite run of that
-# binary to each round, interleaved with the current one (to show a change does not slow SQLite).
+# 2xx answers, as for SQLite (BENCH_POSTGRES=none skips it). BENCH_BEFORE=/path/to/an/older/fluxflow adds a run of that
+# binary to each round on SQLite and on PostgreSQL, interleaved with the current one (to show a
+# change does not slow either store).
 # BENCH_ONLY=ledgers skips the baseline and `--ledger none`. BENCH_ONLY=limits runs, instead of
 # all that, SQLite with the example rules against SQLite with a per-member daily limit on the
 # example scenario (`{per: actor, times: 1, period: day}`), each pair in alternating order per
@@ -82,33 +83,18 @@ if [ -z "$pg_admin" ] && pg_isready -q -h 127.0.0.1 2>/dev/null; then
   pg_admin=postgres://postgres@127.0.0.1:5432/postgres
 fi
 [ "$pg_admin" = none ] && pg_admin=
-postgres_run() { # round
-  local db="ff_bench_$$_$1" port pid out rows
+postgres_run() { # round, [label, binary]
+  local db="ff_bench_$$_$1${3:+_before}" label=${2:-fluxflow --ledger postgres} binary=${3:-$bin/fluxflow} port pid out rows
   psql -q "$pg_admin" -c "CREATE DATABASE $db" >/dev/null
   port=$(free_port)
-  "$bin/fluxflow" --addr "127.0.0.1:$port" --config tests/fixtures/example-rules.yaml --ledger "${pg_admin%/*}/$db" >"$tmp/pg.log" 2>&1 &
+  "$binary" --addr "127.0.0.1:$port" --config tests/fixtures/example-rules.yaml --ledger "${pg_admin%/*}/$db" >"$tmp/pg.log" 2>&1 &
   pid=$!
-  out=$(run "fluxflow --ledger postgres" "$port" $pid)
+  out=$(run "$label" "$port" $pid)
   echo "$out"
   kill -TERM $pid; wait $pid 2>/dev/null || true
   rows=$(psql -At "${pg_admin%/*}/$db" -c 'select count(*) from events')
   psql -q "$pg_admin" -c "DROP DATABASE $db" >/dev/null
   check_rows postgres "$out" "$rows"
-}
-
-limits_run() { # label, rules file, data suffix, [loadgen options...]
-  local label=$1 rules=$2 data="$tmp/data$3" port pid out rows uses
-  shift 3
-  port=$(free_port)
-  "$bin/fluxflow" --addr "127.0.0.1:$port" --config "$rules" --ledger sqlite --data "$data" >"$tmp/sqlite.log" 2>&1 &
-  pid=$!
-  out=$(run "$label" "$port" $pid "$@")
-  echo "$out"
-  kill -TERM $pid; wait $pid 2>/dev/null || true
-  rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$data/fluxflow.db")
-  check_rows sqlite "$out" "$rows"
-  uses=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*), (select count(*) from entries) from limit_uses').fetchone())" "$data/fluxflow.db")
-  echo "$label: (uses recorded, entries written) = $uses"
 }
 
 # BENCH_ONLY=member: the example rules against the same with a member-history scenario on the
@@ -193,6 +179,15 @@ for round in $(seq "$rounds"); do
     fi
   fi
   if [ -n "$pg_admin" ]; then
-    postgres_run "$round"
+    # With BENCH_BEFORE, PostgreSQL runs both binaries too, alternating which goes first.
+    if [ -n "${BENCH_BEFORE:-}" ] && [ $((round % 2)) -eq 0 ]; then
+      postgres_run "$round" "fluxflow --ledger postgres (before)" "$BENCH_BEFORE"
+      postgres_run "$round"
+    else
+      postgres_run "$round"
+      if [ -n "${BENCH_BEFORE:-}" ]; then
+        postgres_run "$round" "fluxflow --ledger postgres (before)" "$BENCH_BEFORE"
+      fi
+    fi
   fi
 done
