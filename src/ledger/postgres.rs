@@ -144,6 +144,7 @@ CREATE TABLE operations (
 const V4_MEMBER_HISTORY: &str = "
 ALTER TABLE events ADD COLUMN member_type TEXT;
 CREATE INDEX events_by_member ON events (actor_id, member_type, occurred_at) WHERE member_type IS NOT NULL;
+CREATE TABLE member_history_types (member_type TEXT PRIMARY KEY);
 ";
 
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = $1";
@@ -169,9 +170,17 @@ const ADD_TO_BUDGETS: &str = "INSERT INTO limit_budgets (scenario_id, period, pe
      ON CONFLICT (scenario_id, period, period_start) DO UPDATE SET \
      times = limit_budgets.times + excluded.times, points = limit_budgets.points + excluded.points";
 // The group's writes, many rows per statement (arrays unnested in order).
+/// The lower-cased type (`m`) is kept only for the types whose history the rules read.
 const INSERT_EVENTS: &str = "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, \
-     occurred_at, payload, member_type) SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], \
-     $5::int8[], $6::text[], $7::int8[], $8::text[], $9::text[])";
+     occurred_at, payload, member_type) \
+     SELECT i, f, a, r, p, t, o, y, CASE WHEN m IN (SELECT member_type FROM member_history_types) THEN m END \
+     FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int8[], $8::text[], \
+     $9::text[]) AS u(i, f, a, r, p, t, o, y, m)";
+/// Every group holds this lock shared; re-indexing member history holds it alone, so no group
+/// writes events by an older set of indexed types once the new one is committed.
+const LOCK_HISTORY_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+/// Key of that lock.
+const HISTORY_LOCK: i64 = 0x466c_7578_4869_7374; // "FluxHist"
 const MARK_JOB_EVENTS: &str = "UPDATE job_events j SET state = u.state \
      FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(state, job_id, idx) WHERE j.job_id = u.job_id AND j.idx = u.idx";
 const READ_BALANCE: &str = "SELECT balance FROM balances WHERE actor_id = $1";
@@ -407,7 +416,8 @@ impl PostgresStore {
         let mut keys: Vec<String> = events.iter().flat_map(EventWrite::lock_keys).collect();
         keys.sort_unstable();
         keys.dedup();
-        let lock = (!keys.is_empty()).then_some(keys);
+        // Always sent: the member-history lock goes with it.
+        let lock = Some(keys);
         let statements = self.statements(&tx)?;
         let applied = {
             // The locks go first in the pipeline: every later statement of the group runs under them.
@@ -450,6 +460,7 @@ impl PostgresStore {
         self.block(async {
             Ok(GroupStatements {
                 lock_members: tx.prepare_cached(LOCK_MEMBERS).await.map_err(pg_error)?,
+                lock_history_shared: tx.prepare_cached(LOCK_HISTORY_SHARED).await.map_err(pg_error)?,
                 find_event: tx.prepare_cached(FIND_EVENT).await.map_err(pg_error)?,
                 insert_events: tx.prepare_cached(INSERT_EVENTS).await.map_err(pg_error)?,
                 mark_job_events: tx.prepare_cached(MARK_JOB_EVENTS).await.map_err(pg_error)?,
@@ -484,6 +495,7 @@ impl PostgresStore {
 #[derive(Clone)]
 struct GroupStatements {
     lock_members: Statement,
+    lock_history_shared: Statement,
     find_event: Statement,
     insert_events: Statement,
     mark_job_events: Statement,
@@ -607,8 +619,12 @@ impl<'a> PgTx<'a, '_> {
         let tx = self.tx;
         let mut out: Vec<Pending<'a>> = Vec::new();
         if let Some(actors) = self.lock.take() {
-            let lock = self.sql.lock_members.clone();
-            out.push(Box::pin(async move { tx.execute(&lock, &[&actors]).await }));
+            let shared = self.sql.lock_history_shared.clone();
+            out.push(Box::pin(async move { tx.execute(&shared, &[&HISTORY_LOCK]).await }));
+            if !actors.is_empty() {
+                let lock = self.sql.lock_members.clone();
+                out.push(Box::pin(async move { tx.execute(&lock, &[&actors]).await }));
+            }
         }
         let rows = std::mem::take(&mut self.rows);
         let e = rows.entries;
@@ -980,10 +996,50 @@ impl LedgerStore for PostgresStore {
         Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
     }
 
-    /// Every event with an actor is indexed on PostgreSQL: nodes may run different rules
-    /// versions for a moment, and each must see the whole history the others wrote.
-    fn track_history(&self, _types: &[String]) -> Result<(), LedgerError> {
-        Ok(())
+    /// As SQLite's, for every node at once: the set of indexed types is the table's, read by
+    /// each group's insert; re-indexing holds the member-history lock alone, so it waits for
+    /// the groups in flight and the groups after it index by the new set.
+    fn track_history(&self, types: &[String]) -> Result<(), LedgerError> {
+        let mut client = self.client()?;
+        let types = types.to_vec();
+        self.block_within(Duration::from_secs(600), async {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&HISTORY_LOCK]).await.map_err(pg_error)?;
+            let rows = tx.query("SELECT member_type FROM member_history_types", &[]).await.map_err(pg_error)?;
+            let current: Vec<String> = rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>().map_err(pg_error)?;
+            let added: Vec<&String> = types.iter().filter(|t| !current.contains(t)).collect();
+            if current.len() == types.len() && added.is_empty() {
+                return Ok(());
+            }
+            tx.execute("DELETE FROM member_history_types", &[]).await.map_err(pg_error)?;
+            tx.execute("INSERT INTO member_history_types SELECT unnest($1::text[])", &[&types]).await.map_err(pg_error)?;
+            if !added.is_empty() {
+                let stored = tx
+                    .query(
+                        "SELECT event_id, event_type FROM events \
+                         WHERE actor_id IS NOT NULL AND member_type IS NULL AND event_type IS NOT NULL",
+                        &[],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                let (mut ids, mut kinds) = (Vec::new(), Vec::new());
+                for row in &stored {
+                    let (id, event_type): (String, String) = (row.try_get(0).map_err(pg_error)?, row.try_get(1).map_err(pg_error)?);
+                    let lower = event_type.to_lowercase();
+                    if added.iter().any(|t| **t == lower) {
+                        ids.push(id);
+                        kinds.push(lower);
+                    }
+                }
+                tx.execute(
+                    "UPDATE events e SET member_type = u.m FROM unnest($1::text[], $2::text[]) AS u(i, m) WHERE e.event_id = u.i",
+                    &[&ids, &kinds],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+            tx.commit().await.map_err(pg_error)
+        })
     }
 
     fn usage(&self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {
