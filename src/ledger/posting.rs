@@ -75,7 +75,7 @@ fn apply<T: LedgerTx + ?Sized>(
     now: i64,
     build: &dyn Fn(&Stacked) -> EventResult,
 ) -> Result<EventResult, LedgerError> {
-    let (actor, at) = (posting.event.actor_id.as_deref(), posting.event.time());
+    let actor = posting.event.actor_id.as_deref();
     // An event whose rules read the member's state is planned here, on the state this
     // transaction sees and keeps until it commits.
     let replanned: Option<Planned> = match (posting.deferred, actor) {
@@ -88,7 +88,7 @@ fn apply<T: LedgerTx + ?Sized>(
         (Some(deferred), None) => Some((deferred.replan)(&NoMember)),
         (None, _) => None,
     };
-    let plan = match &replanned {
+    let writes = match &replanned {
         Some(planned) => Writes {
             actions: &planned.actions,
             stacking: &planned.stacking,
@@ -97,22 +97,34 @@ fn apply<T: LedgerTx + ?Sized>(
         },
         None => Writes { actions: posting.actions, stacking: posting.stacking, limits: posting.limits, build },
     };
-    let Writes { actions, stacking, limits, build } = plan;
-    let mut moved_actor = None;
-    let stacked = stack(stacking, |scenario, planned, outcomes| {
-        let limits = limits.iter().find(|l| l.scenario == scenario);
+    let stacked = decide(tx, posting, &writes, now)?;
+    let result = (writes.build)(&stacked);
+    save(tx, posting, &result, now)?;
+    Ok(result)
+}
+
+/// Decides each action's outcome, scenario by scenario (stacking), within the room each
+/// scenario's limits leave; writes the points and counts the limits' use.
+fn decide<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    posting: &Posting<'_>,
+    writes: &Writes<'_>,
+    now: i64,
+) -> Result<Stacked, LedgerError> {
+    let (actor, at) = (posting.event.actor_id.as_deref(), posting.event.time());
+    stack(writes.stacking, |scenario, planned, outcomes| {
+        let limits = writes.limits.iter().find(|l| l.scenario == scenario);
         let mut room = match limits {
             Some(limits) => room_for(tx, limits, actor, at)?,
             None => Room::default(),
         };
         let first = outcomes.len();
         for i in planned {
-            let outcome = match actions.get(i) {
+            let outcome = match writes.actions.get(i) {
                 Some(ActionWrite::Decided(outcome)) => {
                     room.admit(Asked::Decided(*outcome), |_| Err(broken("a decided action asked to move points")))?
                 }
                 Some(ActionWrite::Points(points)) => {
-                    moved_actor = Some(points.actor_id.as_str());
                     let write = |amount| write_points(tx, posting.event_id, points, amount, now);
                     room.admit(Asked::Points(points.change.amount), write)?
                 }
@@ -124,32 +136,38 @@ fn apply<T: LedgerTx + ?Sized>(
             (Some(limits), Some(used)) => record_use(tx, limits, actor, at, used),
             _ => Ok(()),
         }
-    })?;
-    let result = build(&stacked);
-    let result_json = serde_json::to_string(&result)
-        .map_err(|e| LedgerError::unavailable("cannot encode a result", false, Some(std::sync::Arc::new(e))))?;
+    })
+}
+
+/// Stores the event with its result, type, time and payload (the member's history).
+fn save<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    posting: &Posting<'_>,
+    result: &EventResult,
+    now: i64,
+) -> Result<(), LedgerError> {
+    let encoding = |what: &'static str| {
+        move |e: serde_json::Error| LedgerError::unavailable(what, false, Some(std::sync::Arc::new(e)))
+    };
+    let result_json = serde_json::to_string(result).map_err(encoding("cannot encode a result"))?;
     let event = posting.event;
-    let payload =
-        match &event.payload {
-            Some(payload) => Some(serde_json::to_string(payload).map_err(|e| {
-                LedgerError::unavailable("cannot encode a payload", false, Some(std::sync::Arc::new(e)))
-            })?),
-            None => None,
-        };
+    let payload = match &event.payload {
+        Some(payload) => Some(serde_json::to_string(payload).map_err(encoding("cannot encode a payload"))?),
+        None => None,
+    };
     tx.save_event(&NewEvent {
         event_id: posting.event_id,
         fingerprint: posting.fingerprint,
-        actor_id: actor.or(moved_actor),
+        actor_id: event.actor_id.as_deref(),
         // Every event of an actor is the member's history.
-        history: actor.is_some(),
+        history: event.actor_id.is_some(),
         event_type: &event.event_type,
         occurred_at: event.time().as_microsecond(),
         payload: payload.as_deref(),
-        result: &result,
+        result,
         result_json: &result_json,
         processed_at: now,
-    })?;
-    Ok(result)
+    })
 }
 
 /// What the core applies: planned before the transaction, or in it.
