@@ -202,7 +202,52 @@ ledger_suite!(
     a_schema_newer_than_the_binary_is_refused,
     one_bad_event_does_not_fail_the_events_committed_with_it,
     limits_see_the_uses_written_earlier_in_the_same_group,
+    member_counts_agree_with_counting_the_events,
 );
+
+/// A member's count over any window, however the store keeps it (SQLite: day and hour counters
+/// and the index for the partial hours), equals counting the member's events in it.
+fn member_counts_agree_with_counting_the_events(backend: &dyn Backend) {
+    let store = backend.open();
+    store.track_history(&["visit".to_owned()]).unwrap();
+    let start: i64 = "2026-03-27T00:00:00Z".parse::<jiff::Timestamp>().unwrap().as_microsecond();
+    let mut seed: u64 = 42;
+    let mut next = move |bound: i64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        i64::try_from((seed >> 11) % u64::try_from(bound).unwrap()).unwrap()
+    };
+    let span = 10 * 86_400 * 1_000_000;
+    let mut times: Vec<i64> = (0..300).map(|_| start + next(span)).collect();
+    times.extend([start, start + 3_600_000_000, start + 86_400_000_000 - 1]);
+    let writes: Vec<EventWrite> = times
+        .iter()
+        .enumerate()
+        .map(|(i, at)| {
+            let time = jiff::Timestamp::from_microsecond(*at).unwrap().to_string();
+            let event = Event::from_value(
+                json!({"id": format!("v{i}"), "type": "Visit", "actor_id": "rob", "occurred_at": time}),
+            )
+            .unwrap();
+            write(&event, vec![])
+        })
+        .collect();
+    store.write_events(&writes).unwrap();
+    let naive = |from: i64, to: i64| times.iter().filter(|t| (from..to).contains(*t)).count() as u64;
+    let mut windows: Vec<(i64, i64)> = (0..200)
+        .map(|_| {
+            let a = start - 86_400_000_000 + next(span + 2 * 86_400_000_000);
+            (a, a + next(span))
+        })
+        .collect();
+    let (hour, day) = (3_600_000_000, 86_400_000_000);
+    windows.extend([(start, start + day), (start + hour, start + 2 * hour), (start - 1, start + 1), (start, start)]);
+    for (from, to) in windows {
+        assert_eq!(store.member_count("rob", "visit", from, to).unwrap(), naive(from, to), "window [{from}, {to})");
+    }
+    let (min, max) = (jiff::Timestamp::MIN.as_microsecond(), jiff::Timestamp::MAX.as_microsecond());
+    assert_eq!(store.member_count("rob", "visit", min, max).unwrap(), times.len() as u64);
+    assert_eq!(store.member_count("rob", "purchase", min, max).unwrap(), 0);
+}
 
 /// Scenario 0 of every write, with limits: 2 times a day per member, and a 100-point budget.
 fn limited(write: &mut EventWrite) {

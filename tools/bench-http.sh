@@ -97,6 +97,21 @@ postgres_run() { # round, [label, binary]
   check_rows postgres "$out" "$rows"
 }
 
+limits_run() { # label, rules file, data suffix, [loadgen options...]
+  local label=$1 rules=$2 data="$tmp/data$3" port pid out rows uses
+  shift 3
+  port=$(free_port)
+  "$bin/fluxflow" --addr "127.0.0.1:$port" --config "$rules" --ledger sqlite --data "$data" >"$tmp/sqlite.log" 2>&1 &
+  pid=$!
+  out=$(run "$label" "$port" $pid "$@")
+  echo "$out"
+  kill -TERM $pid; wait $pid 2>/dev/null || true
+  rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$data/fluxflow.db")
+  check_rows sqlite "$out" "$rows"
+  uses=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*), (select count(*) from entries) from limit_uses').fetchone())" "$data/fluxflow.db")
+  echo "$label: (uses recorded, entries written) = $uses"
+}
+
 # BENCH_ONLY=member: the example rules against the same with a member-history scenario on the
 # README event's type (`count('transaction', 'month') >= 1`, always true): every event is then
 # evaluated inside the ledger's transaction and its history indexed. One member, as the durable

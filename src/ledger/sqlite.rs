@@ -135,8 +135,9 @@ CREATE TABLE operations (
 /// history the rules read are indexed by member, type and time for member functions. Which types
 /// are indexed is kept in `member_history_types`; a type the rules start reading is indexed back
 /// over the stored events first ([`LedgerStore::track_history`]). `member_days` counts each
-/// member's indexed events per UTC day (event time), and in all (`day` = [`ALL_DAYS`]), so a
-/// count over a month or a lifetime reads a few rows however long the history is.
+/// member's indexed events per UTC day (event time), and in all (`day` = [`ALL_DAYS`]);
+/// `member_hours` per UTC hour: a count over a month, a rolling window or a lifetime reads a few
+/// rows however long the history is.
 const V5_MEMBER_HISTORY: &str = "
 ALTER TABLE events ADD COLUMN member_type TEXT;
 CREATE INDEX events_by_member ON events (actor_id, member_type, occurred_at) WHERE member_type IS NOT NULL;
@@ -148,17 +149,27 @@ CREATE TABLE member_days (
     events      INTEGER NOT NULL,
     PRIMARY KEY (actor_id, member_type, day)
 ) WITHOUT ROWID;
+CREATE TABLE member_hours (
+    actor_id    TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    hour        INTEGER NOT NULL,
+    events      INTEGER NOT NULL,
+    PRIMARY KEY (actor_id, member_type, hour)
+) WITHOUT ROWID;
 ";
 
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = ?1";
-const MEMBER_COUNT: &str = "SELECT count(*) FROM events \
-     WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?3 AND occurred_at < ?4";
-/// A count over whole days from the per-day counters, plus the events of the partial days at
-/// either end from the index.
-const MEMBER_COUNT_BY_DAYS: &str = "SELECT \
+/// A count over a window: whole UTC days from the day counters, whole hours at either end from
+/// the hour counters, and the partial hours at the very ends from the index.
+const MEMBER_COUNT_BY_COUNTERS: &str = "SELECT \
      coalesce((SELECT sum(events) FROM member_days WHERE actor_id = ?1 AND member_type = ?2 AND day >= ?3 AND day < ?4), 0) \
-     + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?5 AND occurred_at < ?6) \
-     + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?7 AND occurred_at < ?8)";
+     + coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = ?1 AND member_type = ?2 AND hour >= ?5 AND hour < ?6), 0) \
+     + coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = ?1 AND member_type = ?2 AND hour >= ?7 AND hour < ?8), 0) \
+     + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?9 AND occurred_at < ?10) \
+     + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?11 AND occurred_at < ?12)";
+const ADD_MEMBER_HOUR: &str = "INSERT INTO member_hours (actor_id, member_type, hour, events) VALUES (?1, ?2, ?3, 1) \
+     ON CONFLICT (actor_id, member_type, hour) DO UPDATE SET events = events + 1";
+const MICROS_PER_HOUR: i64 = 3_600 * 1_000_000;
 const MEMBER_COUNT_ALL: &str = "SELECT events FROM member_days WHERE actor_id = ?1 AND member_type = ?2 AND day = ?3";
 const ADD_MEMBER_DAY: &str = "INSERT INTO member_days (actor_id, member_type, day, events) VALUES (?1, ?2, ?3, 1) \
      ON CONFLICT (actor_id, member_type, day) DO UPDATE SET events = events + 1";
@@ -218,21 +229,73 @@ fn usage_sql(counter: &Counter<'_>) -> &'static str {
 /// the member's total.
 fn count_member(conn: &Connection, actor_id: &str, event_type: &str, from: i64, to: i64) -> rusqlite::Result<u64> {
     let all_time = from <= jiff::Timestamp::MIN.as_microsecond() && to >= jiff::Timestamp::MAX.as_microsecond();
-    let first_day = from.saturating_add(MICROS_PER_DAY - 1).div_euclid(MICROS_PER_DAY);
-    let end_day = to.div_euclid(MICROS_PER_DAY);
     let count: i64 = if all_time {
         conn.prepare_cached(MEMBER_COUNT_ALL)?
             .query_row(params![actor_id, event_type, ALL_DAYS], |r| r.get(0))
             .optional()?
             .unwrap_or_default()
-    } else if first_day < end_day {
-        let (whole_from, whole_to) = (first_day * MICROS_PER_DAY, end_day * MICROS_PER_DAY);
-        let values = params![actor_id, event_type, first_day, end_day, from, whole_from, whole_to, to];
-        conn.prepare_cached(MEMBER_COUNT_BY_DAYS)?.query_row(values, |r| r.get(0))?
     } else {
-        conn.prepare_cached(MEMBER_COUNT)?.query_row(params![actor_id, event_type, from, to], |r| r.get(0))?
+        let w = CounterWindow::of(from, to);
+        let values = params![
+            actor_id,
+            event_type,
+            w.days.0,
+            w.days.1,
+            w.head_hours.0,
+            w.head_hours.1,
+            w.tail_hours.0,
+            w.tail_hours.1,
+            w.head.0,
+            w.head.1,
+            w.tail.0,
+            w.tail.1
+        ];
+        conn.prepare_cached(MEMBER_COUNT_BY_COUNTERS)?.query_row(values, |r| r.get(0))?
     };
     Ok(u64::try_from(count).unwrap_or(0))
+}
+
+/// A window `[from, to)` (µs) cut into what the counters hold: whole UTC days, whole hours
+/// before and after them, and the partial hours at the ends (read from the index). Empty parts
+/// are empty ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CounterWindow {
+    days: (i64, i64),
+    head_hours: (i64, i64),
+    tail_hours: (i64, i64),
+    head: (i64, i64),
+    tail: (i64, i64),
+}
+
+impl CounterWindow {
+    fn of(from: i64, to: i64) -> CounterWindow {
+        let ceil = |t: i64, unit: i64| t.saturating_add(unit - 1).div_euclid(unit);
+        let (first_hour, end_hour) = (ceil(from, MICROS_PER_HOUR), to.div_euclid(MICROS_PER_HOUR));
+        if first_hour >= end_hour {
+            let nothing = (0, 0);
+            return CounterWindow {
+                days: nothing,
+                head_hours: nothing,
+                tail_hours: nothing,
+                head: (from, to),
+                tail: nothing,
+            };
+        }
+        let head = (from, first_hour * MICROS_PER_HOUR);
+        let tail = (end_hour * MICROS_PER_HOUR, to);
+        let (first_day, end_day) = (ceil(from, MICROS_PER_DAY), to.div_euclid(MICROS_PER_DAY));
+        if first_day >= end_day {
+            return CounterWindow { days: (0, 0), head_hours: (first_hour, end_hour), tail_hours: (0, 0), head, tail };
+        }
+        let hours_per_day = MICROS_PER_DAY / MICROS_PER_HOUR;
+        CounterWindow {
+            days: (first_day, end_day),
+            head_hours: (first_hour, first_day * hours_per_day),
+            tail_hours: (end_day * hours_per_day, end_hour),
+            head,
+            tail,
+        }
+    }
 }
 
 /// The event types whose history is indexed.
@@ -275,9 +338,17 @@ fn index_history(tx: &Transaction<'_>, added: &[&String]) -> rusqlite::Result<()
             UNION ALL SELECT actor_id, member_type, ?3 FROM events WHERE member_type = ?1) \
          GROUP BY actor_id, member_type, day",
     )?;
+    let mut clear_hours = tx.prepare("DELETE FROM member_hours WHERE member_type = ?1")?;
+    let mut count_hours = tx.prepare(
+        "INSERT INTO member_hours (actor_id, member_type, hour, events) \
+         SELECT actor_id, member_type, (occurred_at - ((occurred_at % ?2) + ?2) % ?2) / ?2, count(*) FROM events \
+         WHERE member_type = ?1 GROUP BY 1, 2, 3",
+    )?;
     for event_type in added {
         clear.execute([event_type])?;
         count.execute(params![event_type, MICROS_PER_DAY, ALL_DAYS])?;
+        clear_hours.execute([event_type])?;
+        count_hours.execute(params![event_type, MICROS_PER_HOUR])?;
     }
     Ok(())
 }
@@ -809,6 +880,8 @@ impl LedgerTx for GroupStatements<'_> {
             for day in [e.occurred_at.div_euclid(MICROS_PER_DAY), ALL_DAYS] {
                 add.execute(params![actor, member_type, day]).map_err(unavailable)?;
             }
+            let mut add = self.conn.prepare_cached(ADD_MEMBER_HOUR).map_err(unavailable)?;
+            add.execute(params![actor, member_type, e.occurred_at.div_euclid(MICROS_PER_HOUR)]).map_err(unavailable)?;
         }
         Ok(())
     }
