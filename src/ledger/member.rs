@@ -43,6 +43,68 @@ impl std::fmt::Debug for Deferred {
     }
 }
 
+/// The `day` of the counter of all of a member's events of a type.
+pub(crate) const ALL_DAYS: i64 = i64::MIN;
+/// A UTC day, in µs.
+pub(crate) const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
+/// An hour, in µs.
+pub(crate) const MICROS_PER_HOUR: i64 = 3_600 * 1_000_000;
+
+/// True for a window that holds all time (`first()`, a `lifetime` period): the member's total
+/// answers it.
+pub(crate) fn all_time(from: i64, to: i64) -> bool {
+    from <= jiff::Timestamp::MIN.as_microsecond() && to >= jiff::Timestamp::MAX.as_microsecond()
+}
+
+/// A window `[from, to)` (µs) cut into what the counters hold: whole UTC days, whole hours
+/// before and after them, and the partial hours at the ends (read from the index). Empty parts
+/// are empty ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CounterWindow {
+    /// Whole UTC days (day numbers).
+    pub(crate) days: (i64, i64),
+    /// Whole hours before the days (hour numbers).
+    pub(crate) head_hours: (i64, i64),
+    /// Whole hours after the days.
+    pub(crate) tail_hours: (i64, i64),
+    /// The partial hour at the start (µs).
+    pub(crate) head: (i64, i64),
+    /// The partial hour at the end (µs).
+    pub(crate) tail: (i64, i64),
+}
+
+impl CounterWindow {
+    /// The parts of `[from, to)`.
+    pub(crate) fn of(from: i64, to: i64) -> CounterWindow {
+        let ceil = |t: i64, unit: i64| t.saturating_add(unit - 1).div_euclid(unit);
+        let (first_hour, end_hour) = (ceil(from, MICROS_PER_HOUR), to.div_euclid(MICROS_PER_HOUR));
+        if first_hour >= end_hour {
+            let nothing = (0, 0);
+            return CounterWindow {
+                days: nothing,
+                head_hours: nothing,
+                tail_hours: nothing,
+                head: (from, to),
+                tail: nothing,
+            };
+        }
+        let head = (from, first_hour * MICROS_PER_HOUR);
+        let tail = (end_hour * MICROS_PER_HOUR, to);
+        let (first_day, end_day) = (ceil(from, MICROS_PER_DAY), to.div_euclid(MICROS_PER_DAY));
+        if first_day >= end_day {
+            return CounterWindow { days: (0, 0), head_hours: (first_hour, end_hour), tail_hours: (0, 0), head, tail };
+        }
+        let hours_per_day = MICROS_PER_DAY / MICROS_PER_HOUR;
+        CounterWindow {
+            days: (first_day, end_day),
+            head_hours: (first_hour, first_day * hours_per_day),
+            tail_hours: (end_day * hours_per_day, end_hour),
+            head,
+            tail,
+        }
+    }
+}
+
 /// A member's state read through a transaction; the first storage failure is kept and ends the
 /// event (its facts are never decided on a guess).
 pub struct MemberReader<'t, T: LedgerTx + ?Sized> {

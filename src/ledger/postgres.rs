@@ -25,6 +25,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Statement};
 
+use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, all_time};
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
 use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse, StoredEvent};
@@ -140,16 +141,36 @@ CREATE TABLE operations (
 );
 ";
 
-/// Version 4: member history (as SQLite's version 5).
+/// Version 4: member history and its day and hour counters (as SQLite's version 5).
 const V4_MEMBER_HISTORY: &str = "
 ALTER TABLE events ADD COLUMN member_type TEXT;
 CREATE INDEX events_by_member ON events (actor_id, member_type, occurred_at) WHERE member_type IS NOT NULL;
 CREATE TABLE member_history_types (member_type TEXT PRIMARY KEY);
+CREATE TABLE member_days (
+    actor_id    TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    day         BIGINT NOT NULL,
+    events      BIGINT NOT NULL,
+    PRIMARY KEY (actor_id, member_type, day)
+);
+CREATE TABLE member_hours (
+    actor_id    TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    hour        BIGINT NOT NULL,
+    events      BIGINT NOT NULL,
+    PRIMARY KEY (actor_id, member_type, hour)
+);
 ";
 
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = $1";
-const MEMBER_COUNT: &str = "SELECT count(*)::int8 FROM events \
-     WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $3 AND occurred_at < $4";
+/// As SQLite's: whole days and hours from the counters, the partial hours from the index.
+const MEMBER_COUNT_BY_COUNTERS: &str = "SELECT (\
+     coalesce((SELECT sum(events) FROM member_days WHERE actor_id = $1 AND member_type = $2 AND day >= $3 AND day < $4), 0) \
+     + coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = $1 AND member_type = $2 AND hour >= $5 AND hour < $6), 0) \
+     + coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = $1 AND member_type = $2 AND hour >= $7 AND hour < $8), 0) \
+     + (SELECT count(*) FROM events WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $9 AND occurred_at < $10) \
+     + (SELECT count(*) FROM events WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $11 AND occurred_at < $12))::int8";
+const MEMBER_COUNT_ALL: &str = "SELECT events FROM member_days WHERE actor_id = $1 AND member_type = $2 AND day = $3";
 const MEMBER_HISTORY: &str = "SELECT occurred_at, payload FROM events \
      WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $3 AND occurred_at < $4 ORDER BY occurred_at";
 const MEMBER_TIMES: &str = "SELECT occurred_at FROM events \
@@ -171,11 +192,27 @@ const ADD_TO_BUDGETS: &str = "INSERT INTO limit_budgets (scenario_id, period, pe
      times = limit_budgets.times + excluded.times, points = limit_budgets.points + excluded.points";
 // The group's writes, many rows per statement (arrays unnested in order).
 /// The lower-cased type (`m`) is kept only for the types whose history the rules read.
-const INSERT_EVENTS: &str = "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, \
-     occurred_at, payload, member_type) \
+/// In one statement, so a group without member history pays nothing more: the events (the
+/// lower-cased type `m` kept only for the types whose history the rules read), then the day,
+/// all-time and hour counters of those that kept it.
+const INSERT_EVENTS: &str = "WITH inserted AS (\
+     INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, occurred_at, payload, member_type) \
      SELECT i, f, a, r, p, t, o, y, CASE WHEN m IN (SELECT member_type FROM member_history_types) THEN m END \
      FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int8[], $8::text[], \
-     $9::text[]) AS u(i, f, a, r, p, t, o, y, m)";
+     $9::text[]) AS u(i, f, a, r, p, t, o, y, m) \
+     RETURNING actor_id, member_type, occurred_at), \
+   indexed AS (SELECT actor_id, member_type, occurred_at FROM inserted WHERE member_type IS NOT NULL), \
+   days AS (INSERT INTO member_days (actor_id, member_type, day, events) \
+     SELECT actor_id, member_type, day, count(*) FROM ( \
+       SELECT actor_id, member_type, floor(occurred_at::numeric / 86400000000)::int8 AS day FROM indexed \
+       UNION ALL SELECT actor_id, member_type, (-9223372036854775807 - 1)::int8 FROM indexed) AS d \
+     GROUP BY actor_id, member_type, day ORDER BY actor_id, member_type, day \
+     ON CONFLICT (actor_id, member_type, day) DO UPDATE SET events = member_days.events + excluded.events), \
+   hours AS (INSERT INTO member_hours (actor_id, member_type, hour, events) \
+     SELECT actor_id, member_type, floor(occurred_at::numeric / 3600000000)::int8 AS hour, count(*) FROM indexed \
+     GROUP BY actor_id, member_type, hour ORDER BY actor_id, member_type, hour \
+     ON CONFLICT (actor_id, member_type, hour) DO UPDATE SET events = member_hours.events + excluded.events) \
+   SELECT count(*) FROM inserted";
 /// Every group holds this lock shared; re-indexing member history holds it alone, so no group
 /// writes events by an older set of indexed types once the new one is committed.
 const LOCK_HISTORY_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
@@ -747,15 +784,14 @@ impl LedgerTx for PgTx<'_, '_> {
         rows.event_type.push(e.event_type.to_owned());
         rows.occurred_at.push(e.occurred_at);
         rows.payload.push(e.payload.map(str::to_owned));
-        rows.member_type.push(e.member_type());
+        self.rows.events.member_type.push(e.member_type());
         Ok(())
     }
 
     fn member_count(&mut self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
         let tx = self.tx;
-        let row =
-            self.flush_then(async move { tx.query_one(MEMBER_COUNT, &[&actor_id, &event_type, &from, &to]).await })?;
-        Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+        let count = self.flush_then(async move { count_member(tx.client(), actor_id, event_type, from, to).await })?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     fn member_payloads(
@@ -893,6 +929,38 @@ impl OperationTx for PgTx<'_, '_> {
     }
 }
 
+/// How many of a member's indexed events of a type have an event time in `[from, to)`, as
+/// SQLite counts them: the total, or whole days and hours from the counters and the partial
+/// hours from the index.
+async fn count_member(
+    client: &tokio_postgres::Client,
+    actor: &str,
+    event_type: &str,
+    from: i64,
+    to: i64,
+) -> Result<i64, tokio_postgres::Error> {
+    if all_time(from, to) {
+        let row = client.query_opt(MEMBER_COUNT_ALL, &[&actor, &event_type, &ALL_DAYS]).await?;
+        return row.map_or(Ok(0), |row| row.try_get(0));
+    }
+    let w = CounterWindow::of(from, to);
+    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+        &actor,
+        &event_type,
+        &w.days.0,
+        &w.days.1,
+        &w.head_hours.0,
+        &w.head_hours.1,
+        &w.tail_hours.0,
+        &w.tail_hours.1,
+        &w.head.0,
+        &w.head.1,
+        &w.tail.0,
+        &w.tail.1,
+    ];
+    client.query_one(MEMBER_COUNT_BY_COUNTERS, &values).await?.try_get(0)
+}
+
 /// A column's value; a type that does not fit is an error, not a panic.
 fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
     row: &'r tokio_postgres::Row,
@@ -992,8 +1060,8 @@ impl LedgerStore for PostgresStore {
     }
 
     fn member_count(&self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
-        let row = self.read(async |c| c.query_one(MEMBER_COUNT, &[&actor_id, &event_type, &from, &to]).await)?;
-        Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+        let count = self.read(async |c| count_member(c, actor_id, event_type, from, to).await)?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// As SQLite's, for every node at once: the set of indexed types is the table's, read by
@@ -1034,6 +1102,33 @@ impl LedgerStore for PostgresStore {
                 tx.execute(
                     "UPDATE events e SET member_type = u.m FROM unnest($1::text[], $2::text[]) AS u(i, m) WHERE e.event_id = u.i",
                     &[&ids, &kinds],
+                )
+                .await
+                .map_err(pg_error)?;
+                // The counters of these types are counted again from the events (they went stale
+                // while the type was not read).
+                let added: Vec<String> = added.into_iter().cloned().collect();
+                for sql in [
+                    "DELETE FROM member_days WHERE member_type = ANY($1)",
+                    "DELETE FROM member_hours WHERE member_type = ANY($1)",
+                ] {
+                    tx.execute(sql, &[&added]).await.map_err(pg_error)?;
+                }
+                tx.execute(
+                    "INSERT INTO member_days (actor_id, member_type, day, events) \
+                     SELECT actor_id, member_type, day, count(*) FROM ( \
+                       SELECT actor_id, member_type, floor(occurred_at::numeric / $2::int8)::int8 AS day FROM events WHERE member_type = ANY($1) \
+                       UNION ALL SELECT actor_id, member_type, $3::int8 FROM events WHERE member_type = ANY($1)) AS e \
+                     GROUP BY actor_id, member_type, day",
+                    &[&added, &MICROS_PER_DAY, &ALL_DAYS],
+                )
+                .await
+                .map_err(pg_error)?;
+                tx.execute(
+                    "INSERT INTO member_hours (actor_id, member_type, hour, events) \
+                     SELECT actor_id, member_type, floor(occurred_at::numeric / $2::int8)::int8, count(*) FROM events \
+                     WHERE member_type = ANY($1) GROUP BY 1, 2, 3",
+                    &[&added, &MICROS_PER_HOUR],
                 )
                 .await
                 .map_err(pg_error)?;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, all_time};
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
 use super::tx::NewUse;
@@ -169,13 +170,10 @@ const MEMBER_COUNT_BY_COUNTERS: &str = "SELECT \
      + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?11 AND occurred_at < ?12)";
 const ADD_MEMBER_HOUR: &str = "INSERT INTO member_hours (actor_id, member_type, hour, events) VALUES (?1, ?2, ?3, 1) \
      ON CONFLICT (actor_id, member_type, hour) DO UPDATE SET events = events + 1";
-const MICROS_PER_HOUR: i64 = 3_600 * 1_000_000;
 const MEMBER_COUNT_ALL: &str = "SELECT events FROM member_days WHERE actor_id = ?1 AND member_type = ?2 AND day = ?3";
 const ADD_MEMBER_DAY: &str = "INSERT INTO member_days (actor_id, member_type, day, events) VALUES (?1, ?2, ?3, 1) \
      ON CONFLICT (actor_id, member_type, day) DO UPDATE SET events = events + 1";
-/// The `day` of the counter of all of a member's events of a type.
-const ALL_DAYS: i64 = i64::MIN;
-const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
+
 const MEMBER_HISTORY: &str = "SELECT occurred_at, payload FROM events \
      WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?3 AND occurred_at < ?4 ORDER BY occurred_at";
 const MEMBER_TIMES: &str = "SELECT occurred_at FROM events \
@@ -228,8 +226,7 @@ fn usage_sql(counter: &Counter<'_>) -> &'static str {
 /// UTC days from the day counters, the partial days at either end from the index, all time from
 /// the member's total.
 fn count_member(conn: &Connection, actor_id: &str, event_type: &str, from: i64, to: i64) -> rusqlite::Result<u64> {
-    let all_time = from <= jiff::Timestamp::MIN.as_microsecond() && to >= jiff::Timestamp::MAX.as_microsecond();
-    let count: i64 = if all_time {
+    let count: i64 = if all_time(from, to) {
         conn.prepare_cached(MEMBER_COUNT_ALL)?
             .query_row(params![actor_id, event_type, ALL_DAYS], |r| r.get(0))
             .optional()?
@@ -253,49 +250,6 @@ fn count_member(conn: &Connection, actor_id: &str, event_type: &str, from: i64, 
         conn.prepare_cached(MEMBER_COUNT_BY_COUNTERS)?.query_row(values, |r| r.get(0))?
     };
     Ok(u64::try_from(count).unwrap_or(0))
-}
-
-/// A window `[from, to)` (µs) cut into what the counters hold: whole UTC days, whole hours
-/// before and after them, and the partial hours at the ends (read from the index). Empty parts
-/// are empty ranges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CounterWindow {
-    days: (i64, i64),
-    head_hours: (i64, i64),
-    tail_hours: (i64, i64),
-    head: (i64, i64),
-    tail: (i64, i64),
-}
-
-impl CounterWindow {
-    fn of(from: i64, to: i64) -> CounterWindow {
-        let ceil = |t: i64, unit: i64| t.saturating_add(unit - 1).div_euclid(unit);
-        let (first_hour, end_hour) = (ceil(from, MICROS_PER_HOUR), to.div_euclid(MICROS_PER_HOUR));
-        if first_hour >= end_hour {
-            let nothing = (0, 0);
-            return CounterWindow {
-                days: nothing,
-                head_hours: nothing,
-                tail_hours: nothing,
-                head: (from, to),
-                tail: nothing,
-            };
-        }
-        let head = (from, first_hour * MICROS_PER_HOUR);
-        let tail = (end_hour * MICROS_PER_HOUR, to);
-        let (first_day, end_day) = (ceil(from, MICROS_PER_DAY), to.div_euclid(MICROS_PER_DAY));
-        if first_day >= end_day {
-            return CounterWindow { days: (0, 0), head_hours: (first_hour, end_hour), tail_hours: (0, 0), head, tail };
-        }
-        let hours_per_day = MICROS_PER_DAY / MICROS_PER_HOUR;
-        CounterWindow {
-            days: (first_day, end_day),
-            head_hours: (first_hour, first_day * hours_per_day),
-            tail_hours: (end_day * hours_per_day, end_hour),
-            head,
-            tail,
-        }
-    }
 }
 
 /// The event types whose history is indexed.
