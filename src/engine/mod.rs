@@ -31,7 +31,7 @@ use crate::event::Event;
 use crate::expr::Reason;
 use crate::facts::Facts;
 use crate::facts::MemberState;
-use crate::graph::limits::{Asked, Room, Usage};
+use crate::graph::limits::{Room, Usage};
 use crate::graph::stacking::stack;
 use crate::graph::{Evaluation, LoadError, Rules, ScenarioLimits};
 use crate::graph::{Stacked, Trace};
@@ -774,9 +774,9 @@ pub(crate) fn planned_result(rules: &Rules, event: &Event, evaluation: &Evaluati
                 Plan::Points(change) => {
                     let carried_out =
                         |amount| Ok::<_, Infallible>(Outcome::Done(Plan::Points(PointsChange { amount, ..change })));
-                    room.admit(Asked::Points(change.amount), carried_out)
+                    room.points(change.amount, carried_out)
                 }
-                plan => room.admit(Asked::Decided(Outcome::of_plan(plan)), |_| Ok(Outcome::of_plan(plan))),
+                plan => Ok(room.decided(Outcome::of_plan(plan))),
             };
             let Ok(outcome) = outcome;
             outcomes.push(Some(outcome));

@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use fluxflow::actions::{Outcome, Plan, PointsChange};
-//! use fluxflow::graph::limits::{Asked, Room, Usage};
+//! use fluxflow::graph::limits::{Room, Usage};
 //! use fluxflow::rules::loyalty::{Limit, LimitCap, LimitScope};
 //! use fluxflow::calendar::Period;
 //!
@@ -18,9 +18,9 @@
 //! let mut room = Room::new([(budget, Usage { times: 33, points: 990 })]);
 //! let award = |amount| Ok::<_, ()>(Outcome::Done(Plan::Points(PointsChange { amount, expiry_days: None })));
 //! // 30 points asked, 10 remain: the award is cut to 10, then nothing is left.
-//! let cut = room.admit(Asked::Points(30), award).unwrap();
+//! let cut = room.points(30, award).unwrap();
 //! assert_eq!((cut.points(), cut.success()), (Some(10), true));
-//! let refused = room.admit(Asked::Points(30), award).unwrap();
+//! let refused = room.points(30, award).unwrap();
 //! assert_eq!(refused.code(), Some("limit_reached"));
 //! ```
 
@@ -177,22 +177,22 @@ impl Room {
         }
     }
 
-    /// Decides one action of the scenario: `apply` carries out a points change of the amount
-    /// given (an award may be cut) and answers its outcome. A refused action is not applied at
-    /// all; an action that failed already keeps its failure; a deduction is never cut.
-    pub fn admit<E>(&mut self, asked: Asked, apply: impl FnOnce(i64) -> Result<Outcome, E>) -> Result<Outcome, E> {
-        if let Asked::Decided(failed) = asked
-            && !failed.success()
-        {
-            return Ok(failed);
+    /// An action whose outcome is known without the ledger (a failed plan, or one that moves no
+    /// points): a failure stays as it is; a success is refused past a `times` limit.
+    pub fn decided(&self, outcome: Outcome) -> Outcome {
+        match self.refused {
+            Some(limit) if outcome.success() => Outcome::LimitReached(limit),
+            _ => outcome,
         }
+    }
+
+    /// A points change of `amount` (signed): `apply` carries it out with the amount given (an
+    /// award may be cut) and answers its outcome. A refused change is not applied at all; a
+    /// deduction is never cut.
+    pub fn points<E>(&mut self, amount: i64, apply: impl FnOnce(i64) -> Result<Outcome, E>) -> Result<Outcome, E> {
         if let Some(limit) = self.refused {
             return Ok(Outcome::LimitReached(limit));
         }
-        let amount = match asked {
-            Asked::Decided(outcome) => return Ok(outcome),
-            Asked::Points(amount) => amount,
-        };
         let Some((left, limit)) = self.points_left.filter(|_| amount > 0) else { return apply(amount) };
         if left == 0 {
             return Ok(Outcome::LimitReached(limit));
@@ -207,15 +207,6 @@ impl Room {
             other => other,
         })
     }
-}
-
-/// What an action asks before limits are applied.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Asked {
-    /// A signed points change, for the ledger to carry out.
-    Points(i64),
-    /// An outcome known already (a failed plan, or an action that moves no points).
-    Decided(Outcome),
 }
 
 /// What a scenario's successful outcomes add to its use: one time, and the points awarded.
@@ -267,12 +258,12 @@ mod tests {
     fn a_times_limit_refuses_every_action_but_keeps_failures() {
         let daily = limit(LimitScope::Actor, LimitCap::Times(1), Period::Day);
         let mut room = Room::new([(daily, Usage { times: 1, points: 40 })]);
-        assert_eq!(room.admit(Asked::Points(10), apply), Ok(Outcome::LimitReached(daily)));
-        assert_eq!(room.admit(Asked::Points(-10), apply), Ok(Outcome::LimitReached(daily)));
+        assert_eq!(room.points(10, apply), Ok(Outcome::LimitReached(daily)));
+        assert_eq!(room.points(-10, apply), Ok(Outcome::LimitReached(daily)));
         let no_actor = Outcome::Failed(crate::actions::Failure::NoActor);
-        assert_eq!(room.admit(Asked::Decided(no_actor), apply), Ok(no_actor));
+        assert_eq!(room.decided(no_actor), no_actor);
         let mut fresh = Room::new([(daily, Usage::default())]);
-        assert_eq!(fresh.admit(Asked::Points(10), apply), apply(10));
+        assert_eq!(fresh.points(10, apply), apply(10));
     }
 
     #[test]
@@ -280,10 +271,10 @@ mod tests {
         let month = limit(LimitScope::Actor, LimitCap::Points(500), Period::Month);
         let budget = limit(LimitScope::Scenario, LimitCap::Points(1000), Period::Lifetime);
         let mut room = Room::new([(month, Usage { times: 3, points: 480 }), (budget, Usage::default())]);
-        assert_eq!(room.admit(Asked::Points(-50), apply), apply(-50), "a deduction is never cut");
+        assert_eq!(room.points(-50, apply), apply(-50), "a deduction is never cut");
         let change = PointsChange { amount: 20, expiry_days: None };
-        assert_eq!(room.admit(Asked::Points(30), apply), Ok(Outcome::Capped { change, limit: month }));
-        assert_eq!(room.admit(Asked::Points(1), apply), Ok(Outcome::LimitReached(month)));
+        assert_eq!(room.points(30, apply), Ok(Outcome::Capped { change, limit: month }));
+        assert_eq!(room.points(1, apply), Ok(Outcome::LimitReached(month)));
     }
 
     #[test]

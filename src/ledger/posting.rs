@@ -13,7 +13,7 @@ use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse};
 use super::{ActionWrite, Applied, EntryKind, Fingerprint, LedgerError, PointsWrite, broken};
 use crate::actions::{Outcome, Plan, PointsChange};
 use crate::event::Event;
-use crate::graph::limits::{Asked, Room, Usage, used_by};
+use crate::graph::limits::{Room, Usage, used_by};
 use crate::graph::stacking::stack;
 use crate::graph::{ScenarioLimits, Stacked, StackingKey};
 use crate::result::{EventResult, EventState};
@@ -121,12 +121,10 @@ fn decide<T: LedgerTx + ?Sized>(
         let first = outcomes.len();
         for i in planned {
             let outcome = match writes.actions.get(i) {
-                Some(ActionWrite::Decided(outcome)) => {
-                    room.admit(Asked::Decided(*outcome), |_| Err(broken("a decided action asked to move points")))?
-                }
+                Some(ActionWrite::Decided(outcome)) => room.decided(*outcome),
                 Some(ActionWrite::Points(points)) => {
                     let write = |amount| write_points(tx, posting.event_id, points, amount, now);
-                    room.admit(Asked::Points(points.change.amount), write)?
+                    room.points(points.change.amount, write)?
                 }
                 None => return Err(broken("a stacking key without its action")),
             };
