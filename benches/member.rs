@@ -13,7 +13,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use fluxflow::calendar::{Period, Zone};
 use fluxflow::event::Event;
 use fluxflow::ledger::sqlite::SqliteStore;
-use fluxflow::ledger::{EventWrite, LedgerStore, fingerprint};
+use fluxflow::ledger::{EventWrite, LedgerStore, Planned, WritePlan, fingerprint};
 use fluxflow::result::EventResult;
 
 const DAY_MICROS: i64 = 86_400 * 1_000_000;
@@ -44,13 +44,14 @@ fn ledger(history: usize) -> (tempfile::TempDir, SqliteStore) {
                     event_id: event.id.clone(),
                     fresh_id: false,
                     fingerprint: fingerprint(&event),
-                    actions: Vec::new(),
-                    stacking: Vec::new(),
-                    limits: Vec::new(),
-                    deferred: None,
+                    plan: WritePlan::Ready(Planned {
+                        actions: Vec::new(),
+                        stacking: Vec::new(),
+                        limits: Vec::new(),
+                        build_result: Box::new(|_| EventResult::default()),
+                    }),
                     job: None,
                     event: Arc::new(event),
-                    build_result: Box::new(|_| EventResult::default()),
                 }
             })
             .collect();

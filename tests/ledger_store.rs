@@ -18,7 +18,8 @@ use fluxflow::ledger::postgres::PostgresStore;
 use fluxflow::ledger::postgres::scratch::ScratchDatabase;
 use fluxflow::ledger::sqlite::SqliteStore;
 use fluxflow::ledger::{
-    ActionWrite, Applied, EventWrite, Ledger, LedgerError, LedgerStore, NewJob, PointsWrite, fingerprint,
+    ActionWrite, Applied, EventWrite, Ledger, LedgerError, LedgerStore, NewJob, Planned, PointsWrite, WritePlan,
+    fingerprint,
 };
 use fluxflow::result::{ActionResult, EventResult};
 use fluxflow::rules::loyalty::{Limit, LimitCap, LimitScope};
@@ -42,38 +43,35 @@ fn points(actor: &str, amount: i64) -> ActionWrite {
 fn write(ev: &Event, actions: Vec<ActionWrite>) -> EventWrite {
     let id = ev.id.clone();
     let stacking = (0..actions.len()).map(|i| StackingKey { scenario: i as u32, group: None }).collect();
+    let build_result = Box::new(move |stacked: &Stacked| EventResult {
+        event_id: id.clone(),
+        occurred_at: None,
+        duration_ms: 0,
+        duration_us: 0,
+        scenarios_matched: vec![],
+        actions_executed: stacked
+            .outcomes
+            .iter()
+            .flatten()
+            .map(|o| ActionResult {
+                action_id: "act".into(),
+                action_type: "reward_points".into(),
+                success: o.success(),
+                message: format!("{o:?}"),
+                code: o.code().map(str::to_owned),
+                points: o.points(),
+            })
+            .collect(),
+        replayed: false,
+        trace: None,
+    });
     EventWrite {
         event_id: ev.id.clone(),
         fresh_id: ev.generated_id,
         fingerprint: fingerprint(ev),
-        actions,
-        stacking,
-        limits: vec![],
-        deferred: None,
+        plan: WritePlan::Ready(Planned { actions, stacking, limits: vec![], build_result }),
         job: None,
         event: Arc::new(ev.clone()),
-        build_result: Box::new(move |stacked: &Stacked| EventResult {
-            event_id: id.clone(),
-            occurred_at: None,
-            duration_ms: 0,
-            duration_us: 0,
-            scenarios_matched: vec![],
-            actions_executed: stacked
-                .outcomes
-                .iter()
-                .flatten()
-                .map(|o| ActionResult {
-                    action_id: "act".into(),
-                    action_type: "reward_points".into(),
-                    success: o.success(),
-                    message: format!("{o:?}"),
-                    code: o.code().map(str::to_owned),
-                    points: o.points(),
-                })
-                .collect(),
-            replayed: false,
-            trace: None,
-        }),
     }
 }
 
@@ -252,7 +250,8 @@ fn member_counts_agree_with_counting_the_events(backend: &dyn Backend) {
 /// Scenario 0 of every write, with limits: 2 times a day per member, and a 100-point budget.
 fn limited(write: &mut EventWrite) {
     let limit = |per, cap, period| Limit { per, cap, period };
-    write.limits = vec![Arc::new(ScenarioLimits {
+    let WritePlan::Ready(planned) = &mut write.plan else { panic!("a write planned before") };
+    planned.limits = vec![Arc::new(ScenarioLimits {
         scenario: 0,
         scenario_id: "sc".into(),
         limits: vec![

@@ -35,8 +35,10 @@ use crate::graph::limits::{Room, Usage};
 use crate::graph::stacking::stack;
 use crate::graph::{Evaluation, LoadError, Rules, ScenarioLimits};
 use crate::graph::{Stacked, Trace};
-use crate::ledger::member::{Deferred, Planned};
-use crate::ledger::{ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, ResultBuilder, fingerprint};
+use crate::ledger::member::Deferred;
+use crate::ledger::{
+    ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, Planned, ResultBuilder, WritePlan, fingerprint,
+};
 use crate::result::Job;
 use crate::rules::EngineSettings;
 use admission::{Admission, Ticket};
@@ -570,6 +572,21 @@ impl Engine {
         }
     }
 
+    /// What the ledger must write for an evaluated event (the result is built once the ledger
+    /// has decided each action's outcome: a deduction can be refused).
+    fn ledger_write(&self, task: &Task, live: &Arc<LiveRules>, evaluation: &Evaluation) -> EventWrite {
+        let event = &task.event;
+        let planned = planned_writes(live, event, evaluation.clone(), task.enqueued);
+        EventWrite {
+            event_id: event.id.clone(),
+            fresh_id: event.generated_id,
+            fingerprint: fingerprint(event),
+            plan: WritePlan::Ready(planned),
+            job: task.job.clone(),
+            event: Arc::clone(event),
+        }
+    }
+
     /// What the ledger must write for an event whose rules read the member's state: it is
     /// evaluated in the transaction (again, when a store posts the group again); what the
     /// evaluation counts and traces is left in `decided` for the answer.
@@ -577,59 +594,24 @@ impl Engine {
         let event = Arc::clone(&task.event);
         let (plan_live, plan_event, traced, started) =
             (Arc::clone(live), Arc::clone(&event), task.trace, task.enqueued);
-        let replan = move |member: &dyn MemberState| -> Planned {
+        let replan = move |member: Option<&dyn MemberState>| -> Planned {
             let (live, event) = (&plan_live, &plan_event);
             let mut evaluation = live.rules.new_evaluation();
-            let facts = Facts::of(event).with_member(member);
+            let facts = Facts { member, ..Facts::of(event) };
             let trace = live.rules.evaluate_maybe_traced(&facts, &mut evaluation, traced);
             if let Ok(mut slot) = decided.lock() {
                 *slot = Some((Tally::of(&evaluation), trace));
             }
-            let actions = ActionWrite::for_plans(&live.rules, &evaluation.planned, event.actor_id.as_deref());
-            let stacking = live.rules.stacking_keys(&evaluation);
-            let limits = live.rules.limits_of(&evaluation);
-            let (live, event) = (Arc::clone(live), Arc::clone(event));
-            let build_result: ResultBuilder = Box::new(move |stacked: &Stacked| {
-                EventResult::build(&live.rules, &event, &evaluation, stacked, started.elapsed())
-            });
-            Planned { actions, stacking, limits, build_result }
+            planned_writes(live, event, evaluation, started)
         };
+        let budgets = live.rules.budgets_for(&event.event_type);
         EventWrite {
             event_id: event.id.clone(),
             fresh_id: event.generated_id,
             fingerprint: fingerprint(&event),
-            actions: Vec::new(),
-            stacking: Vec::new(),
-            limits: Vec::new(),
-            deferred: Some(Deferred { replan: Box::new(replan), budgets: live.rules.budgets_for(&event.event_type) }),
+            plan: WritePlan::Deferred(Deferred { replan: Box::new(replan), budgets }),
             job: task.job.clone(),
             event,
-            build_result: Box::new(|_| EventResult::default()),
-        }
-    }
-
-    /// What the ledger must write for an evaluated event (the result is built once the ledger
-    /// has decided each action's outcome: a deduction can be refused).
-    fn ledger_write(&self, task: &Task, live: &Arc<LiveRules>, evaluation: &Evaluation) -> EventWrite {
-        let event = &task.event;
-        let actions = ActionWrite::for_plans(&live.rules, &evaluation.planned, event.actor_id.as_deref());
-        let stacking = live.rules.stacking_keys(evaluation);
-        let limits = live.rules.limits_of(evaluation);
-        let (live, event, evaluation, started) =
-            (Arc::clone(live), Arc::clone(event), evaluation.clone(), task.enqueued);
-        EventWrite {
-            event_id: event.id.clone(),
-            fresh_id: event.generated_id,
-            fingerprint: fingerprint(&event),
-            actions,
-            stacking,
-            limits,
-            deferred: None,
-            job: task.job.clone(),
-            event: Arc::clone(&event),
-            build_result: Box::new(move |stacked| {
-                EventResult::build(&live.rules, &event, &evaluation, stacked, started.elapsed())
-            }),
         }
     }
 
@@ -660,6 +642,19 @@ impl Engine {
             }
         }
     }
+}
+
+/// What the ledger must write for an evaluation: each planned action's write, its stacking key,
+/// the limits of its scenarios, and how to build the result once outcomes are decided.
+fn planned_writes(live: &Arc<LiveRules>, event: &Arc<Event>, evaluation: Evaluation, started: Instant) -> Planned {
+    let actions = ActionWrite::for_plans(&live.rules, &evaluation.planned, event.actor_id.as_deref());
+    let stacking = live.rules.stacking_keys(&evaluation);
+    let limits = live.rules.limits_of(&evaluation);
+    let (live, event) = (Arc::clone(live), Arc::clone(event));
+    let build_result: ResultBuilder = Box::new(move |stacked: &Stacked| {
+        EventResult::build(&live.rules, &event, &evaluation, stacked, started.elapsed())
+    });
+    Planned { actions, stacking, limits, build_result }
 }
 
 /// Splits events into chains that keep order where it matters: the events of one actor, in

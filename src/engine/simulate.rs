@@ -12,7 +12,7 @@ use crate::facts::Facts;
 use crate::graph::{Rules, Stacked};
 use crate::ledger::member::MemberReader;
 use crate::ledger::memory::Overlay;
-use crate::ledger::posting::{Posting, post};
+use crate::ledger::posting::{PlanRef, Posting, Writes, post};
 use crate::ledger::{ActionWrite, Applied, LedgerError, LedgerStore, fingerprint};
 use crate::result::EventResult;
 
@@ -99,19 +99,17 @@ pub fn simulate_from(
         let actions = ActionWrite::for_plans(rules, &evaluation.planned, event.actor_id.as_deref());
         let stacking = rules.stacking_keys(&evaluation);
         let limits = rules.limits_of(&evaluation);
+        let build = |stacked: &Stacked| EventResult::build(rules, event, &evaluation, stacked, started.elapsed());
+        let writes = Writes { actions: &actions, stacking: &stacking, limits: &limits, build: &build };
         let posting = Posting {
             event_id: &event.id,
             fresh_id: event.generated_id,
             fingerprint: &fp,
-            actions: &actions,
-            stacking: &stacking,
-            limits: &limits,
-            deferred: None,
+            plan: PlanRef::Ready(writes),
             job: None,
             event,
         };
-        let build = |stacked: &Stacked| EventResult::build(rules, event, &evaluation, stacked, started.elapsed());
-        let applied = post(&mut overlay, &posting, now, &build)?;
+        let applied = post(&mut overlay, &posting, now)?;
         let (verdict, mut result) = match applied {
             Applied::Fresh(result) if ledger.is_some() => (LedgerVerdict::Apply, result),
             Applied::Fresh(result) => (LedgerVerdict::NoLedger, result),

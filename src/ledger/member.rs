@@ -4,30 +4,16 @@
 //! concurrent first purchases of one member see "first" once.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 
 use super::tx::LedgerTx;
-use super::{ActionWrite, LedgerError, ResultBuilder};
+use super::{LedgerError, Planned};
 use crate::expr::ast::Path;
 use crate::expr::eval::{Val, resolve_json};
 use crate::facts::MemberState;
-use crate::graph::{ScenarioLimits, StackingKey};
 
-/// What an event planned inside the transaction asks of the ledger, as an event planned before
-/// it does.
-pub struct Planned {
-    /// One write per planned action, in order.
-    pub actions: Vec<ActionWrite>,
-    /// Each action's scenario and exclusive group.
-    pub stacking: Vec<StackingKey>,
-    /// The limits of the event's scenarios that have any.
-    pub limits: Vec<Arc<ScenarioLimits>>,
-    /// Builds the result once outcomes are decided.
-    pub build_result: ResultBuilder,
-}
-
-/// Plans an event given its actor's state (called again when a store posts a group again).
-pub type Replan = Box<dyn Fn(&dyn MemberState) -> Planned + Send + Sync>;
+/// Plans an event given its actor's state, `None` for an event without an actor (called again
+/// when a store posts a group again).
+pub type Replan = Box<dyn Fn(Option<&dyn MemberState>) -> Planned + Send + Sync>;
 
 /// An event whose rules read the member's state: planned inside the transaction.
 pub struct Deferred {

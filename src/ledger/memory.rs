@@ -198,7 +198,7 @@ mod tests {
     use crate::actions::PointsChange;
     use crate::event::Event;
     use crate::graph::{Stacked, StackingKey};
-    use crate::ledger::posting::{Posting, post};
+    use crate::ledger::posting::{PlanRef, Posting, Writes, post};
     use crate::ledger::{ActionWrite, Applied, PointsWrite, fingerprint};
     use crate::result::EventResult;
 
@@ -239,18 +239,17 @@ mod tests {
         })];
         let fp = fingerprint(&event);
         let stacking = [StackingKey { scenario: 0, group: None }];
+        let build = result(id);
+        let writes = Writes { actions: &actions, stacking: &stacking, limits: &[], build: &build };
         let posting = Posting {
             event_id: id,
             fresh_id: false,
             fingerprint: &fp,
-            actions: &actions,
-            stacking: &stacking,
-            limits: &[],
-            deferred: None,
+            plan: PlanRef::Ready(writes),
             job: None,
             event: &event,
         };
-        post(overlay, &posting, 0, &result(id)).unwrap()
+        post(overlay, &posting, 0).unwrap()
     }
 
     #[test]

@@ -188,6 +188,27 @@ impl ActionWrite {
 /// when another node stored the same id first).
 pub type ResultBuilder = Box<dyn Fn(&Stacked) -> EventResult + Send>;
 
+/// What an event's actions ask of the ledger, planned before the write.
+pub struct Planned {
+    /// One write per planned action, in order.
+    pub actions: Vec<ActionWrite>,
+    /// Each action's scenario and exclusive group, in the same order.
+    pub stacking: Vec<StackingKey>,
+    /// The limits of the event's scenarios that have any.
+    pub limits: Vec<Arc<ScenarioLimits>>,
+    /// Builds the result to store and answer.
+    pub build_result: ResultBuilder,
+}
+
+/// How an event is planned: before the write, or (rules that read the member's state) inside
+/// the write's transaction.
+pub enum WritePlan {
+    /// Planned before the write.
+    Ready(Planned),
+    /// Planned inside the transaction, on the member's state it keeps until the commit.
+    Deferred(member::Deferred),
+}
+
 /// One event to apply.
 pub struct EventWrite {
     /// The idempotency key.
@@ -196,54 +217,58 @@ pub struct EventWrite {
     pub fresh_id: bool,
     /// The content's fingerprint.
     pub fingerprint: Fingerprint,
-    /// One write per planned action, in order.
-    pub actions: Vec<ActionWrite>,
-    /// Each action's scenario and exclusive group, in the same order.
-    pub stacking: Vec<StackingKey>,
-    /// The limits of the event's scenarios that have any.
-    pub limits: Vec<Arc<ScenarioLimits>>,
-    /// For an event whose rules read the member's state: planned in the transaction instead
-    /// (`actions`, `stacking`, `limits` and `build_result` are then unused).
-    pub deferred: Option<member::Deferred>,
+    /// What its actions ask of the ledger.
+    pub plan: WritePlan,
     /// The batch job and index the event belongs to, if any.
     pub job: Option<(String, usize)>,
     /// The event itself: its type, time and payload are stored with it (history for member
     /// functions and reversals).
     pub event: Arc<Event>,
-    /// Builds the result to store and answer.
-    pub build_result: ResultBuilder,
+}
+
+/// Prefixed so a budget never takes a member's lock (a collision would only wait longer).
+fn budget_lock(scenario_id: &str) -> String {
+    format!("limit budget\u{1}{scenario_id}")
 }
 
 impl EventWrite {
     /// What a store locks before posting the event (PostgreSQL, for many nodes): each member
-    /// whose balance or limits it reads, and the budget counter of each `per: scenario` limit.
-    pub fn lock_keys(&self) -> impl Iterator<Item = String> + '_ {
-        let members = self.actions.iter().filter_map(|a| match a {
-            ActionWrite::Points(p) => Some(p.actor_id.clone()),
-            ActionWrite::Decided(_) => None,
-        });
-        let limited_actor = self.limits.iter().any(|l| l.per_actor()).then(|| self.event.actor_id.clone()).flatten();
-        // Prefixed so a budget never takes a member's lock (a collision would only wait longer).
-        let budgets =
-            self.limits.iter().filter(|l| l.has_budget()).map(|l| format!("limit budget\u{1}{}", l.scenario_id));
-        // A deferred event reads its actor's history and may spend any budget of its rules.
-        let deferred = self.deferred.iter().flat_map(|d| {
-            let actor = self.event.actor_id.clone();
-            actor.into_iter().chain(d.budgets.iter().map(|b| format!("limit budget\u{1}{b}")))
-        });
-        members.chain(limited_actor).chain(budgets).chain(deferred)
+    /// whose balance, limits or history it reads, and the budget counter of each
+    /// `per: scenario` limit it may spend.
+    pub fn lock_keys(&self) -> Vec<String> {
+        let actor = self.event.actor_id.clone();
+        match &self.plan {
+            WritePlan::Ready(planned) => {
+                let members = planned.actions.iter().filter_map(|a| match a {
+                    ActionWrite::Points(p) => Some(p.actor_id.clone()),
+                    ActionWrite::Decided(_) => None,
+                });
+                let limited_actor = planned.limits.iter().any(|l| l.per_actor()).then_some(actor).flatten();
+                let budgets = planned.limits.iter().filter(|l| l.has_budget()).map(|l| budget_lock(&l.scenario_id));
+                members.chain(limited_actor).chain(budgets).collect()
+            }
+            WritePlan::Deferred(deferred) => {
+                actor.into_iter().chain(deferred.budgets.iter().map(|b| budget_lock(b))).collect()
+            }
+        }
     }
 
     /// What [`posting::post`] needs of it.
     pub fn posting(&self) -> posting::Posting<'_> {
+        let plan = match &self.plan {
+            WritePlan::Ready(planned) => posting::PlanRef::Ready(posting::Writes {
+                actions: &planned.actions,
+                stacking: &planned.stacking,
+                limits: &planned.limits,
+                build: &*planned.build_result,
+            }),
+            WritePlan::Deferred(deferred) => posting::PlanRef::Deferred(deferred),
+        };
         posting::Posting {
             event_id: &self.event_id,
             fresh_id: self.fresh_id,
             fingerprint: &self.fingerprint,
-            actions: &self.actions,
-            stacking: &self.stacking,
-            limits: &self.limits,
-            deferred: self.deferred.as_ref(),
+            plan,
             job: self.job.as_ref().map(|(id, index)| (id.as_str(), *index)),
             event: &self.event,
         }

@@ -461,7 +461,7 @@ impl PostgresStore {
             let mut pg = PgTx { store: self, tx: &tx, sql: statements, lock, rows: Rows::default() };
             let applied = events
                 .iter()
-                .map(|event| post(&mut pg, &event.posting(), now_micros(), &*event.build_result))
+                .map(|event| post(&mut pg, &event.posting(), now_micros()))
                 .collect::<Result<Vec<_>, _>>()?;
             pg.flush_then(async { Ok(()) })?;
             applied

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::member::{Deferred, MemberReader, Planned};
+use super::member::{Deferred, MemberReader};
 use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse};
-use super::{ActionWrite, Applied, EntryKind, Fingerprint, LedgerError, PointsWrite, broken};
+use super::{ActionWrite, Applied, EntryKind, Fingerprint, LedgerError, Planned, PointsWrite, broken};
 use crate::actions::{Outcome, Plan, PointsChange};
 use crate::event::Event;
 use crate::graph::limits::{Room, Usage, used_by};
@@ -21,7 +21,7 @@ use crate::result::{EventResult, EventState};
 const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
 
 /// One event to post, borrowed from wherever it was planned.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Posting<'a> {
     /// The idempotency key.
     pub event_id: &'a str,
@@ -29,38 +29,48 @@ pub struct Posting<'a> {
     pub fresh_id: bool,
     /// The content's fingerprint.
     pub fingerprint: &'a Fingerprint,
-    /// One write per planned action, in order.
-    pub actions: &'a [ActionWrite],
-    /// Each action's scenario and exclusive group, in the same order: the core applies the
-    /// actions of an excluded scenario not at all.
-    pub stacking: &'a [StackingKey],
-    /// The limits of the event's scenarios that have any.
-    pub limits: &'a [Arc<ScenarioLimits>],
-    /// For an event whose rules read the member's state: how to plan it here, in the
-    /// transaction (the actions, stacking and limits above are then empty and unused).
-    pub deferred: Option<&'a Deferred>,
+    /// What its actions ask of the ledger.
+    pub plan: PlanRef<'a>,
     /// The batch job and index, if any.
     pub job: Option<(&'a str, usize)>,
     /// The event (its type, time and payload are stored with it).
     pub event: &'a Event,
 }
 
+/// What an event's actions ask of the ledger: planned before the transaction, or planned in it.
+#[derive(Clone, Copy)]
+pub enum PlanRef<'a> {
+    /// Planned before.
+    Ready(Writes<'a>),
+    /// Planned here, on the member's state this transaction keeps.
+    Deferred(&'a Deferred),
+}
+
+/// The writes of a planned event.
+#[derive(Clone, Copy)]
+pub struct Writes<'p> {
+    /// One write per planned action, in order.
+    pub actions: &'p [ActionWrite],
+    /// Each action's scenario and exclusive group, in the same order: the core applies the
+    /// actions of an excluded scenario not at all.
+    pub stacking: &'p [StackingKey],
+    /// The limits of the event's scenarios that have any.
+    pub limits: &'p [Arc<ScenarioLimits>],
+    /// Builds the result from the decided outcomes. `Fn`: a store may post a group again.
+    pub build: &'p dyn Fn(&Stacked) -> EventResult,
+}
+
 /// Posts one event inside a store's transaction, at `now` (µs since the epoch): a stored id
 /// answers its stored result (same content) or a conflict (other content) and writes nothing;
 /// otherwise each points action is decided and written, and the result `build` makes from the
 /// outcomes is stored with the event.
-pub fn post<T: LedgerTx + ?Sized>(
-    tx: &mut T,
-    posting: &Posting<'_>,
-    now: i64,
-    build: &dyn Fn(&Stacked) -> EventResult,
-) -> Result<Applied, LedgerError> {
+pub fn post<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -> Result<Applied, LedgerError> {
     // A generated id is new by construction; the store's primary key still guards it.
     let existing = if posting.fresh_id { None } else { tx.find_event(posting.event_id)? };
     let applied = match existing {
         Some(stored) if stored.fingerprint != *posting.fingerprint => Applied::Conflict,
         Some(stored) => Applied::Replayed(stored.result),
-        None => Applied::Fresh(apply(tx, posting, now, build)?),
+        None => Applied::Fresh(apply(tx, posting, now)?),
     };
     if let Some((job_id, index)) = posting.job {
         let state = if applied == Applied::Conflict { EventState::Conflict } else { EventState::Done };
@@ -69,33 +79,29 @@ pub fn post<T: LedgerTx + ?Sized>(
     Ok(applied)
 }
 
-fn apply<T: LedgerTx + ?Sized>(
-    tx: &mut T,
-    posting: &Posting<'_>,
-    now: i64,
-    build: &dyn Fn(&Stacked) -> EventResult,
-) -> Result<EventResult, LedgerError> {
-    let actor = posting.event.actor_id.as_deref();
+fn apply<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -> Result<EventResult, LedgerError> {
     // An event whose rules read the member's state is planned here, on the state this
     // transaction sees and keeps until it commits.
-    let replanned: Option<Planned> = match (posting.deferred, actor) {
-        (Some(deferred), Some(actor_id)) => {
-            let reader = MemberReader::new(tx, actor_id);
-            let planned = (deferred.replan)(&reader);
-            reader.finish()?;
-            Some(planned)
+    let replanned: Planned;
+    let writes = match posting.plan {
+        PlanRef::Ready(writes) => writes,
+        PlanRef::Deferred(deferred) => {
+            replanned = match posting.event.actor_id.as_deref() {
+                Some(actor_id) => {
+                    let reader = MemberReader::new(tx, actor_id);
+                    let planned = (deferred.replan)(Some(&reader));
+                    reader.finish()?;
+                    planned
+                }
+                None => (deferred.replan)(None),
+            };
+            Writes {
+                actions: &replanned.actions,
+                stacking: &replanned.stacking,
+                limits: &replanned.limits,
+                build: &*replanned.build_result,
+            }
         }
-        (Some(deferred), None) => Some((deferred.replan)(&NoMember)),
-        (None, _) => None,
-    };
-    let writes = match &replanned {
-        Some(planned) => Writes {
-            actions: &planned.actions,
-            stacking: &planned.stacking,
-            limits: &planned.limits,
-            build: &*planned.build_result,
-        },
-        None => Writes { actions: posting.actions, stacking: posting.stacking, limits: posting.limits, build },
     };
     let stacked = decide(tx, posting, &writes, now)?;
     let result = (writes.build)(&stacked);
@@ -166,32 +172,6 @@ fn save<T: LedgerTx + ?Sized>(
         result_json: &result_json,
         processed_at: now,
     })
-}
-
-/// What the core applies: planned before the transaction, or in it.
-struct Writes<'p> {
-    actions: &'p [ActionWrite],
-    stacking: &'p [StackingKey],
-    limits: &'p [Arc<ScenarioLimits>],
-    build: &'p dyn Fn(&Stacked) -> EventResult,
-}
-
-/// The state of an event without an actor: member values are unknown before they read it.
-struct NoMember;
-
-impl crate::facts::MemberState for NoMember {
-    fn count(&self, _: &str, _: i64, _: i64) -> Option<u64> {
-        Some(0)
-    }
-    fn sum(&self, _: &str, _: &crate::expr::ast::Path, _: i64, _: i64) -> Option<f64> {
-        Some(0.0)
-    }
-    fn times(&self, _: &str, _: i64, _: usize) -> Option<Vec<i64>> {
-        Some(Vec::new())
-    }
-    fn balance(&self) -> Option<i64> {
-        Some(0)
-    }
 }
 
 /// What a scenario's limits leave it for this event, from its use so far (read in this

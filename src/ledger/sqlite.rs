@@ -448,7 +448,7 @@ impl LedgerStore for SqliteStore {
             let mut statements = GroupStatements::prepare(&tx, history_types).map_err(unavailable)?;
             events
                 .iter()
-                .map(|event| post(&mut statements, &event.posting(), now_micros(), &*event.build_result))
+                .map(|event| post(&mut statements, &event.posting(), now_micros()))
                 .collect::<Result<Vec<_>, _>>()?
         };
         tx.commit().map_err(unavailable)?;
