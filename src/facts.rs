@@ -39,8 +39,14 @@ pub trait MemberState {
     /// The event times of the actor's earlier events of a type before `before`, newest first,
     /// at most `limit`.
     fn times(&self, event_type: &str, before: i64, limit: usize) -> Option<Vec<i64>>;
-    /// The actor's balance.
+    /// The actor's spendable points at the event time.
     fn balance(&self) -> Option<i64>;
+    /// The actor's points not yet spendable at the event time.
+    fn pending(&self) -> Option<i64>;
+    /// The actor's tier at the event time (`Some(None)`: no tier).
+    fn tier(&self) -> Option<Option<&str>>;
+    /// The multiplier of the actor's tier (1 without a tier).
+    fn tier_multiplier(&self) -> Option<f64>;
 }
 
 impl<'a> Facts<'a> {

@@ -204,6 +204,6 @@ scenarios:
     let mut out = rules.new_evaluation();
     let info = allocations_of_evaluate(&rules, &event, &mut out);
     assert_eq!(out.planned.len(), 1, "{out:?}");
-    assert_eq!(out.planned[0].plan, Plan::Points(PointsChange { amount: 52, expiry_days: None }));
+    assert_eq!(out.planned[0].plan, Plan::Points(PointsChange::of(52)));
     assert_eq!(info.count_total, 0, "{info:?}");
 }

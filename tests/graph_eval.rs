@@ -161,7 +161,7 @@ scenarios:
     );
     let mut out = r.new_evaluation();
     r.evaluate(&Facts::of(&ev), &mut out);
-    assert_eq!(out.planned[3].plan, Plan::Points(PointsChange { amount: -4, expiry_days: None }));
+    assert_eq!(out.planned[3].plan, Plan::Points(PointsChange::of(-4)));
 }
 
 #[test]

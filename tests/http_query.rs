@@ -24,7 +24,7 @@ fn routes() -> Vec<Route> {
         route("POST", "/v1/events/batch", "/v1/events/batch", &format!("[{EXAMPLE_EVENT}]"), &[]),
         route("POST", "/v1/simulate", "/v1/simulate", EXAMPLE_EVENT, &[]),
         route("GET", "/v1/jobs/{job_id}", "/v1/jobs/no-such-job", "", &[]),
-        route("GET", "/v1/actors/{actor_id}/balance", "/v1/actors/user_42/balance", "", &[]),
+        route("GET", "/v1/actors/{actor_id}/balance", "/v1/actors/user_42/balance", "", &["at"]),
         route("GET", "/v1/actors/{actor_id}/ledger", "/v1/actors/user_42/ledger", "", &["limit", "cursor"]),
         route("POST", "/v1/actors/{actor_id}/redeem", "/v1/actors/user_42/redeem", r#"{"id": "r", "points": 1}"#, &[]),
         route(

@@ -34,7 +34,8 @@ fn points(actor: &str, amount: i64) -> ActionWrite {
         actor_id: actor.into(),
         action_id: "act".into(),
         scenario_id: "sc".into(),
-        change: PointsChange { amount, expiry_days: Some(30) },
+        change: PointsChange { expiry_days: Some(30), ..PointsChange::of(amount) },
+        terms: fluxflow::ledger::lots::Terms { pending_days: 0, expiry_days: 30 },
         reason: Some("because".into()),
     })
 }

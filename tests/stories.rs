@@ -18,7 +18,16 @@
 //!       points: 30                 # points moved by the event, in all
 //!       balances: {ann: 30}        # balances after the step
 //!       entries: [{kind: award, points: 30}]   # the event actor's entries new since its last step, oldest first
+//!       member:                  # the step's member as `GET /v1/actors/{id}/balance?at=` answers
+//!         at: "2026-12-20T00:00:00Z"   # default: now
+//!         balance: 30
+//!         pending: 0
+//!         tier: none             # a tier id, or none
+//!         expiring: [[30, "2027-12-01T10:00:00Z"]]   # [points, expires_at], soonest first
 //! ```
+//!
+//! The expiry sweep is off during a story (an hour apart), so what a step writes is what the
+//! story sees; expired points leave balances whether or not they are swept.
 //!
 //! Every `expect` key is checked only when given. Unknown keys are errors, so a misspelt
 //! expectation cannot pass silently.
@@ -97,6 +106,17 @@ struct Expect {
     points: Option<i64>,
     balances: Option<BTreeMap<String, i64>>,
     entries: Option<Vec<ExpectedEntry>>,
+    member: Option<ExpectedMember>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectedMember {
+    at: Option<String>,
+    balance: Option<i64>,
+    pending: Option<i64>,
+    tier: Option<String>,
+    expiring: Option<Vec<(i64, String)>>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -106,6 +126,8 @@ struct ExpectedEntry {
     points: i64,
     #[serde(default)]
     scenario_id: Option<String>,
+    #[serde(default)]
+    reverses: Option<String>,
 }
 
 fn stories() -> Vec<(PathBuf, Story)> {
@@ -133,7 +155,10 @@ fn stories() -> Vec<(PathBuf, Story)> {
 
 /// Runs a story on a fresh service; every expectation that does not hold, by step.
 fn run(path: &Path, story: &Story, store: &Store) -> Vec<String> {
-    let server = Server::start(&story.rules, &store.args().each_ref().map(String::as_str));
+    let store_args = store.args();
+    let mut args: Vec<&str> = store_args.iter().map(String::as_str).collect();
+    args.extend(["--expiry-sweep-ms", "3600000"]);
+    let server = Server::start(&story.rules, &args);
     let mut problems = Vec::new();
     let mut seen_entries: BTreeMap<String, usize> = BTreeMap::new();
     for (i, step) in story.steps.iter().enumerate() {
@@ -163,15 +188,43 @@ fn run(path: &Path, story: &Story, store: &Store) -> Vec<String> {
             let got = server.get(&format!("/v1/actors/{actor}/balance")).1["balance"].clone();
             check(&format!("balance of {actor}"), balance.to_string(), got.to_string());
         }
+        if let Some(want) = &expect.member {
+            let query = want.at.as_ref().map(|at| format!("?at={at}")).unwrap_or_default();
+            let (_, got) = server.get(&format!("/v1/actors/{actor}/balance{query}"));
+            let figures = [("balance", want.balance), ("pending", want.pending)];
+            for (name, value) in figures.into_iter().filter_map(|(n, v)| v.map(|v| (n, v))) {
+                check(&format!("{name} of {actor}{query}"), value.to_string(), got[name].to_string());
+            }
+            if let Some(tier) = &want.tier {
+                let got_tier = got["tier"].as_str().unwrap_or("none").to_owned();
+                check(&format!("tier of {actor}{query}"), tier.clone(), got_tier);
+            }
+            if let Some(expiring) = &want.expiring {
+                let got_lots: Vec<(i64, String)> = got["expiring"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|l| {
+                        (
+                            l["points"].as_i64().unwrap_or_default(),
+                            l["expires_at"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect();
+                check(&format!("expiring of {actor}{query}"), format!("{expiring:?}"), format!("{got_lots:?}"));
+            }
+        }
         let fresh = new_entries(&server, &actor, seen_entries.entry(actor.clone()).or_default());
         if let Some(want) = &expect.entries {
             let with_scenario = want.iter().any(|w| w.scenario_id.is_some());
+            let with_reverses = want.iter().any(|w| w.reverses.is_some());
             let got: Vec<ExpectedEntry> = fresh
                 .iter()
                 .map(|e| ExpectedEntry {
                     kind: e["kind"].as_str().unwrap_or_default().to_owned(),
                     points: e["points"].as_i64().unwrap_or_default(),
                     scenario_id: with_scenario.then(|| e["scenario_id"].as_str().unwrap_or_default().to_owned()),
+                    reverses: with_reverses.then(|| e["reverses"].as_str().unwrap_or_default().to_owned()),
                 })
                 .collect();
             check("entries", format!("{want:?}"), format!("{got:?}"));

@@ -60,8 +60,19 @@ pub enum Plan {
 pub struct PointsChange {
     /// Signed whole points: positive for an award, negative for a deduction.
     pub amount: i64,
-    /// Days until awarded points expire, when the rule says.
+    /// Days until awarded points expire once spendable (0: never), when the rule says;
+    /// otherwise the programme's.
     pub expiry_days: Option<u32>,
+    /// Days before awarded points can be spent (0: at once), when the rule says; otherwise the
+    /// programme's.
+    pub pending_days: Option<u32>,
+}
+
+impl PointsChange {
+    /// A change of `amount` points on the programme's terms.
+    pub fn of(amount: i64) -> PointsChange {
+        PointsChange { amount, expiry_days: None, pending_days: None }
+    }
 }
 
 /// Why an action could not run.

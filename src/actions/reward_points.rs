@@ -54,13 +54,17 @@ pub struct RewardPointsAction {
     amount: Amount,
     reason: Option<String>,
     expiry_days: Option<u32>,
+    pending_days: Option<u32>,
+    /// Awards multiplied by the member's tier multiplier.
+    tier_multiplier: bool,
 }
 
 /// The `reward_points` action type.
 pub struct RewardPoints;
 
 /// The keys allowed in the params of `reward_points`.
-pub const PARAMS: [&str; 5] = ["operation", "points", "points_formula", "reason", "expiry_days"];
+pub const PARAMS: [&str; 7] =
+    ["operation", "points", "points_formula", "reason", "expiry_days", "pending_days", "tier_multiplier"];
 
 impl ActionKind for RewardPoints {
     fn type_name(&self) -> &'static str {
@@ -130,11 +134,33 @@ impl ActionKind for RewardPoints {
         };
         let reason =
             fields.get("reason").and_then(|n| read_text(n, format_args!("the `reason` of action `{id}`"), diags));
-        let expiry_days = match fields.get("expiry_days") {
-            None => Some(None),
-            Some(node) => expiry(node, id, diags),
+        let expiry_days = fields.get("expiry_days").map(|node| days(node, "expiry_days", id, diags));
+        let pending_days = fields.get("pending_days").map(|node| days(node, "pending_days", id, diags));
+        let tier_multiplier = match fields.get("tier_multiplier") {
+            None => Some(false),
+            Some(node) => match node.scalar() {
+                Some(("true", Style::Plain)) if operation != Some(Operation::Deduct) => Some(true),
+                Some(("true", Style::Plain)) => {
+                    diags.error(node.pos, format!("`tier_multiplier` of action `{id}` applies to awards only"));
+                    None
+                }
+                Some(("false", Style::Plain)) => Some(false),
+                _ => {
+                    let message =
+                        format!("`tier_multiplier` of action `{id}` must be true or false, got {}", describe(node));
+                    diags.error(node.pos, message);
+                    None
+                }
+            },
         };
-        Some(Box::new(RewardPointsAction { operation: operation?, amount: amount?, reason, expiry_days: expiry_days? }))
+        Some(Box::new(RewardPointsAction {
+            tier_multiplier: tier_multiplier?,
+            operation: operation?,
+            amount: amount?,
+            reason,
+            expiry_days: expiry_days.map_or(Some(None), |d| d.map(Some))?,
+            pending_days: pending_days.map_or(Some(None), |d| d.map(Some))?,
+        }))
     }
 }
 
@@ -174,9 +200,10 @@ fn fixed_points(node: &crate::rules::yaml::Node, id: &str, diags: &mut Diagnosti
     Some(rounded as i64)
 }
 
-/// Reads `expiry_days`: `Some(None)` means no expiry (0, as the original allowed, with a warning).
-fn expiry(node: &crate::rules::yaml::Node, id: &str, diags: &mut Diagnostics) -> Option<Option<u32>> {
-    let owner = format!("the `expiry_days` of action `{id}`");
+/// Reads `expiry_days` or `pending_days`: whole days; 0 (never expires, spendable at once)
+/// overrides the programme's.
+fn days(node: &crate::rules::yaml::Node, key: &str, id: &str, diags: &mut Diagnostics) -> Option<u32> {
+    let owner = format!("the `{key}` of action `{id}`");
     let text = match node.scalar() {
         Some((text, Style::Plain)) if !node.is_null() => text,
         _ => {
@@ -185,18 +212,11 @@ fn expiry(node: &crate::rules::yaml::Node, id: &str, diags: &mut Diagnostics) ->
         }
     };
     match text.parse::<u64>() {
-        Ok(0) => {
-            diags.warning(
-                node.pos,
-                format!("{owner} is 0: the points never expire (leave `expiry_days` out to say so)"),
-            );
-            Some(None)
-        }
-        Ok(days) if days <= MAX_EXPIRY_DAYS => u32::try_from(days).ok().map(Some),
+        Ok(days) if days <= MAX_EXPIRY_DAYS => u32::try_from(days).ok(),
         _ => {
             diags.error(
                 node.pos,
-                format!("{owner} must be a whole number of days from 1 to {MAX_EXPIRY_DAYS}, got `{text}`"),
+                format!("{owner} must be a whole number of days from 0 to {MAX_EXPIRY_DAYS}, got `{text}`"),
             );
             None
         }
@@ -208,13 +228,26 @@ impl Action for RewardPointsAction {
         if facts.event.actor_id.is_none() {
             return Plan::Failed(Failure::NoActor);
         }
+        // The member's tier multiplies before rounding; without a ledger there is no tier.
+        let multiplier = match (self.tier_multiplier, facts.member) {
+            (true, Some(member)) => member.tier_multiplier().unwrap_or(1.0),
+            _ => 1.0,
+        };
         let amount = match &self.amount {
-            Amount::Fixed(points) => *points,
+            Amount::Fixed(points) if multiplier == 1.0 => *points,
+            Amount::Fixed(points) => {
+                let x = *points as f64 * multiplier;
+                let rounded = round_points(x);
+                if !(1.0..=MAX_POINTS).contains(&rounded) {
+                    return Plan::Failed(Failure::FormulaBelowOne(x));
+                }
+                rounded as i64
+            }
             Amount::Formula(program) => match program.number_of(facts) {
                 Err(unknown) => return Plan::Failed(Failure::FormulaUnknown(unknown)),
                 Ok(x) if !x.is_finite() => return Plan::Failed(Failure::FormulaNotFinite),
                 Ok(x) => {
-                    let rounded = round_points(x);
+                    let rounded = round_points(x * multiplier);
                     if !(1.0..=MAX_POINTS).contains(&rounded) {
                         return Plan::Failed(Failure::FormulaBelowOne(x));
                     }
@@ -226,7 +259,7 @@ impl Action for RewardPointsAction {
             Operation::Award => amount,
             Operation::Deduct => -amount,
         };
-        Plan::Points(PointsChange { amount, expiry_days: self.expiry_days })
+        Plan::Points(PointsChange { amount, expiry_days: self.expiry_days, pending_days: self.pending_days })
     }
 
     fn ledger_reason(&self) -> Option<&str> {
@@ -234,7 +267,7 @@ impl Action for RewardPointsAction {
     }
 
     fn reads_member(&self) -> bool {
-        matches!(&self.amount, Amount::Formula(program) if program.reads_member())
+        self.tier_multiplier || matches!(&self.amount, Amount::Formula(program) if program.reads_member())
     }
 
     fn member_types(&self, out: &mut Vec<String>) {

@@ -149,7 +149,8 @@ async fn apply(state: &AppState, actor_id: String, id: String, operation: Operat
         check_name("redemption id", redemption_id)?;
     }
     let ledger = state.engine.ledger().ok_or_else(no_ledger)?;
-    let request = OperationRequest { actor_id, request_id: id, operation };
+    let default_expiry_days = state.engine.live().rules.programme().expiry_days;
+    let request = OperationRequest { actor_id, request_id: id, operation, default_expiry_days };
     let outcome = ledger.apply_operation(request.clone()).await.map_err(|e| {
         ApiError::new(ErrorCode::LedgerUnavailable, format!("the ledger is unavailable: {}", e.detail()))
     })?;

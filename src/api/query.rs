@@ -24,7 +24,7 @@ pub const ROUTES: &[(&str, &str, &[&str])] = &[
     ("POST", "/v1/events/batch", &[]),
     ("POST", "/v1/simulate", &[]),
     ("GET", "/v1/jobs/{job_id}", &[]),
-    ("GET", "/v1/actors/{actor_id}/balance", &[]),
+    ("GET", "/v1/actors/{actor_id}/balance", &["at"]),
     ("GET", "/v1/actors/{actor_id}/ledger", &["limit", "cursor"]),
     ("POST", "/v1/actors/{actor_id}/redeem", &[]),
     ("POST", "/v1/actors/{actor_id}/adjust", &[]),

@@ -47,11 +47,35 @@ pub(super) fn no_ledger() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no ledger: the service runs with --ledger none, so it keeps no balances")
 }
 
-/// `GET /v1/actors/{actor_id}/balance`.
-pub async fn balance(State(state): State<Arc<AppState>>, Path(actor_id): Path<String>) -> Result<Response, ApiError> {
+/// `GET /v1/actors/{actor_id}/balance`: `?at=` an RFC 3339 time, past or future (default now).
+/// Spendable points, pending points, the tier and the soonest-expiring lots as of then,
+/// computed without writing.
+pub async fn balance(
+    State(state): State<Arc<AppState>>,
+    Path(actor_id): Path<String>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let at = match query.get("at") {
+        None => jiff::Timestamp::now(),
+        Some(text) => text.parse::<jiff::Timestamp>().map_err(|_| {
+            let message = format!("at must be an RFC 3339 time such as 2026-12-01T10:00:00Z, got `{text}`");
+            ApiError::new(ErrorCode::InvalidQuery, message)
+        })?,
+    };
+    let programme = Arc::clone(state.engine.live().rules.programme());
     let actor = actor_id.clone();
-    let balance = ledger_read(&state, move |store| store.balance(&actor)).await?;
-    Ok(Json(json!({"actor_id": actor_id, "balance": balance})).into_response())
+    let (view, tier) = ledger_read(&state, move |store| {
+        crate::ledger::lots::member_points(store, &actor, at.as_microsecond(), &programme)
+    })
+    .await?;
+    Ok(Json(json!({
+        "actor_id": actor_id,
+        "balance": view.balance,
+        "pending": view.pending,
+        "tier": tier,
+        "expiring": view.expiring,
+    }))
+    .into_response())
 }
 
 /// Default and largest page of ledger history.

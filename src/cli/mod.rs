@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "FLUXFLOW_MAX_BODY_BYTES", default_value_t = crate::api::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// How often expired points are written off (an `expire` entry per lot) for members that
+    /// nobody writes to, in milliseconds. Balances never count expired points, swept or not.
+    #[arg(long, env = "FLUXFLOW_EXPIRY_SWEEP_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub expiry_sweep_ms: u64,
 }
 
 pub use crate::logs::LogFormat;

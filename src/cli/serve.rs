@@ -51,6 +51,7 @@ fn open_ledger(args: &ServeArgs) -> anyhow::Result<Option<Ledger>> {
         None => store,
     };
     let ledger = Ledger::start(store)?;
+    ledger.sweep_every(Duration::from_millis(args.expiry_sweep_ms))?;
     Ok(Some(ledger))
 }
 

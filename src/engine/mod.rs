@@ -609,7 +609,11 @@ impl Engine {
             event_id: event.id.clone(),
             fresh_id: event.generated_id,
             fingerprint: fingerprint(&event),
-            plan: WritePlan::Deferred(Deferred { replan: Box::new(replan), budgets }),
+            plan: WritePlan::Deferred(Deferred {
+                replan: Box::new(replan),
+                budgets,
+                programme: Arc::clone(live.rules.programme()),
+            }),
             job: task.job.clone(),
             event,
         }

@@ -89,7 +89,8 @@ pub fn simulate_from(
         // has it.
         let mut trace = match event.actor_id.as_deref() {
             Some(actor) if rules.reads_member(&event.event_type) => {
-                let reader = MemberReader::new(&mut overlay, actor);
+                let at = event.time().as_microsecond();
+                let reader = MemberReader::new(&mut overlay, actor, at, now, rules.programme())?;
                 let trace = rules.evaluate_traced(&Facts::of(event).with_member(&reader), &mut evaluation);
                 reader.finish()?;
                 trace

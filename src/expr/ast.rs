@@ -111,8 +111,30 @@ pub enum Path {
     MetaNeverPresent(Vec<Segment>),
     /// `event.type` and friends.
     Event(EventField),
-    /// `member.balance`: the actor's balance before the event.
-    MemberBalance,
+    /// `member.balance`, `member.pending`, `member.tier`: the actor's points before the event.
+    Member(MemberField),
+}
+
+/// A value of the member's points that expressions read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberField {
+    /// `member.balance`: spendable points.
+    Balance,
+    /// `member.pending`: points awarded but not spendable yet.
+    Pending,
+    /// `member.tier`: the tier's id, or `null`.
+    Tier,
+}
+
+impl MemberField {
+    /// The field's name after `member.`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberField::Balance => "balance",
+            MemberField::Pending => "pending",
+            MemberField::Tier => "tier",
+        }
+    }
 }
 
 impl Path {
@@ -128,8 +150,10 @@ impl Path {
                 _ => Ok(Path::MetaNeverPresent(segments)),
             },
             Root::Member => match segments.as_slice() {
-                [Segment::Key(k)] if k == "balance" => Ok(Path::MemberBalance),
-                _ => Err("member has the field member.balance (the actor's balance before the event)".into()),
+                [Segment::Key(k)] if k == "balance" => Ok(Path::Member(MemberField::Balance)),
+                [Segment::Key(k)] if k == "pending" => Ok(Path::Member(MemberField::Pending)),
+                [Segment::Key(k)] if k == "tier" => Ok(Path::Member(MemberField::Tier)),
+                _ => Err("member has the fields member.balance, member.pending and member.tier (the actor's points before the event)".into()),
             },
             Root::Event => {
                 let field = match segments.as_slice() {
@@ -202,7 +226,7 @@ impl fmt::Display for Path {
                 write_key(f, key)
             }
             Path::Event(field) => write!(f, "event.{}", field.name()),
-            Path::MemberBalance => write!(f, "member.balance"),
+            Path::Member(field) => write!(f, "member.{}", field.name()),
         }
     }
 }

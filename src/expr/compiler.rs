@@ -11,7 +11,7 @@
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
-use super::ast::{BinaryOp, Expr, Function, Literal, Path, Span, UnaryOp};
+use super::ast::{BinaryOp, Expr, Function, Literal, MemberField, Path, Span, UnaryOp};
 use super::set::ConstSet;
 use crate::calendar::Period;
 
@@ -157,7 +157,7 @@ impl MemberQuery {
             | MemberQuery::First { event_type }
             | MemberQuery::Streak { event_type, .. }
             | MemberQuery::DaysSince { event_type } => Some(event_type),
-            MemberQuery::Balance => None,
+            MemberQuery::Points(_) => None,
         }
     }
 }
@@ -198,8 +198,8 @@ pub enum MemberQuery {
         /// The event type, lower-cased.
         event_type: Box<str>,
     },
-    /// `member.balance`.
-    Balance,
+    /// `member.balance`, `member.pending`, `member.tier`.
+    Points(MemberField),
 }
 
 /// What is known of a node's type at load.
@@ -319,7 +319,10 @@ impl Compiler {
                 );
                 return self.mismatch(expr, message, *span);
             }
-            Expr::Path(Path::MemberBalance, span) => (Node::Member(Box::new(MemberQuery::Balance), *span), T::Number),
+            Expr::Path(Path::Member(field), span) => {
+                let ty = if *field == MemberField::Tier { T::Any } else { T::Number };
+                (Node::Member(Box::new(MemberQuery::Points(*field)), *span), ty)
+            }
             Expr::Path(path, span) => (Node::Path(path.clone(), *span), T::Any),
             Expr::Unary(UnaryOp::Neg, operand, span) => {
                 let (node, ty) = self.node(operand)?;

@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value};
 
-use super::ast::{EventField, Function, Path, Segment, Span};
+use super::ast::{EventField, Function, MemberField, Path, Segment, Span};
 use super::compiler::{ArithOp, CmpOp, Const, List, MemberQuery, Node};
 use crate::calendar::DAY_NAMES;
 use crate::calendar::Period;
@@ -323,7 +323,7 @@ pub fn resolve<'a>(path: &Path, event: &'a Event) -> Option<Val<'a>> {
         Path::Payload(segments) => walk(Val::Object(event.payload.as_ref()?), segments),
         Path::Meta(key) => event.meta_get(key).map(Val::Str),
         // The member's state is not in the event: the compiler reads it as a member value.
-        Path::MemberBalance => None,
+        Path::Member(_) => None,
         Path::MetaNeverPresent(_) => None,
         Path::Event(field) => match field {
             EventField::Id => Some(Val::Str(&event.id)),
@@ -491,9 +491,16 @@ fn member<'a>(query: &MemberQuery, facts: &Facts<'a>, span: Span) -> Res<'a> {
         Some(m) => m.count(event_type, from, to).ok_or_else(failed),
     };
     Ok(match query {
-        MemberQuery::Balance => {
+        MemberQuery::Points(field) => {
             let member = state.ok_or(unknown(Reason::NoLedger))?;
-            Val::Num(member.balance().ok_or_else(failed)? as f64)
+            match field {
+                MemberField::Balance => Val::Num(member.balance().ok_or_else(failed)? as f64),
+                MemberField::Pending => Val::Num(member.pending().ok_or_else(failed)? as f64),
+                MemberField::Tier => match member.tier().ok_or_else(failed)? {
+                    Some(tier) => Val::Str(tier),
+                    None => Val::Null,
+                },
+            }
         }
         MemberQuery::Count { event_type, period } => {
             let earlier = earlier_count(event_type, window(*period))?;

@@ -16,7 +16,7 @@
 //!
 //! let budget = Limit { per: LimitScope::Scenario, cap: LimitCap::Points(1000), period: Period::Lifetime };
 //! let mut room = Room::new([(budget, Usage { times: 33, points: 990 })]);
-//! let award = |amount| Ok::<_, ()>(Outcome::Done(Plan::Points(PointsChange { amount, expiry_days: None })));
+//! let award = |amount| Ok::<_, ()>(Outcome::Done(Plan::Points(PointsChange::of(amount))));
 //! // 30 points asked, 10 remain: the award is cut to 10, then nothing is left.
 //! let cut = room.points(30, award).unwrap();
 //! assert_eq!((cut.points(), cut.success()), (Some(10), true));
@@ -251,7 +251,7 @@ mod tests {
     }
 
     fn apply(amount: i64) -> Result<Outcome, ()> {
-        Ok(Outcome::Done(Plan::Points(PointsChange { amount, expiry_days: None })))
+        Ok(Outcome::Done(Plan::Points(PointsChange::of(amount))))
     }
 
     #[test]
@@ -272,7 +272,7 @@ mod tests {
         let budget = limit(LimitScope::Scenario, LimitCap::Points(1000), Period::Lifetime);
         let mut room = Room::new([(month, Usage { times: 3, points: 480 }), (budget, Usage::default())]);
         assert_eq!(room.points(-50, apply), apply(-50), "a deduction is never cut");
-        let change = PointsChange { amount: 20, expiry_days: None };
+        let change = PointsChange::of(20);
         assert_eq!(room.points(30, apply), Ok(Outcome::Capped { change, limit: month }));
         assert_eq!(room.points(1, apply), Ok(Outcome::LimitReached(month)));
     }

@@ -21,6 +21,7 @@ pub use trace::Trace;
 use crate::actions::{Action, ActionRegistry};
 use crate::calendar::{Schedule, Zone};
 use crate::expr::{Program, Purpose};
+use crate::rules::loyalty::Programme;
 use crate::rules::{self, Child, Diagnostic, Diagnostics, RulesFile, Severity};
 
 /// A rules file, checked and compiled, with what is needed to show it.
@@ -32,6 +33,8 @@ pub struct Rules {
     /// Warnings found while loading.
     pub warnings: Vec<Diagnostic>,
     graph: Graph,
+    /// The file's programme, shared with the ledger's writes that read tiers.
+    programme: Arc<Programme>,
 }
 
 /// Why a rules file could not be loaded.
@@ -76,7 +79,8 @@ impl Rules {
             return Err(LoadError::Invalid(all));
         }
         let hash = Sha256::digest(source.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Rules { file, hash, warnings: all, graph })
+        let programme = Arc::new(file.programme.clone());
+        Ok(Rules { file, hash, warnings: all, graph, programme })
     }
 
     /// Enabled scenarios that were compiled.
@@ -109,6 +113,11 @@ impl Rules {
     pub fn limits_of(&self, evaluation: &Evaluation) -> Vec<Arc<ScenarioLimits>> {
         let limited = |&scenario: &u32| self.graph.scenarios.get(scenario as usize)?.limits.clone();
         evaluation.matched.iter().filter_map(limited).collect()
+    }
+
+    /// The programme: zone, points' terms, tiers.
+    pub fn programme(&self) -> &Arc<Programme> {
+        &self.programme
     }
 
     /// True when a scenario listening to this event type reads the actor's state before the

@@ -76,8 +76,17 @@ impl LedgerStore for Intercepted {
     fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError> {
         self.inner.stored_result(event_id)
     }
-    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
-        self.inner.balance(actor_id)
+    fn points_state(&self, actor_id: &str, at: i64) -> Result<super::lots::PointsState, LedgerError> {
+        self.inner.points_state(actor_id, at)
+    }
+    fn tier_points(&self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {
+        self.inner.tier_points(actor_id, from, to)
+    }
+    fn original(&self, event_id: &str) -> Result<Option<super::tx::Original>, LedgerError> {
+        self.inner.original(event_id)
+    }
+    fn sweep(&self, now: i64, max_members: usize) -> Result<usize, LedgerError> {
+        self.inner.sweep(now, max_members)
     }
     fn usage(&self, counter: &crate::graph::limits::Counter<'_>) -> Result<crate::graph::limits::Usage, LedgerError> {
         self.inner.usage(counter)

@@ -3,13 +3,15 @@
 //! (PostgreSQL) or its single writer (SQLite) keeps it unchanged until the commit, so 20
 //! concurrent first purchases of one member see "first" once.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
-use super::tx::LedgerTx;
-use super::{LedgerError, Planned};
+use super::tx::{Book, LedgerTx};
+use super::{LedgerError, Planned, lots};
 use crate::expr::ast::Path;
 use crate::expr::eval::{Val, resolve_json};
 use crate::facts::MemberState;
+use crate::rules::loyalty::{Programme, Tier};
 
 /// Plans an event given its actor's state, `None` for an event without an actor (called again
 /// when a store posts a group again).
@@ -21,6 +23,8 @@ pub struct Deferred {
     pub replan: Replan,
     /// The campaign budgets its scenarios may spend (PostgreSQL locks them first).
     pub budgets: Vec<String>,
+    /// The programme its rules were loaded with (tiers).
+    pub programme: Arc<Programme>,
 }
 
 impl std::fmt::Debug for Deferred {
@@ -96,13 +100,37 @@ impl CounterWindow {
 pub struct MemberReader<'t, T: LedgerTx + ?Sized> {
     tx: RefCell<&'t mut T>,
     actor_id: &'t str,
+    /// The event time (µs since the epoch).
+    at: i64,
+    /// The member's book, brought up to the event time.
+    book: Book,
+    programme: &'t Programme,
+    /// The tier, once read: `Some(None)` for no tier.
+    tier: Cell<Option<Option<usize>>>,
     failure: RefCell<Option<LedgerError>>,
 }
 
 impl<'t, T: LedgerTx + ?Sized> MemberReader<'t, T> {
-    /// A reader of `actor_id`'s state.
-    pub fn new(tx: &'t mut T, actor_id: &'t str) -> Self {
-        MemberReader { tx: RefCell::new(tx), actor_id, failure: RefCell::new(None) }
+    /// A reader of `actor_id`'s state before an event at `at` (µs since the epoch): its lots
+    /// are first brought up to then (debt paid, expired points written off), as they would be
+    /// before any write.
+    pub fn new(
+        tx: &'t mut T,
+        actor_id: &'t str,
+        at: i64,
+        now: i64,
+        programme: &'t Programme,
+    ) -> Result<Self, LedgerError> {
+        let book = lots::bring_up_to(tx, actor_id, at, now)?;
+        Ok(MemberReader {
+            tx: RefCell::new(tx),
+            actor_id,
+            at,
+            book,
+            programme,
+            tier: Cell::new(None),
+            failure: RefCell::new(None),
+        })
     }
 
     /// Ends the reads: the first failure, if any.
@@ -140,8 +168,53 @@ impl<T: LedgerTx + ?Sized> MemberState for MemberReader<'_, T> {
     }
 
     fn balance(&self) -> Option<i64> {
-        self.read(|tx, actor| tx.balance(actor))
+        let (book, at) = (self.book, self.at);
+        self.read(|tx, actor| lots::spendable(tx, actor, book, at))
     }
+
+    fn pending(&self) -> Option<i64> {
+        let at = self.at;
+        self.read(|tx, actor| tx.pending_points(actor, at))
+    }
+
+    fn tier(&self) -> Option<Option<&str>> {
+        Some(self.tier_of()?.map(|t| t.id.as_str()))
+    }
+
+    fn tier_multiplier(&self) -> Option<f64> {
+        Some(self.tier_of()?.map_or(1.0, |t| t.multiplier))
+    }
+}
+
+impl<T: LedgerTx + ?Sized> MemberReader<'_, T> {
+    /// The member's tier at the event time, read once (no tiers: none, without reading).
+    fn tier_of(&self) -> Option<Option<&Tier>> {
+        let programme = self.programme;
+        let index = match self.tier.get() {
+            Some(index) => index,
+            None if programme.tiers.is_empty() => None,
+            None => {
+                let points = self.read(|tx, actor| tier_points(tx, actor, programme, self.at))?;
+                let index = programme.tiers.iter().rposition(|tier| points >= tier.min_points);
+                self.tier.set(Some(index));
+                index
+            }
+        };
+        Some(index.and_then(|i| programme.tiers.get(i)))
+    }
+}
+
+/// The points a member's tier counts at `at`: awarded (less reversals) in the tier period
+/// ending then.
+pub fn tier_points<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    actor_id: &str,
+    programme: &Programme,
+    at: i64,
+) -> Result<i64, LedgerError> {
+    let Ok(when) = jiff::Timestamp::from_microsecond(at) else { return Ok(0) };
+    let (from, _) = programme.tier_period.bounds(when, &programme.timezone);
+    tx.tier_points(actor_id, from.as_microsecond(), at)
 }
 
 /// The number at a path of a stored payload; 0 when it is absent or not a number (sums skip

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse, StoredEvent};
-use super::{LedgerError, LedgerStore};
+use super::tx::{Book, LedgerTx, Lot, LotChange, NewEntry, NewEvent, NewLot, NewUse, Original, StoredEvent};
+use super::{EntryKind, LedgerError, LedgerStore};
 use crate::graph::limits::{BudgetKey, Counter, Usage};
 use crate::result::EventState;
 
@@ -22,11 +22,29 @@ pub struct Moved {
     pub balance_after: i64,
 }
 
+/// A member as the overlay keeps it: its book and lots (each with the event or request that
+/// granted it, empty for lots read from the store), and what its redemptions took from them.
+#[derive(Debug, Default)]
+struct Member {
+    book: Book,
+    lots: Vec<(Lot, String, i64)>,
+    spent: HashMap<String, Vec<(i64, i64)>>,
+}
+
+/// An entry written here, as tiers and reversals read it: (member, event, kind, points, dated at).
+type Written = (String, String, EntryKind, i64, i64);
+
 /// Balances, events and limits' use written in memory on top of a store that is never written.
 pub struct Overlay<'a> {
     base: Option<&'a dyn LedgerStore>,
-    balances: HashMap<String, i64>,
+    /// Balances given up front: plain points of members read from nowhere else.
+    given: HashMap<String, i64>,
+    members: HashMap<String, Member>,
     events: HashMap<String, StoredEvent>,
+    /// Events posted here: their actor and payload, for reversals.
+    originals: HashMap<String, (Option<String>, Option<String>)>,
+    reversed: HashMap<String, i64>,
+    written: Vec<Written>,
     moved: Vec<Moved>,
     /// Uses of scenarios with `per: actor` limits: (scenario, member, event time, points).
     uses: Vec<(String, String, i64, i64)>,
@@ -34,6 +52,8 @@ pub struct Overlay<'a> {
     budgets: HashMap<(String, String, i64), Usage>,
     /// Events posted here with an actor: (member, lower-cased type, event time, payload).
     history: Vec<(String, String, i64, Option<String>)>,
+    /// Ids of lots added here: above any the store holds.
+    next_lot: i64,
 }
 
 impl<'a> Overlay<'a> {
@@ -41,12 +61,17 @@ impl<'a> Overlay<'a> {
     pub fn new(base: Option<&'a dyn LedgerStore>, balances: HashMap<String, i64>) -> Overlay<'a> {
         Overlay {
             base,
-            balances,
+            given: balances,
+            members: HashMap::new(),
             events: HashMap::new(),
+            originals: HashMap::new(),
+            reversed: HashMap::new(),
+            written: Vec::new(),
             moved: Vec::new(),
             uses: Vec::new(),
             budgets: HashMap::new(),
             history: Vec::new(),
+            next_lot: i64::MAX / 2,
         }
     }
 
@@ -75,9 +100,28 @@ impl<'a> Overlay<'a> {
         Ok(events)
     }
 
+    /// A member, read from the store (or the balances given) the first time.
+    fn member(&mut self, actor_id: &str) -> Result<&mut Member, LedgerError> {
+        if !self.members.contains_key(actor_id) {
+            let member = match (self.given.get(actor_id), self.base) {
+                (Some(balance), _) => {
+                    Member { book: Book { balance: *balance, ..Book::default() }, ..Member::default() }
+                }
+                (None, Some(base)) => {
+                    let state = base.points_state(actor_id, i64::MAX)?;
+                    let lots = state.lots.into_iter().map(|lot| (lot, String::new(), 0)).collect();
+                    Member { book: state.book, lots, spent: HashMap::new() }
+                }
+                (None, None) => Member::default(),
+            };
+            self.members.insert(actor_id.to_owned(), member);
+        }
+        self.members.get_mut(actor_id).ok_or_else(|| super::broken("a member vanished from the overlay"))
+    }
+
     /// A member's balance as the overlay sees it (reads the store for a member not yet seen).
     pub fn balance_of(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
-        self.balance(actor_id)
+        Ok(self.member(actor_id)?.book.balance)
     }
 }
 
@@ -90,31 +134,131 @@ impl LedgerTx for Overlay<'_> {
         Ok(base.stored_result(event_id)?.map(|(fingerprint, result)| StoredEvent { fingerprint, result }))
     }
 
-    fn balance(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
-        if let Some(balance) = self.balances.get(actor_id) {
-            return Ok(*balance);
-        }
-        let stored = match self.base {
-            Some(base) => base.balance(actor_id)?,
-            None => 0,
-        };
-        self.balances.insert(actor_id.to_owned(), stored);
-        Ok(stored)
+    fn book(&mut self, actor_id: &str) -> Result<Book, LedgerError> {
+        let member = self.member(actor_id)?;
+        let next_expiry = member.lots.iter().filter(|(l, ..)| l.remaining > 0).filter_map(|(l, ..)| l.expires_at).min();
+        Ok(Book { next_expiry, ..member.book })
     }
 
-    fn append(&mut self, entry: &NewEntry<'_>) -> Result<(), LedgerError> {
-        let balance = self.balance(entry.actor_id)?.saturating_add(entry.points);
-        self.balances.insert(entry.actor_id.to_owned(), balance);
-        self.moved.push(Moved {
-            actor_id: entry.actor_id.to_owned(),
-            action_id: entry.action_id.to_owned(),
-            points: entry.points,
-            balance_after: balance,
-        });
+    fn set_debt(&mut self, actor_id: &str, debt: i64) -> Result<(), LedgerError> {
+        self.member(actor_id)?.book.debt = debt;
         Ok(())
     }
 
+    fn append(&mut self, entry: &NewEntry<'_>) -> Result<(), LedgerError> {
+        let member = self.member(entry.actor_id)?;
+        member.book.balance = member.book.balance.saturating_add(entry.points);
+        let balance = member.book.balance;
+        self.written.push((
+            entry.actor_id.to_owned(),
+            entry.event_id.to_owned(),
+            entry.kind,
+            entry.points,
+            entry.dated_at,
+        ));
+        if entry.kind != EntryKind::Expire {
+            self.moved.push(Moved {
+                actor_id: entry.actor_id.to_owned(),
+                action_id: entry.action_id.to_owned(),
+                points: entry.points,
+                balance_after: balance,
+            });
+        }
+        Ok(())
+    }
+
+    fn add_lot(&mut self, lot: &NewLot<'_>) -> Result<(), LedgerError> {
+        self.next_lot += 1;
+        let lot_id = self.next_lot;
+        let new = Lot { lot_id, remaining: lot.points, available_at: lot.available_at, expires_at: lot.expires_at };
+        self.member(lot.actor_id)?.lots.push((new, lot.source_id.to_owned(), 0));
+        Ok(())
+    }
+
+    fn open_lots(&mut self, actor_id: &str, limit: usize) -> Result<Vec<Lot>, LedgerError> {
+        let mut lots: Vec<Lot> =
+            self.member(actor_id)?.lots.iter().map(|(l, ..)| *l).filter(|l| l.remaining > 0).collect();
+        lots.sort_by_key(|l| (l.expires_at.unwrap_or(i64::MAX), l.lot_id));
+        lots.truncate(limit);
+        Ok(lots)
+    }
+
+    fn lots_of(&mut self, actor_id: &str, source_id: &str) -> Result<Vec<Lot>, LedgerError> {
+        let member = self.member(actor_id)?;
+        Ok(member.lots.iter().filter(|(l, s, _)| s == source_id && l.remaining > 0).map(|(l, ..)| *l).collect())
+    }
+
+    fn pending_points(&mut self, actor_id: &str, at: i64) -> Result<i64, LedgerError> {
+        let member = self.member(actor_id)?;
+        Ok(member.lots.iter().filter(|(l, ..)| l.remaining > 0 && l.available_at > at).map(|(l, ..)| l.remaining).sum())
+    }
+
+    fn change_lots(&mut self, actor_id: &str, changes: &[LotChange]) -> Result<(), LedgerError> {
+        let member = self.member(actor_id)?;
+        for change in changes {
+            if let Some((lot, _, expired)) = member.lots.iter_mut().find(|(l, ..)| l.lot_id == change.lot_id) {
+                lot.remaining = change.remaining;
+                *expired += change.expired;
+            }
+        }
+        Ok(())
+    }
+
+    fn record_spent(&mut self, actor_id: &str, source_id: &str, spent: &[(i64, i64)]) -> Result<(), LedgerError> {
+        self.member(actor_id)?.spent.entry(source_id.to_owned()).or_default().extend_from_slice(spent);
+        Ok(())
+    }
+
+    fn spent_by(&mut self, actor_id: &str, source_id: &str) -> Result<Vec<(i64, i64)>, LedgerError> {
+        Ok(self.member(actor_id)?.spent.get(source_id).cloned().unwrap_or_default())
+    }
+
+    fn original(&mut self, event_id: &str) -> Result<Option<Original>, LedgerError> {
+        let reversed_here = self.reversed.get(event_id).copied().unwrap_or(0);
+        let Some((actor_id, payload)) = self.originals.get(event_id).cloned() else {
+            let stored = match self.base {
+                Some(base) => base.original(event_id)?,
+                None => None,
+            };
+            return Ok(stored.map(|o| Original { reversed: o.reversed + reversed_here, ..o }));
+        };
+        let awarded: i64 = self
+            .written
+            .iter()
+            .filter(|(a, e, kind, ..)| Some(a) == actor_id.as_ref() && e == event_id && *kind == EntryKind::Award)
+            .map(|(.., points, _)| points)
+            .sum();
+        let expired: i64 = match actor_id.as_deref().and_then(|a| self.members.get(a)) {
+            Some(member) => member.lots.iter().filter(|(_, s, _)| s == event_id).map(|(.., e)| e).sum(),
+            None => 0,
+        };
+        Ok(Some(Original { actor_id, payload, awarded: awarded - expired, reversed: reversed_here }))
+    }
+
+    fn add_reversed(&mut self, event_id: &str, points: i64) -> Result<(), LedgerError> {
+        *self.reversed.entry(event_id.to_owned()).or_default() += points;
+        Ok(())
+    }
+
+    fn tier_points(&mut self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {
+        let stored = match self.base {
+            Some(base) => base.tier_points(actor_id, from, to)?,
+            None => 0,
+        };
+        let here: i64 = self
+            .written
+            .iter()
+            .filter(|(a, _, kind, _, at)| {
+                a == actor_id && matches!(kind, EntryKind::Award | EntryKind::Reverse) && (from..to).contains(at)
+            })
+            .map(|(.., points, _)| points)
+            .sum();
+        Ok(stored + here)
+    }
+
     fn save_event(&mut self, event: &NewEvent<'_>) -> Result<(), LedgerError> {
+        let original = (event.actor_id.map(str::to_owned), event.payload.map(str::to_owned));
+        self.originals.insert(event.event_id.to_owned(), original);
         if let (Some(actor), Some(member_type)) = (event.actor_id, event.member_type()) {
             let entry = (actor.to_owned(), member_type, event.occurred_at, event.payload.map(str::to_owned));
             self.history.push(entry);
@@ -234,7 +378,8 @@ mod tests {
             actor_id: "ann".into(),
             action_id: "a".into(),
             scenario_id: "s".into(),
-            change: PointsChange { amount, expiry_days: None },
+            change: PointsChange::of(amount),
+            terms: Default::default(),
             reason: None,
         })];
         let fp = fingerprint(&event);

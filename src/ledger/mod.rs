@@ -11,6 +11,7 @@
 
 #[cfg(feature = "test-support")]
 pub mod faulty;
+pub mod lots;
 pub mod member;
 pub mod memory;
 pub mod operations;
@@ -143,8 +144,11 @@ pub struct PointsWrite {
     pub action_id: String,
     /// The scenario it fired in.
     pub scenario_id: String,
-    /// How many points, signed, and their expiry.
+    /// How many points, signed, as the action planned them.
     pub change: PointsChange,
+    /// When awarded points become spendable and expire (the action's days, else the
+    /// programme's).
+    pub terms: lots::Terms,
     /// The rule's reason.
     pub reason: Option<String>,
 }
@@ -167,6 +171,7 @@ impl ActionWrite {
         planned: &[crate::graph::PlannedAction],
         actor: Option<&str>,
     ) -> Vec<ActionWrite> {
+        let programme = &rules.file.programme;
         planned
             .iter()
             .map(|planned| match (planned.plan, actor, rules.action(planned.action)) {
@@ -175,6 +180,10 @@ impl ActionWrite {
                     action_id: entry.id.clone(),
                     scenario_id: rules.scenario_id(planned.scenario).to_owned(),
                     change,
+                    terms: lots::Terms {
+                        pending_days: change.pending_days.unwrap_or(programme.pending_days),
+                        expiry_days: change.expiry_days.unwrap_or(programme.expiry_days),
+                    },
                     reason: entry.action.ledger_reason().map(str::to_owned),
                 }),
                 (plan, _, _) => ActionWrite::Decided(Outcome::of_plan(plan)),
@@ -331,9 +340,20 @@ pub struct Entry {
     pub reason: Option<String>,
     /// When it was written (RFC 3339).
     pub created_at: String,
-    /// When awarded points expire (RFC 3339), if the rule says.
+    /// The time it counts from (RFC 3339): the event time of an event's entry, the request's
+    /// time of an operation's, the lot's expiry of an `expire` entry. A balance at a time sums
+    /// the entries dated at or before it.
+    #[serde(default)]
+    pub dated_at: String,
+    /// When the points of its lot become spendable (RFC 3339), when later than `dated_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_at: Option<String>,
+    /// When the points of its lot expire (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// The event a reversal takes back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverses: Option<String>,
 }
 
 /// What an entry records. Stored as its lower-case name.
@@ -350,6 +370,10 @@ pub enum EntryKind {
     Adjust,
     /// A redemption's points given back.
     Cancel,
+    /// A lot's unspent points written off at its expiry.
+    Expire,
+    /// Points an action took back for an earlier event (`reverse_points`).
+    Reverse,
 }
 
 impl EntryKind {
@@ -361,6 +385,8 @@ impl EntryKind {
             EntryKind::Redeem => "redeem",
             EntryKind::Adjust => "adjust",
             EntryKind::Cancel => "cancel",
+            EntryKind::Expire => "expire",
+            EntryKind::Reverse => "reverse",
         }
     }
 
@@ -372,6 +398,8 @@ impl EntryKind {
             "redeem" => Some(EntryKind::Redeem),
             "adjust" => Some(EntryKind::Adjust),
             "cancel" => Some(EntryKind::Cancel),
+            "expire" => Some(EntryKind::Expire),
+            "reverse" => Some(EntryKind::Reverse),
             _ => None,
         }
     }
@@ -415,8 +443,24 @@ pub trait LedgerStore: Send + Sync {
     fn apply_operation(&self, request: &OperationRequest) -> Result<OperationOutcome, LedgerError>;
     /// The stored result of an event, with its fingerprint.
     fn stored_result(&self, event_id: &str) -> Result<Option<(Fingerprint, EventResult)>, LedgerError>;
-    /// A member's balance (0 for a member never seen).
-    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError>;
+    /// A member's stored points as of `at` (µs since the epoch), for reads: the sum of its
+    /// entries dated at or before then, its book and its open lots (posting reads them in its
+    /// transaction).
+    fn points_state(&self, actor_id: &str, at: i64) -> Result<lots::PointsState, LedgerError>;
+    /// A member's spendable points now (0 for a member never seen).
+    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
+        // Entries are never dated after they are written: their sum now is their whole sum.
+        let (now, state) = (now_micros(), self.points_state(actor_id, i64::MAX)?);
+        Ok(lots::view(state.entries_sum, state.book.debt, state.lots, now).balance)
+    }
+    /// Points awarded to a member less reversals, by entries dated in `[from, to)` (tiers).
+    fn tier_points(&self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError>;
+    /// An earlier event, as a reversal reads it (for simulations).
+    fn original(&self, event_id: &str) -> Result<Option<tx::Original>, LedgerError>;
+    /// Writes off the points of lots expired by `now` for up to `max_members` members, each
+    /// with an `expire` entry, in a transaction of its own; answers how many members it
+    /// brought up to date.
+    fn sweep(&self, now: i64, max_members: usize) -> Result<usize, LedgerError>;
     /// A scenario's use so far, as one limit counts it (for simulations; posting reads it inside
     /// its transaction).
     fn usage(&self, counter: &Counter<'_>) -> Result<Usage, LedgerError>;
@@ -462,7 +506,12 @@ pub struct Ledger {
     writes: mpsc::Sender<Write>,
     writer: Mutex<Option<JoinHandle<()>>>,
     healthy: Arc<AtomicBool>,
+    /// Set when the ledger closes: the sweeper stops.
+    closing: Arc<AtomicBool>,
 }
+
+/// Members a sweep brings up to date per transaction.
+const SWEEP_BATCH: usize = 500;
 
 impl Ledger {
     /// Starts the writer thread over a store.
@@ -475,7 +524,37 @@ impl Ledger {
             .name("ledger-writer".into())
             .spawn(move || write_loop(writer_store.as_ref(), &queue, &writer_health))
             .map_err(|e| LedgerError::open("cannot start the writer thread", e))?;
-        Ok(Ledger { store, writes, writer: Mutex::new(Some(writer)), healthy })
+        Ok(Ledger {
+            store,
+            writes,
+            writer: Mutex::new(Some(writer)),
+            healthy,
+            closing: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Starts the sweeper: every `interval`, the points of lots expired by then are written off
+    /// (an `expire` entry each) for members nobody wrote to since. A failed sweep is logged and
+    /// tried again at the next interval.
+    pub fn sweep_every(&self, interval: std::time::Duration) -> Result<(), LedgerError> {
+        let (store, closing) = (Arc::clone(&self.store), Arc::clone(&self.closing));
+        let tick = interval.min(std::time::Duration::from_millis(100));
+        std::thread::Builder::new()
+            .name("ledger-sweeper".into())
+            .spawn(move || {
+                let mut waited = std::time::Duration::ZERO;
+                while !closing.load(Ordering::Acquire) {
+                    std::thread::sleep(tick);
+                    waited += tick;
+                    if waited < interval {
+                        continue;
+                    }
+                    waited = std::time::Duration::ZERO;
+                    sweep(store.as_ref());
+                }
+            })
+            .map(|_| ())
+            .map_err(|e| LedgerError::open("cannot start the sweeper thread", e))
     }
 
     /// The store, for reads.
@@ -520,6 +599,7 @@ impl Ledger {
 
     /// Commits what is queued, then stops the writer. Blocking.
     pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
         let _ = self.writes.send(Write::Stop);
         if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
             let _ = handle.join();
@@ -597,6 +677,25 @@ fn write_loop(store: &dyn LedgerStore, queue: &mpsc::Receiver<Write>, healthy: &
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
+            }
+        }
+    }
+}
+
+/// Writes off what expired by now, a batch of members at a time, until none is left.
+fn sweep(store: &dyn LedgerStore) {
+    loop {
+        match store.sweep(now_micros(), SWEEP_BATCH) {
+            Ok(n) if n == SWEEP_BATCH => continue,
+            Ok(n) => {
+                if n > 0 {
+                    tracing::debug!(members = n, "expired points written off");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.detail(), "the expiry sweep failed; trying again at the next interval");
+                return;
             }
         }
     }

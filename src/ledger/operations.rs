@@ -4,17 +4,16 @@
 //! (a namespace of its own per member, not event ids) answers the stored answer when the same
 //! request comes again, and a conflict when another request used it.
 //!
-//! Points are spent and given back as whole balances: they are not kept in lots yet (no
-//! spending order, expiry or pending points), so a redemption spends from the balance and a
-//! cancellation gives its points back as one entry.
+//! Points are spent like a deduction spends them (the soonest-expiring spendable lots first,
+//! [`super::lots`]); a redemption remembers what it took from each lot, so a cancellation gives
+//! the points back to those lots (as one `cancel` entry).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::lots::{self, Grant, Terms};
 use super::tx::{LedgerTx, NewEntry};
 use super::{Entry, EntryKind, Fingerprint, LedgerError, broken, rfc3339};
-
-const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
 
 /// What an operation does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -62,6 +61,8 @@ pub struct OperationRequest {
     pub request_id: String,
     /// What to do.
     pub operation: Operation,
+    /// The programme's expiry days (0: never), for an adjustment that gives none.
+    pub default_expiry_days: u32,
 }
 
 impl OperationRequest {
@@ -172,24 +173,38 @@ pub fn apply<T: OperationTx + ?Sized>(
         answer.replayed = true;
         return Ok(OperationOutcome::Replayed(answer));
     }
-    let (points, reason, expires_at) = match &request.operation {
-        Operation::Redeem { points, reason } => (-points, reason.clone(), None),
-        Operation::Adjust { points, reason, expiry_days } => {
-            let expires_at = expiry_days.filter(|_| *points > 0).map(|days| now + i64::from(days) * MICROS_PER_DAY);
-            (*points, Some(reason.clone()), expires_at)
-        }
+    let balance_now = |tx: &mut T| -> Result<i64, LedgerError> {
+        let book = tx.book(actor)?;
+        lots::spendable(tx, actor, book, now)
+    };
+    let book = lots::bring_up_to(tx, actor, now, now)?;
+    let (points, reason) = match &request.operation {
+        Operation::Redeem { points, reason } => (-points, reason.clone()),
+        Operation::Adjust { points, reason, .. } => (*points, Some(reason.clone())),
         Operation::Cancel { redemption_id } => match tx.find_operation(actor, redemption_id)? {
             Some(redemption) if redemption.kind == EntryKind::Redeem => match redemption.cancelled_by {
                 Some(by) => return Ok(OperationOutcome::AlreadyCancelled { by }),
-                None => (-redemption.points, Some(format!("cancels redemption {redemption_id}")), None),
+                None => (-redemption.points, Some(format!("cancels redemption {redemption_id}"))),
             },
             _ => return Ok(OperationOutcome::NoSuchRedemption),
         },
     };
+    let terms = match &request.operation {
+        Operation::Adjust { expiry_days, .. } => {
+            Terms { pending_days: 0, expiry_days: expiry_days.unwrap_or(request.default_expiry_days) }
+        }
+        _ => Terms::default(),
+    };
+    let expires_at = terms.dates(now).1.filter(|_| points > 0);
     if points < 0 {
-        let balance = tx.balance(actor)?;
-        if balance.saturating_add(points) < 0 {
-            return Ok(OperationOutcome::InsufficientBalance { wanted: points.saturating_neg(), balance });
+        let spendable = lots::spendable(tx, actor, book, now)?;
+        let wanted = points.saturating_neg();
+        if spendable < wanted {
+            return Ok(OperationOutcome::InsufficientBalance { wanted, balance: spendable });
+        }
+        let taken = lots::take(tx, actor, wanted, spendable, now)?;
+        if matches!(request.operation, Operation::Redeem { .. }) && !taken.from_lots.is_empty() {
+            tx.record_spent(actor, &request.request_id, &taken.from_lots)?;
         }
     }
     let kind = request.operation.kind();
@@ -202,11 +217,29 @@ pub fn apply<T: OperationTx + ?Sized>(
         kind,
         reason: reason.as_deref(),
         created_at: now,
+        dated_at: now,
+        available_at: None,
         expires_at,
+        reverses: None,
     };
     tx.append(&new_entry)?;
+    let entry_id = tx.last_entry_id(actor)?;
+    if let Operation::Cancel { redemption_id } = &request.operation {
+        // Points go back to the lots they came from; the rest were plain points.
+        let to_lots = lots::give_back(tx, actor, redemption_id)?;
+        let plain = points - to_lots;
+        if plain > 0 {
+            let grant = Grant { actor_id: actor, source_id: &request.request_id, points: plain, dated_at: now, terms };
+            lots::grant(tx, &grant)?;
+        }
+        // A lot given back after it expired is written off again.
+        lots::bring_up_to(tx, actor, now, now)?;
+    } else if points > 0 {
+        let grant = Grant { actor_id: actor, source_id: &request.request_id, points, dated_at: now, terms };
+        lots::grant(tx, &grant)?;
+    }
     let entry = Entry {
-        entry_id: tx.last_entry_id(actor)?,
+        entry_id,
         actor_id: actor.to_owned(),
         event_id: request.request_id.clone(),
         action_id: String::new(),
@@ -215,9 +248,12 @@ pub fn apply<T: OperationTx + ?Sized>(
         kind,
         reason,
         created_at: rfc3339(now),
+        dated_at: rfc3339(now),
+        available_at: None,
         expires_at: expires_at.map(rfc3339),
+        reverses: None,
     };
-    let answer = OperationAnswer { entry, balance: tx.balance(actor)?, replayed: false };
+    let answer = OperationAnswer { entry, balance: balance_now(tx)?, replayed: false };
     let json = serde_json::to_string(&answer).map_err(broken)?;
     tx.save_operation(&NewOperation {
         actor_id: actor,

@@ -15,6 +15,7 @@
 //! tokio-postgres is asynchronous and the store traits are blocking (they run on the writer
 //! thread and in `spawn_blocking`), so the store keeps a small runtime of its own and waits on it.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,10 +26,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Statement};
 
+use super::lots::{self, PointsState};
 use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, all_time};
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
-use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse, StoredEvent};
+use super::tx::{Book, LedgerTx, Lot, LotChange, NewEntry, NewEvent, NewLot, NewUse, Original, StoredEvent};
 use super::{
     Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
     broken, now_micros, rfc3339,
@@ -53,7 +55,7 @@ const MIGRATION_LOCK: i64 = 0x466c_7578_466c_6f77; // "FluxFlow"
 
 /// The numbered migrations, oldest first, each applied in one transaction with its row in
 /// `fluxflow_schema`. Never edit one that has shipped; add the next.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_LIMITS, V3_OPERATIONS, V4_MEMBER_HISTORY];
+const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_LIMITS, V3_OPERATIONS, V4_MEMBER_HISTORY, V5_LOTS];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -162,7 +164,67 @@ CREATE TABLE member_hours (
 );
 ";
 
+/// Version 5: points as lots (as SQLite's version 6).
+const V5_LOTS: &str = "
+ALTER TABLE entries ADD COLUMN dated_at BIGINT;
+UPDATE entries SET dated_at = created_at;
+ALTER TABLE entries ADD COLUMN available_at BIGINT;
+ALTER TABLE entries ADD COLUMN reverses TEXT;
+ALTER TABLE balances ADD COLUMN debt BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE balances ADD COLUMN next_expiry BIGINT;
+ALTER TABLE events ADD COLUMN reversed BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE lots (
+    lot_id       BIGSERIAL PRIMARY KEY,
+    actor_id     TEXT NOT NULL,
+    source_id    TEXT NOT NULL,
+    points       BIGINT NOT NULL,
+    remaining    BIGINT NOT NULL,
+    expired      BIGINT NOT NULL DEFAULT 0,
+    dated_at     BIGINT NOT NULL,
+    available_at BIGINT NOT NULL,
+    expires_at   BIGINT
+);
+CREATE INDEX open_lots ON lots (actor_id, (coalesce(expires_at, 9223372036854775807)), lot_id) WHERE remaining > 0;
+CREATE INDEX pending_lots ON lots (actor_id, available_at) WHERE remaining > 0;
+CREATE INDEX lots_by_source ON lots (source_id, actor_id);
+CREATE INDEX lots_to_expire ON lots (expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL;
+CREATE TABLE lot_spent (
+    actor_id  TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    lot_id    BIGINT NOT NULL,
+    points    BIGINT NOT NULL,
+    PRIMARY KEY (actor_id, source_id, lot_id)
+);
+";
+
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = $1";
+const READ_BOOK: &str = "SELECT balance, debt, next_expiry FROM balances WHERE actor_id = $1";
+const READ_BOOKS: &str = "SELECT actor_id, balance, debt, next_expiry FROM balances WHERE actor_id = ANY($1)";
+const OPEN_LOTS: &str = "SELECT lot_id, remaining, available_at, expires_at FROM lots \
+     WHERE actor_id = $1 AND remaining > 0 ORDER BY coalesce(expires_at, 9223372036854775807), lot_id LIMIT $2";
+const LOTS_OF: &str = "SELECT lot_id, remaining, available_at, expires_at FROM lots \
+     WHERE source_id = $2 AND actor_id = $1 AND remaining > 0 ORDER BY lot_id";
+const PENDING_POINTS: &str = "SELECT coalesce(sum(remaining), 0)::int8 FROM lots \
+     WHERE actor_id = $1 AND remaining > 0 AND available_at > $2";
+const INSERT_LOT: &str = "INSERT INTO lots (actor_id, source_id, points, remaining, dated_at, available_at, expires_at) \
+     VALUES ($1, $2, $3, $3, $4, $5, $6)";
+const CHANGE_LOT: &str = "UPDATE lots SET remaining = $2, expired = expired + $3 WHERE lot_id = $1";
+const SET_NEXT_EXPIRY: &str = "UPDATE balances SET next_expiry = (SELECT min(expires_at) FROM lots \
+     WHERE actor_id = $1 AND remaining > 0 AND expires_at IS NOT NULL) WHERE actor_id = $1";
+const LOWER_NEXT_EXPIRY: &str = "INSERT INTO balances (actor_id, balance, updated_at, next_expiry) VALUES ($1, 0, 0, $2) \
+     ON CONFLICT (actor_id) DO UPDATE SET next_expiry = least(balances.next_expiry, excluded.next_expiry)";
+const SET_DEBT: &str = "INSERT INTO balances (actor_id, balance, updated_at, debt) VALUES ($1, 0, 0, $2) \
+     ON CONFLICT (actor_id) DO UPDATE SET debt = excluded.debt";
+const ORIGINAL: &str = "SELECT actor_id, payload, reversed, \
+     ((SELECT coalesce(sum(points), 0) FROM entries WHERE event_id = $1 AND actor_id = events.actor_id AND kind = 'award') \
+     - (SELECT coalesce(sum(expired), 0) FROM lots WHERE source_id = $1 AND actor_id = events.actor_id))::int8 \
+     FROM events WHERE event_id = $1";
+const TIER_POINTS: &str = "SELECT coalesce(sum(points), 0)::int8 FROM entries \
+     WHERE actor_id = $1 AND kind IN ('award', 'reverse') AND dated_at >= $2 AND dated_at < $3";
+const ENTRIES_SUM: &str =
+    "SELECT coalesce(sum(points), 0)::int8 FROM entries WHERE actor_id = $1 AND coalesce(dated_at, created_at) <= $2";
+const EXPIRED_MEMBERS: &str = "SELECT DISTINCT actor_id FROM lots \
+     WHERE remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2";
 /// As SQLite's: whole days and hours from the counters, the partial hours from the index.
 const MEMBER_COUNT_BY_COUNTERS: &str = "SELECT (\
      coalesce((SELECT sum(events) FROM member_days WHERE actor_id = $1 AND member_type = $2 AND day >= $3 AND day < $4), 0) \
@@ -220,10 +282,10 @@ const LOCK_HISTORY_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 const HISTORY_LOCK: i64 = 0x466c_7578_4869_7374; // "FluxHist"
 const MARK_JOB_EVENTS: &str = "UPDATE job_events j SET state = u.state \
      FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(state, job_id, idx) WHERE j.job_id = u.job_id AND j.idx = u.idx";
-const READ_BALANCE: &str = "SELECT balance FROM balances WHERE actor_id = $1";
-const INSERT_ENTRIES: &str = "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at) \
+const INSERT_ENTRIES: &str = "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, \
+     created_at, expires_at, dated_at, available_at, reverses) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], \
-     $8::int8[], $9::int8[])";
+     $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[])";
 /// One row per member (a member twice in one upsert is an error), in sorted order.
 const ADD_TO_BALANCES: &str = "INSERT INTO balances (actor_id, balance, updated_at) \
      SELECT a, sum(p), max(t) FROM unnest($1::text[], $2::int8[], $3::int8[]) AS u(a, p, t) GROUP BY a ORDER BY a \
@@ -458,7 +520,10 @@ impl PostgresStore {
         let statements = self.statements(&tx)?;
         let applied = {
             // The locks go first in the pipeline: every later statement of the group runs under them.
-            let mut pg = PgTx { store: self, tx: &tx, sql: statements, lock, rows: Rows::default() };
+            let mut pg =
+                PgTx { store: self, tx: &tx, sql: statements, lock, rows: Rows::default(), books: HashMap::new() };
+            let actors: Vec<String> = events.iter().filter_map(|e| e.event.actor_id.clone()).collect();
+            pg.read_books(actors)?;
             let applied = events
                 .iter()
                 .map(|event| post(&mut pg, &event.posting(), now_micros()))
@@ -481,7 +546,8 @@ impl PostgresStore {
         let statements = self.statements(&tx)?;
         let outcome = {
             let lock = Some(vec![request.actor_id.clone()]);
-            let mut pg = PgTx { store: self, tx: &tx, sql: statements, lock, rows: Rows::default() };
+            let mut pg =
+                PgTx { store: self, tx: &tx, sql: statements, lock, rows: Rows::default(), books: HashMap::new() };
             let outcome = operations::apply(&mut pg, request, now_micros())?;
             pg.flush_then(async { Ok(()) })?;
             outcome
@@ -501,7 +567,8 @@ impl PostgresStore {
                 find_event: tx.prepare_cached(FIND_EVENT).await.map_err(pg_error)?,
                 insert_events: tx.prepare_cached(INSERT_EVENTS).await.map_err(pg_error)?,
                 mark_job_events: tx.prepare_cached(MARK_JOB_EVENTS).await.map_err(pg_error)?,
-                read_balance: tx.prepare_cached(READ_BALANCE).await.map_err(pg_error)?,
+                read_book: tx.prepare_cached(READ_BOOK).await.map_err(pg_error)?,
+                read_books: tx.prepare_cached(READ_BOOKS).await.map_err(pg_error)?,
                 insert_entries: tx.prepare_cached(INSERT_ENTRIES).await.map_err(pg_error)?,
                 add_to_balances: tx.prepare_cached(ADD_TO_BALANCES).await.map_err(pg_error)?,
                 actor_usage: tx.prepare_cached(ACTOR_USAGE).await.map_err(pg_error)?,
@@ -536,7 +603,8 @@ struct GroupStatements {
     find_event: Statement,
     insert_events: Statement,
     mark_job_events: Statement,
-    read_balance: Statement,
+    read_book: Statement,
+    read_books: Statement,
     insert_entries: Statement,
     add_to_balances: Statement,
     actor_usage: Statement,
@@ -586,6 +654,9 @@ struct EntryRows {
     reason: Vec<Option<String>>,
     created_at: Vec<i64>,
     expires_at: Vec<Option<i64>>,
+    dated_at: Vec<i64>,
+    available_at: Vec<Option<i64>>,
+    reverses: Vec<Option<String>>,
 }
 
 #[derive(Default)]
@@ -614,6 +685,8 @@ struct PgTx<'a, 'c> {
     /// The members to lock, sent ahead of everything else with the first flush.
     lock: Option<Vec<String>>,
     rows: Rows,
+    /// The books of the group's members, read once (behind their locks) and kept current.
+    books: HashMap<String, Book>,
 }
 
 /// Polls every pending write (in order, so they are sent in order), then `last`; answers `last`'s
@@ -681,6 +754,9 @@ impl<'a> PgTx<'a, '_> {
                         &e.reason,
                         &e.created_at,
                         &e.expires_at,
+                        &e.dated_at,
+                        &e.available_at,
+                        &e.reverses,
                     ],
                 )
                 .await
@@ -742,6 +818,46 @@ impl<'a> PgTx<'a, '_> {
     }
 }
 
+impl PgTx<'_, '_> {
+    /// Reads the books of the group's members in one round trip, behind their locks.
+    fn read_books(&mut self, mut actors: Vec<String>) -> Result<(), LedgerError> {
+        actors.sort_unstable();
+        actors.dedup();
+        if actors.is_empty() {
+            return Ok(());
+        }
+        let (tx, statement) = (self.tx, self.sql.read_books.clone());
+        let query = actors.clone();
+        let rows = self.flush_then(async move { tx.query(&statement, &[&query]).await })?;
+        for actor in actors {
+            self.books.insert(actor, Book::default());
+        }
+        for row in rows {
+            let book = Book { balance: get(&row, 1)?, debt: get(&row, 2)?, next_expiry: get(&row, 3)? };
+            self.books.insert(get(&row, 0)?, book);
+        }
+        Ok(())
+    }
+
+    /// Runs a statement after what is waiting, and waits for it.
+    fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<(), LedgerError> {
+        let tx = self.tx;
+        self.flush_then(async move { tx.execute(sql, params).await }).map(|_| ())
+    }
+}
+
+fn lot_of_row(row: &tokio_postgres::Row) -> Result<Lot, LedgerError> {
+    Ok(Lot { lot_id: get(row, 0)?, remaining: get(row, 1)?, available_at: get(row, 2)?, expires_at: get(row, 3)? })
+}
+
+fn original_of_row(row: &tokio_postgres::Row) -> Result<Original, LedgerError> {
+    Ok(Original { actor_id: get(row, 0)?, payload: get(row, 1)?, reversed: get(row, 2)?, awarded: get(row, 3)? })
+}
+
 impl LedgerTx for PgTx<'_, '_> {
     fn find_event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, LedgerError> {
         let (tx, statement) = (self.tx, self.sql.find_event.clone());
@@ -753,14 +869,33 @@ impl LedgerTx for PgTx<'_, '_> {
         .transpose()
     }
 
-    fn balance(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
+    fn book(&mut self, actor_id: &str) -> Result<Book, LedgerError> {
         // The member's advisory lock is held: no other node changes it before this commit.
-        let (tx, statement) = (self.tx, self.sql.read_balance.clone());
+        if let Some(book) = self.books.get(actor_id) {
+            return Ok(*book);
+        }
+        let (tx, statement) = (self.tx, self.sql.read_book.clone());
         let row = self.flush_then(async move { tx.query_opt(&statement, &[&actor_id]).await })?;
-        row.map_or(Ok(0), |r| get(&r, 0))
+        let book = match row {
+            Some(row) => Book { balance: get(&row, 0)?, debt: get(&row, 1)?, next_expiry: get(&row, 2)? },
+            None => Book::default(),
+        };
+        self.books.insert(actor_id.to_owned(), book);
+        Ok(book)
+    }
+
+    fn set_debt(&mut self, actor_id: &str, debt: i64) -> Result<(), LedgerError> {
+        self.execute(SET_DEBT, &[&actor_id, &debt])?;
+        if let Some(book) = self.books.get_mut(actor_id) {
+            book.debt = debt;
+        }
+        Ok(())
     }
 
     fn append(&mut self, e: &NewEntry<'_>) -> Result<(), LedgerError> {
+        if let Some(book) = self.books.get_mut(e.actor_id) {
+            book.balance = book.balance.saturating_add(e.points);
+        }
         let rows = &mut self.rows.entries;
         rows.actor.push(e.actor_id.to_owned());
         rows.event.push(e.event_id.to_owned());
@@ -771,7 +906,91 @@ impl LedgerTx for PgTx<'_, '_> {
         rows.reason.push(e.reason.map(str::to_owned));
         rows.created_at.push(e.created_at);
         rows.expires_at.push(e.expires_at);
+        rows.dated_at.push(e.dated_at);
+        rows.available_at.push(e.available_at);
+        rows.reverses.push(e.reverses.map(str::to_owned));
         Ok(())
+    }
+
+    fn add_lot(&mut self, lot: &NewLot<'_>) -> Result<(), LedgerError> {
+        self.execute(
+            INSERT_LOT,
+            &[&lot.actor_id, &lot.source_id, &lot.points, &lot.dated_at, &lot.available_at, &lot.expires_at],
+        )?;
+        if let Some(expires_at) = lot.expires_at {
+            self.execute(LOWER_NEXT_EXPIRY, &[&lot.actor_id, &expires_at])?;
+            if let Some(book) = self.books.get_mut(lot.actor_id) {
+                book.next_expiry = Some(book.next_expiry.map_or(expires_at, |e| e.min(expires_at)));
+            }
+        }
+        Ok(())
+    }
+
+    fn open_lots(&mut self, actor_id: &str, limit: usize) -> Result<Vec<Lot>, LedgerError> {
+        let (tx, limit) = (self.tx, i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self.flush_then(async move { tx.query(OPEN_LOTS, &[&actor_id, &limit]).await })?;
+        rows.iter().map(lot_of_row).collect()
+    }
+
+    fn lots_of(&mut self, actor_id: &str, source_id: &str) -> Result<Vec<Lot>, LedgerError> {
+        let tx = self.tx;
+        let rows = self.flush_then(async move { tx.query(LOTS_OF, &[&actor_id, &source_id]).await })?;
+        rows.iter().map(lot_of_row).collect()
+    }
+
+    fn pending_points(&mut self, actor_id: &str, at: i64) -> Result<i64, LedgerError> {
+        let tx = self.tx;
+        let row = self.flush_then(async move { tx.query_one(PENDING_POINTS, &[&actor_id, &at]).await })?;
+        get(&row, 0)
+    }
+
+    fn change_lots(&mut self, actor_id: &str, changes: &[LotChange]) -> Result<(), LedgerError> {
+        for change in changes {
+            self.execute(CHANGE_LOT, &[&change.lot_id, &change.remaining, &change.expired])?;
+        }
+        self.execute(SET_NEXT_EXPIRY, &[&actor_id])?;
+        // Read again when next asked: the soonest expiry may have moved.
+        self.books.remove(actor_id);
+        Ok(())
+    }
+
+    fn record_spent(&mut self, actor_id: &str, source_id: &str, spent: &[(i64, i64)]) -> Result<(), LedgerError> {
+        for (lot_id, points) in spent {
+            self.execute(
+                "INSERT INTO lot_spent (actor_id, source_id, lot_id, points) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (actor_id, source_id, lot_id) DO UPDATE SET points = lot_spent.points + excluded.points",
+                &[&actor_id, &source_id, lot_id, points],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn spent_by(&mut self, actor_id: &str, source_id: &str) -> Result<Vec<(i64, i64)>, LedgerError> {
+        let tx = self.tx;
+        let rows = self.flush_then(async move {
+            tx.query(
+                "SELECT lot_id, points FROM lot_spent WHERE actor_id = $1 AND source_id = $2",
+                &[&actor_id, &source_id],
+            )
+            .await
+        })?;
+        rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
+    }
+
+    fn original(&mut self, event_id: &str) -> Result<Option<Original>, LedgerError> {
+        let tx = self.tx;
+        let row = self.flush_then(async move { tx.query_opt(ORIGINAL, &[&event_id]).await })?;
+        row.map(|row| original_of_row(&row)).transpose()
+    }
+
+    fn add_reversed(&mut self, event_id: &str, points: i64) -> Result<(), LedgerError> {
+        self.execute("UPDATE events SET reversed = reversed + $2 WHERE event_id = $1", &[&event_id, &points])
+    }
+
+    fn tier_points(&mut self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {
+        let tx = self.tx;
+        let row = self.flush_then(async move { tx.query_one(TIER_POINTS, &[&actor_id, &from, &to]).await })?;
+        get(&row, 0)
     }
 
     fn save_event(&mut self, e: &NewEvent<'_>) -> Result<(), LedgerError> {
@@ -1043,9 +1262,65 @@ impl LedgerStore for PostgresStore {
         row.map(|row| decode_stored(get(&row, 0)?, get(&row, 1)?)).transpose()
     }
 
-    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
-        let row = self.read(async |c| c.query_opt(READ_BALANCE, &[&actor_id]).await)?;
-        row.map_or(Ok(0), |r| get(&r, 0))
+    fn points_state(&self, actor_id: &str, at: i64) -> Result<PointsState, LedgerError> {
+        let now = now_micros();
+        let (book, sum, lots) = self.read(async |c| {
+            let book = c.query_opt(READ_BOOK, &[&actor_id]).await?;
+            let sum = if at >= now { None } else { Some(c.query_one(ENTRIES_SUM, &[&actor_id, &at]).await?) };
+            let lots = c.query(OPEN_LOTS, &[&actor_id, &i64::MAX]).await?;
+            Ok((book, sum, lots))
+        })?;
+        let book = match book {
+            Some(row) => Book { balance: get(&row, 0)?, debt: get(&row, 1)?, next_expiry: get(&row, 2)? },
+            None => Book::default(),
+        };
+        // Entries are never dated after they are written: now, the book holds their sum.
+        let entries_sum = match sum {
+            Some(row) => get(&row, 0)?,
+            None => book.balance,
+        };
+        let lots = lots.iter().map(lot_of_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(PointsState { entries_sum, book, lots })
+    }
+
+    fn tier_points(&self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {
+        let row = self.read(async |c| c.query_one(TIER_POINTS, &[&actor_id, &from, &to]).await)?;
+        get(&row, 0)
+    }
+
+    fn original(&self, event_id: &str) -> Result<Option<Original>, LedgerError> {
+        let row = self.read(async |c| c.query_opt(ORIGINAL, &[&event_id]).await)?;
+        row.map(|row| original_of_row(&row)).transpose()
+    }
+
+    fn sweep(&self, now: i64, max_members: usize) -> Result<usize, LedgerError> {
+        let limit = i64::try_from(max_members).unwrap_or(i64::MAX);
+        let rows = self.read(async |c| c.query(EXPIRED_MEMBERS, &[&now, &limit]).await)?;
+        let members = rows.iter().map(|row| get::<String>(row, 0)).collect::<Result<Vec<_>, _>>()?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let mut client = self.client()?;
+        let tx = self.block(async { client.transaction().await.map_err(pg_error) })?;
+        let statements = self.statements(&tx)?;
+        {
+            let mut lock = members.clone();
+            lock.sort_unstable();
+            let mut pg = PgTx {
+                store: self,
+                tx: &tx,
+                sql: statements,
+                lock: Some(lock),
+                rows: Rows::default(),
+                books: HashMap::new(),
+            };
+            for actor_id in &members {
+                lots::bring_up_to(&mut pg, actor_id, now, now)?;
+            }
+            pg.flush_then(async { Ok(()) })?;
+        }
+        self.block(async { tx.commit().await.map_err(pg_error) })?;
+        Ok(members.len())
     }
 
     fn member_history(
@@ -1154,7 +1429,8 @@ impl LedgerStore for PostgresStore {
         let (before, take) = (before.unwrap_or(i64::MAX), limit as i64 + 1);
         let rows = self.read(async |c| {
             c.query(
-                "SELECT entry_id, actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at
+                "SELECT entry_id, actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at,
+                 dated_at, available_at, reverses
                  FROM entries WHERE actor_id = $1 AND entry_id < $2 ORDER BY entry_id DESC LIMIT $3",
                 &[&actor_id, &before, &take],
             )
@@ -1175,6 +1451,9 @@ impl LedgerStore for PostgresStore {
                     reason: get(row, 7)?,
                     created_at: rfc3339(get(row, 8)?),
                     expires_at: get::<Option<i64>>(row, 9)?.map(rfc3339),
+                    dated_at: rfc3339(get::<Option<i64>>(row, 10)?.map_or_else(|| get(row, 8), Ok)?),
+                    available_at: get::<Option<i64>>(row, 11)?.map(rfc3339),
+                    reverses: get(row, 12)?,
                 })
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;

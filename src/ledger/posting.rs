@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
+use super::lots::{self, Grant};
 use super::member::{Deferred, MemberReader};
 use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse};
 use super::{ActionWrite, Applied, EntryKind, Fingerprint, LedgerError, Planned, PointsWrite, broken};
@@ -17,8 +18,6 @@ use crate::graph::limits::{Room, Usage, used_by};
 use crate::graph::stacking::stack;
 use crate::graph::{ScenarioLimits, Stacked, StackingKey};
 use crate::result::{EventResult, EventState};
-
-const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
 
 /// One event to post, borrowed from wherever it was planned.
 #[derive(Clone, Copy)]
@@ -88,7 +87,8 @@ fn apply<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -> R
         PlanRef::Deferred(deferred) => {
             replanned = match posting.event.actor_id.as_deref() {
                 Some(actor_id) => {
-                    let reader = MemberReader::new(tx, actor_id);
+                    let at = posting.event.time().as_microsecond();
+                    let reader = MemberReader::new(tx, actor_id, at, now, &deferred.programme)?;
                     let planned = (deferred.replan)(Some(&reader));
                     reader.finish()?;
                     planned
@@ -129,7 +129,7 @@ fn decide<T: LedgerTx + ?Sized>(
             let outcome = match writes.actions.get(i) {
                 Some(ActionWrite::Decided(outcome)) => room.decided(*outcome),
                 Some(ActionWrite::Points(points)) => {
-                    let write = |amount| write_points(tx, posting.event_id, points, amount, now);
+                    let write = |amount| write_points(tx, posting.event_id, at, points, amount, now);
                     room.points(points.change.amount, write)?
                 }
                 None => return Err(broken("a stacking key without its action")),
@@ -208,25 +208,35 @@ fn record_use<T: LedgerTx + ?Sized>(
     Ok(())
 }
 
-/// Writes one points movement of `amount` (the planned one, or an award cut by a limit), or
-/// refuses a deduction the balance cannot cover (writing nothing).
+/// Writes one points movement of `amount` (the planned one, or an award cut by a limit) dated
+/// at the event time `at`: an award adds a lot (or plain points); a deduction spends the
+/// soonest-expiring spendable points first, and is refused (writing nothing) when the points
+/// spendable at `at` cannot cover it.
 fn write_points<T: LedgerTx + ?Sized>(
     tx: &mut T,
     event_id: &str,
+    at: Timestamp,
     points: &PointsWrite,
     amount: i64,
     now: i64,
 ) -> Result<Outcome, LedgerError> {
+    let (actor, at) = (points.actor_id.as_str(), at.as_microsecond());
+    let book = lots::bring_up_to(tx, actor, at, now)?;
+    let (mut available_at, mut expires_at) = (None, None);
     if amount < 0 {
-        let balance = tx.balance(&points.actor_id)?;
-        if balance.saturating_add(amount) < 0 {
-            return Ok(Outcome::InsufficientBalance { wanted: amount.saturating_neg(), balance });
+        let spendable = lots::spendable(tx, actor, book, at)?;
+        let wanted = amount.saturating_neg();
+        if spendable < wanted {
+            return Ok(Outcome::InsufficientBalance { wanted, balance: spendable });
         }
+        lots::take(tx, actor, wanted, spendable, at)?;
+    } else {
+        let (available, expires) = points.terms.dates(at);
+        available_at = (available > at).then_some(available);
+        expires_at = expires;
     }
-    let expiry_days = points.change.expiry_days;
-    let expires_at = expiry_days.filter(|_| amount > 0).map(|days| now + i64::from(days) * MICROS_PER_DAY);
     tx.append(&NewEntry {
-        actor_id: &points.actor_id,
+        actor_id: actor,
         event_id,
         action_id: &points.action_id,
         scenario_id: &points.scenario_id,
@@ -234,7 +244,14 @@ fn write_points<T: LedgerTx + ?Sized>(
         kind: if amount < 0 { EntryKind::Deduct } else { EntryKind::Award },
         reason: points.reason.as_deref(),
         created_at: now,
+        dated_at: at,
+        available_at,
         expires_at,
+        reverses: None,
     })?;
-    Ok(Outcome::Done(Plan::Points(PointsChange { amount, expiry_days })))
+    if amount > 0 {
+        let grant = Grant { actor_id: actor, source_id: event_id, points: amount, dated_at: at, terms: points.terms };
+        lots::grant(tx, &grant)?;
+    }
+    Ok(Outcome::Done(Plan::Points(PointsChange { amount, ..points.change })))
 }

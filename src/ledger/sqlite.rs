@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+use super::lots::{self, PointsState};
 use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, all_time};
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
 use super::tx::NewUse;
-use super::tx::{LedgerTx, NewEntry, NewEvent, StoredEvent};
+use super::tx::{Book, LedgerTx, Lot, LotChange, NewEntry, NewEvent, NewLot, Original, StoredEvent};
 use super::{
     Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
     broken, now_micros, rfc3339,
@@ -30,7 +31,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The numbered migrations, oldest first: migration N takes a ledger from version N-1 to N and
 /// runs in one transaction with the `user_version` it sets. Never edit one that has shipped;
 /// add the next.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_EVENT_HISTORY, V3_LIMITS, V4_OPERATIONS, V5_MEMBER_HISTORY];
+const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_EVENT_HISTORY, V3_LIMITS, V4_OPERATIONS, V5_MEMBER_HISTORY, V6_LOTS];
 
 /// Version 1: the first release's schema.
 const V1_SCHEMA: &str = "
@@ -159,7 +160,74 @@ CREATE TABLE member_hours (
 ) WITHOUT ROWID;
 ";
 
+/// Version 6: points as lots ([`super::lots`]). Entries get the time they count from
+/// (`dated_at`: event time; entries before it count from when they were written), the lot's
+/// `available_at` and the event a reversal `reverses`; a member's book gets its `debt` and the
+/// soonest expiry of its open lots; an event, what reversals took back from it. Only awards
+/// with pending days or an expiry are lots; `lot_spent` keeps what each redemption took from
+/// each lot, for its cancellation. Points awarded before this version are plain points: they
+/// stay spendable and never expire (their recorded `expires_at` was never enforced).
+const V6_LOTS: &str = "
+ALTER TABLE entries ADD COLUMN dated_at INTEGER;
+UPDATE entries SET dated_at = created_at;
+ALTER TABLE entries ADD COLUMN available_at INTEGER;
+ALTER TABLE entries ADD COLUMN reverses TEXT;
+ALTER TABLE balances ADD COLUMN debt INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE balances ADD COLUMN next_expiry INTEGER;
+ALTER TABLE events ADD COLUMN reversed INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE lots (
+    lot_id       INTEGER PRIMARY KEY,
+    actor_id     TEXT NOT NULL,
+    source_id    TEXT NOT NULL,
+    points       INTEGER NOT NULL,
+    remaining    INTEGER NOT NULL,
+    expired      INTEGER NOT NULL DEFAULT 0,
+    dated_at     INTEGER NOT NULL,
+    available_at INTEGER NOT NULL,
+    expires_at   INTEGER
+);
+-- Open lots in spending order: the soonest expiry first, never-expiring (NULL) last.
+CREATE INDEX open_lots ON lots (actor_id, coalesce(expires_at, 9223372036854775807), lot_id) WHERE remaining > 0;
+CREATE INDEX pending_lots ON lots (actor_id, available_at) WHERE remaining > 0;
+CREATE INDEX lots_by_source ON lots (source_id, actor_id);
+CREATE INDEX lots_to_expire ON lots (expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL;
+CREATE TABLE lot_spent (
+    actor_id  TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    lot_id    INTEGER NOT NULL,
+    points    INTEGER NOT NULL,
+    PRIMARY KEY (actor_id, source_id, lot_id)
+) WITHOUT ROWID;
+";
+
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = ?1";
+const READ_BOOK: &str = "SELECT balance, debt, next_expiry FROM balances WHERE actor_id = ?1";
+const OPEN_LOTS: &str = "SELECT lot_id, remaining, available_at, expires_at FROM lots \
+     WHERE actor_id = ?1 AND remaining > 0 \
+     ORDER BY coalesce(expires_at, 9223372036854775807), lot_id LIMIT ?2";
+const LOTS_OF: &str = "SELECT lot_id, remaining, available_at, expires_at FROM lots \
+     WHERE source_id = ?2 AND actor_id = ?1 AND remaining > 0 ORDER BY lot_id";
+const PENDING_POINTS: &str =
+    "SELECT coalesce(sum(remaining), 0) FROM lots WHERE actor_id = ?1 AND remaining > 0 AND available_at > ?2";
+const INSERT_LOT: &str = "INSERT INTO lots (actor_id, source_id, points, remaining, dated_at, available_at, expires_at) \
+     VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)";
+const CHANGE_LOT: &str = "UPDATE lots SET remaining = ?2, expired = expired + ?3 WHERE lot_id = ?1";
+const SET_NEXT_EXPIRY: &str = "UPDATE balances SET next_expiry = (SELECT min(expires_at) FROM lots \
+     WHERE actor_id = ?1 AND remaining > 0 AND expires_at IS NOT NULL) WHERE actor_id = ?1";
+const LOWER_NEXT_EXPIRY: &str = "INSERT INTO balances (actor_id, balance, updated_at, next_expiry) VALUES (?1, 0, 0, ?2) \
+     ON CONFLICT (actor_id) DO UPDATE SET next_expiry = min(coalesce(next_expiry, excluded.next_expiry), excluded.next_expiry)";
+const SET_DEBT: &str = "INSERT INTO balances (actor_id, balance, updated_at, debt) VALUES (?1, 0, 0, ?2) \
+     ON CONFLICT (actor_id) DO UPDATE SET debt = excluded.debt";
+const ORIGINAL: &str = "SELECT actor_id, payload, reversed, \
+     (SELECT coalesce(sum(points), 0) FROM entries WHERE event_id = ?1 AND actor_id = events.actor_id AND kind = 'award') \
+     - (SELECT coalesce(sum(expired), 0) FROM lots WHERE source_id = ?1 AND actor_id = events.actor_id) \
+     FROM events WHERE event_id = ?1";
+const TIER_POINTS: &str = "SELECT coalesce(sum(points), 0) FROM entries \
+     WHERE actor_id = ?1 AND kind IN ('award', 'reverse') AND dated_at >= ?2 AND dated_at < ?3";
+const EXPIRED_MEMBERS: &str = "SELECT DISTINCT actor_id FROM lots \
+     WHERE remaining > 0 AND expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2";
+const ENTRIES_SUM: &str =
+    "SELECT coalesce(sum(points), 0) FROM entries WHERE actor_id = ?1 AND coalesce(dated_at, created_at) <= ?2";
 /// A count over a window: whole UTC days from the day counters, whole hours at either end from
 /// the hour counters, and the partial hours at the very ends from the index.
 const MEMBER_COUNT_BY_COUNTERS: &str = "SELECT \
@@ -181,10 +249,8 @@ const MEMBER_TIMES: &str = "SELECT occurred_at FROM events \
 const INSERT_EVENT: &str = "INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, \
      occurred_at, payload, member_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const MARK_JOB_EVENT: &str = "UPDATE job_events SET state = ?1 WHERE job_id = ?2 AND idx = ?3";
-const READ_BALANCE: &str = "SELECT balance FROM balances WHERE actor_id = ?1";
-const INSERT_ENTRY: &str =
-    "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+const INSERT_ENTRY: &str = "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, \
+     created_at, expires_at, dated_at, available_at, reverses) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 const ADD_TO_BALANCE: &str = "INSERT INTO balances (actor_id, balance, updated_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (actor_id) DO UPDATE SET balance = balance + excluded.balance, updated_at = excluded.updated_at";
 
@@ -498,13 +564,61 @@ impl LedgerStore for SqliteStore {
         row.map(|(fp, json)| decode_stored(&fp, &json)).transpose()
     }
 
-    fn balance(&self, actor_id: &str) -> Result<i64, LedgerError> {
+    fn points_state(&self, actor_id: &str, at: i64) -> Result<PointsState, LedgerError> {
+        let now = now_micros();
         self.read(|conn| {
-            conn.prepare_cached(READ_BALANCE)?
-                .query_row([actor_id], |row| row.get(0))
-                .optional()
-                .map(Option::unwrap_or_default)
+            let book = conn
+                .prepare_cached(READ_BOOK)?
+                .query_row([actor_id], |row| {
+                    Ok(Book { balance: row.get(0)?, debt: row.get(1)?, next_expiry: row.get(2)? })
+                })
+                .optional()?
+                .unwrap_or_default();
+            // Entries are never dated after they are written: now, the book holds their sum.
+            let entries_sum = if at >= now {
+                book.balance
+            } else {
+                conn.prepare_cached(ENTRIES_SUM)?.query_row(params![actor_id, at], |r| r.get(0))?
+            };
+            let lots = conn
+                .prepare_cached(OPEN_LOTS)?
+                .query_map(params![actor_id, i64::MAX], lot_of_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(PointsState { entries_sum, book, lots })
         })
+    }
+
+    fn tier_points(&self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {
+        self.read(|conn| conn.prepare_cached(TIER_POINTS)?.query_row(params![actor_id, from, to], |r| r.get(0)))
+    }
+
+    fn original(&self, event_id: &str) -> Result<Option<Original>, LedgerError> {
+        self.read(|conn| {
+            conn.prepare_cached(ORIGINAL)?
+                .query_row([event_id], |r| {
+                    Ok(Original { actor_id: r.get(0)?, payload: r.get(1)?, reversed: r.get(2)?, awarded: r.get(3)? })
+                })
+                .optional()
+        })
+    }
+
+    fn sweep(&self, now: i64, max_members: usize) -> Result<usize, LedgerError> {
+        let mut conn = self.writer.lock().map_err(broken)?;
+        let tx = conn.transaction().map_err(unavailable)?;
+        let members: Vec<String> = tx
+            .prepare_cached(EXPIRED_MEMBERS)
+            .and_then(|mut s| {
+                s.query_map(params![now, i64::try_from(max_members).unwrap_or(i64::MAX)], |r| r.get(0))?.collect()
+            })
+            .map_err(unavailable)?;
+        {
+            let mut statements = GroupStatements::prepare(&tx, Vec::new()).map_err(unavailable)?;
+            for actor_id in &members {
+                lots::bring_up_to(&mut statements, actor_id, now, now)?;
+            }
+        }
+        tx.commit().map_err(unavailable)?;
+        Ok(members.len())
     }
 
     fn usage(&self, counter: &Counter<'_>) -> Result<Usage, LedgerError> {
@@ -550,7 +664,8 @@ impl LedgerStore for SqliteStore {
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError> {
         let entries = self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT entry_id, actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at
+                "SELECT entry_id, actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at,
+                 dated_at, available_at, reverses
                  FROM entries WHERE actor_id = ?1 AND entry_id < ?2 ORDER BY entry_id DESC LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![actor_id, before.unwrap_or(i64::MAX), limit as i64 + 1], |row| {
@@ -565,6 +680,9 @@ impl LedgerStore for SqliteStore {
                     reason: row.get(7)?,
                     created_at: rfc3339(row.get(8)?),
                     expires_at: row.get::<_, Option<i64>>(9)?.map(rfc3339),
+                    dated_at: rfc3339(row.get::<_, Option<i64>>(10)?.unwrap_or(row.get(8)?)),
+                    available_at: row.get::<_, Option<i64>>(11)?.map(rfc3339),
+                    reverses: row.get(12)?,
                 })
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -660,7 +778,7 @@ struct GroupStatements<'tx> {
     find_event: CachedStatement<'tx>,
     insert_event: CachedStatement<'tx>,
     mark_job_event: CachedStatement<'tx>,
-    read_balance: CachedStatement<'tx>,
+    read_book: CachedStatement<'tx>,
     insert_entry: CachedStatement<'tx>,
     add_to_balance: CachedStatement<'tx>,
 }
@@ -674,11 +792,22 @@ impl<'tx> GroupStatements<'tx> {
             find_event: tx.prepare_cached(FIND_EVENT)?,
             insert_event: tx.prepare_cached(INSERT_EVENT)?,
             mark_job_event: tx.prepare_cached(MARK_JOB_EVENT)?,
-            read_balance: tx.prepare_cached(READ_BALANCE)?,
+            read_book: tx.prepare_cached(READ_BOOK)?,
             insert_entry: tx.prepare_cached(INSERT_ENTRY)?,
             add_to_balance: tx.prepare_cached(ADD_TO_BALANCE)?,
         })
     }
+}
+
+impl GroupStatements<'_> {
+    /// Runs a cached statement that answers nothing.
+    fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), LedgerError> {
+        self.conn.prepare_cached(sql).and_then(|mut s| s.execute(params)).map(|_| ()).map_err(unavailable)
+    }
+}
+
+fn lot_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Lot> {
+    Ok(Lot { lot_id: row.get(0)?, remaining: row.get(1)?, available_at: row.get(2)?, expires_at: row.get(3)? })
 }
 
 struct LimitStatements<'tx> {
@@ -783,13 +912,17 @@ impl LedgerTx for GroupStatements<'_> {
             .transpose()
     }
 
-    fn balance(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
+    fn book(&mut self, actor_id: &str) -> Result<Book, LedgerError> {
         // One writer thread applies every write: nothing else can change it before the commit.
-        self.read_balance
-            .query_row([actor_id], |row| row.get(0))
+        self.read_book
+            .query_row([actor_id], |row| Ok(Book { balance: row.get(0)?, debt: row.get(1)?, next_expiry: row.get(2)? }))
             .optional()
             .map(Option::unwrap_or_default)
             .map_err(unavailable)
+    }
+
+    fn set_debt(&mut self, actor_id: &str, debt: i64) -> Result<(), LedgerError> {
+        self.execute(SET_DEBT, params![actor_id, debt])
     }
 
     fn append(&mut self, e: &NewEntry<'_>) -> Result<(), LedgerError> {
@@ -803,11 +936,95 @@ impl LedgerTx for GroupStatements<'_> {
                 e.kind.as_str(),
                 e.reason,
                 e.created_at,
-                e.expires_at
+                e.expires_at,
+                e.dated_at,
+                e.available_at,
+                e.reverses
             ])
             .map_err(unavailable)?;
         self.add_to_balance.execute(params![e.actor_id, e.points, e.created_at]).map_err(unavailable)?;
         Ok(())
+    }
+
+    fn add_lot(&mut self, lot: &NewLot<'_>) -> Result<(), LedgerError> {
+        self.execute(
+            INSERT_LOT,
+            params![lot.actor_id, lot.source_id, lot.points, lot.dated_at, lot.available_at, lot.expires_at],
+        )?;
+        match lot.expires_at {
+            Some(expires_at) => self.execute(LOWER_NEXT_EXPIRY, params![lot.actor_id, expires_at]),
+            None => Ok(()),
+        }
+    }
+
+    fn open_lots(&mut self, actor_id: &str, limit: usize) -> Result<Vec<Lot>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.conn
+            .prepare_cached(OPEN_LOTS)
+            .and_then(|mut s| s.query_map(params![actor_id, limit], lot_of_row)?.collect())
+            .map_err(unavailable)
+    }
+
+    fn lots_of(&mut self, actor_id: &str, source_id: &str) -> Result<Vec<Lot>, LedgerError> {
+        self.conn
+            .prepare_cached(LOTS_OF)
+            .and_then(|mut s| s.query_map(params![actor_id, source_id], lot_of_row)?.collect())
+            .map_err(unavailable)
+    }
+
+    fn pending_points(&mut self, actor_id: &str, at: i64) -> Result<i64, LedgerError> {
+        self.conn
+            .prepare_cached(PENDING_POINTS)
+            .and_then(|mut s| s.query_row(params![actor_id, at], |r| r.get(0)))
+            .map_err(unavailable)
+    }
+
+    fn change_lots(&mut self, actor_id: &str, changes: &[LotChange]) -> Result<(), LedgerError> {
+        for change in changes {
+            self.execute(CHANGE_LOT, params![change.lot_id, change.remaining, change.expired])?;
+        }
+        self.execute(SET_NEXT_EXPIRY, params![actor_id])
+    }
+
+    fn record_spent(&mut self, actor_id: &str, source_id: &str, spent: &[(i64, i64)]) -> Result<(), LedgerError> {
+        for (lot_id, points) in spent {
+            self.execute(
+                "INSERT INTO lot_spent (actor_id, source_id, lot_id, points) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (actor_id, source_id, lot_id) DO UPDATE SET points = points + excluded.points",
+                params![actor_id, source_id, lot_id, points],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn spent_by(&mut self, actor_id: &str, source_id: &str) -> Result<Vec<(i64, i64)>, LedgerError> {
+        self.conn
+            .prepare_cached("SELECT lot_id, points FROM lot_spent WHERE actor_id = ?1 AND source_id = ?2")
+            .and_then(|mut s| s.query_map(params![actor_id, source_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(unavailable)
+    }
+
+    fn original(&mut self, event_id: &str) -> Result<Option<Original>, LedgerError> {
+        self.conn
+            .prepare_cached(ORIGINAL)
+            .and_then(|mut s| {
+                s.query_row([event_id], |r| {
+                    Ok(Original { actor_id: r.get(0)?, payload: r.get(1)?, reversed: r.get(2)?, awarded: r.get(3)? })
+                })
+                .optional()
+            })
+            .map_err(unavailable)
+    }
+
+    fn add_reversed(&mut self, event_id: &str, points: i64) -> Result<(), LedgerError> {
+        self.execute("UPDATE events SET reversed = reversed + ?2 WHERE event_id = ?1", params![event_id, points])
+    }
+
+    fn tier_points(&mut self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {
+        self.conn
+            .prepare_cached(TIER_POINTS)
+            .and_then(|mut s| s.query_row(params![actor_id, from, to], |r| r.get(0)))
+            .map_err(unavailable)
     }
 
     fn save_event(&mut self, e: &NewEvent<'_>) -> Result<(), LedgerError> {

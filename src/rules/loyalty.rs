@@ -11,8 +11,14 @@ use super::yaml::{Node, NodeKind, Style};
 use crate::calendar::{Bound, Days, Hours, Period, Schedule, Zone};
 
 /// The keys allowed in `programme:`.
-pub const PROGRAMME_KEYS: [&str; 5] =
-    ["timezone", "expiry_days", "pending_days", "negative_balance", "max_event_age_days"];
+pub const PROGRAMME_KEYS: [&str; 7] =
+    ["timezone", "expiry_days", "pending_days", "negative_balance", "max_event_age_days", "tiers", "tier_period"];
+
+/// The keys allowed in a tier.
+pub const TIER_KEYS: [&str; 3] = ["id", "min_points", "multiplier"];
+
+/// Largest tier multiplier.
+pub const MAX_MULTIPLIER: f64 = 100.0;
 
 /// The keys allowed in a scenario's `schedule:`.
 pub const SCHEDULE_KEYS: [&str; 5] = ["from", "until", "days", "hours", "timezone"];
@@ -53,6 +59,15 @@ pub struct Programme {
     pub negative_balance: NegativeBalance,
     /// Events older than this many days are refused; 0 = no limit.
     pub max_event_age_days: u32,
+    /// The tiers, lowest `min_points` first.
+    pub tiers: Vec<Tier>,
+    /// The period whose awarded points decide the tier (`365d` by default).
+    #[serde(serialize_with = "period_text")]
+    pub tier_period: Period,
+}
+
+fn period_text<S: serde::Serializer>(period: &Period, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&period.to_string())
 }
 
 impl Default for Programme {
@@ -63,7 +78,27 @@ impl Default for Programme {
             pending_days: 0,
             negative_balance: NegativeBalance::Allow,
             max_event_age_days: 0,
+            tiers: Vec::new(),
+            tier_period: Period::RollingDays(365),
         }
+    }
+}
+
+/// A tier: members whose points awarded in the tier period reach `min_points` hold it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tier {
+    /// Its id, as `member.tier` reads it.
+    pub id: String,
+    /// Points awarded (less reversals) in the tier period that reach it.
+    pub min_points: i64,
+    /// What `reward_points` with `tier_multiplier: true` multiplies awards by.
+    pub multiplier: f64,
+}
+
+impl Programme {
+    /// The tier that `points` awarded in the tier period reach, if any.
+    pub fn tier_for(&self, points: i64) -> Option<&Tier> {
+        self.tiers.iter().rev().find(|tier| points >= tier.min_points)
     }
 }
 
@@ -164,7 +199,69 @@ pub fn read_programme(node: &Node, diags: &mut Diagnostics) -> Programme {
             _ => diags.error(node.pos, format!("`negative_balance` must be allow or deny, got {}", describe(node))),
         }
     }
+    if let Some(node) = fields.get("tier_period") {
+        let period = read_string(node, "`tier_period`", diags).map(|text| Period::parse(&text));
+        match period {
+            Some(Ok(period)) => programme.tier_period = period,
+            Some(Err(message)) => diags.error(node.pos, format!("`tier_period`: {message}")),
+            None => {}
+        }
+    }
+    if let Some(node) = fields.get("tiers") {
+        programme.tiers = read_tiers(node, diags);
+    }
     programme
+}
+
+fn read_tiers(node: &Node, diags: &mut Diagnostics) -> Vec<Tier> {
+    let NodeKind::Seq(items) = &node.kind else {
+        if !node.is_null() {
+            let example = "[{id: silver, min_points: 1000, multiplier: 1.25}]";
+            diags.error(node.pos, format!("`tiers` must be a list, such as {example}"));
+        }
+        return Vec::new();
+    };
+    let mut tiers: Vec<Tier> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let what = format!("tier {}", i + 1);
+        let Some(fields) = Fields::new(item, &what, &TIER_KEYS, diags) else { continue };
+        let id = match fields.get("id") {
+            Some(n) => read_string(n, format_args!("the `id` of {what}"), diags),
+            None => {
+                diags.error(item.pos, format!("{what} needs an `id`"));
+                None
+            }
+        };
+        let min_points = match fields.get("min_points") {
+            Some(n) => whole_number(n, "min_points", MAX_LIMIT, diags).and_then(|n| i64::try_from(n).ok()),
+            None => {
+                diags.error(item.pos, format!("{what} needs `min_points`"));
+                None
+            }
+        };
+        let multiplier = match fields.get("multiplier") {
+            None => Some(1.0),
+            Some(n) => match n.scalar().and_then(|(text, _)| text.parse::<f64>().ok()) {
+                Some(m) if (0.0..=MAX_MULTIPLIER).contains(&m) => Some(m),
+                _ => {
+                    let message = format!(
+                        "the `multiplier` of {what} must be a number from 0 to {MAX_MULTIPLIER}, got {}",
+                        describe(n)
+                    );
+                    diags.error(n.pos, message);
+                    None
+                }
+            },
+        };
+        let (Some(id), Some(min_points), Some(multiplier)) = (id, min_points, multiplier) else { continue };
+        if tiers.iter().any(|t| t.id == id) {
+            diags.error(item.pos, format!("{what}: the tier id `{id}` is used twice"));
+            continue;
+        }
+        tiers.push(Tier { id, min_points, multiplier });
+    }
+    tiers.sort_by_key(|t| t.min_points);
+    tiers
 }
 
 /// The loyalty keys of a scenario, read.

@@ -1,0 +1,85 @@
+//! Points as lots over real HTTP (CONTRACT §8), on SQLite and on PostgreSQL (`both_stores!`, two
+//! nodes on one database there): the sweep writes off expired points for members nobody writes
+//! to, and concurrent spending of expiring lots never takes more than they hold. The rest of §8
+//! is told as member stories (`tests/stories/`).
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::pg::Store;
+use common::{Server, wait_until};
+use serde_json::{Value, json};
+
+const RULES: &str = r#"
+version: v1
+engine: {event_workers: 8}
+programme: {expiry_days: 30}
+scenarios:
+  - id: earn
+    enabled: true
+    event_types: [purchase]
+    children:
+      - action: {id: earn_points, type: reward_points, params: {operation: award, points_formula: payload.total}}
+"#;
+
+both_stores!(the_sweep_writes_off_expired_points, concurrent_redemptions_never_overspend_lots);
+
+fn nodes(store: &Store, extra: &[&str]) -> Vec<Server> {
+    let store_args = store.args();
+    let mut args: Vec<&str> = store_args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    let count = if store.is_postgres() { 2 } else { 1 };
+    (0..count).map(|_| Server::start(RULES, &args)).collect()
+}
+
+fn kinds(server: &Server, actor: &str) -> Vec<(String, i64)> {
+    let page = server.get(&format!("/v1/actors/{actor}/ledger")).1;
+    let entries = page["entries"].as_array().cloned().unwrap_or_default();
+    entries.iter().map(|e| (e["kind"].as_str().unwrap_or("").to_owned(), e["points"].as_i64().unwrap_or(0))).collect()
+}
+
+fn the_sweep_writes_off_expired_points(store: &Store) {
+    let servers = nodes(store, &["--expiry-sweep-ms", "100"]);
+    let server = &servers[0];
+    // Earned in September, so expired in October: nobody writes to the member again.
+    let event = json!({"id": "p1", "type": "purchase", "actor_id": "ann",
+                       "occurred_at": "2026-09-01T10:00:00Z", "payload": {"total": 70}});
+    assert_eq!(server.post_json("/v1/events", &event).0, 200);
+    let swept = wait_until(Duration::from_secs(10), || kinds(server, "ann").iter().any(|(k, _)| k == "expire"));
+    assert!(swept, "no expire entry was written: {:?}", kinds(server, "ann"));
+    assert_eq!(kinds(server, "ann"), [("expire".to_owned(), -70), ("award".to_owned(), 70)]);
+    let expire = server.get("/v1/actors/ann/ledger").1["entries"][0].clone();
+    assert_eq!(expire["dated_at"], "2026-10-01T10:00:00Z", "dated at the lot's expiry: {expire}");
+    let balance: Value = server.get("/v1/actors/ann/balance").1;
+    assert_eq!((balance["balance"].clone(), balance["expiring"].clone()), (json!(0), json!([])));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(kinds(server, "ann").len(), 2, "swept once, whatever the number of nodes");
+}
+
+fn concurrent_redemptions_never_overspend_lots(store: &Store) {
+    let servers = nodes(store, &[]);
+    let now = jiff::Timestamp::now();
+    for (i, total) in [40, 60].iter().enumerate() {
+        let event = json!({"id": format!("p{i}"), "type": "purchase", "actor_id": "bo",
+                           "occurred_at": now.to_string(), "payload": {"total": total}});
+        assert_eq!(servers[0].post_json("/v1/events", &event).0, 200);
+    }
+    let answers: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..30)
+            .map(|i| {
+                let server = &servers[i % servers.len()];
+                s.spawn(move || {
+                    let body = json!({"id": format!("till-{i}"), "points": 10});
+                    server.post_json("/v1/actors/bo/redeem", &body).0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(answers.iter().filter(|s| **s == 200).count(), 10, "{answers:?}");
+    assert!(answers.iter().all(|s| *s == 200 || *s == 422), "{answers:?}");
+    let balance = servers[0].get("/v1/actors/bo/balance").1;
+    assert_eq!((balance["balance"].clone(), balance["expiring"].clone()), (json!(0), json!([])), "{balance}");
+}
