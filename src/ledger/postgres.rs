@@ -185,9 +185,7 @@ CREATE TABLE lots (
     expires_at   BIGINT
 );
 CREATE INDEX open_lots ON lots (actor_id, (coalesce(expires_at, 9223372036854775807)), lot_id) WHERE remaining > 0;
-CREATE INDEX pending_lots ON lots (actor_id, available_at) WHERE remaining > 0;
 CREATE INDEX lots_by_source ON lots (source_id, actor_id);
-CREATE INDEX lots_to_expire ON lots (expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL;
 CREATE TABLE lot_spent (
     actor_id  TEXT NOT NULL,
     source_id TEXT NOT NULL,
@@ -206,13 +204,16 @@ const LOTS_OF: &str = "SELECT lot_id, remaining, available_at, expires_at FROM l
      WHERE source_id = $2 AND actor_id = $1 AND remaining > 0 ORDER BY lot_id";
 const PENDING_POINTS: &str = "SELECT coalesce(sum(remaining), 0)::int8 FROM lots \
      WHERE actor_id = $1 AND remaining > 0 AND available_at > $2";
-const INSERT_LOT: &str = "INSERT INTO lots (actor_id, source_id, points, remaining, dated_at, available_at, expires_at) \
-     VALUES ($1, $2, $3, $3, $4, $5, $6)";
+const INSERT_LOTS: &str = "INSERT INTO lots (actor_id, source_id, points, remaining, dated_at, available_at, expires_at) \
+     SELECT a, s, p, p, d, v, e FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) \
+     AS u(a, s, p, d, v, e)";
+/// One row per member, in sorted order (as balances).
+const LOWER_NEXT_EXPIRIES: &str = "INSERT INTO balances (actor_id, balance, updated_at, next_expiry) \
+     SELECT a, 0, 0, min(e) FROM unnest($1::text[], $2::int8[]) AS u(a, e) WHERE e IS NOT NULL GROUP BY a ORDER BY a \
+     ON CONFLICT (actor_id) DO UPDATE SET next_expiry = least(balances.next_expiry, excluded.next_expiry)";
 const CHANGE_LOT: &str = "UPDATE lots SET remaining = $2, expired = expired + $3 WHERE lot_id = $1";
 const SET_NEXT_EXPIRY: &str = "UPDATE balances SET next_expiry = (SELECT min(expires_at) FROM lots \
      WHERE actor_id = $1 AND remaining > 0 AND expires_at IS NOT NULL) WHERE actor_id = $1";
-const LOWER_NEXT_EXPIRY: &str = "INSERT INTO balances (actor_id, balance, updated_at, next_expiry) VALUES ($1, 0, 0, $2) \
-     ON CONFLICT (actor_id) DO UPDATE SET next_expiry = least(balances.next_expiry, excluded.next_expiry)";
 const SET_DEBT: &str = "INSERT INTO balances (actor_id, balance, updated_at, debt) VALUES ($1, 0, 0, $2) \
      ON CONFLICT (actor_id) DO UPDATE SET debt = excluded.debt";
 const ORIGINAL: &str = "SELECT actor_id, payload, reversed, \
@@ -223,8 +224,7 @@ const TIER_POINTS: &str = "SELECT coalesce(sum(points), 0)::int8 FROM entries \
      WHERE actor_id = $1 AND kind IN ('award', 'reverse') AND dated_at >= $2 AND dated_at < $3";
 const ENTRIES_SUM: &str =
     "SELECT coalesce(sum(points), 0)::int8 FROM entries WHERE actor_id = $1 AND coalesce(dated_at, created_at) <= $2";
-const EXPIRED_MEMBERS: &str = "SELECT DISTINCT actor_id FROM lots \
-     WHERE remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2";
+const EXPIRED_MEMBERS: &str = "SELECT actor_id FROM balances WHERE next_expiry <= $1 LIMIT $2";
 /// As SQLite's: whole days and hours from the counters, the partial hours from the index.
 const MEMBER_COUNT_BY_COUNTERS: &str = "SELECT (\
      coalesce((SELECT sum(events) FROM member_days WHERE actor_id = $1 AND member_type = $2 AND day >= $3 AND day < $4), 0) \
@@ -575,6 +575,8 @@ impl PostgresStore {
                 budget_usage: tx.prepare_cached(BUDGET_USAGE).await.map_err(pg_error)?,
                 add_uses: tx.prepare_cached(ADD_USES).await.map_err(pg_error)?,
                 add_to_budgets: tx.prepare_cached(ADD_TO_BUDGETS).await.map_err(pg_error)?,
+                insert_lots: tx.prepare_cached(INSERT_LOTS).await.map_err(pg_error)?,
+                lower_next_expiries: tx.prepare_cached(LOWER_NEXT_EXPIRIES).await.map_err(pg_error)?,
             })
         })
     }
@@ -611,6 +613,8 @@ struct GroupStatements {
     budget_usage: Statement,
     add_uses: Statement,
     add_to_budgets: Statement,
+    insert_lots: Statement,
+    lower_next_expiries: Statement,
 }
 
 /// A statement sent but not yet awaited.
@@ -624,6 +628,17 @@ struct Rows {
     jobs: (Vec<&'static str>, Vec<String>, Vec<i64>),
     uses: UseRows,
     budgets: BudgetRows,
+    lots: LotRows,
+}
+
+#[derive(Default)]
+struct LotRows {
+    actor: Vec<String>,
+    source: Vec<String>,
+    points: Vec<i64>,
+    dated_at: Vec<i64>,
+    available_at: Vec<i64>,
+    expires_at: Vec<Option<i64>>,
 }
 
 #[derive(Default)]
@@ -762,6 +777,16 @@ impl<'a> PgTx<'a, '_> {
                 .await
             }));
             out.push(Box::pin(async move { tx.execute(&add, &[&actors, &points, &created]).await }));
+        }
+        let l = rows.lots;
+        if !l.actor.is_empty() {
+            let (insert, lower) = (self.sql.insert_lots.clone(), self.sql.lower_next_expiries.clone());
+            let (actors, expiries) = (l.actor.clone(), l.expires_at.clone());
+            out.push(Box::pin(async move {
+                tx.execute(&insert, &[&l.actor, &l.source, &l.points, &l.dated_at, &l.available_at, &l.expires_at])
+                    .await
+            }));
+            out.push(Box::pin(async move { tx.execute(&lower, &[&actors, &expiries]).await }));
         }
         let v = rows.events;
         if !v.id.is_empty() {
@@ -913,15 +938,16 @@ impl LedgerTx for PgTx<'_, '_> {
     }
 
     fn add_lot(&mut self, lot: &NewLot<'_>) -> Result<(), LedgerError> {
-        self.execute(
-            INSERT_LOT,
-            &[&lot.actor_id, &lot.source_id, &lot.points, &lot.dated_at, &lot.available_at, &lot.expires_at],
-        )?;
-        if let Some(expires_at) = lot.expires_at {
-            self.execute(LOWER_NEXT_EXPIRY, &[&lot.actor_id, &expires_at])?;
-            if let Some(book) = self.books.get_mut(lot.actor_id) {
-                book.next_expiry = Some(book.next_expiry.map_or(expires_at, |e| e.min(expires_at)));
-            }
+        // Sent with the group's next flush, after the entries and balances before it.
+        let rows = &mut self.rows.lots;
+        rows.actor.push(lot.actor_id.to_owned());
+        rows.source.push(lot.source_id.to_owned());
+        rows.points.push(lot.points);
+        rows.dated_at.push(lot.dated_at);
+        rows.available_at.push(lot.available_at);
+        rows.expires_at.push(lot.expires_at);
+        if let (Some(expires_at), Some(book)) = (lot.expires_at, self.books.get_mut(lot.actor_id)) {
+            book.next_expiry = Some(book.next_expiry.map_or(expires_at, |e| e.min(expires_at)));
         }
         Ok(())
     }

@@ -188,9 +188,7 @@ CREATE TABLE lots (
 );
 -- Open lots in spending order: the soonest expiry first, never-expiring (NULL) last.
 CREATE INDEX open_lots ON lots (actor_id, coalesce(expires_at, 9223372036854775807), lot_id) WHERE remaining > 0;
-CREATE INDEX pending_lots ON lots (actor_id, available_at) WHERE remaining > 0;
 CREATE INDEX lots_by_source ON lots (source_id, actor_id);
-CREATE INDEX lots_to_expire ON lots (expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL;
 CREATE TABLE lot_spent (
     actor_id  TEXT NOT NULL,
     source_id TEXT NOT NULL,
@@ -224,8 +222,8 @@ const ORIGINAL: &str = "SELECT actor_id, payload, reversed, \
      FROM events WHERE event_id = ?1";
 const TIER_POINTS: &str = "SELECT coalesce(sum(points), 0) FROM entries \
      WHERE actor_id = ?1 AND kind IN ('award', 'reverse') AND dated_at >= ?2 AND dated_at < ?3";
-const EXPIRED_MEMBERS: &str = "SELECT DISTINCT actor_id FROM lots \
-     WHERE remaining > 0 AND expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2";
+/// A scan of the members' books (no index to write at every award): once a minute.
+const EXPIRED_MEMBERS: &str = "SELECT actor_id FROM balances WHERE next_expiry <= ?1 LIMIT ?2";
 const ENTRIES_SUM: &str =
     "SELECT coalesce(sum(points), 0) FROM entries WHERE actor_id = ?1 AND coalesce(dated_at, created_at) <= ?2";
 /// A count over a window: whole UTC days from the day counters, whole hours at either end from
