@@ -52,6 +52,7 @@ fn the_sweep_writes_off_expired_points(store: &Store) {
     assert_eq!(kinds(server, "ann"), [("expire".to_owned(), -70), ("award".to_owned(), 70)]);
     let expire = server.get("/v1/actors/ann/ledger").1["entries"][0].clone();
     assert_eq!(expire["dated_at"], "2026-10-01T10:00:00Z", "dated at the lot's expiry: {expire}");
+    assert_eq!(expire["event_id"], "p1", "it names the award whose points expired: {expire}");
     let balance: Value = server.get("/v1/actors/ann/balance").1;
     assert_eq!((balance["balance"].clone(), balance["expiring"].clone()), (json!(0), json!([])));
     std::thread::sleep(Duration::from_millis(300));

@@ -13,7 +13,7 @@
 //! explains every change; the sweep does the same for members that nobody writes to. Reads
 //! ([`view`]) compute the same figures at any time without writing.
 
-use super::tx::{Book, LedgerTx, Lot, LotChange, NewEntry, NewLot};
+use super::tx::{Book, LedgerTx, Lot, NewEntry, NewLot};
 use super::{EntryKind, LedgerError};
 
 /// Microseconds in a day: pending and expiry days are whole 24-hour days of event time.
@@ -41,52 +41,33 @@ impl Terms {
     }
 }
 
-/// Points granted to a member: by an award, an adjustment or a cancelled redemption.
-#[derive(Debug, Clone, Copy)]
-pub struct Grant<'a> {
-    /// The member.
-    pub actor_id: &'a str,
-    /// The event or request that grants them.
-    pub source_id: &'a str,
-    /// How many, at least 1.
-    pub points: i64,
-    /// The time they count from (µs since the epoch).
-    pub dated_at: i64,
-    /// When they become spendable and expire.
-    pub terms: Terms,
-}
-
-/// Adds granted points to the member's lots (the entry is the caller's): points available at
-/// once pay the member's debt first and the lot keeps the rest; pending points pay it when they
-/// become available ([`bring_up_to`]).
-pub fn grant<T: LedgerTx + ?Sized>(tx: &mut T, grant: &Grant<'_>) -> Result<(), LedgerError> {
-    let (available_at, expires_at) = grant.terms.dates(grant.dated_at);
-    let mut kept = grant.points;
-    if available_at <= grant.dated_at {
-        let book = tx.book(grant.actor_id)?;
-        if book.debt > 0 {
-            let paid = book.debt.min(kept);
-            tx.set_debt(grant.actor_id, book.debt - paid)?;
-            kept -= paid;
+/// Adds granted points (an award, an adjustment, a redemption given back) to a member whose
+/// book is `book`, dated `at`; the entry is the caller's. Points available at once pay the
+/// member's debt first and the lot keeps the rest; pending points pay it when they become
+/// available ([`bring_up_to`]). Points spendable at once that never expire need no lot.
+pub fn grant<T: LedgerTx + ?Sized>(tx: &mut T, book: Book, lot: NewLot<'_>, at: i64) -> Result<(), LedgerError> {
+    let mut points = lot.points;
+    if lot.available_at <= at && book.debt > 0 {
+        let paid = book.debt.min(points);
+        tx.set_debt(lot.actor_id, book.debt - paid)?;
+        points -= paid;
+    }
+    if points == 0 || (lot.available_at <= at && lot.expires_at.is_none()) {
+        return Ok(());
+    }
+    tx.add_lot(&NewLot { points, ..lot })?;
+    match lot.expires_at {
+        Some(expires_at) if book.next_expiry.is_none_or(|next| expires_at < next) => {
+            tx.lower_next_expiry(lot.actor_id, expires_at)
         }
+        _ => Ok(()),
     }
-    if kept > 0 && (available_at > grant.dated_at || expires_at.is_some()) {
-        let lot = NewLot {
-            actor_id: grant.actor_id,
-            source_id: grant.source_id,
-            points: kept,
-            dated_at: grant.dated_at,
-            available_at,
-            expires_at,
-        };
-        tx.add_lot(&lot)?;
-    }
-    Ok(())
 }
 
 /// Brings a member's lots up to `at` (µs since the epoch) before a write: its debt is paid from
 /// lots available by then (in spending order) and the unspent points of lots expired by then are
-/// written off, each with an `expire` entry dated at its expiry. Answers the member's book after.
+/// written off, each with an `expire` entry dated at its expiry that names the lot's award.
+/// Answers the member's book after.
 pub fn bring_up_to<T: LedgerTx + ?Sized>(tx: &mut T, actor_id: &str, at: i64, now: i64) -> Result<Book, LedgerError> {
     let book = tx.book(actor_id)?;
     let due = book.next_expiry.is_some_and(|e| e <= at);
@@ -95,28 +76,25 @@ pub fn bring_up_to<T: LedgerTx + ?Sized>(tx: &mut T, actor_id: &str, at: i64, no
     }
     let mut lots = tx.open_lots(actor_id, usize::MAX)?;
     let mut debt = book.debt;
-    let mut changes = settle(&mut lots, &mut debt, at);
+    let mut taken = settle(&mut lots, &mut debt, at);
     for (lot, expired) in expire(&mut lots, at) {
         tx.append(&expire_entry(actor_id, lot, expired, now))?;
-        match changes.iter_mut().find(|c| c.lot_id == lot.lot_id) {
-            Some(change) => *change = LotChange { remaining: 0, expired, ..*change },
-            None => changes.push(LotChange { lot_id: lot.lot_id, remaining: 0, expired }),
-        }
+        taken.push((lot.lot_id, expired));
     }
     if debt != book.debt {
         tx.set_debt(actor_id, debt)?;
     }
-    if !changes.is_empty() {
-        tx.change_lots(actor_id, &changes)?;
+    if !taken.is_empty() {
+        tx.take_from_lots(actor_id, &taken)?;
     }
     tx.book(actor_id)
 }
 
-fn expire_entry(actor_id: &str, lot: Lot, expired: i64, now: i64) -> NewEntry<'_> {
+fn expire_entry<'a>(actor_id: &'a str, lot: &'a Lot, expired: i64, now: i64) -> NewEntry<'a> {
     let expires_at = lot.expires_at.unwrap_or(now);
     NewEntry {
         actor_id,
-        event_id: "",
+        event_id: &lot.source_id,
         action_id: "",
         scenario_id: "",
         points: -expired,
@@ -126,13 +104,13 @@ fn expire_entry(actor_id: &str, lot: Lot, expired: i64, now: i64) -> NewEntry<'_
         dated_at: expires_at,
         available_at: None,
         expires_at: Some(expires_at),
-        reverses: None,
     }
 }
 
-/// Pays `debt` from the lots available at `at`, in spending order; answers the lots changed.
-fn settle(lots: &mut [Lot], debt: &mut i64, at: i64) -> Vec<LotChange> {
-    let mut changes = Vec::new();
+/// Pays `debt` from the lots available at `at`, in spending order; answers what it took from
+/// each (lot id, points).
+fn settle(lots: &mut [Lot], debt: &mut i64, at: i64) -> Vec<(i64, i64)> {
+    let mut taken = Vec::new();
     for lot in lots.iter_mut().filter(|l| l.available_at <= at && l.remaining > 0) {
         if *debt <= 0 {
             break;
@@ -140,17 +118,17 @@ fn settle(lots: &mut [Lot], debt: &mut i64, at: i64) -> Vec<LotChange> {
         let paid = lot.remaining.min(*debt);
         lot.remaining -= paid;
         *debt -= paid;
-        changes.push(LotChange { lot_id: lot.lot_id, remaining: lot.remaining, expired: 0 });
+        taken.push((lot.lot_id, paid));
     }
-    changes
+    taken
 }
 
 /// Empties the lots expired by `at`; answers each with the points it loses.
-fn expire(lots: &mut [Lot], at: i64) -> Vec<(Lot, i64)> {
+fn expire(lots: &mut [Lot], at: i64) -> Vec<(&Lot, i64)> {
     let mut expired = Vec::new();
     for lot in lots.iter_mut().filter(|l| l.remaining > 0 && l.expires_at.is_some_and(|e| e <= at)) {
-        expired.push((*lot, lot.remaining));
-        lot.remaining = 0;
+        let points = std::mem::take(&mut lot.remaining);
+        expired.push((&*lot, points));
     }
     expired
 }
@@ -161,99 +139,49 @@ pub fn spendable<T: LedgerTx + ?Sized>(tx: &mut T, actor_id: &str, book: Book, a
     Ok(book.balance - tx.pending_points(actor_id, at)?)
 }
 
-/// What a spending took: from each lot (id, points), the rest from plain points.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Taken {
-    /// Points taken from each lot.
-    pub from_lots: Vec<(i64, i64)>,
-    /// Points taken in all.
-    pub points: i64,
-}
-
-/// Takes up to `points` spendable at `at` from a member's lots in spending order and then from
-/// its plain points (the caller knows they cover it, or takes what there is). The entry is the
-/// caller's.
+/// Takes `points` spendable at `at` (the caller has checked [`spendable`] covers them) from a
+/// member's lots in spending order, the rest from its plain points; the entry is the caller's.
+/// Answers what it took from each lot (lot id, points).
 pub fn take<T: LedgerTx + ?Sized>(
     tx: &mut T,
     actor_id: &str,
     points: i64,
-    spendable: i64,
     at: i64,
-) -> Result<Taken, LedgerError> {
-    let wanted = points.min(spendable).max(0);
-    let mut taken = Taken::default();
+) -> Result<Vec<(i64, i64)>, LedgerError> {
     let mut limit = FIRST_READ;
-    let mut changes = Vec::new();
     loop {
         let lots = tx.open_lots(actor_id, limit)?;
-        let complete = lots.len() < limit;
-        changes.clear();
-        taken.from_lots.clear();
-        let mut left = wanted;
+        let read_all = lots.len() < limit;
+        let mut left = points;
+        let mut taken = Vec::new();
         for lot in lots.iter().filter(|l| l.available_at <= at) {
             if left == 0 {
                 break;
             }
             let part = lot.remaining.min(left);
             left -= part;
-            taken.from_lots.push((lot.lot_id, part));
-            changes.push(LotChange { lot_id: lot.lot_id, remaining: lot.remaining - part, expired: 0 });
+            taken.push((lot.lot_id, part));
         }
-        if left == 0 || complete {
-            break;
+        if left == 0 || read_all {
+            if !taken.is_empty() {
+                tx.take_from_lots(actor_id, &taken)?;
+            }
+            return Ok(taken);
         }
         limit = limit.saturating_mul(8);
     }
-    // What the lots do not cover comes from plain points.
-    taken.points = wanted;
-    if !changes.is_empty() {
-        tx.change_lots(actor_id, &changes)?;
-    }
-    Ok(taken)
 }
 
-/// Takes points from the open lots of one event first (a reversal of it): answers what each
-/// gave.
-pub fn take_from_source<T: LedgerTx + ?Sized>(
-    tx: &mut T,
-    actor_id: &str,
-    source_id: &str,
-    points: i64,
-) -> Result<i64, LedgerError> {
-    let mut left = points;
-    let mut changes = Vec::new();
-    for lot in tx.lots_of(actor_id, source_id)? {
-        if left == 0 {
-            break;
-        }
-        let part = lot.remaining.min(left);
-        left -= part;
-        changes.push(LotChange { lot_id: lot.lot_id, remaining: lot.remaining - part, expired: 0 });
-    }
-    if !changes.is_empty() {
-        tx.change_lots(actor_id, &changes)?;
-    }
-    Ok(points - left)
-}
-
-/// Gives points back to the lots a redemption took them from; answers the points that went to
-/// lots (the rest return as plain points).
+/// Gives a redemption's points back to the lots it took them from; answers how many went back
+/// to lots (the rest were plain points).
 pub fn give_back<T: LedgerTx + ?Sized>(tx: &mut T, actor_id: &str, source_id: &str) -> Result<i64, LedgerError> {
     let spent = tx.spent_by(actor_id, source_id)?;
     if spent.is_empty() {
         return Ok(0);
     }
-    let lots = tx.open_lots(actor_id, usize::MAX)?;
-    let mut changes = Vec::new();
-    let mut returned = 0;
-    for (lot_id, points) in spent {
-        // A lot spent down to nothing is not open: it is read back with its remaining at 0.
-        let remaining = lots.iter().find(|l| l.lot_id == lot_id).map_or(0, |l| l.remaining);
-        changes.push(LotChange { lot_id, remaining: remaining + points, expired: 0 });
-        returned += points;
-    }
-    tx.change_lots(actor_id, &changes)?;
-    Ok(returned)
+    let returned: Vec<(i64, i64)> = spent.iter().map(|&(lot_id, points)| (lot_id, -points)).collect();
+    tx.take_from_lots(actor_id, &returned)?;
+    Ok(spent.iter().map(|(_, points)| points).sum())
 }
 
 /// What a store keeps of a member's points, read for a view.
@@ -276,13 +204,9 @@ pub fn member_points(
 ) -> Result<(PointsView, Option<String>), LedgerError> {
     let state = store.points_state(actor_id, at)?;
     let view = view(state.entries_sum, state.book.debt, state.lots, at);
-    let tier = match (programme.tiers.is_empty(), jiff::Timestamp::from_microsecond(at)) {
-        (false, Ok(when)) => {
-            let (from, _) = programme.tier_period.bounds(when, &programme.timezone);
-            let points = store.tier_points(actor_id, from.as_microsecond(), at)?;
-            programme.tier_for(points).map(|t| t.id.clone())
-        }
-        _ => None,
+    let tier = match programme.tier_window(at) {
+        Some((from, to)) => programme.tier_for(store.tier_points(actor_id, from, to)?).map(|t| t.id.clone()),
+        None => None,
     };
     Ok((view, tier))
 }
@@ -313,17 +237,16 @@ pub const MAX_EXPIRING: usize = 100;
 /// A member's points at `at` (µs since the epoch), from the sum of its entries dated at or
 /// before then, its debt and its open lots: pending lots are not spendable, and lots expired by
 /// then are gone whether or not their `expire` entry is written yet.
-pub fn view(entries_sum: i64, debt: i64, mut lots: Vec<Lot>, at: i64) -> PointsView {
-    let mut debt = debt;
+/// `lots` are the open lots in spending order, as [`LedgerTx::open_lots`] reads them (so the
+/// expiring ones come soonest first).
+pub fn view(entries_sum: i64, mut debt: i64, mut lots: Vec<Lot>, at: i64) -> PointsView {
     settle(&mut lots, &mut debt, at);
     let unswept: i64 = expire(&mut lots, at).iter().map(|(_, points)| points).sum();
-    let pending: i64 = lots.iter().filter(|l| l.remaining > 0 && l.available_at > at).map(|l| l.remaining).sum();
-    let mut expiring: Vec<Lot> = lots.into_iter().filter(|l| l.remaining > 0 && l.expires_at.is_some()).collect();
-    expiring.sort_by_key(|l| (l.expires_at, l.lot_id));
-    let expiring = expiring
-        .into_iter()
-        .take(MAX_EXPIRING)
+    let open = lots.iter().filter(|l| l.remaining > 0);
+    let pending: i64 = open.clone().filter(|l| l.available_at > at).map(|l| l.remaining).sum();
+    let expiring = open
         .filter_map(|l| l.expires_at.map(|e| Expiring { points: l.remaining, expires_at: super::rfc3339(e) }))
+        .take(MAX_EXPIRING)
         .collect();
     PointsView { balance: entries_sum - pending - unswept, pending, expiring }
 }
@@ -333,7 +256,7 @@ mod tests {
     use super::*;
 
     fn lot(lot_id: i64, remaining: i64, available_at: i64, expires_at: Option<i64>) -> Lot {
-        Lot { lot_id, remaining, available_at, expires_at }
+        Lot { lot_id, source_id: format!("e{lot_id}"), remaining, available_at, expires_at }
     }
 
     #[test]

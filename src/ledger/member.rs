@@ -106,7 +106,7 @@ pub struct MemberReader<'t, T: LedgerTx + ?Sized> {
     book: Book,
     programme: &'t Programme,
     /// The tier, once read: `Some(None)` for no tier.
-    tier: Cell<Option<Option<usize>>>,
+    tier: Cell<Option<Option<&'t Tier>>>,
     failure: RefCell<Option<LedgerError>>,
 }
 
@@ -186,35 +186,20 @@ impl<T: LedgerTx + ?Sized> MemberState for MemberReader<'_, T> {
     }
 }
 
-impl<T: LedgerTx + ?Sized> MemberReader<'_, T> {
+impl<'t, T: LedgerTx + ?Sized> MemberReader<'t, T> {
     /// The member's tier at the event time, read once (no tiers: none, without reading).
-    fn tier_of(&self) -> Option<Option<&Tier>> {
+    fn tier_of(&self) -> Option<Option<&'t Tier>> {
+        if let Some(tier) = self.tier.get() {
+            return Some(tier);
+        }
         let programme = self.programme;
-        let index = match self.tier.get() {
-            Some(index) => index,
-            None if programme.tiers.is_empty() => None,
-            None => {
-                let points = self.read(|tx, actor| tier_points(tx, actor, programme, self.at))?;
-                let index = programme.tiers.iter().rposition(|tier| points >= tier.min_points);
-                self.tier.set(Some(index));
-                index
-            }
+        let tier = match programme.tier_window(self.at) {
+            Some((from, to)) => programme.tier_for(self.read(|tx, actor| tx.tier_points(actor, from, to))?),
+            None => None,
         };
-        Some(index.and_then(|i| programme.tiers.get(i)))
+        self.tier.set(Some(tier));
+        Some(tier)
     }
-}
-
-/// The points a member's tier counts at `at`: awarded (less reversals) in the tier period
-/// ending then.
-pub fn tier_points<T: LedgerTx + ?Sized>(
-    tx: &mut T,
-    actor_id: &str,
-    programme: &Programme,
-    at: i64,
-) -> Result<i64, LedgerError> {
-    let Ok(when) = jiff::Timestamp::from_microsecond(at) else { return Ok(0) };
-    let (from, _) = programme.tier_period.bounds(when, &programme.timezone);
-    tx.tier_points(actor_id, from.as_microsecond(), at)
 }
 
 /// The number at a path of a stored payload; 0 when it is absent or not a number (sums skip

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::tx::{Book, LedgerTx, Lot, LotChange, NewEntry, NewEvent, NewLot, NewUse, Original, StoredEvent};
+use super::tx::{Book, LedgerTx, Lot, NewEntry, NewEvent, NewLot, NewUse, StoredEvent};
 use super::{EntryKind, LedgerError, LedgerStore};
 use crate::graph::limits::{BudgetKey, Counter, Usage};
 use crate::result::EventState;
@@ -22,17 +22,17 @@ pub struct Moved {
     pub balance_after: i64,
 }
 
-/// A member as the overlay keeps it: its book and lots (each with the event or request that
-/// granted it, empty for lots read from the store), and what its redemptions took from them.
+/// A member as the overlay keeps it: its book, its lots, and what its redemptions took from
+/// them.
 #[derive(Debug, Default)]
 struct Member {
     book: Book,
-    lots: Vec<(Lot, String, i64)>,
+    lots: Vec<Lot>,
     spent: HashMap<String, Vec<(i64, i64)>>,
 }
 
-/// An entry written here, as tiers and reversals read it: (member, event, kind, points, dated at).
-type Written = (String, String, EntryKind, i64, i64);
+/// An award written here, as tiers read it: (member, points, dated at).
+type Awarded = (String, i64, i64);
 
 /// Balances, events and limits' use written in memory on top of a store that is never written.
 pub struct Overlay<'a> {
@@ -41,10 +41,7 @@ pub struct Overlay<'a> {
     given: HashMap<String, i64>,
     members: HashMap<String, Member>,
     events: HashMap<String, StoredEvent>,
-    /// Events posted here: their actor and payload, for reversals.
-    originals: HashMap<String, (Option<String>, Option<String>)>,
-    reversed: HashMap<String, i64>,
-    written: Vec<Written>,
+    awarded: Vec<Awarded>,
     moved: Vec<Moved>,
     /// Uses of scenarios with `per: actor` limits: (scenario, member, event time, points).
     uses: Vec<(String, String, i64, i64)>,
@@ -64,9 +61,7 @@ impl<'a> Overlay<'a> {
             given: balances,
             members: HashMap::new(),
             events: HashMap::new(),
-            originals: HashMap::new(),
-            reversed: HashMap::new(),
-            written: Vec::new(),
+            awarded: Vec::new(),
             moved: Vec::new(),
             uses: Vec::new(),
             budgets: HashMap::new(),
@@ -109,8 +104,7 @@ impl<'a> Overlay<'a> {
                 }
                 (None, Some(base)) => {
                     let state = base.points_state(actor_id, i64::MAX)?;
-                    let lots = state.lots.into_iter().map(|lot| (lot, String::new(), 0)).collect();
-                    Member { book: state.book, lots, spent: HashMap::new() }
+                    Member { book: state.book, lots: state.lots, spent: HashMap::new() }
                 }
                 (None, None) => Member::default(),
             };
@@ -135,9 +129,7 @@ impl LedgerTx for Overlay<'_> {
     }
 
     fn book(&mut self, actor_id: &str) -> Result<Book, LedgerError> {
-        let member = self.member(actor_id)?;
-        let next_expiry = member.lots.iter().filter(|(l, ..)| l.remaining > 0).filter_map(|(l, ..)| l.expires_at).min();
-        Ok(Book { next_expiry, ..member.book })
+        Ok(self.member(actor_id)?.book)
     }
 
     fn set_debt(&mut self, actor_id: &str, debt: i64) -> Result<(), LedgerError> {
@@ -149,13 +141,9 @@ impl LedgerTx for Overlay<'_> {
         let member = self.member(entry.actor_id)?;
         member.book.balance = member.book.balance.saturating_add(entry.points);
         let balance = member.book.balance;
-        self.written.push((
-            entry.actor_id.to_owned(),
-            entry.event_id.to_owned(),
-            entry.kind,
-            entry.points,
-            entry.dated_at,
-        ));
+        if entry.kind == EntryKind::Award {
+            self.awarded.push((entry.actor_id.to_owned(), entry.points, entry.dated_at));
+        }
         if entry.kind != EntryKind::Expire {
             self.moved.push(Moved {
                 actor_id: entry.actor_id.to_owned(),
@@ -169,38 +157,43 @@ impl LedgerTx for Overlay<'_> {
 
     fn add_lot(&mut self, lot: &NewLot<'_>) -> Result<(), LedgerError> {
         self.next_lot += 1;
-        let lot_id = self.next_lot;
-        let new = Lot { lot_id, remaining: lot.points, available_at: lot.available_at, expires_at: lot.expires_at };
-        self.member(lot.actor_id)?.lots.push((new, lot.source_id.to_owned(), 0));
+        let new = Lot {
+            lot_id: self.next_lot,
+            source_id: lot.source_id.to_owned(),
+            remaining: lot.points,
+            available_at: lot.available_at,
+            expires_at: lot.expires_at,
+        };
+        self.member(lot.actor_id)?.lots.push(new);
+        Ok(())
+    }
+
+    fn lower_next_expiry(&mut self, actor_id: &str, expires_at: i64) -> Result<(), LedgerError> {
+        self.member(actor_id)?.book.next_expiry = Some(expires_at);
         Ok(())
     }
 
     fn open_lots(&mut self, actor_id: &str, limit: usize) -> Result<Vec<Lot>, LedgerError> {
-        let mut lots: Vec<Lot> =
-            self.member(actor_id)?.lots.iter().map(|(l, ..)| *l).filter(|l| l.remaining > 0).collect();
+        let mut lots: Vec<Lot> = self.member(actor_id)?.lots.iter().filter(|l| l.remaining > 0).cloned().collect();
         lots.sort_by_key(|l| (l.expires_at.unwrap_or(i64::MAX), l.lot_id));
         lots.truncate(limit);
         Ok(lots)
     }
 
-    fn lots_of(&mut self, actor_id: &str, source_id: &str) -> Result<Vec<Lot>, LedgerError> {
-        let member = self.member(actor_id)?;
-        Ok(member.lots.iter().filter(|(l, s, _)| s == source_id && l.remaining > 0).map(|(l, ..)| *l).collect())
-    }
-
     fn pending_points(&mut self, actor_id: &str, at: i64) -> Result<i64, LedgerError> {
-        let member = self.member(actor_id)?;
-        Ok(member.lots.iter().filter(|(l, ..)| l.remaining > 0 && l.available_at > at).map(|(l, ..)| l.remaining).sum())
+        let lots = &self.member(actor_id)?.lots;
+        Ok(lots.iter().filter(|l| l.remaining > 0 && l.available_at > at).map(|l| l.remaining).sum())
     }
 
-    fn change_lots(&mut self, actor_id: &str, changes: &[LotChange]) -> Result<(), LedgerError> {
+    fn take_from_lots(&mut self, actor_id: &str, taken: &[(i64, i64)]) -> Result<(), LedgerError> {
         let member = self.member(actor_id)?;
-        for change in changes {
-            if let Some((lot, _, expired)) = member.lots.iter_mut().find(|(l, ..)| l.lot_id == change.lot_id) {
-                lot.remaining = change.remaining;
-                *expired += change.expired;
+        for (lot_id, points) in taken {
+            if let Some(lot) = member.lots.iter_mut().find(|l| l.lot_id == *lot_id) {
+                lot.remaining -= points;
             }
         }
+        let open = member.lots.iter().filter(|l| l.remaining > 0);
+        member.book.next_expiry = open.filter_map(|l| l.expires_at).min();
         Ok(())
     }
 
@@ -213,52 +206,17 @@ impl LedgerTx for Overlay<'_> {
         Ok(self.member(actor_id)?.spent.get(source_id).cloned().unwrap_or_default())
     }
 
-    fn original(&mut self, event_id: &str) -> Result<Option<Original>, LedgerError> {
-        let reversed_here = self.reversed.get(event_id).copied().unwrap_or(0);
-        let Some((actor_id, payload)) = self.originals.get(event_id).cloned() else {
-            let stored = match self.base {
-                Some(base) => base.original(event_id)?,
-                None => None,
-            };
-            return Ok(stored.map(|o| Original { reversed: o.reversed + reversed_here, ..o }));
-        };
-        let awarded: i64 = self
-            .written
-            .iter()
-            .filter(|(a, e, kind, ..)| Some(a) == actor_id.as_ref() && e == event_id && *kind == EntryKind::Award)
-            .map(|(.., points, _)| points)
-            .sum();
-        let expired: i64 = match actor_id.as_deref().and_then(|a| self.members.get(a)) {
-            Some(member) => member.lots.iter().filter(|(_, s, _)| s == event_id).map(|(.., e)| e).sum(),
-            None => 0,
-        };
-        Ok(Some(Original { actor_id, payload, awarded: awarded - expired, reversed: reversed_here }))
-    }
-
-    fn add_reversed(&mut self, event_id: &str, points: i64) -> Result<(), LedgerError> {
-        *self.reversed.entry(event_id.to_owned()).or_default() += points;
-        Ok(())
-    }
-
     fn tier_points(&mut self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {
         let stored = match self.base {
             Some(base) => base.tier_points(actor_id, from, to)?,
             None => 0,
         };
-        let here: i64 = self
-            .written
-            .iter()
-            .filter(|(a, _, kind, _, at)| {
-                a == actor_id && matches!(kind, EntryKind::Award | EntryKind::Reverse) && (from..to).contains(at)
-            })
-            .map(|(.., points, _)| points)
-            .sum();
+        let here = self.awarded.iter().filter(|(a, _, at)| a == actor_id && (from..to).contains(at));
+        let here: i64 = here.map(|(_, points, _)| points).sum();
         Ok(stored + here)
     }
 
     fn save_event(&mut self, event: &NewEvent<'_>) -> Result<(), LedgerError> {
-        let original = (event.actor_id.map(str::to_owned), event.payload.map(str::to_owned));
-        self.originals.insert(event.event_id.to_owned(), original);
         if let (Some(actor), Some(member_type)) = (event.actor_id, event.member_type()) {
             let entry = (actor.to_owned(), member_type, event.occurred_at, event.payload.map(str::to_owned));
             self.history.push(entry);

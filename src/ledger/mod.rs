@@ -351,9 +351,6 @@ pub struct Entry {
     /// When the points of its lot expire (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
-    /// The event a reversal takes back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reverses: Option<String>,
 }
 
 /// What an entry records. Stored as its lower-case name.
@@ -370,10 +367,8 @@ pub enum EntryKind {
     Adjust,
     /// A redemption's points given back.
     Cancel,
-    /// A lot's unspent points written off at its expiry.
+    /// A lot's unspent points written off at its expiry (its `event_id` is the lot's award).
     Expire,
-    /// Points an action took back for an earlier event (`reverse_points`).
-    Reverse,
 }
 
 impl EntryKind {
@@ -386,7 +381,6 @@ impl EntryKind {
             EntryKind::Adjust => "adjust",
             EntryKind::Cancel => "cancel",
             EntryKind::Expire => "expire",
-            EntryKind::Reverse => "reverse",
         }
     }
 
@@ -399,7 +393,6 @@ impl EntryKind {
             "adjust" => Some(EntryKind::Adjust),
             "cancel" => Some(EntryKind::Cancel),
             "expire" => Some(EntryKind::Expire),
-            "reverse" => Some(EntryKind::Reverse),
             _ => None,
         }
     }
@@ -453,10 +446,8 @@ pub trait LedgerStore: Send + Sync {
         let (now, state) = (now_micros(), self.points_state(actor_id, i64::MAX)?);
         Ok(lots::view(state.entries_sum, state.book.debt, state.lots, now).balance)
     }
-    /// Points awarded to a member less reversals, by entries dated in `[from, to)` (tiers).
+    /// Points awarded to a member by entries dated in `[from, to)` (tiers).
     fn tier_points(&self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError>;
-    /// An earlier event, as a reversal reads it (for simulations).
-    fn original(&self, event_id: &str) -> Result<Option<tx::Original>, LedgerError>;
     /// Writes off the points of lots expired by `now` for up to `max_members` members, each
     /// with an `expire` entry, in a transaction of its own; answers how many members it
     /// brought up to date.

@@ -11,8 +11,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::lots::{self, Grant, Terms};
-use super::tx::{LedgerTx, NewEntry};
+use super::lots::{self, Terms};
+use super::tx::{LedgerTx, NewEntry, NewLot};
 use super::{Entry, EntryKind, Fingerprint, LedgerError, broken, rfc3339};
 
 /// What an operation does.
@@ -189,22 +189,20 @@ pub fn apply<T: OperationTx + ?Sized>(
             _ => return Ok(OperationOutcome::NoSuchRedemption),
         },
     };
-    let terms = match &request.operation {
-        Operation::Adjust { expiry_days, .. } => {
-            Terms { pending_days: 0, expiry_days: expiry_days.unwrap_or(request.default_expiry_days) }
-        }
-        _ => Terms::default(),
+    let expiry_days = match &request.operation {
+        Operation::Adjust { expiry_days, .. } => expiry_days.unwrap_or(request.default_expiry_days),
+        _ => 0,
     };
-    let expires_at = terms.dates(now).1.filter(|_| points > 0);
+    let (_, expires_at) = Terms { pending_days: 0, expiry_days }.dates(now);
+    let expires_at = expires_at.filter(|_| points > 0);
     if points < 0 {
-        let spendable = lots::spendable(tx, actor, book, now)?;
-        let wanted = points.saturating_neg();
+        let (spendable, wanted) = (lots::spendable(tx, actor, book, now)?, points.saturating_neg());
         if spendable < wanted {
             return Ok(OperationOutcome::InsufficientBalance { wanted, balance: spendable });
         }
-        let taken = lots::take(tx, actor, wanted, spendable, now)?;
-        if matches!(request.operation, Operation::Redeem { .. }) && !taken.from_lots.is_empty() {
-            tx.record_spent(actor, &request.request_id, &taken.from_lots)?;
+        let taken = lots::take(tx, actor, wanted, now)?;
+        if matches!(request.operation, Operation::Redeem { .. }) && !taken.is_empty() {
+            tx.record_spent(actor, &request.request_id, &taken)?;
         }
     }
     let kind = request.operation.kind();
@@ -220,23 +218,27 @@ pub fn apply<T: OperationTx + ?Sized>(
         dated_at: now,
         available_at: None,
         expires_at,
-        reverses: None,
     };
     tx.append(&new_entry)?;
     let entry_id = tx.last_entry_id(actor)?;
-    if let Operation::Cancel { redemption_id } = &request.operation {
-        // Points go back to the lots they came from; the rest were plain points.
-        let to_lots = lots::give_back(tx, actor, redemption_id)?;
-        let plain = points - to_lots;
-        if plain > 0 {
-            let grant = Grant { actor_id: actor, source_id: &request.request_id, points: plain, dated_at: now, terms };
-            lots::grant(tx, &grant)?;
-        }
+    // Points go back to the lots a cancelled redemption took them from; the rest were plain.
+    let to_lots = match &request.operation {
+        Operation::Cancel { redemption_id } => lots::give_back(tx, actor, redemption_id)?,
+        _ => 0,
+    };
+    if points > to_lots {
+        let lot = NewLot {
+            actor_id: actor,
+            source_id: &request.request_id,
+            points: points - to_lots,
+            available_at: now,
+            expires_at,
+        };
+        lots::grant(tx, book, lot, now)?;
+    }
+    if to_lots > 0 {
         // A lot given back after it expired is written off again.
         lots::bring_up_to(tx, actor, now, now)?;
-    } else if points > 0 {
-        let grant = Grant { actor_id: actor, source_id: &request.request_id, points, dated_at: now, terms };
-        lots::grant(tx, &grant)?;
     }
     let entry = Entry {
         entry_id,
@@ -251,7 +253,6 @@ pub fn apply<T: OperationTx + ?Sized>(
         dated_at: rfc3339(now),
         available_at: None,
         expires_at: expires_at.map(rfc3339),
-        reverses: None,
     };
     let answer = OperationAnswer { entry, balance: balance_now(tx)?, replayed: false };
     let json = serde_json::to_string(&answer).map_err(broken)?;

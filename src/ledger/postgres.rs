@@ -30,7 +30,7 @@ use super::lots::{self, PointsState};
 use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, all_time};
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
-use super::tx::{Book, LedgerTx, Lot, LotChange, NewEntry, NewEvent, NewLot, NewUse, Original, StoredEvent};
+use super::tx::{Book, LedgerTx, Lot, NewEntry, NewEvent, NewLot, NewUse, StoredEvent};
 use super::{
     Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
     broken, now_micros, rfc3339,
@@ -169,23 +169,17 @@ const V5_LOTS: &str = "
 ALTER TABLE entries ADD COLUMN dated_at BIGINT;
 UPDATE entries SET dated_at = created_at;
 ALTER TABLE entries ADD COLUMN available_at BIGINT;
-ALTER TABLE entries ADD COLUMN reverses TEXT;
 ALTER TABLE balances ADD COLUMN debt BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE balances ADD COLUMN next_expiry BIGINT;
-ALTER TABLE events ADD COLUMN reversed BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE lots (
     lot_id       BIGSERIAL PRIMARY KEY,
     actor_id     TEXT NOT NULL,
     source_id    TEXT NOT NULL,
-    points       BIGINT NOT NULL,
     remaining    BIGINT NOT NULL,
-    expired      BIGINT NOT NULL DEFAULT 0,
-    dated_at     BIGINT NOT NULL,
     available_at BIGINT NOT NULL,
     expires_at   BIGINT
 );
 CREATE INDEX open_lots ON lots (actor_id, (coalesce(expires_at, 9223372036854775807)), lot_id) WHERE remaining > 0;
-CREATE INDEX lots_by_source ON lots (source_id, actor_id);
 CREATE TABLE lot_spent (
     actor_id  TEXT NOT NULL,
     source_id TEXT NOT NULL,
@@ -198,30 +192,23 @@ CREATE TABLE lot_spent (
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = $1";
 const READ_BOOK: &str = "SELECT balance, debt, next_expiry FROM balances WHERE actor_id = $1";
 const READ_BOOKS: &str = "SELECT actor_id, balance, debt, next_expiry FROM balances WHERE actor_id = ANY($1)";
-const OPEN_LOTS: &str = "SELECT lot_id, remaining, available_at, expires_at FROM lots \
+const OPEN_LOTS: &str = "SELECT lot_id, source_id, remaining, available_at, expires_at FROM lots \
      WHERE actor_id = $1 AND remaining > 0 ORDER BY coalesce(expires_at, 9223372036854775807), lot_id LIMIT $2";
-const LOTS_OF: &str = "SELECT lot_id, remaining, available_at, expires_at FROM lots \
-     WHERE source_id = $2 AND actor_id = $1 AND remaining > 0 ORDER BY lot_id";
 const PENDING_POINTS: &str = "SELECT coalesce(sum(remaining), 0)::int8 FROM lots \
      WHERE actor_id = $1 AND remaining > 0 AND available_at > $2";
-const INSERT_LOTS: &str = "INSERT INTO lots (actor_id, source_id, points, remaining, dated_at, available_at, expires_at) \
-     SELECT a, s, p, p, d, v, e FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) \
-     AS u(a, s, p, d, v, e)";
-/// One row per member, in sorted order (as balances).
+const INSERT_LOTS: &str = "INSERT INTO lots (actor_id, source_id, remaining, available_at, expires_at) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[])";
+/// One row per member (the soonest of the group's), in sorted order (as balances).
 const LOWER_NEXT_EXPIRIES: &str = "INSERT INTO balances (actor_id, balance, updated_at, next_expiry) \
-     SELECT a, 0, 0, min(e) FROM unnest($1::text[], $2::int8[]) AS u(a, e) WHERE e IS NOT NULL GROUP BY a ORDER BY a \
+     SELECT a, 0, 0, min(e) FROM unnest($1::text[], $2::int8[]) AS u(a, e) GROUP BY a ORDER BY a \
      ON CONFLICT (actor_id) DO UPDATE SET next_expiry = least(balances.next_expiry, excluded.next_expiry)";
-const CHANGE_LOT: &str = "UPDATE lots SET remaining = $2, expired = expired + $3 WHERE lot_id = $1";
+const TAKE_FROM_LOT: &str = "UPDATE lots SET remaining = remaining - $2 WHERE lot_id = $1";
 const SET_NEXT_EXPIRY: &str = "UPDATE balances SET next_expiry = (SELECT min(expires_at) FROM lots \
      WHERE actor_id = $1 AND remaining > 0 AND expires_at IS NOT NULL) WHERE actor_id = $1";
 const SET_DEBT: &str = "INSERT INTO balances (actor_id, balance, updated_at, debt) VALUES ($1, 0, 0, $2) \
      ON CONFLICT (actor_id) DO UPDATE SET debt = excluded.debt";
-const ORIGINAL: &str = "SELECT actor_id, payload, reversed, \
-     ((SELECT coalesce(sum(points), 0) FROM entries WHERE event_id = $1 AND actor_id = events.actor_id AND kind = 'award') \
-     - (SELECT coalesce(sum(expired), 0) FROM lots WHERE source_id = $1 AND actor_id = events.actor_id))::int8 \
-     FROM events WHERE event_id = $1";
 const TIER_POINTS: &str = "SELECT coalesce(sum(points), 0)::int8 FROM entries \
-     WHERE actor_id = $1 AND kind IN ('award', 'reverse') AND dated_at >= $2 AND dated_at < $3";
+     WHERE actor_id = $1 AND kind = 'award' AND dated_at >= $2 AND dated_at < $3";
 const ENTRIES_SUM: &str =
     "SELECT coalesce(sum(points), 0)::int8 FROM entries WHERE actor_id = $1 AND coalesce(dated_at, created_at) <= $2";
 const EXPIRED_MEMBERS: &str = "SELECT actor_id FROM balances WHERE next_expiry <= $1 LIMIT $2";
@@ -283,9 +270,9 @@ const HISTORY_LOCK: i64 = 0x466c_7578_4869_7374; // "FluxHist"
 const MARK_JOB_EVENTS: &str = "UPDATE job_events j SET state = u.state \
      FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(state, job_id, idx) WHERE j.job_id = u.job_id AND j.idx = u.idx";
 const INSERT_ENTRIES: &str = "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, \
-     created_at, expires_at, dated_at, available_at, reverses) \
+     created_at, expires_at, dated_at, available_at) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], \
-     $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[])";
+     $8::int8[], $9::int8[], $10::int8[], $11::int8[])";
 /// One row per member (a member twice in one upsert is an error), in sorted order.
 const ADD_TO_BALANCES: &str = "INSERT INTO balances (actor_id, balance, updated_at) \
      SELECT a, sum(p), max(t) FROM unnest($1::text[], $2::int8[], $3::int8[]) AS u(a, p, t) GROUP BY a ORDER BY a \
@@ -635,10 +622,11 @@ struct Rows {
 struct LotRows {
     actor: Vec<String>,
     source: Vec<String>,
-    points: Vec<i64>,
-    dated_at: Vec<i64>,
+    remaining: Vec<i64>,
     available_at: Vec<i64>,
     expires_at: Vec<Option<i64>>,
+    /// Members whose `next_expiry` a lot lowers, with it.
+    lowered: (Vec<String>, Vec<i64>),
 }
 
 #[derive(Default)]
@@ -671,7 +659,6 @@ struct EntryRows {
     expires_at: Vec<Option<i64>>,
     dated_at: Vec<i64>,
     available_at: Vec<Option<i64>>,
-    reverses: Vec<Option<String>>,
 }
 
 #[derive(Default)]
@@ -771,7 +758,6 @@ impl<'a> PgTx<'a, '_> {
                         &e.expires_at,
                         &e.dated_at,
                         &e.available_at,
-                        &e.reverses,
                     ],
                 )
                 .await
@@ -781,12 +767,13 @@ impl<'a> PgTx<'a, '_> {
         let l = rows.lots;
         if !l.actor.is_empty() {
             let (insert, lower) = (self.sql.insert_lots.clone(), self.sql.lower_next_expiries.clone());
-            let (actors, expiries) = (l.actor.clone(), l.expires_at.clone());
+            let (actors, expiries) = l.lowered;
             out.push(Box::pin(async move {
-                tx.execute(&insert, &[&l.actor, &l.source, &l.points, &l.dated_at, &l.available_at, &l.expires_at])
-                    .await
+                tx.execute(&insert, &[&l.actor, &l.source, &l.remaining, &l.available_at, &l.expires_at]).await
             }));
-            out.push(Box::pin(async move { tx.execute(&lower, &[&actors, &expiries]).await }));
+            if !actors.is_empty() {
+                out.push(Box::pin(async move { tx.execute(&lower, &[&actors, &expiries]).await }));
+            }
         }
         let v = rows.events;
         if !v.id.is_empty() {
@@ -876,11 +863,13 @@ impl PgTx<'_, '_> {
 }
 
 fn lot_of_row(row: &tokio_postgres::Row) -> Result<Lot, LedgerError> {
-    Ok(Lot { lot_id: get(row, 0)?, remaining: get(row, 1)?, available_at: get(row, 2)?, expires_at: get(row, 3)? })
-}
-
-fn original_of_row(row: &tokio_postgres::Row) -> Result<Original, LedgerError> {
-    Ok(Original { actor_id: get(row, 0)?, payload: get(row, 1)?, reversed: get(row, 2)?, awarded: get(row, 3)? })
+    Ok(Lot {
+        lot_id: get(row, 0)?,
+        source_id: get(row, 1)?,
+        remaining: get(row, 2)?,
+        available_at: get(row, 3)?,
+        expires_at: get(row, 4)?,
+    })
 }
 
 impl LedgerTx for PgTx<'_, '_> {
@@ -933,7 +922,6 @@ impl LedgerTx for PgTx<'_, '_> {
         rows.expires_at.push(e.expires_at);
         rows.dated_at.push(e.dated_at);
         rows.available_at.push(e.available_at);
-        rows.reverses.push(e.reverses.map(str::to_owned));
         Ok(())
     }
 
@@ -942,12 +930,18 @@ impl LedgerTx for PgTx<'_, '_> {
         let rows = &mut self.rows.lots;
         rows.actor.push(lot.actor_id.to_owned());
         rows.source.push(lot.source_id.to_owned());
-        rows.points.push(lot.points);
-        rows.dated_at.push(lot.dated_at);
+        rows.remaining.push(lot.points);
         rows.available_at.push(lot.available_at);
         rows.expires_at.push(lot.expires_at);
-        if let (Some(expires_at), Some(book)) = (lot.expires_at, self.books.get_mut(lot.actor_id)) {
-            book.next_expiry = Some(book.next_expiry.map_or(expires_at, |e| e.min(expires_at)));
+        Ok(())
+    }
+
+    fn lower_next_expiry(&mut self, actor_id: &str, expires_at: i64) -> Result<(), LedgerError> {
+        let (actors, expiries) = &mut self.rows.lots.lowered;
+        actors.push(actor_id.to_owned());
+        expiries.push(expires_at);
+        if let Some(book) = self.books.get_mut(actor_id) {
+            book.next_expiry = Some(expires_at);
         }
         Ok(())
     }
@@ -958,21 +952,15 @@ impl LedgerTx for PgTx<'_, '_> {
         rows.iter().map(lot_of_row).collect()
     }
 
-    fn lots_of(&mut self, actor_id: &str, source_id: &str) -> Result<Vec<Lot>, LedgerError> {
-        let tx = self.tx;
-        let rows = self.flush_then(async move { tx.query(LOTS_OF, &[&actor_id, &source_id]).await })?;
-        rows.iter().map(lot_of_row).collect()
-    }
-
     fn pending_points(&mut self, actor_id: &str, at: i64) -> Result<i64, LedgerError> {
         let tx = self.tx;
         let row = self.flush_then(async move { tx.query_one(PENDING_POINTS, &[&actor_id, &at]).await })?;
         get(&row, 0)
     }
 
-    fn change_lots(&mut self, actor_id: &str, changes: &[LotChange]) -> Result<(), LedgerError> {
-        for change in changes {
-            self.execute(CHANGE_LOT, &[&change.lot_id, &change.remaining, &change.expired])?;
+    fn take_from_lots(&mut self, actor_id: &str, taken: &[(i64, i64)]) -> Result<(), LedgerError> {
+        for (lot_id, points) in taken {
+            self.execute(TAKE_FROM_LOT, &[lot_id, points])?;
         }
         self.execute(SET_NEXT_EXPIRY, &[&actor_id])?;
         // Read again when next asked: the soonest expiry may have moved.
@@ -1001,16 +989,6 @@ impl LedgerTx for PgTx<'_, '_> {
             .await
         })?;
         rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
-    }
-
-    fn original(&mut self, event_id: &str) -> Result<Option<Original>, LedgerError> {
-        let tx = self.tx;
-        let row = self.flush_then(async move { tx.query_opt(ORIGINAL, &[&event_id]).await })?;
-        row.map(|row| original_of_row(&row)).transpose()
-    }
-
-    fn add_reversed(&mut self, event_id: &str, points: i64) -> Result<(), LedgerError> {
-        self.execute("UPDATE events SET reversed = reversed + $2 WHERE event_id = $1", &[&event_id, &points])
     }
 
     fn tier_points(&mut self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {
@@ -1314,11 +1292,6 @@ impl LedgerStore for PostgresStore {
         get(&row, 0)
     }
 
-    fn original(&self, event_id: &str) -> Result<Option<Original>, LedgerError> {
-        let row = self.read(async |c| c.query_opt(ORIGINAL, &[&event_id]).await)?;
-        row.map(|row| original_of_row(&row)).transpose()
-    }
-
     fn sweep(&self, now: i64, max_members: usize) -> Result<usize, LedgerError> {
         let limit = i64::try_from(max_members).unwrap_or(i64::MAX);
         let rows = self.read(async |c| c.query(EXPIRED_MEMBERS, &[&now, &limit]).await)?;
@@ -1456,7 +1429,7 @@ impl LedgerStore for PostgresStore {
         let rows = self.read(async |c| {
             c.query(
                 "SELECT entry_id, actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at,
-                 dated_at, available_at, reverses
+                 dated_at, available_at
                  FROM entries WHERE actor_id = $1 AND entry_id < $2 ORDER BY entry_id DESC LIMIT $3",
                 &[&actor_id, &before, &take],
             )
@@ -1479,7 +1452,6 @@ impl LedgerStore for PostgresStore {
                     expires_at: get::<Option<i64>>(row, 9)?.map(rfc3339),
                     dated_at: rfc3339(get::<Option<i64>>(row, 10)?.map_or_else(|| get(row, 8), Ok)?),
                     available_at: get::<Option<i64>>(row, 11)?.map(rfc3339),
-                    reverses: get(row, 12)?,
                 })
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;

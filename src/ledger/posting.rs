@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::lots::{self, Grant};
+use super::lots;
 use super::member::{Deferred, MemberReader};
-use super::tx::{LedgerTx, NewEntry, NewEvent, NewUse};
+use super::tx::{LedgerTx, NewEntry, NewEvent, NewLot, NewUse};
 use super::{ActionWrite, Applied, EntryKind, Fingerprint, LedgerError, Planned, PointsWrite, broken};
 use crate::actions::{Outcome, Plan, PointsChange};
 use crate::event::Event;
@@ -222,19 +222,17 @@ fn write_points<T: LedgerTx + ?Sized>(
 ) -> Result<Outcome, LedgerError> {
     let (actor, at) = (points.actor_id.as_str(), at.as_microsecond());
     let book = lots::bring_up_to(tx, actor, at, now)?;
-    let (mut available_at, mut expires_at) = (None, None);
-    if amount < 0 {
-        let spendable = lots::spendable(tx, actor, book, at)?;
-        let wanted = amount.saturating_neg();
+    let lot = if amount < 0 {
+        let (spendable, wanted) = (lots::spendable(tx, actor, book, at)?, amount.saturating_neg());
         if spendable < wanted {
             return Ok(Outcome::InsufficientBalance { wanted, balance: spendable });
         }
-        lots::take(tx, actor, wanted, spendable, at)?;
+        lots::take(tx, actor, wanted, at)?;
+        None
     } else {
-        let (available, expires) = points.terms.dates(at);
-        available_at = (available > at).then_some(available);
-        expires_at = expires;
-    }
+        let (available_at, expires_at) = points.terms.dates(at);
+        Some(NewLot { actor_id: actor, source_id: event_id, points: amount, available_at, expires_at })
+    };
     tx.append(&NewEntry {
         actor_id: actor,
         event_id,
@@ -245,13 +243,11 @@ fn write_points<T: LedgerTx + ?Sized>(
         reason: points.reason.as_deref(),
         created_at: now,
         dated_at: at,
-        available_at,
-        expires_at,
-        reverses: None,
+        available_at: lot.map(|l| l.available_at).filter(|&available| available > at),
+        expires_at: lot.and_then(|l| l.expires_at),
     })?;
-    if amount > 0 {
-        let grant = Grant { actor_id: actor, source_id: event_id, points: amount, dated_at: at, terms: points.terms };
-        lots::grant(tx, &grant)?;
+    if let Some(lot) = lot {
+        lots::grant(tx, book, lot, at)?;
     }
     Ok(Outcome::Done(Plan::Points(PointsChange { amount, ..points.change })))
 }

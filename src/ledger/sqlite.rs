@@ -12,7 +12,7 @@ use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, al
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
 use super::tx::NewUse;
-use super::tx::{Book, LedgerTx, Lot, LotChange, NewEntry, NewEvent, NewLot, Original, StoredEvent};
+use super::tx::{Book, LedgerTx, Lot, NewEntry, NewEvent, NewLot, StoredEvent};
 use super::{
     Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
     broken, now_micros, rfc3339,
@@ -161,34 +161,28 @@ CREATE TABLE member_hours (
 ";
 
 /// Version 6: points as lots ([`super::lots`]). Entries get the time they count from
-/// (`dated_at`: event time; entries before it count from when they were written), the lot's
-/// `available_at` and the event a reversal `reverses`; a member's book gets its `debt` and the
-/// soonest expiry of its open lots; an event, what reversals took back from it. Only awards
-/// with pending days or an expiry are lots; `lot_spent` keeps what each redemption took from
-/// each lot, for its cancellation. Points awarded before this version are plain points: they
-/// stay spendable and never expire (their recorded `expires_at` was never enforced).
+/// (`dated_at`: event time; entries before it count from when they were written) and the lot's
+/// `available_at`; a member's book gets its `debt` and the soonest expiry of its open lots. Only
+/// awards with pending days or an expiry are lots (what was granted is on the award's entry);
+/// `lot_spent` keeps what each redemption took from each lot, for its cancellation. Points
+/// awarded before this version are plain points: they stay spendable and never expire (their
+/// recorded `expires_at` was never enforced).
 const V6_LOTS: &str = "
 ALTER TABLE entries ADD COLUMN dated_at INTEGER;
 UPDATE entries SET dated_at = created_at;
 ALTER TABLE entries ADD COLUMN available_at INTEGER;
-ALTER TABLE entries ADD COLUMN reverses TEXT;
 ALTER TABLE balances ADD COLUMN debt INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE balances ADD COLUMN next_expiry INTEGER;
-ALTER TABLE events ADD COLUMN reversed INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE lots (
     lot_id       INTEGER PRIMARY KEY,
     actor_id     TEXT NOT NULL,
     source_id    TEXT NOT NULL,
-    points       INTEGER NOT NULL,
     remaining    INTEGER NOT NULL,
-    expired      INTEGER NOT NULL DEFAULT 0,
-    dated_at     INTEGER NOT NULL,
     available_at INTEGER NOT NULL,
     expires_at   INTEGER
 );
 -- Open lots in spending order: the soonest expiry first, never-expiring (NULL) last.
 CREATE INDEX open_lots ON lots (actor_id, coalesce(expires_at, 9223372036854775807), lot_id) WHERE remaining > 0;
-CREATE INDEX lots_by_source ON lots (source_id, actor_id);
 CREATE TABLE lot_spent (
     actor_id  TEXT NOT NULL,
     source_id TEXT NOT NULL,
@@ -200,28 +194,22 @@ CREATE TABLE lot_spent (
 
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = ?1";
 const READ_BOOK: &str = "SELECT balance, debt, next_expiry FROM balances WHERE actor_id = ?1";
-const OPEN_LOTS: &str = "SELECT lot_id, remaining, available_at, expires_at FROM lots \
+const OPEN_LOTS: &str = "SELECT lot_id, source_id, remaining, available_at, expires_at FROM lots \
      WHERE actor_id = ?1 AND remaining > 0 \
      ORDER BY coalesce(expires_at, 9223372036854775807), lot_id LIMIT ?2";
-const LOTS_OF: &str = "SELECT lot_id, remaining, available_at, expires_at FROM lots \
-     WHERE source_id = ?2 AND actor_id = ?1 AND remaining > 0 ORDER BY lot_id";
 const PENDING_POINTS: &str =
     "SELECT coalesce(sum(remaining), 0) FROM lots WHERE actor_id = ?1 AND remaining > 0 AND available_at > ?2";
-const INSERT_LOT: &str = "INSERT INTO lots (actor_id, source_id, points, remaining, dated_at, available_at, expires_at) \
-     VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)";
-const CHANGE_LOT: &str = "UPDATE lots SET remaining = ?2, expired = expired + ?3 WHERE lot_id = ?1";
+const INSERT_LOT: &str =
+    "INSERT INTO lots (actor_id, source_id, remaining, available_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+const TAKE_FROM_LOT: &str = "UPDATE lots SET remaining = remaining - ?2 WHERE lot_id = ?1";
 const SET_NEXT_EXPIRY: &str = "UPDATE balances SET next_expiry = (SELECT min(expires_at) FROM lots \
      WHERE actor_id = ?1 AND remaining > 0 AND expires_at IS NOT NULL) WHERE actor_id = ?1";
 const LOWER_NEXT_EXPIRY: &str = "INSERT INTO balances (actor_id, balance, updated_at, next_expiry) VALUES (?1, 0, 0, ?2) \
-     ON CONFLICT (actor_id) DO UPDATE SET next_expiry = min(coalesce(next_expiry, excluded.next_expiry), excluded.next_expiry)";
+     ON CONFLICT (actor_id) DO UPDATE SET next_expiry = excluded.next_expiry";
 const SET_DEBT: &str = "INSERT INTO balances (actor_id, balance, updated_at, debt) VALUES (?1, 0, 0, ?2) \
      ON CONFLICT (actor_id) DO UPDATE SET debt = excluded.debt";
-const ORIGINAL: &str = "SELECT actor_id, payload, reversed, \
-     (SELECT coalesce(sum(points), 0) FROM entries WHERE event_id = ?1 AND actor_id = events.actor_id AND kind = 'award') \
-     - (SELECT coalesce(sum(expired), 0) FROM lots WHERE source_id = ?1 AND actor_id = events.actor_id) \
-     FROM events WHERE event_id = ?1";
 const TIER_POINTS: &str = "SELECT coalesce(sum(points), 0) FROM entries \
-     WHERE actor_id = ?1 AND kind IN ('award', 'reverse') AND dated_at >= ?2 AND dated_at < ?3";
+     WHERE actor_id = ?1 AND kind = 'award' AND dated_at >= ?2 AND dated_at < ?3";
 /// A scan of the members' books (no index to write at every award): once a minute.
 const EXPIRED_MEMBERS: &str = "SELECT actor_id FROM balances WHERE next_expiry <= ?1 LIMIT ?2";
 const ENTRIES_SUM: &str =
@@ -248,7 +236,7 @@ const INSERT_EVENT: &str = "INSERT INTO events (event_id, fingerprint, actor_id,
      occurred_at, payload, member_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const MARK_JOB_EVENT: &str = "UPDATE job_events SET state = ?1 WHERE job_id = ?2 AND idx = ?3";
 const INSERT_ENTRY: &str = "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, \
-     created_at, expires_at, dated_at, available_at, reverses) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+     created_at, expires_at, dated_at, available_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 const ADD_TO_BALANCE: &str = "INSERT INTO balances (actor_id, balance, updated_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (actor_id) DO UPDATE SET balance = balance + excluded.balance, updated_at = excluded.updated_at";
 
@@ -590,16 +578,6 @@ impl LedgerStore for SqliteStore {
         self.read(|conn| conn.prepare_cached(TIER_POINTS)?.query_row(params![actor_id, from, to], |r| r.get(0)))
     }
 
-    fn original(&self, event_id: &str) -> Result<Option<Original>, LedgerError> {
-        self.read(|conn| {
-            conn.prepare_cached(ORIGINAL)?
-                .query_row([event_id], |r| {
-                    Ok(Original { actor_id: r.get(0)?, payload: r.get(1)?, reversed: r.get(2)?, awarded: r.get(3)? })
-                })
-                .optional()
-        })
-    }
-
     fn sweep(&self, now: i64, max_members: usize) -> Result<usize, LedgerError> {
         let mut conn = self.writer.lock().map_err(broken)?;
         let tx = conn.transaction().map_err(unavailable)?;
@@ -663,7 +641,7 @@ impl LedgerStore for SqliteStore {
         let entries = self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT entry_id, actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at,
-                 dated_at, available_at, reverses
+                 dated_at, available_at
                  FROM entries WHERE actor_id = ?1 AND entry_id < ?2 ORDER BY entry_id DESC LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![actor_id, before.unwrap_or(i64::MAX), limit as i64 + 1], |row| {
@@ -680,7 +658,6 @@ impl LedgerStore for SqliteStore {
                     expires_at: row.get::<_, Option<i64>>(9)?.map(rfc3339),
                     dated_at: rfc3339(row.get::<_, Option<i64>>(10)?.unwrap_or(row.get(8)?)),
                     available_at: row.get::<_, Option<i64>>(11)?.map(rfc3339),
-                    reverses: row.get(12)?,
                 })
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -805,7 +782,13 @@ impl GroupStatements<'_> {
 }
 
 fn lot_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Lot> {
-    Ok(Lot { lot_id: row.get(0)?, remaining: row.get(1)?, available_at: row.get(2)?, expires_at: row.get(3)? })
+    Ok(Lot {
+        lot_id: row.get(0)?,
+        source_id: row.get(1)?,
+        remaining: row.get(2)?,
+        available_at: row.get(3)?,
+        expires_at: row.get(4)?,
+    })
 }
 
 struct LimitStatements<'tx> {
@@ -936,8 +919,7 @@ impl LedgerTx for GroupStatements<'_> {
                 e.created_at,
                 e.expires_at,
                 e.dated_at,
-                e.available_at,
-                e.reverses
+                e.available_at
             ])
             .map_err(unavailable)?;
         self.add_to_balance.execute(params![e.actor_id, e.points, e.created_at]).map_err(unavailable)?;
@@ -945,14 +927,12 @@ impl LedgerTx for GroupStatements<'_> {
     }
 
     fn add_lot(&mut self, lot: &NewLot<'_>) -> Result<(), LedgerError> {
-        self.execute(
-            INSERT_LOT,
-            params![lot.actor_id, lot.source_id, lot.points, lot.dated_at, lot.available_at, lot.expires_at],
-        )?;
-        match lot.expires_at {
-            Some(expires_at) => self.execute(LOWER_NEXT_EXPIRY, params![lot.actor_id, expires_at]),
-            None => Ok(()),
-        }
+        let params = params![lot.actor_id, lot.source_id, lot.points, lot.available_at, lot.expires_at];
+        self.execute(INSERT_LOT, params)
+    }
+
+    fn lower_next_expiry(&mut self, actor_id: &str, expires_at: i64) -> Result<(), LedgerError> {
+        self.execute(LOWER_NEXT_EXPIRY, params![actor_id, expires_at])
     }
 
     fn open_lots(&mut self, actor_id: &str, limit: usize) -> Result<Vec<Lot>, LedgerError> {
@@ -963,13 +943,6 @@ impl LedgerTx for GroupStatements<'_> {
             .map_err(unavailable)
     }
 
-    fn lots_of(&mut self, actor_id: &str, source_id: &str) -> Result<Vec<Lot>, LedgerError> {
-        self.conn
-            .prepare_cached(LOTS_OF)
-            .and_then(|mut s| s.query_map(params![actor_id, source_id], lot_of_row)?.collect())
-            .map_err(unavailable)
-    }
-
     fn pending_points(&mut self, actor_id: &str, at: i64) -> Result<i64, LedgerError> {
         self.conn
             .prepare_cached(PENDING_POINTS)
@@ -977,9 +950,9 @@ impl LedgerTx for GroupStatements<'_> {
             .map_err(unavailable)
     }
 
-    fn change_lots(&mut self, actor_id: &str, changes: &[LotChange]) -> Result<(), LedgerError> {
-        for change in changes {
-            self.execute(CHANGE_LOT, params![change.lot_id, change.remaining, change.expired])?;
+    fn take_from_lots(&mut self, actor_id: &str, taken: &[(i64, i64)]) -> Result<(), LedgerError> {
+        for (lot_id, points) in taken {
+            self.execute(TAKE_FROM_LOT, params![lot_id, points])?;
         }
         self.execute(SET_NEXT_EXPIRY, params![actor_id])
     }
@@ -1000,22 +973,6 @@ impl LedgerTx for GroupStatements<'_> {
             .prepare_cached("SELECT lot_id, points FROM lot_spent WHERE actor_id = ?1 AND source_id = ?2")
             .and_then(|mut s| s.query_map(params![actor_id, source_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(unavailable)
-    }
-
-    fn original(&mut self, event_id: &str) -> Result<Option<Original>, LedgerError> {
-        self.conn
-            .prepare_cached(ORIGINAL)
-            .and_then(|mut s| {
-                s.query_row([event_id], |r| {
-                    Ok(Original { actor_id: r.get(0)?, payload: r.get(1)?, reversed: r.get(2)?, awarded: r.get(3)? })
-                })
-                .optional()
-            })
-            .map_err(unavailable)
-    }
-
-    fn add_reversed(&mut self, event_id: &str, points: i64) -> Result<(), LedgerError> {
-        self.execute("UPDATE events SET reversed = reversed + ?2 WHERE event_id = ?1", params![event_id, points])
     }
 
     fn tier_points(&mut self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {

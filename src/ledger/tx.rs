@@ -42,8 +42,6 @@ pub struct NewEntry<'a> {
     pub available_at: Option<i64>,
     /// When the points of the lot it adds expire (µs since the epoch).
     pub expires_at: Option<i64>,
-    /// The event a reversal takes back.
-    pub reverses: Option<&'a str>,
 }
 
 /// What a member's book holds besides its lots: the sum of its entries (which may be below
@@ -61,11 +59,13 @@ pub struct Book {
 
 /// Points awarded with a date to become spendable or to expire: a lot. Points spendable at once
 /// that never expire need no lot (they are the member's plain points: the rest of the balance).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lot {
     /// Its id: increasing, so the oldest first.
     pub lot_id: i64,
-    /// Points not yet spent, expired or taken back.
+    /// The event or request that granted it (an `expire` entry names it).
+    pub source_id: String,
+    /// Points not yet spent or expired.
     pub remaining: i64,
     /// When its points become spendable (µs since the epoch).
     pub available_at: i64,
@@ -78,40 +78,14 @@ pub struct Lot {
 pub struct NewLot<'a> {
     /// The member.
     pub actor_id: &'a str,
-    /// The event or request that granted it.
+    /// The event or request that grants it.
     pub source_id: &'a str,
     /// Its points.
     pub points: i64,
-    /// The time it counts from (µs since the epoch).
-    pub dated_at: i64,
-    /// When its points become spendable.
+    /// When its points become spendable (µs since the epoch).
     pub available_at: i64,
     /// When its unspent points expire, if ever.
     pub expires_at: Option<i64>,
-}
-
-/// A change to one lot: what remains of it now, and how many of its points expire with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LotChange {
-    /// The lot.
-    pub lot_id: i64,
-    /// Its points left.
-    pub remaining: i64,
-    /// Points of it written off as expired now (added to what expired of it before).
-    pub expired: i64,
-}
-
-/// An earlier event that a reversal names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Original {
-    /// Its actor.
-    pub actor_id: Option<String>,
-    /// Its payload as JSON text.
-    pub payload: Option<String>,
-    /// What it awarded its actor, less what expired of it.
-    pub awarded: i64,
-    /// What reversals have taken back from it so far (uncollected points included).
-    pub reversed: i64,
 }
 
 /// An event to store once its effects are written.
@@ -174,25 +148,21 @@ pub trait LedgerTx {
     fn append(&mut self, entry: &NewEntry<'_>) -> Result<(), LedgerError>;
     /// Adds a lot.
     fn add_lot(&mut self, lot: &NewLot<'_>) -> Result<(), LedgerError>;
+    /// Sets a member's `next_expiry` to `expires_at`, sooner than the one its book holds.
+    fn lower_next_expiry(&mut self, actor_id: &str, expires_at: i64) -> Result<(), LedgerError>;
     /// A member's open lots (points remaining) in spending order: the soonest-expiring first,
     /// never-expiring last, ties oldest first; at most `limit`.
     fn open_lots(&mut self, actor_id: &str, limit: usize) -> Result<Vec<Lot>, LedgerError>;
-    /// The open lots granted by one event or request, oldest first.
-    fn lots_of(&mut self, actor_id: &str, source_id: &str) -> Result<Vec<Lot>, LedgerError>;
     /// The points of a member's open lots not yet spendable at `at`.
     fn pending_points(&mut self, actor_id: &str, at: i64) -> Result<i64, LedgerError>;
-    /// Changes lots of a member, then sets its book's `next_expiry` from its open lots.
-    fn change_lots(&mut self, actor_id: &str, changes: &[LotChange]) -> Result<(), LedgerError>;
+    /// Takes points from lots of a member, (lot id, points) each (negative points give them
+    /// back), then sets its book's `next_expiry` from its open lots.
+    fn take_from_lots(&mut self, actor_id: &str, taken: &[(i64, i64)]) -> Result<(), LedgerError>;
     /// Records what a redemption took from each lot, so a cancellation gives it back.
     fn record_spent(&mut self, actor_id: &str, source_id: &str, spent: &[(i64, i64)]) -> Result<(), LedgerError>;
     /// What a redemption took from each lot: (lot id, points).
     fn spent_by(&mut self, actor_id: &str, source_id: &str) -> Result<Vec<(i64, i64)>, LedgerError>;
-    /// An earlier event, for a reversal.
-    fn original(&mut self, event_id: &str) -> Result<Option<Original>, LedgerError>;
-    /// Adds to what reversals took back from an event.
-    fn add_reversed(&mut self, event_id: &str, points: i64) -> Result<(), LedgerError>;
-    /// Points awarded to a member (less reversals) by entries dated in `[from, to)`: what tiers
-    /// count.
+    /// Points awarded to a member by entries dated in `[from, to)`: what tiers count.
     fn tier_points(&mut self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError>;
     /// Stores an applied event with its result. Fails if the id is stored already.
     fn save_event(&mut self, event: &NewEvent<'_>) -> Result<(), LedgerError>;

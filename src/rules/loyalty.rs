@@ -89,13 +89,21 @@ impl Default for Programme {
 pub struct Tier {
     /// Its id, as `member.tier` reads it.
     pub id: String,
-    /// Points awarded (less reversals) in the tier period that reach it.
+    /// Points awarded in the tier period that reach it.
     pub min_points: i64,
     /// What `reward_points` with `tier_multiplier: true` multiplies awards by.
     pub multiplier: f64,
 }
 
 impl Programme {
+    /// The window `[from, to)` (µs since the epoch) whose awarded points decide the tier at
+    /// `at`: the tier period ending then. `None` without tiers (nothing to read).
+    pub fn tier_window(&self, at: i64) -> Option<(i64, i64)> {
+        let when = jiff::Timestamp::from_microsecond(at).ok().filter(|_| !self.tiers.is_empty())?;
+        let (from, _) = self.tier_period.bounds(when, &self.timezone);
+        Some((from.as_microsecond(), at))
+    }
+
     /// The tier that `points` awarded in the tier period reach, if any.
     pub fn tier_for(&self, points: i64) -> Option<&Tier> {
         self.tiers.iter().rev().find(|tier| points >= tier.min_points)
