@@ -23,6 +23,8 @@
 # reads the member's use and records one) and the durable figure's own load (one member: after
 # the first award every event is refused, so it reads the use and writes no entry).
 # BENCH_ONLY=member compares the example rules with a member-history scenario added (below).
+# BENCH_RULES=FILE runs the SQLite and PostgreSQL targets on that rules file instead of the
+# example rules (the README event is still what is posted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -31,6 +33,7 @@ rounds=${3:-1}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/fluxflow-target}"
 baseline_src=../shared/tools/baseline-hyper
 baseline_target=/var/tmp/baseline-target
+bench_rules=${BENCH_RULES:-tests/fixtures/example-rules.yaml}
 
 cargo build --release --bin fluxflow --bin loadgen >/dev/null 2>&1
 if [ "${BENCH_ONLY:-}" != ledgers ] && [ ! -x "$baseline_target/release/baseline-hyper" ]; then
@@ -69,7 +72,7 @@ check_rows() { # label, output line, rows written
 sqlite_run() { # label, binary, data suffix
   local port pid out rows
   port=$(free_port)
-  "$2" --addr "127.0.0.1:$port" --config tests/fixtures/example-rules.yaml --ledger sqlite --data "$tmp/data$3" >"$tmp/sqlite.log" 2>&1 &
+  "$2" --addr "127.0.0.1:$port" --config "$bench_rules" --ledger sqlite --data "$tmp/data$3" >"$tmp/sqlite.log" 2>&1 &
   pid=$!
   out=$(run "$1" "$port" $pid)
   echo "$out"
@@ -87,7 +90,7 @@ postgres_run() { # round, [label, binary]
   local db="ff_bench_$$_$1${3:+_before}" label=${2:-fluxflow --ledger postgres} binary=${3:-$bin/fluxflow} port pid out rows
   psql -q "$pg_admin" -c "CREATE DATABASE $db" >/dev/null
   port=$(free_port)
-  "$binary" --addr "127.0.0.1:$port" --config tests/fixtures/example-rules.yaml --ledger "${pg_admin%/*}/$db" >"$tmp/pg.log" 2>&1 &
+  "$binary" --addr "127.0.0.1:$port" --config "$bench_rules" --ledger "${pg_admin%/*}/$db" >"$tmp/pg.log" 2>&1 &
   pid=$!
   out=$(run "$label" "$port" $pid)
   echo "$out"
