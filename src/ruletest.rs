@@ -329,9 +329,7 @@ pub fn run_file(path: &Path, registry: &ActionRegistry) -> Result<FileReport, Te
     let mut cases = Vec::with_capacity(file.cases.len());
     let mut next_case = file.cases.iter().zip(case_events).peekable();
     for (index, sim) in simulated.iter().enumerate() {
-        for effect in &sim.points {
-            balances.insert(effect.actor_id.clone(), effect.balance_after);
-        }
+        balances.extend(sim.balances.iter().map(|(actor, balance)| (actor.clone(), *balance)));
         if let Some((case, _)) = next_case.next_if(|(_, at)| *at == index) {
             cases.push(check(case, sim, &balances));
         }

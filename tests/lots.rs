@@ -84,3 +84,23 @@ fn concurrent_redemptions_never_overspend_lots(store: &Store) {
     let balance = servers[0].get("/v1/actors/bo/balance").1;
     assert_eq!((balance["balance"].clone(), balance["expiring"].clone()), (json!(0), json!([])), "{balance}");
 }
+
+/// A simulation answers spendable balances as the read API does: pending points left out,
+/// the stored member's lots read and never written.
+#[test]
+fn a_simulation_leaves_pending_points_out_of_balances() {
+    let rules = RULES.replace("programme: {expiry_days: 30}", "programme: {pending_days: 14}");
+    let server = Server::start(&rules, &["--ledger", "sqlite"]);
+    let purchase = |id: &str, at: &str, total: i64| json!({"id": id, "type": "purchase", "actor_id": "cy", "occurred_at": at, "payload": {"total": total}});
+    assert_eq!(server.post_json("/v1/events", &purchase("p1", "2026-10-01T10:00:00Z", 30)).0, 200);
+    let (status, body) = server.post_json(
+        "/v1/simulate",
+        &json!([purchase("s1", "2026-10-05T10:00:00Z", 20), purchase("s2", "2026-10-20T10:00:00Z", 5)]),
+    );
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[0]["points"][0]["balance_after"], 50, "the sum of entries, pending included");
+    assert_eq!(results[0]["balances"], json!({"cy": 0}), "both awards still pending on 5 October");
+    assert_eq!(results[1]["balances"], json!({"cy": 50}), "both released by the 20th, the new one pending");
+    assert_eq!(server.get("/v1/actors/cy/balance?at=2026-10-20T10:00:00Z").1["balance"], 30, "nothing written");
+}

@@ -42,7 +42,7 @@ pub struct PointsEffect {
     pub action_id: String,
     /// Signed points.
     pub points: i64,
-    /// The member's balance after it.
+    /// The sum of the member's entries after it (pending points included).
     pub balance_after: i64,
 }
 
@@ -55,7 +55,7 @@ pub struct SimulatedEvent {
     pub ledger: LedgerVerdict,
     /// Points it would move, in order.
     pub points: Vec<PointsEffect>,
-    /// Balances of the members it touches, after it, by member id.
+    /// Spendable balances of the members it touches, after it, at its event time, by member id.
     pub balances: BTreeMap<String, i64>,
 }
 
@@ -83,13 +83,13 @@ pub fn simulate_from(
     let mut out = Vec::with_capacity(events.len());
     for event in events {
         let started = Instant::now();
+        let at = event.time().as_microsecond();
         let fp = fingerprint(event);
         let mut evaluation = rules.new_evaluation();
         // Member functions read the member's state as the ledger (and what was simulated before)
         // has it.
         let mut trace = match event.actor_id.as_deref() {
             Some(actor) if rules.reads_member(&event.event_type) => {
-                let at = event.time().as_microsecond();
                 let reader = MemberReader::new(&mut overlay, actor, at, now, rules.programme())?;
                 let trace = rules.evaluate_traced(&Facts::of(event).with_member(&reader), &mut evaluation);
                 reader.finish()?;
@@ -133,7 +133,7 @@ pub fn simulate_from(
         result.replayed = verdict == LedgerVerdict::Replay;
         let mut touched = BTreeMap::new();
         for effect in &effects {
-            touched.insert(effect.actor_id.clone(), overlay.balance_of(&effect.actor_id)?);
+            touched.insert(effect.actor_id.clone(), overlay.balance_of(&effect.actor_id, at)?);
         }
         out.push(SimulatedEvent { result, ledger: verdict, points: effects, balances: touched });
     }

@@ -18,7 +18,7 @@ pub struct Moved {
     pub action_id: String,
     /// Signed points.
     pub points: i64,
-    /// The member's balance after it.
+    /// The sum of the member's entries after it (pending points included).
     pub balance_after: i64,
 }
 
@@ -113,9 +113,13 @@ impl<'a> Overlay<'a> {
         self.members.get_mut(actor_id).ok_or_else(|| super::broken("a member vanished from the overlay"))
     }
 
-    /// A member's balance as the overlay sees it (reads the store for a member not yet seen).
-    pub fn balance_of(&mut self, actor_id: &str) -> Result<i64, LedgerError> {
-        Ok(self.member(actor_id)?.book.balance)
+    /// A member's spendable points at `at` (µs since the epoch) as the overlay sees them (reads
+    /// the store for a member not yet seen): pending and expired points left out, as the read
+    /// API answers.
+    pub fn balance_of(&mut self, actor_id: &str, at: i64) -> Result<i64, LedgerError> {
+        let lots = self.open_lots(actor_id, usize::MAX)?;
+        let book = self.member(actor_id)?.book;
+        Ok(super::lots::view(book.balance, book.debt, lots, at).balance)
     }
 }
 
@@ -363,7 +367,7 @@ mod tests {
         assert!(!refused.actions_executed[0].success, "a deduction the balance cannot cover is refused");
         assert!(matches!(apply(&mut overlay, "e1", 5), Applied::Replayed(_)));
         assert!(matches!(apply(&mut overlay, "e3", -15), Applied::Fresh(_)));
-        assert_eq!(overlay.balance_of("ann").unwrap(), 0);
+        assert_eq!(overlay.balance_of("ann", 0).unwrap(), 0);
         let moved: Vec<i64> = overlay.take_moved().iter().map(|m| m.points).collect();
         assert_eq!(moved, [5, -15], "the refused deduction and the replay moved nothing");
     }
