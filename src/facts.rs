@@ -25,6 +25,8 @@ pub struct Facts<'a> {
     /// The member's state before this event; `None` without a ledger (nothing is remembered,
     /// so member functions see only the event itself).
     pub member: Option<&'a dyn MemberState>,
+    /// The event a reversal takes back, when its `ratio` is evaluated.
+    pub original: Option<&'a Event>,
 }
 
 /// The event's actor's state before the event, as a ledger keeps it. Event types are
@@ -62,7 +64,7 @@ impl<'a> Facts<'a> {
     /// assert_eq!(Facts::of(&event).at.to_string(), "2026-11-05T11:00:00Z");
     /// ```
     pub fn of(event: &'a Event) -> Facts<'a> {
-        Facts { event, at: event.time(), zone: &UTC, member: None }
+        Facts { event, at: event.time(), zone: &UTC, member: None, original: None }
     }
 
     /// The same facts with the member's state.

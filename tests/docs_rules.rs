@@ -252,7 +252,7 @@ fn check_expression_row(purpose: Purpose, row: &Row, column: &str) -> Result<(),
             Truth::False => "false".to_owned(),
             Truth::Unknown(_) => "unknown".to_owned(),
         },
-        Purpose::Formula => match program.number(&event) {
+        Purpose::Formula | Purpose::Ratio => match program.number(&event) {
             Ok(x) => {
                 let want_number = want.parse::<f64>().ok();
                 if want_number.is_some_and(|w| (x - w).abs() <= 1e-9 * w.abs().max(1.0)) {

@@ -39,9 +39,9 @@ fn events() -> Vec<Event> {
         .collect()
 }
 
-/// Compiles `src` for both purposes and evaluates whatever compiles against every event.
+/// Compiles `src` for every purpose and evaluates whatever compiles against every event.
 fn compile_and_evaluate(src: &str, events: &[Event]) {
-    for purpose in [Purpose::Condition, Purpose::Formula] {
+    for purpose in [Purpose::Condition, Purpose::Formula, Purpose::Ratio] {
         let Ok(program) = Program::compile(src, purpose) else {
             continue;
         };
@@ -52,7 +52,7 @@ fn compile_and_evaluate(src: &str, events: &[Event]) {
                         let _ = program.explain(&u);
                     }
                 }
-                Purpose::Formula => {
+                Purpose::Formula | Purpose::Ratio => {
                     if let Err(u) = program.number(event) {
                         let _ = program.explain(&u);
                     }

@@ -27,6 +27,7 @@ fn purpose_of(case: &Case) -> Result<Purpose, String> {
     match case.purpose.as_str() {
         "condition" => Ok(Purpose::Condition),
         "formula" => Ok(Purpose::Formula),
+        "ratio" => Ok(Purpose::Ratio),
         other => Err(format!("bad purpose {other:?} in the table")),
     }
 }
@@ -131,7 +132,8 @@ fn run(case: &Case) -> Result<(), String> {
     let event = Event::from_value(case.event.clone()).map_err(|e| format!("bad event in the table: {e}"))?;
     match purpose {
         Purpose::Condition => check_condition(case, &program, &event),
-        Purpose::Formula => check_formula(case, &program, &event),
+        // A ratio evaluates like a formula; without a reversal its `original` paths are missing.
+        Purpose::Formula | Purpose::Ratio => check_formula(case, &program, &event),
     }
 }
 

@@ -24,7 +24,28 @@ scenarios:
       - action: {id: earn_points, type: reward_points, params: {operation: award, points_formula: payload.total}}
 "#;
 
-both_stores!(the_sweep_writes_off_expired_points, concurrent_redemptions_never_overspend_lots);
+both_stores!(
+    the_sweep_writes_off_expired_points,
+    concurrent_redemptions_never_overspend_lots,
+    concurrent_refunds_of_one_order_take_back_what_it_awarded_once,
+);
+
+const REFUNDS: &str = r#"
+version: v1
+engine: {event_workers: 8}
+programme: {negative_balance: deny}
+scenarios:
+  - id: earn
+    enabled: true
+    event_types: [purchase]
+    children:
+      - action: {id: earn_points, type: reward_points, params: {operation: award, points_formula: payload.total}}
+  - id: refund
+    enabled: true
+    event_types: [refund]
+    children:
+      - action: {id: take_back, type: reverse_points, params: {original: payload.order, ratio: payload.share, reason: Refund}}
+"#;
 
 fn nodes(store: &Store, extra: &[&str]) -> Vec<Server> {
     let store_args = store.args();
@@ -103,4 +124,44 @@ fn a_simulation_leaves_pending_points_out_of_balances() {
     assert_eq!(results[0]["balances"], json!({"cy": 0}), "both awards still pending on 5 October");
     assert_eq!(results[1]["balances"], json!({"cy": 50}), "both released by the 20th, the new one pending");
     assert_eq!(server.get("/v1/actors/cy/balance?at=2026-10-20T10:00:00Z").1["balance"], 30, "nothing written");
+}
+
+fn concurrent_refunds_of_one_order_take_back_what_it_awarded_once(store: &Store) {
+    let store_args = store.args();
+    let args: Vec<&str> = store_args.iter().map(String::as_str).collect();
+    let servers: Vec<Server> =
+        (0..if store.is_postgres() { 2 } else { 1 }).map(|_| Server::start(REFUNDS, &args)).collect();
+    let purchase = json!({"id": "p1", "type": "purchase", "actor_id": "eve", "payload": {"total": 100}});
+    assert_eq!(servers[0].post_json("/v1/events", &purchase).0, 200);
+    // 20 refunds of 30% each, at once: 100 points can be taken back in all, 30 + 30 + 30 + 10.
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let server = &servers[i % servers.len()];
+                s.spawn(move || {
+                    let refund = json!({"id": format!("r{i}"), "type": "refund", "actor_id": "eve",
+                                        "payload": {"order": "p1", "share": 0.3}});
+                    server.post_json("/v1/events", &refund).1["actions_executed"][0].clone()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut taken: Vec<i64> = answers.iter().filter_map(|a| a["points"].as_i64()).collect();
+    taken.sort_unstable();
+    assert_eq!(taken, [-30, -30, -30, -10], "{answers:?}");
+    let refused = answers.iter().filter(|a| a["code"] == "nothing_to_reverse").count();
+    assert_eq!(refused, 16, "{answers:?}");
+    let done = answers.iter().find(|a| a["points"] == -30).unwrap();
+    assert_eq!(done["message"], "Took back 30 points from eve \u{2014} Refund");
+    assert_eq!(servers[0].get("/v1/actors/eve/balance").1["balance"], 0);
+    // Under deny, what cannot be collected is left uncollected and said so.
+    let purchase = json!({"id": "p2", "type": "purchase", "actor_id": "eve", "payload": {"total": 50}});
+    assert_eq!(servers[0].post_json("/v1/events", &purchase).0, 200);
+    let redeem = json!({"id": "till-1", "points": 40});
+    assert_eq!(servers[0].post_json("/v1/actors/eve/redeem", &redeem).0, 200);
+    let refund = json!({"id": "r-p2", "type": "refund", "actor_id": "eve", "payload": {"order": "p2", "share": 1}});
+    let action = servers[0].post_json("/v1/events", &refund).1["actions_executed"][0].clone();
+    assert_eq!(action["points"], -10, "{action}");
+    assert_eq!(action["message"], "Took back 10 points from eve \u{2014} Refund (40 uncollected)");
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use fluxflow::actions::{ActionRegistry, reward_points};
+use fluxflow::actions::{ActionRegistry, reverse_points, reward_points};
 use fluxflow::graph::Rules;
 use fluxflow::rules::EngineSettings;
 use fluxflow::rules::loyalty::{LIMIT_KEYS, PROGRAMME_KEYS, SCHEDULE_KEYS};
@@ -232,7 +232,7 @@ fn names(keys: &[&str]) -> BTreeSet<String> {
 #[test]
 fn schema_keys_are_the_loaders() {
     let schema = schema();
-    let places: [(&str, &[&str]); 10] = [
+    let places: [(&str, &[&str]); 11] = [
         ("/properties", &TOP_KEYS),
         ("/$defs/engine/properties", &ENGINE_KEYS),
         ("/$defs/programme/properties", &PROGRAMME_KEYS),
@@ -243,6 +243,7 @@ fn schema_keys_are_the_loaders() {
         ("/$defs/condition/properties", &CONDITION_KEYS),
         ("/$defs/action/properties", &ACTION_KEYS),
         ("/$defs/reward_points_params/properties", &reward_points::PARAMS),
+        ("/$defs/reverse_points_params/properties", &reverse_points::PARAMS),
     ];
     for (pointer, loader_keys) in places {
         assert_eq!(property_names(&schema, pointer), names(loader_keys), "keys at {pointer}");

@@ -126,6 +126,8 @@ struct ExpectedEntry {
     points: i64,
     #[serde(default)]
     scenario_id: Option<String>,
+    #[serde(default)]
+    reverses: Option<String>,
 }
 
 fn stories() -> Vec<(PathBuf, Story)> {
@@ -215,12 +217,14 @@ fn run(path: &Path, story: &Story, store: &Store) -> Vec<String> {
         let fresh = new_entries(&server, &actor, seen_entries.entry(actor.clone()).or_default());
         if let Some(want) = &expect.entries {
             let with_scenario = want.iter().any(|w| w.scenario_id.is_some());
+            let with_reverses = want.iter().any(|w| w.reverses.is_some());
             let got: Vec<ExpectedEntry> = fresh
                 .iter()
                 .map(|e| ExpectedEntry {
                     kind: e["kind"].as_str().unwrap_or_default().to_owned(),
                     points: e["points"].as_i64().unwrap_or_default(),
                     scenario_id: with_scenario.then(|| e["scenario_id"].as_str().unwrap_or_default().to_owned()),
+                    reverses: with_reverses.then(|| e["reverses"].as_str().unwrap_or_default().to_owned()),
                 })
                 .collect();
             check("entries", format!("{want:?}"), format!("{got:?}"));

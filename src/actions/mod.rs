@@ -5,6 +5,7 @@
 //! effect without allocating; the engine applies the plan (to the ledger, later to webhooks) and
 //! asks the action to describe the outcome in words.
 
+pub mod reverse_points;
 pub mod reward_points;
 #[cfg(feature = "test-support")]
 pub mod test_sleep;
@@ -42,6 +43,20 @@ pub trait Action: Send + Sync + fmt::Debug {
     fn ledger_reason(&self) -> Option<&str> {
         None
     }
+    /// For an action that plans [`Plan::Reverse`]: what to reverse for this event.
+    fn reversal(&self, _event: &Event) -> Option<Reversal> {
+        None
+    }
+}
+
+/// What a reversal asks of the ledger, beyond the points it takes back (which the ledger
+/// decides from what the original awarded).
+#[derive(Debug, Clone)]
+pub struct Reversal {
+    /// The event to reverse.
+    pub original_id: String,
+    /// The share to take back, evaluated with the original; `None` is all of it.
+    pub ratio: Option<std::sync::Arc<crate::expr::Program>>,
 }
 
 /// What an action means to do.
@@ -49,6 +64,9 @@ pub trait Action: Send + Sync + fmt::Debug {
 pub enum Plan {
     /// Change a member's points balance.
     Points(PointsChange),
+    /// Take back points an earlier event awarded (`reverse_points`): the ledger decides how
+    /// many ([`Action::reversal`] says what to reverse).
+    Reverse,
     /// Succeed without an effect on the ledger.
     Nothing,
     /// The action cannot run for this event.
@@ -86,7 +104,29 @@ pub enum Failure {
     FormulaNotFinite,
     /// The formula's value rounds to less than one point.
     FormulaBelowOne(f64),
+    /// A reversal could not be made.
+    Reversal(ReversalFailure),
 }
+
+/// Why a reversal could not be made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReversalFailure {
+    /// The event has no original id at the action's `original` path.
+    NoOriginalId,
+    /// No event has that id, or it is another actor's.
+    OriginalNotFound,
+    /// What the original awarded was taken back already, or expired.
+    NothingToReverse,
+    /// The ratio has no value.
+    RatioUnknown(Unknown),
+    /// The ratio is not in [0, 1].
+    RatioOutOfRange(f64),
+}
+
+/// The code of a reversal whose original is unknown or another actor's.
+pub const ORIGINAL_NOT_FOUND: &str = "original_not_found";
+/// The code of a reversal with nothing left to take back.
+pub const NOTHING_TO_REVERSE: &str = "nothing_to_reverse";
 
 /// The code of an action a limit of its scenario refused (`"code"` in results).
 pub const LIMIT_REACHED: &str = "limit_reached";
@@ -107,6 +147,13 @@ pub enum Outcome {
     },
     /// A limit of the scenario was reached: nothing was done.
     LimitReached(Limit),
+    /// Points taken back by a reversal.
+    Reversed {
+        /// Points taken (the balance falls by this much).
+        taken: i64,
+        /// Points it could not collect (`negative_balance: deny`).
+        uncollected: i64,
+    },
     /// An award cut to what a `points` limit left (`change` is what was awarded).
     Capped {
         /// The points awarded.
@@ -121,6 +168,8 @@ impl Outcome {
     pub fn of_plan(plan: Plan) -> Outcome {
         match plan {
             Plan::Failed(f) => Outcome::Failed(f),
+            // Without a ledger no earlier event is known.
+            Plan::Reverse => Outcome::Failed(Failure::Reversal(ReversalFailure::OriginalNotFound)),
             done => Outcome::Done(done),
         }
     }
@@ -130,22 +179,28 @@ impl Outcome {
         match self {
             Outcome::Done(_) => None,
             Outcome::Failed(Failure::NoActor) => Some("no_actor"),
+            Outcome::Failed(Failure::Reversal(failure)) => match failure {
+                ReversalFailure::NoOriginalId | ReversalFailure::OriginalNotFound => Some(ORIGINAL_NOT_FOUND),
+                ReversalFailure::NothingToReverse => Some(NOTHING_TO_REVERSE),
+                ReversalFailure::RatioUnknown(_) | ReversalFailure::RatioOutOfRange(_) => Some("formula_invalid"),
+            },
             Outcome::Failed(_) => Some("formula_invalid"),
             Outcome::InsufficientBalance { .. } => Some("insufficient_balance"),
             Outcome::LimitReached(_) => Some(LIMIT_REACHED),
-            Outcome::Capped { .. } => None,
+            Outcome::Capped { .. } | Outcome::Reversed { .. } => None,
         }
     }
 
     /// True when the action did what it meant to.
     pub fn success(&self) -> bool {
-        matches!(self, Outcome::Done(_) | Outcome::Capped { .. })
+        matches!(self, Outcome::Done(_) | Outcome::Capped { .. } | Outcome::Reversed { .. })
     }
 
     /// The signed points moved, for a successful points action.
     pub fn points(&self) -> Option<i64> {
         match self {
             Outcome::Done(Plan::Points(change)) | Outcome::Capped { change, .. } => Some(change.amount),
+            Outcome::Reversed { taken, .. } => Some(-taken),
             _ => None,
         }
     }
@@ -166,6 +221,7 @@ impl ActionRegistry {
     pub fn builtin() -> Self {
         let mut registry = ActionRegistry::empty();
         registry.register(Box::new(reward_points::RewardPoints));
+        registry.register(Box::new(reverse_points::ReversePoints));
         #[cfg(feature = "test-support")]
         registry.register(Box::new(test_sleep::TestSleep));
         registry

@@ -312,8 +312,10 @@ impl Action for RewardPointsAction {
                 Failure::FormulaBelowOne(x) => {
                     format!("points_formula `{formula}` gave {x}, which is too large")
                 }
+                // reward_points never plans a reversal.
+                Failure::Reversal(_) => String::new(),
             },
-            Outcome::Done(Plan::Nothing) => String::new(),
+            Outcome::Done(Plan::Nothing | Plan::Reverse) | Outcome::Reversed { .. } => String::new(),
             Outcome::LimitReached(_) => String::new(),
             Outcome::InsufficientBalance { wanted, balance } => {
                 format!("cannot deduct {wanted} points from {actor}: the balance is {balance}")

@@ -651,7 +651,7 @@ impl Engine {
 /// What the ledger must write for an evaluation: each planned action's write, its stacking key,
 /// the limits of its scenarios, and how to build the result once outcomes are decided.
 fn planned_writes(live: &Arc<LiveRules>, event: &Arc<Event>, evaluation: Evaluation, started: Instant) -> Planned {
-    let actions = ActionWrite::for_plans(&live.rules, &evaluation.planned, event.actor_id.as_deref());
+    let actions = ActionWrite::for_plans(&live.rules, &evaluation.planned, event);
     let stacking = live.rules.stacking_keys(&evaluation);
     let limits = live.rules.limits_of(&evaluation);
     let (live, event) = (Arc::clone(live), Arc::clone(event));

@@ -97,7 +97,7 @@ pub fn simulate_from(
             }
             _ => rules.evaluate_traced(&Facts::of(event), &mut evaluation),
         };
-        let actions = ActionWrite::for_plans(rules, &evaluation.planned, event.actor_id.as_deref());
+        let actions = ActionWrite::for_plans(rules, &evaluation.planned, event);
         let stacking = rules.stacking_keys(&evaluation);
         let limits = rules.limits_of(&evaluation);
         let build = |stacked: &Stacked| EventResult::build(rules, event, &evaluation, stacked, started.elapsed());

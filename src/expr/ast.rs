@@ -63,6 +63,8 @@ pub enum Root {
     Event,
     /// `member`: the actor's state before the event.
     Member,
+    /// `original`: the event a reversal takes back (only in the `ratio` of `reverse_points`).
+    Original,
 }
 
 /// One step of a payload path.
@@ -113,6 +115,9 @@ pub enum Path {
     Event(EventField),
     /// `member.balance`, `member.pending`, `member.tier`: the actor's points before the event.
     Member(MemberField),
+    /// `original.payload...`, `original.id`, `original.type`, `original.actor_id`: a path into
+    /// the event a reversal takes back.
+    Original(Box<Path>),
 }
 
 /// A value of the member's points that expressions read.
@@ -137,6 +142,10 @@ impl MemberField {
     }
 }
 
+/// What `original` may be followed by: what is stored of an event.
+const ORIGINAL_FIELDS: &str =
+    "original has the fields original.payload..., original.id, original.type and original.actor_id";
+
 impl Path {
     /// Checks the steps that follow a root; the error says what is allowed.
     pub fn new(root: Root, mut segments: Vec<Segment>) -> Result<Path, String> {
@@ -154,6 +163,16 @@ impl Path {
                 [Segment::Key(k)] if k == "pending" => Ok(Path::Member(MemberField::Pending)),
                 [Segment::Key(k)] if k == "tier" => Ok(Path::Member(MemberField::Tier)),
                 _ => Err("member has the fields member.balance, member.pending and member.tier (the actor's points before the event)".into()),
+            },
+            Root::Original => match segments.split_first() {
+                Some((Segment::Key(k), rest)) if k == "payload" => {
+                    Ok(Path::Original(Box::new(Path::Payload(rest.to_vec()))))
+                }
+                Some((Segment::Key(_), [])) => match Path::new(Root::Event, segments)? {
+                    Path::Event(EventField::Source) => Err(ORIGINAL_FIELDS.into()),
+                    event => Ok(Path::Original(Box::new(event))),
+                },
+                _ => Err(ORIGINAL_FIELDS.into()),
             },
             Root::Event => {
                 let field = match segments.as_slice() {
@@ -227,6 +246,7 @@ impl fmt::Display for Path {
             }
             Path::Event(field) => write!(f, "event.{}", field.name()),
             Path::Member(field) => write!(f, "member.{}", field.name()),
+            Path::Original(path) => write!(f, "original.{path}"),
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum Purpose {
     Condition,
     /// A points formula: must give a number.
     Formula,
+    /// The `ratio` of a reversal: must give a number, and may read the `original` event.
+    Ratio,
 }
 
 /// A compile error, or (for [`Compiled::warnings`]) a part that can never be decided.
@@ -146,6 +148,8 @@ pub enum Node {
     Call(Function, Box<[Node]>, Span),
     /// A value of the actor's state before the event (boxed: it is large and rare).
     Member(Box<MemberQuery>, Span),
+    /// A path into the event a reversal takes back.
+    Original(Path, Span),
 }
 
 impl MemberQuery {
@@ -233,7 +237,7 @@ pub fn compile(expr: &Expr, purpose: Purpose) -> Result<Compiled, CompileError> 
     let (node, ty) = compiler.node(expr)?;
     let fits = match purpose {
         Purpose::Condition => matches!(ty, StaticType::Bool | StaticType::Any),
-        Purpose::Formula => matches!(ty, StaticType::Number | StaticType::Any),
+        Purpose::Formula | Purpose::Ratio => matches!(ty, StaticType::Number | StaticType::Any),
     };
     let root = if fits {
         node
@@ -241,6 +245,7 @@ pub fn compile(expr: &Expr, purpose: Purpose) -> Result<Compiled, CompileError> 
         let message = match purpose {
             Purpose::Condition => format!("a condition must be true or false, but this expression is {}", ty.noun()),
             Purpose::Formula => format!("a formula must give a number, but this expression is {}", ty.noun()),
+            Purpose::Ratio => format!("a ratio must give a number, but this expression is {}", ty.noun()),
         };
         if matches!(expr, Expr::Literal(..)) {
             return Err(CompileError { span: expr.span(), message });
@@ -265,7 +270,7 @@ impl Compiler {
     /// placed at the operand at fault.
     fn mismatch(&mut self, operand: &Expr, message: String, whole: Span) -> Result<Typed, CompileError> {
         let error = CompileError { span: operand.span(), message };
-        if self.purpose == Purpose::Formula {
+        if self.purpose != Purpose::Condition {
             return Err(error);
         }
         let index = u16::try_from(self.warnings.len()).map_err(|_| error.clone())?;
@@ -322,6 +327,13 @@ impl Compiler {
             Expr::Path(Path::Member(field), span) => {
                 let ty = if *field == MemberField::Tier { T::Any } else { T::Number };
                 (Node::Member(Box::new(MemberQuery::Points(*field)), *span), ty)
+            }
+            Expr::Path(Path::Original(path), span) => {
+                if self.purpose != Purpose::Ratio {
+                    let message = "`original` is read only in the `ratio` of a reverse_points action".to_owned();
+                    return Err(CompileError { span: *span, message });
+                }
+                (Node::Original((**path).clone(), *span), T::Any)
             }
             Expr::Path(path, span) => (Node::Path(path.clone(), *span), T::Any),
             Expr::Unary(UnaryOp::Neg, operand, span) => {
@@ -580,7 +592,7 @@ impl Node {
     fn each_node<'a>(&'a self, f: &mut impl FnMut(&'a Node)) {
         f(self);
         match self {
-            Node::Const(_) | Node::Never(..) | Node::Member(..) | Node::Path(..) => {}
+            Node::Const(_) | Node::Never(..) | Node::Member(..) | Node::Path(..) | Node::Original(..) => {}
             Node::Neg(inner, _) | Node::Not(inner, _) | Node::Matches(inner, _, _) => inner.each_node(f),
             Node::In { needle, list, .. } => {
                 needle.each_node(f);

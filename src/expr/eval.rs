@@ -323,7 +323,7 @@ pub fn resolve<'a>(path: &Path, event: &'a Event) -> Option<Val<'a>> {
         Path::Payload(segments) => walk(Val::Object(event.payload.as_ref()?), segments),
         Path::Meta(key) => event.meta_get(key).map(Val::Str),
         // The member's state is not in the event: the compiler reads it as a member value.
-        Path::Member(_) => None,
+        Path::Member(_) | Path::Original(_) => None,
         Path::MetaNeverPresent(_) => None,
         Path::Event(field) => match field {
             EventField::Id => Some(Val::Str(&event.id)),
@@ -419,6 +419,7 @@ fn span_of(node: &Node) -> Span {
         | Node::Never(_, s)
         | Node::Call(_, _, s)
         | Node::Member(_, s)
+        | Node::Original(_, s)
         | Node::In { span: s, .. } => *s,
         Node::And(l, r) | Node::Or(l, r) => span_of(l).to(span_of(r)),
         Node::Const(_) => Span::default(),
@@ -467,6 +468,10 @@ pub fn value<'a>(node: &'a Node, facts: &Facts<'a>) -> Res<'a> {
         Node::Never(index, span) => Err(Unknown { reason: Reason::Impossible(*index), span: *span }),
         Node::Call(function, args, _) => call(*function, args, facts),
         Node::Member(query, span) => member(query, facts, *span),
+        Node::Original(path, span) => facts
+            .original
+            .and_then(|original| resolve(path, original))
+            .ok_or(Unknown { reason: Reason::Missing, span: *span }),
     }
 }
 

@@ -316,6 +316,7 @@ impl<'a> Lexer<'a> {
             "meta" => Root::Meta,
             "event" => Root::Event,
             "member" => Root::Member,
+            "original" => Root::Original,
             _ if self.src[self.pos..].trim_start().starts_with('(') => return Ok(TokenKind::Name(word.to_owned())),
             _ => {
                 let message = match Function::parse(word) {

@@ -186,6 +186,15 @@ impl Room {
         }
     }
 
+    /// An action that only takes points back (a reversal): `apply` carries it out unless a
+    /// `times` limit refuses the scenario; it is never cut.
+    pub fn taking<E>(&self, apply: impl FnOnce() -> Result<Outcome, E>) -> Result<Outcome, E> {
+        match self.refused {
+            Some(limit) => Ok(Outcome::LimitReached(limit)),
+            None => apply(),
+        }
+    }
+
     /// A points change of `amount` (signed): `apply` carries it out with the amount given (an
     /// award may be cut) and answers its outcome. A refused change is not applied at all; a
     /// deduction is never cut.

@@ -82,6 +82,12 @@ impl LedgerStore for Intercepted {
     fn tier_points(&self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {
         self.inner.tier_points(actor_id, from, to)
     }
+    fn original(&self, event_id: &str) -> Result<Option<super::tx::Original>, LedgerError> {
+        self.inner.original(event_id)
+    }
+    fn reversible(&self, actor_id: &str, event_id: &str) -> Result<super::tx::Reversible, LedgerError> {
+        self.inner.reversible(actor_id, event_id)
+    }
     fn sweep(&self, now: i64, max_members: usize) -> Result<usize, LedgerError> {
         self.inner.sweep(now, max_members)
     }

@@ -104,6 +104,7 @@ fn expire_entry<'a>(actor_id: &'a str, lot: &'a Lot, expired: i64, now: i64) -> 
         dated_at: expires_at,
         available_at: None,
         expires_at: Some(expires_at),
+        reverses: None,
     }
 }
 
@@ -170,6 +171,35 @@ pub fn take<T: LedgerTx + ?Sized>(
         }
         limit = limit.saturating_mul(8);
     }
+}
+
+/// Takes up to `points` from the open lots granted by one event (a reversal takes the
+/// original's own first, pending ones included); answers the points taken and how many of them
+/// were spendable at `at`.
+pub fn take_from_source<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    actor_id: &str,
+    source_id: &str,
+    points: i64,
+    at: i64,
+) -> Result<(i64, i64), LedgerError> {
+    let (mut taken, mut spendable) = (Vec::new(), 0);
+    let mut left = points;
+    for lot in tx.open_lots(actor_id, usize::MAX)?.iter().filter(|l| l.source_id == source_id) {
+        if left == 0 {
+            break;
+        }
+        let part = lot.remaining.min(left);
+        left -= part;
+        taken.push((lot.lot_id, part));
+        if lot.available_at <= at {
+            spendable += part;
+        }
+    }
+    if !taken.is_empty() {
+        tx.take_from_lots(actor_id, &taken)?;
+    }
+    Ok((points - left, spendable))
 }
 
 /// Gives a redemption's points back to the lots it took them from; answers how many went back

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::tx::{Book, LedgerTx, Lot, NewEntry, NewEvent, NewLot, NewUse, StoredEvent};
+use super::tx::{Book, LedgerTx, Lot, NewEntry, NewEvent, NewLot, NewUse, Original, Reversible, StoredEvent};
 use super::{EntryKind, LedgerError, LedgerStore};
 use crate::graph::limits::{BudgetKey, Counter, Usage};
 use crate::result::EventState;
@@ -31,8 +31,16 @@ struct Member {
     spent: HashMap<String, Vec<(i64, i64)>>,
 }
 
-/// An award written here, as tiers read it: (member, points, dated at).
-type Awarded = (String, i64, i64);
+/// An entry written here, as tiers and reversals read it.
+#[derive(Debug)]
+struct Written {
+    actor_id: String,
+    event_id: String,
+    kind: EntryKind,
+    points: i64,
+    dated_at: i64,
+    reverses: Option<String>,
+}
 
 /// Balances, events and limits' use written in memory on top of a store that is never written.
 pub struct Overlay<'a> {
@@ -41,7 +49,9 @@ pub struct Overlay<'a> {
     given: HashMap<String, i64>,
     members: HashMap<String, Member>,
     events: HashMap<String, StoredEvent>,
-    awarded: Vec<Awarded>,
+    /// Events posted here, as reversals read them.
+    originals: HashMap<String, Original>,
+    written: Vec<Written>,
     moved: Vec<Moved>,
     /// Uses of scenarios with `per: actor` limits: (scenario, member, event time, points).
     uses: Vec<(String, String, i64, i64)>,
@@ -61,7 +71,8 @@ impl<'a> Overlay<'a> {
             given: balances,
             members: HashMap::new(),
             events: HashMap::new(),
-            awarded: Vec::new(),
+            originals: HashMap::new(),
+            written: Vec::new(),
             moved: Vec::new(),
             uses: Vec::new(),
             budgets: HashMap::new(),
@@ -145,9 +156,14 @@ impl LedgerTx for Overlay<'_> {
         let member = self.member(entry.actor_id)?;
         member.book.balance = member.book.balance.saturating_add(entry.points);
         let balance = member.book.balance;
-        if entry.kind == EntryKind::Award {
-            self.awarded.push((entry.actor_id.to_owned(), entry.points, entry.dated_at));
-        }
+        self.written.push(Written {
+            actor_id: entry.actor_id.to_owned(),
+            event_id: entry.event_id.to_owned(),
+            kind: entry.kind,
+            points: entry.points,
+            dated_at: entry.dated_at,
+            reverses: entry.reverses.map(str::to_owned),
+        });
         if entry.kind != EntryKind::Expire {
             self.moved.push(Moved {
                 actor_id: entry.actor_id.to_owned(),
@@ -210,17 +226,52 @@ impl LedgerTx for Overlay<'_> {
         Ok(self.member(actor_id)?.spent.get(source_id).cloned().unwrap_or_default())
     }
 
+    fn original(&mut self, event_id: &str) -> Result<Option<Original>, LedgerError> {
+        match (self.originals.get(event_id), self.base) {
+            (Some(original), _) => Ok(Some(original.clone())),
+            (None, Some(base)) => base.original(event_id),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn reversible(&mut self, actor_id: &str, event_id: &str) -> Result<Reversible, LedgerError> {
+        let mut reversible = match self.base {
+            Some(base) => base.reversible(actor_id, event_id)?,
+            None => Reversible::default(),
+        };
+        for w in self.written.iter().filter(|w| w.actor_id == actor_id) {
+            match w.kind {
+                EntryKind::Award if w.event_id == event_id => reversible.awarded += w.points,
+                EntryKind::Expire if w.event_id == event_id => reversible.expired -= w.points,
+                EntryKind::Reverse if w.reverses.as_deref() == Some(event_id) => reversible.reversed -= w.points,
+                _ => {}
+            }
+        }
+        Ok(reversible)
+    }
+
     fn tier_points(&mut self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {
         let stored = match self.base {
             Some(base) => base.tier_points(actor_id, from, to)?,
             None => 0,
         };
-        let here = self.awarded.iter().filter(|(a, _, at)| a == actor_id && (from..to).contains(at));
-        let here: i64 = here.map(|(_, points, _)| points).sum();
+        let here = self.written.iter().filter(|w| {
+            w.actor_id == actor_id
+                && matches!(w.kind, EntryKind::Award | EntryKind::Reverse)
+                && (from..to).contains(&w.dated_at)
+        });
+        let here: i64 = here.map(|w| w.points).sum();
         Ok(stored + here)
     }
 
     fn save_event(&mut self, event: &NewEvent<'_>) -> Result<(), LedgerError> {
+        let original = Original {
+            actor_id: event.actor_id.map(str::to_owned),
+            event_type: event.event_type.to_owned(),
+            occurred_at: event.occurred_at,
+            payload: event.payload.map(str::to_owned),
+        };
+        self.originals.insert(event.event_id.to_owned(), original);
         if let (Some(actor), Some(member_type)) = (event.actor_id, event.member_type()) {
             let entry = (actor.to_owned(), member_type, event.occurred_at, event.payload.map(str::to_owned));
             self.history.push(entry);

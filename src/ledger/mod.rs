@@ -17,6 +17,7 @@ pub mod memory;
 pub mod operations;
 pub mod postgres;
 pub mod posting;
+pub mod reversal;
 pub mod sqlite;
 pub mod tx;
 
@@ -153,6 +154,24 @@ pub struct PointsWrite {
     pub reason: Option<String>,
 }
 
+/// Points to take back for an earlier event (`reverse_points`): the ledger decides how many
+/// from what the original awarded.
+#[derive(Debug, Clone)]
+pub struct ReverseWrite {
+    /// The member.
+    pub actor_id: String,
+    /// The action.
+    pub action_id: String,
+    /// The scenario it fired in.
+    pub scenario_id: String,
+    /// The rule's reason.
+    pub reason: Option<String>,
+    /// What to reverse, and the share.
+    pub reversal: crate::actions::Reversal,
+    /// May it take the balance below zero (the programme's `negative_balance`)?
+    pub negative_balance: crate::rules::loyalty::NegativeBalance,
+}
+
 /// What one planned action asks of the ledger.
 #[derive(Debug, Clone)]
 pub enum ActionWrite {
@@ -160,6 +179,8 @@ pub enum ActionWrite {
     Decided(Outcome),
     /// A points movement; a deduction is refused when the balance is too low.
     Points(PointsWrite),
+    /// A reversal of an earlier event's points.
+    Reverse(ReverseWrite),
 }
 
 impl ActionWrite {
@@ -169,12 +190,23 @@ impl ActionWrite {
     pub fn for_plans(
         rules: &crate::graph::Rules,
         planned: &[crate::graph::PlannedAction],
-        actor: Option<&str>,
+        event: &Event,
     ) -> Vec<ActionWrite> {
-        let programme = &rules.file.programme;
+        let (programme, actor) = (&rules.file.programme, event.actor_id.as_deref());
         planned
             .iter()
             .map(|planned| match (planned.plan, actor, rules.action(planned.action)) {
+                (crate::actions::Plan::Reverse, Some(actor), Some(entry)) => match entry.action.reversal(event) {
+                    Some(reversal) => ActionWrite::Reverse(ReverseWrite {
+                        actor_id: actor.to_owned(),
+                        action_id: entry.id.clone(),
+                        scenario_id: rules.scenario_id(planned.scenario).to_owned(),
+                        reason: entry.action.ledger_reason().map(str::to_owned),
+                        reversal,
+                        negative_balance: programme.negative_balance,
+                    }),
+                    None => ActionWrite::Decided(Outcome::of_plan(planned.plan)),
+                },
                 (crate::actions::Plan::Points(change), Some(actor), Some(entry)) => ActionWrite::Points(PointsWrite {
                     actor_id: actor.to_owned(),
                     action_id: entry.id.clone(),
@@ -250,6 +282,7 @@ impl EventWrite {
             WritePlan::Ready(planned) => {
                 let members = planned.actions.iter().filter_map(|a| match a {
                     ActionWrite::Points(p) => Some(p.actor_id.clone()),
+                    ActionWrite::Reverse(r) => Some(r.actor_id.clone()),
                     ActionWrite::Decided(_) => None,
                 });
                 let limited_actor = planned.limits.iter().any(|l| l.per_actor()).then_some(actor).flatten();
@@ -351,6 +384,9 @@ pub struct Entry {
     /// When the points of its lot expire (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// The event a reversal takes back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverses: Option<String>,
 }
 
 /// What an entry records. Stored as its lower-case name.
@@ -369,6 +405,8 @@ pub enum EntryKind {
     Cancel,
     /// A lot's unspent points written off at its expiry (its `event_id` is the lot's award).
     Expire,
+    /// Points taken back for an earlier event (`reverse_points`; `reverses` names it).
+    Reverse,
 }
 
 impl EntryKind {
@@ -381,6 +419,7 @@ impl EntryKind {
             EntryKind::Adjust => "adjust",
             EntryKind::Cancel => "cancel",
             EntryKind::Expire => "expire",
+            EntryKind::Reverse => "reverse",
         }
     }
 
@@ -393,6 +432,7 @@ impl EntryKind {
             "adjust" => Some(EntryKind::Adjust),
             "cancel" => Some(EntryKind::Cancel),
             "expire" => Some(EntryKind::Expire),
+            "reverse" => Some(EntryKind::Reverse),
             _ => None,
         }
     }
@@ -446,7 +486,12 @@ pub trait LedgerStore: Send + Sync {
         let (now, state) = (now_micros(), self.points_state(actor_id, i64::MAX)?);
         Ok(lots::view(state.entries_sum, state.book.debt, state.lots, now).balance)
     }
-    /// Points awarded to a member by entries dated in `[from, to)` (tiers).
+    /// An earlier event, as a reversal reads it (for simulations; posting reads it in its
+    /// transaction).
+    fn original(&self, event_id: &str) -> Result<Option<tx::Original>, LedgerError>;
+    /// What a member's reversals of an event may take (for simulations).
+    fn reversible(&self, actor_id: &str, event_id: &str) -> Result<tx::Reversible, LedgerError>;
+    /// Points awarded to a member less reversals, by entries dated in `[from, to)` (tiers).
     fn tier_points(&self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError>;
     /// Writes off the points of lots expired by `now` for up to `max_members` members, each
     /// with an `expire` entry, in a transaction of its own; answers how many members it

@@ -218,6 +218,7 @@ pub fn apply<T: OperationTx + ?Sized>(
         dated_at: now,
         available_at: None,
         expires_at,
+        reverses: None,
     };
     tx.append(&new_entry)?;
     let entry_id = tx.last_entry_id(actor)?;
@@ -253,6 +254,7 @@ pub fn apply<T: OperationTx + ?Sized>(
         dated_at: rfc3339(now),
         available_at: None,
         expires_at: expires_at.map(rfc3339),
+        reverses: None,
     };
     let answer = OperationAnswer { entry, balance: balance_now(tx)?, replayed: false };
     let json = serde_json::to_string(&answer).map_err(broken)?;

@@ -30,7 +30,7 @@ use super::lots::{self, PointsState};
 use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, all_time};
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
-use super::tx::{Book, LedgerTx, Lot, NewEntry, NewEvent, NewLot, NewUse, StoredEvent};
+use super::tx::{Book, LedgerTx, Lot, NewEntry, NewEvent, NewLot, NewUse, Original, Reversible, StoredEvent};
 use super::{
     Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
     broken, now_micros, rfc3339,
@@ -169,6 +169,8 @@ const V5_LOTS: &str = "
 ALTER TABLE entries ADD COLUMN dated_at BIGINT;
 UPDATE entries SET dated_at = created_at;
 ALTER TABLE entries ADD COLUMN available_at BIGINT;
+ALTER TABLE entries ADD COLUMN reverses TEXT;
+CREATE INDEX entries_reversing ON entries (reverses, actor_id) WHERE reverses IS NOT NULL;
 ALTER TABLE balances ADD COLUMN debt BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE balances ADD COLUMN next_expiry BIGINT;
 CREATE TABLE lots (
@@ -208,9 +210,16 @@ const SET_NEXT_EXPIRY: &str = "UPDATE balances SET next_expiry = (SELECT min(exp
 const SET_DEBT: &str = "INSERT INTO balances (actor_id, balance, updated_at, debt) VALUES ($1, 0, 0, $2) \
      ON CONFLICT (actor_id) DO UPDATE SET debt = excluded.debt";
 const TIER_POINTS: &str = "SELECT coalesce(sum(points), 0)::int8 FROM entries \
-     WHERE actor_id = $1 AND kind = 'award' AND dated_at >= $2 AND dated_at < $3";
+     WHERE actor_id = $1 AND kind IN ('award', 'reverse') AND dated_at >= $2 AND dated_at < $3";
 const ENTRIES_SUM: &str =
     "SELECT coalesce(sum(points), 0)::int8 FROM entries WHERE actor_id = $1 AND coalesce(dated_at, created_at) <= $2";
+/// Events stored before their type and time were kept cannot be reversed.
+const ORIGINAL: &str = "SELECT actor_id, event_type, occurred_at, payload FROM events \
+     WHERE event_id = $1 AND event_type IS NOT NULL AND occurred_at IS NOT NULL";
+const REVERSIBLE: &str = "SELECT coalesce(sum(CASE WHEN kind = 'award' THEN points END), 0)::int8, \
+     coalesce(sum(CASE WHEN kind = 'expire' THEN -points END), 0)::int8, \
+     (SELECT coalesce(sum(-points), 0)::int8 FROM entries WHERE reverses = $2 AND actor_id = $1) \
+     FROM entries WHERE event_id = $2 AND actor_id = $1";
 const EXPIRED_MEMBERS: &str = "SELECT actor_id FROM balances WHERE next_expiry <= $1 LIMIT $2";
 /// As SQLite's: whole days and hours from the counters, the partial hours from the index.
 const MEMBER_COUNT_BY_COUNTERS: &str = "SELECT (\
@@ -270,9 +279,9 @@ const HISTORY_LOCK: i64 = 0x466c_7578_4869_7374; // "FluxHist"
 const MARK_JOB_EVENTS: &str = "UPDATE job_events j SET state = u.state \
      FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(state, job_id, idx) WHERE j.job_id = u.job_id AND j.idx = u.idx";
 const INSERT_ENTRIES: &str = "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, \
-     created_at, expires_at, dated_at, available_at) \
+     created_at, expires_at, dated_at, available_at, reverses) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], \
-     $8::int8[], $9::int8[], $10::int8[], $11::int8[])";
+     $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[])";
 /// One row per member (a member twice in one upsert is an error), in sorted order.
 const ADD_TO_BALANCES: &str = "INSERT INTO balances (actor_id, balance, updated_at) \
      SELECT a, sum(p), max(t) FROM unnest($1::text[], $2::int8[], $3::int8[]) AS u(a, p, t) GROUP BY a ORDER BY a \
@@ -659,6 +668,7 @@ struct EntryRows {
     expires_at: Vec<Option<i64>>,
     dated_at: Vec<i64>,
     available_at: Vec<Option<i64>>,
+    reverses: Vec<Option<String>>,
 }
 
 #[derive(Default)]
@@ -758,6 +768,7 @@ impl<'a> PgTx<'a, '_> {
                         &e.expires_at,
                         &e.dated_at,
                         &e.available_at,
+                        &e.reverses,
                     ],
                 )
                 .await
@@ -862,6 +873,14 @@ impl PgTx<'_, '_> {
     }
 }
 
+fn original_of_row(row: &tokio_postgres::Row) -> Result<Original, LedgerError> {
+    Ok(Original { actor_id: get(row, 0)?, event_type: get(row, 1)?, occurred_at: get(row, 2)?, payload: get(row, 3)? })
+}
+
+fn reversible_of_row(row: &tokio_postgres::Row) -> Result<Reversible, LedgerError> {
+    Ok(Reversible { awarded: get(row, 0)?, expired: get(row, 1)?, reversed: get(row, 2)? })
+}
+
 fn lot_of_row(row: &tokio_postgres::Row) -> Result<Lot, LedgerError> {
     Ok(Lot {
         lot_id: get(row, 0)?,
@@ -922,6 +941,7 @@ impl LedgerTx for PgTx<'_, '_> {
         rows.expires_at.push(e.expires_at);
         rows.dated_at.push(e.dated_at);
         rows.available_at.push(e.available_at);
+        rows.reverses.push(e.reverses.map(str::to_owned));
         Ok(())
     }
 
@@ -989,6 +1009,18 @@ impl LedgerTx for PgTx<'_, '_> {
             .await
         })?;
         rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
+    }
+
+    fn original(&mut self, event_id: &str) -> Result<Option<Original>, LedgerError> {
+        let tx = self.tx;
+        let row = self.flush_then(async move { tx.query_opt(ORIGINAL, &[&event_id]).await })?;
+        row.map(|row| original_of_row(&row)).transpose()
+    }
+
+    fn reversible(&mut self, actor_id: &str, event_id: &str) -> Result<Reversible, LedgerError> {
+        let tx = self.tx;
+        let row = self.flush_then(async move { tx.query_one(REVERSIBLE, &[&actor_id, &event_id]).await })?;
+        reversible_of_row(&row)
     }
 
     fn tier_points(&mut self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {
@@ -1292,6 +1324,16 @@ impl LedgerStore for PostgresStore {
         get(&row, 0)
     }
 
+    fn original(&self, event_id: &str) -> Result<Option<Original>, LedgerError> {
+        let row = self.read(async |c| c.query_opt(ORIGINAL, &[&event_id]).await)?;
+        row.map(|row| original_of_row(&row)).transpose()
+    }
+
+    fn reversible(&self, actor_id: &str, event_id: &str) -> Result<Reversible, LedgerError> {
+        let row = self.read(async |c| c.query_one(REVERSIBLE, &[&actor_id, &event_id]).await)?;
+        reversible_of_row(&row)
+    }
+
     fn sweep(&self, now: i64, max_members: usize) -> Result<usize, LedgerError> {
         let limit = i64::try_from(max_members).unwrap_or(i64::MAX);
         let rows = self.read(async |c| c.query(EXPIRED_MEMBERS, &[&now, &limit]).await)?;
@@ -1429,7 +1471,7 @@ impl LedgerStore for PostgresStore {
         let rows = self.read(async |c| {
             c.query(
                 "SELECT entry_id, actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at,
-                 dated_at, available_at
+                 dated_at, available_at, reverses
                  FROM entries WHERE actor_id = $1 AND entry_id < $2 ORDER BY entry_id DESC LIMIT $3",
                 &[&actor_id, &before, &take],
             )
@@ -1452,6 +1494,7 @@ impl LedgerStore for PostgresStore {
                     expires_at: get::<Option<i64>>(row, 9)?.map(rfc3339),
                     dated_at: rfc3339(get::<Option<i64>>(row, 10)?.map_or_else(|| get(row, 8), Ok)?),
                     available_at: get::<Option<i64>>(row, 11)?.map(rfc3339),
+                    reverses: get(row, 12)?,
                 })
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;

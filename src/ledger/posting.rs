@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::lots;
 use super::member::{Deferred, MemberReader};
 use super::tx::{LedgerTx, NewEntry, NewEvent, NewLot, NewUse};
 use super::{ActionWrite, Applied, EntryKind, Fingerprint, LedgerError, Planned, PointsWrite, broken};
+use super::{lots, reversal};
 use crate::actions::{Outcome, Plan, PointsChange};
 use crate::event::Event;
 use crate::graph::limits::{Room, Usage, used_by};
@@ -132,6 +132,9 @@ fn decide<T: LedgerTx + ?Sized>(
                     let write = |amount| write_points(tx, posting.event_id, at, points, amount, now);
                     room.points(points.change.amount, write)?
                 }
+                Some(ActionWrite::Reverse(write)) => {
+                    room.taking(|| reversal::reverse(tx, posting.event_id, posting.event, write, now))?
+                }
                 None => return Err(broken("a stacking key without its action")),
             };
             outcomes.push(Some(outcome));
@@ -245,6 +248,7 @@ fn write_points<T: LedgerTx + ?Sized>(
         dated_at: at,
         available_at: lot.map(|l| l.available_at).filter(|&available| available > at),
         expires_at: lot.and_then(|l| l.expires_at),
+        reverses: None,
     })?;
     if let Some(lot) = lot {
         lots::grant(tx, book, lot, at)?;

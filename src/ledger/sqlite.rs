@@ -12,7 +12,7 @@ use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, al
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
 use super::tx::NewUse;
-use super::tx::{Book, LedgerTx, Lot, NewEntry, NewEvent, NewLot, StoredEvent};
+use super::tx::{Book, LedgerTx, Lot, NewEntry, NewEvent, NewLot, Original, Reversible, StoredEvent};
 use super::{
     Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
     broken, now_micros, rfc3339,
@@ -161,8 +161,8 @@ CREATE TABLE member_hours (
 ";
 
 /// Version 6: points as lots ([`super::lots`]). Entries get the time they count from
-/// (`dated_at`: event time; entries before it count from when they were written) and the lot's
-/// `available_at`; a member's book gets its `debt` and the soonest expiry of its open lots. Only
+/// (`dated_at`: event time; entries before it count from when they were written), the lot's
+/// `available_at` and the event a reversal `reverses`; a member's book gets its `debt` and the soonest expiry of its open lots. Only
 /// awards with pending days or an expiry are lots (what was granted is on the award's entry);
 /// `lot_spent` keeps what each redemption took from each lot, for its cancellation. Points
 /// awarded before this version are plain points: they stay spendable and never expire (their
@@ -171,6 +171,9 @@ const V6_LOTS: &str = "
 ALTER TABLE entries ADD COLUMN dated_at INTEGER;
 UPDATE entries SET dated_at = created_at;
 ALTER TABLE entries ADD COLUMN available_at INTEGER;
+ALTER TABLE entries ADD COLUMN reverses TEXT;
+-- Only reversals are in it: other entries pay nothing for it.
+CREATE INDEX entries_reversing ON entries (reverses, actor_id) WHERE reverses IS NOT NULL;
 ALTER TABLE balances ADD COLUMN debt INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE balances ADD COLUMN next_expiry INTEGER;
 CREATE TABLE lots (
@@ -209,7 +212,14 @@ const LOWER_NEXT_EXPIRY: &str = "INSERT INTO balances (actor_id, balance, update
 const SET_DEBT: &str = "INSERT INTO balances (actor_id, balance, updated_at, debt) VALUES (?1, 0, 0, ?2) \
      ON CONFLICT (actor_id) DO UPDATE SET debt = excluded.debt";
 const TIER_POINTS: &str = "SELECT coalesce(sum(points), 0) FROM entries \
-     WHERE actor_id = ?1 AND kind = 'award' AND dated_at >= ?2 AND dated_at < ?3";
+     WHERE actor_id = ?1 AND kind IN ('award', 'reverse') AND dated_at >= ?2 AND dated_at < ?3";
+/// Events stored before schema 2 have no type or time: they cannot be reversed.
+const ORIGINAL: &str = "SELECT actor_id, event_type, occurred_at, payload FROM events \
+     WHERE event_id = ?1 AND event_type IS NOT NULL AND occurred_at IS NOT NULL";
+const REVERSIBLE: &str = "SELECT coalesce(sum(CASE WHEN kind = 'award' THEN points END), 0), \
+     coalesce(sum(CASE WHEN kind = 'expire' THEN -points END), 0), \
+     (SELECT coalesce(sum(-points), 0) FROM entries WHERE reverses = ?2 AND actor_id = ?1) \
+     FROM entries WHERE event_id = ?2 AND actor_id = ?1";
 /// A scan of the members' books (no index to write at every award): once a minute.
 const EXPIRED_MEMBERS: &str = "SELECT actor_id FROM balances WHERE next_expiry <= ?1 LIMIT ?2";
 const ENTRIES_SUM: &str =
@@ -236,7 +246,7 @@ const INSERT_EVENT: &str = "INSERT INTO events (event_id, fingerprint, actor_id,
      occurred_at, payload, member_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const MARK_JOB_EVENT: &str = "UPDATE job_events SET state = ?1 WHERE job_id = ?2 AND idx = ?3";
 const INSERT_ENTRY: &str = "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, reason, \
-     created_at, expires_at, dated_at, available_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+     created_at, expires_at, dated_at, available_at, reverses) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 const ADD_TO_BALANCE: &str = "INSERT INTO balances (actor_id, balance, updated_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (actor_id) DO UPDATE SET balance = balance + excluded.balance, updated_at = excluded.updated_at";
 
@@ -578,6 +588,14 @@ impl LedgerStore for SqliteStore {
         self.read(|conn| conn.prepare_cached(TIER_POINTS)?.query_row(params![actor_id, from, to], |r| r.get(0)))
     }
 
+    fn original(&self, event_id: &str) -> Result<Option<Original>, LedgerError> {
+        self.read(|conn| read_original(conn, event_id))
+    }
+
+    fn reversible(&self, actor_id: &str, event_id: &str) -> Result<Reversible, LedgerError> {
+        self.read(|conn| read_reversible(conn, actor_id, event_id))
+    }
+
     fn sweep(&self, now: i64, max_members: usize) -> Result<usize, LedgerError> {
         let mut conn = self.writer.lock().map_err(broken)?;
         let tx = conn.transaction().map_err(unavailable)?;
@@ -641,7 +659,7 @@ impl LedgerStore for SqliteStore {
         let entries = self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT entry_id, actor_id, event_id, action_id, scenario_id, points, kind, reason, created_at, expires_at,
-                 dated_at, available_at
+                 dated_at, available_at, reverses
                  FROM entries WHERE actor_id = ?1 AND entry_id < ?2 ORDER BY entry_id DESC LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![actor_id, before.unwrap_or(i64::MAX), limit as i64 + 1], |row| {
@@ -658,6 +676,7 @@ impl LedgerStore for SqliteStore {
                     expires_at: row.get::<_, Option<i64>>(9)?.map(rfc3339),
                     dated_at: rfc3339(row.get::<_, Option<i64>>(10)?.unwrap_or(row.get(8)?)),
                     available_at: row.get::<_, Option<i64>>(11)?.map(rfc3339),
+                    reverses: row.get(12)?,
                 })
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -779,6 +798,20 @@ impl GroupStatements<'_> {
     fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), LedgerError> {
         self.conn.prepare_cached(sql).and_then(|mut s| s.execute(params)).map(|_| ()).map_err(unavailable)
     }
+}
+
+fn read_original(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<Original>> {
+    conn.prepare_cached(ORIGINAL)?
+        .query_row([event_id], |r| {
+            Ok(Original { actor_id: r.get(0)?, event_type: r.get(1)?, occurred_at: r.get(2)?, payload: r.get(3)? })
+        })
+        .optional()
+}
+
+fn read_reversible(conn: &Connection, actor_id: &str, event_id: &str) -> rusqlite::Result<Reversible> {
+    conn.prepare_cached(REVERSIBLE)?.query_row(params![actor_id, event_id], |r| {
+        Ok(Reversible { awarded: r.get(0)?, expired: r.get(1)?, reversed: r.get(2)? })
+    })
 }
 
 fn lot_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Lot> {
@@ -919,7 +952,8 @@ impl LedgerTx for GroupStatements<'_> {
                 e.created_at,
                 e.expires_at,
                 e.dated_at,
-                e.available_at
+                e.available_at,
+                e.reverses
             ])
             .map_err(unavailable)?;
         self.add_to_balance.execute(params![e.actor_id, e.points, e.created_at]).map_err(unavailable)?;
@@ -973,6 +1007,14 @@ impl LedgerTx for GroupStatements<'_> {
             .prepare_cached("SELECT lot_id, points FROM lot_spent WHERE actor_id = ?1 AND source_id = ?2")
             .and_then(|mut s| s.query_map(params![actor_id, source_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(unavailable)
+    }
+
+    fn original(&mut self, event_id: &str) -> Result<Option<Original>, LedgerError> {
+        read_original(self.conn, event_id).map_err(unavailable)
+    }
+
+    fn reversible(&mut self, actor_id: &str, event_id: &str) -> Result<Reversible, LedgerError> {
+        read_reversible(self.conn, actor_id, event_id).map_err(unavailable)
     }
 
     fn tier_points(&mut self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError> {

@@ -42,6 +42,32 @@ pub struct NewEntry<'a> {
     pub available_at: Option<i64>,
     /// When the points of the lot it adds expire (µs since the epoch).
     pub expires_at: Option<i64>,
+    /// The event a reversal takes back.
+    pub reverses: Option<&'a str>,
+}
+
+/// An earlier event, as stored: what a reversal's `ratio` reads of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
+    /// Its actor.
+    pub actor_id: Option<String>,
+    /// Its type.
+    pub event_type: String,
+    /// Its event time (µs since the epoch).
+    pub occurred_at: i64,
+    /// Its payload as JSON text.
+    pub payload: Option<String>,
+}
+
+/// What reversals of an event may take from a member, from its entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reversible {
+    /// Points the event awarded the member.
+    pub awarded: i64,
+    /// Points of those that expired (`expire` entries naming the event).
+    pub expired: i64,
+    /// Points reversals took back so far.
+    pub reversed: i64,
 }
 
 /// What a member's book holds besides its lots: the sum of its entries (which may be below
@@ -162,7 +188,12 @@ pub trait LedgerTx {
     fn record_spent(&mut self, actor_id: &str, source_id: &str, spent: &[(i64, i64)]) -> Result<(), LedgerError>;
     /// What a redemption took from each lot: (lot id, points).
     fn spent_by(&mut self, actor_id: &str, source_id: &str) -> Result<Vec<(i64, i64)>, LedgerError>;
-    /// Points awarded to a member by entries dated in `[from, to)`: what tiers count.
+    /// An earlier event, stored (also earlier in this transaction).
+    fn original(&mut self, event_id: &str) -> Result<Option<Original>, LedgerError>;
+    /// What a member's reversals of an event may take, from its entries.
+    fn reversible(&mut self, actor_id: &str, event_id: &str) -> Result<Reversible, LedgerError>;
+    /// Points awarded to a member less reversals, by entries dated in `[from, to)`: what tiers
+    /// count.
     fn tier_points(&mut self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError>;
     /// Stores an applied event with its result. Fails if the id is stored already.
     fn save_event(&mut self, event: &NewEvent<'_>) -> Result<(), LedgerError>;

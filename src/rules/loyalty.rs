@@ -89,7 +89,7 @@ impl Default for Programme {
 pub struct Tier {
     /// Its id, as `member.tier` reads it.
     pub id: String,
-    /// Points awarded in the tier period that reach it.
+    /// Points awarded (less reversals) in the tier period that reach it.
     pub min_points: i64,
     /// What `reward_points` with `tier_multiplier: true` multiplies awards by.
     pub multiplier: f64,
