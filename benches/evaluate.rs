@@ -1,7 +1,7 @@
 //! Evaluating decoded events against compiled rules: the fast path (matched scenarios and
 //! planned actions, formulas included; no trace, no response building, no ledger).
 //!
-//! - `example/readme_event`: the example rules (`tests/fixtures/example-rules.yaml`) on the README event. Target: under 100 ns.
+//! - `example/readme_event`: the original FluxFlow's example rules (`tests/fixtures/original-rules.yaml`) on the README event. Target: under 100 ns.
 //! - `example/decode_and_evaluate`: the same with the JSON decoding, for comparison.
 //! - `scaling/N`: N generated scenarios (see `common`) over 100 event types, on an event of one
 //!   of those types. Target at 10,000: under 2 µs.
@@ -18,7 +18,7 @@ use fluxflow::event::Event;
 use fluxflow::facts::Facts;
 use fluxflow::graph::Rules;
 
-const EXAMPLE_RULES: &str = include_str!("../tests/fixtures/example-rules.yaml");
+const EXAMPLE_RULES: &str = include_str!("../tests/fixtures/original-rules.yaml");
 const README_EVENT: &[u8] = include_bytes!("../tests/events/01_readme_quickstart_high_value_food.json");
 /// The scaling bench's event: a food purchase of 1,500 from the POS, of the first generated type.
 const SCALING_EVENT: &[u8] =

@@ -14,7 +14,7 @@ use fluxflow::event::Event;
 use fluxflow::facts::Facts;
 use fluxflow::graph::{Evaluation, Rules};
 
-const EXAMPLE_RULES: &str = include_str!("fixtures/example-rules.yaml");
+const EXAMPLE_RULES: &str = include_str!("fixtures/original-rules.yaml");
 
 fn example_rules() -> Rules {
     Rules::load_str(EXAMPLE_RULES, &ActionRegistry::builtin()).unwrap()

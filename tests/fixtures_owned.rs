@@ -112,5 +112,5 @@ fn the_example_rules_fixture_loads() {
     let rules =
         fluxflow::graph::Rules::load_str(&common::example_rules(), &fluxflow::actions::ActionRegistry::builtin())
             .unwrap();
-    assert_eq!(rules.scenario_count(), 2);
+    assert_eq!(rules.scenario_count(), 5);
 }

@@ -114,7 +114,7 @@ fn rules_health_ready_and_metrics() {
 
     let (status, reload) = server.post("/v1/rules/reload", "");
     assert_eq!(status, 200, "{reload}");
-    assert_eq!((reload["reloaded"].as_bool(), reload["scenarios_count"].as_u64()), (Some(true), Some(2)));
+    assert_eq!((reload["reloaded"].as_bool(), reload["scenarios_count"].as_u64()), (Some(true), Some(5)));
     assert_eq!(reload["hash"], rules["hash"]);
 
     server.post("/v1/events", EXAMPLE_EVENT);

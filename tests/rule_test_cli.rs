@@ -21,8 +21,8 @@ fn example_rule_tests_pass() {
     let (code, out) = run_in(sandbox.path(), &["examples/"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("case high-value food purchase earns 5% ... ok"), "{out}");
-    assert!(out.contains("coverage: 3/3 conditions and 2/2 actions reached"), "{out}");
-    assert!(out.trim_end().ends_with("rule test result: ok. 6 passed; 0 failed"), "{out}");
+    assert!(out.contains("coverage: 4/4 conditions and 5/5 actions reached"), "{out}");
+    assert!(out.trim_end().ends_with("rule test result: ok. 11 passed; 0 failed"), "{out}");
 }
 
 #[test]

@@ -33,7 +33,7 @@ rounds=${3:-1}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/fluxflow-target}"
 baseline_src=../shared/tools/baseline-hyper
 baseline_target=/var/tmp/baseline-target
-bench_rules=${BENCH_RULES:-tests/fixtures/example-rules.yaml}
+bench_rules=${BENCH_RULES:-tests/fixtures/original-rules.yaml}
 
 cargo build --release --bin fluxflow --bin loadgen >/dev/null 2>&1
 if [ "${BENCH_ONLY:-}" != ledgers ] && [ ! -x "$baseline_target/release/baseline-hyper" ]; then
@@ -120,7 +120,7 @@ limits_run() { # label, rules file, data suffix, [loadgen options...]
 # evaluated inside the ledger's transaction and its history indexed. One member, as the durable
 # figure's load; alternating order per round.
 if [ "${BENCH_ONLY:-}" = member ]; then
-  cp tests/fixtures/example-rules.yaml "$tmp/member.yaml"
+  cp tests/fixtures/original-rules.yaml "$tmp/member.yaml"
   cat >>"$tmp/member.yaml" <<'YAML'
   - id: sc_regular
     enabled: true
@@ -136,11 +136,11 @@ YAML
   for round in $(seq "$rounds"); do
     echo "# round $round"
     if [ $((round % 2)) -eq 1 ]; then
-      limits_run "example rules" tests/fixtures/example-rules.yaml "$round-plain"
+      limits_run "example rules" tests/fixtures/original-rules.yaml "$round-plain"
       limits_run "with member history" "$tmp/member.yaml" "$round-member"
     else
       limits_run "with member history" "$tmp/member.yaml" "$round-member"
-      limits_run "example rules" tests/fixtures/example-rules.yaml "$round-plain"
+      limits_run "example rules" tests/fixtures/original-rules.yaml "$round-plain"
     fi
     for data in "$tmp/data$round-plain" "$tmp/data$round-member"; do
       python3 -c "import os,sqlite3,sys; d=sys.argv[1]; n=sqlite3.connect(d+'/fluxflow.db').execute('select count(*) from events').fetchone()[0]; s=sum(os.path.getsize(os.path.join(d,f)) for f in os.listdir(d)); print(f'{os.path.basename(d)}: {s/n:.0f} bytes per event on disk ({n} events, WAL included)')" "$data"
@@ -152,9 +152,9 @@ fi
 if [ "${BENCH_ONLY:-}" = limits ]; then
   # A new member per request: every event is awarded, so each reads and records a use.
   printf '%s' '{"type":"transaction","source":"pos-system","actor_id":"member_{n}","payload":{"amount":1500,"category":"food"}}' >"$tmp/member-event.json"
-  sed 's/^  - id: sc_high_value_food$/&\n    limits: [{per: actor, times: 1, period: day}]/' tests/fixtures/example-rules.yaml >"$tmp/limited.yaml"
+  sed 's/^  - id: sc_high_value_food$/&\n    limits: [{per: actor, times: 1, period: day}]/' tests/fixtures/original-rules.yaml >"$tmp/limited.yaml"
   grep -q 'limits:' "$tmp/limited.yaml" || { echo "bench-http: could not add the limit" >&2; exit 1; }
-  plain=tests/fixtures/example-rules.yaml
+  plain=tests/fixtures/original-rules.yaml
   for round in $(seq "$rounds"); do
     echo "# round $round"
     runs=("new members, example rules|$plain|-members" "new members, daily limit|$tmp/limited.yaml|-members-limited"
@@ -181,7 +181,7 @@ for round in $(seq "$rounds"); do
     kill $! 2>/dev/null; wait $! 2>/dev/null || true
 
     port=$(free_port)
-    "$bin/fluxflow" --addr "127.0.0.1:$port" --config tests/fixtures/example-rules.yaml --ledger none >"$tmp/none.log" 2>&1 &
+    "$bin/fluxflow" --addr "127.0.0.1:$port" --config tests/fixtures/original-rules.yaml --ledger none >"$tmp/none.log" 2>&1 &
     run "fluxflow --ledger none" "$port" $!
     kill $! 2>/dev/null; wait $! 2>/dev/null || true
   fi

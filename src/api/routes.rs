@@ -68,14 +68,19 @@ pub async fn balance(
         crate::ledger::lots::member_points(store, &actor, at.as_microsecond(), &programme)
     })
     .await?;
-    Ok(Json(json!({
-        "actor_id": actor_id,
-        "balance": view.balance,
-        "pending": view.pending,
-        "tier": tier,
-        "expiring": view.expiring,
-    }))
-    .into_response())
+    let answer =
+        BalanceAnswer { actor_id, balance: view.balance, pending: view.pending, tier, expiring: view.expiring };
+    Ok(Json(answer).into_response())
+}
+
+/// The answer of `GET /v1/actors/{actor_id}/balance`, its keys in the documented order.
+#[derive(serde::Serialize)]
+struct BalanceAnswer {
+    actor_id: String,
+    balance: i64,
+    pending: i64,
+    tier: Option<String>,
+    expiring: Vec<crate::ledger::lots::Expiring>,
 }
 
 /// Default and largest page of ledger history.
