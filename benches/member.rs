@@ -1,8 +1,9 @@
 //! Member functions over a short and a long history (issue 13's speed item): counting a member's
 //! events of a type in a calendar month, in a rolling 30 days and in all time (what `first()`
-//! reads), for a member with 10 earlier events and one with 100,000 spread over five years, on
-//! the embedded ledger (SQLite: per-day counters, the partial days at a window's ends from the
-//! index).
+//! reads), and summing a payload number over the month and the 30 days (what `sum()` reads: the
+//! stored payloads of the window, each parsed), for a member with 10 earlier events and one with
+//! 100,000 spread over five years, on the embedded ledger (SQLite: per-day and per-hour counters
+//! for counts, the partial hours at a window's ends from the index; sums read the index).
 //!
 //! `cargo bench --bench member`
 
@@ -38,7 +39,8 @@ fn ledger(history: usize) -> (tempfile::TempDir, SqliteStore) {
             .map(|(i, at)| {
                 let time = jiff::Timestamp::from_microsecond(*at).expect("a time").to_string();
                 let id = format!("e{at}-{i}");
-                let value = serde_json::json!({"id": id, "type": "purchase", "actor_id": "m", "occurred_at": time});
+                let value = serde_json::json!({"id": id, "type": "purchase", "actor_id": "m", "occurred_at": time,
+                                               "payload": {"total": 12.5}});
                 let event = Event::from_value(value).expect("an event");
                 EventWrite {
                     event_id: event.id.clone(),
@@ -81,5 +83,33 @@ fn counts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, counts);
+/// What `sum('purchase', 'payload.total', period)` reads and does: the window's payloads, each
+/// parsed, the number at the path added.
+fn sums(c: &mut Criterion) {
+    let now: jiff::Timestamp = NOW.parse().expect("a time");
+    let utc = Zone::utc();
+    let windows = [("month", Period::Month.bounds(now, &utc)), ("30d", Period::RollingDays(30).bounds(now, &utc))];
+    let mut group = c.benchmark_group("member_sum");
+    for history in [10, 100_000] {
+        let (_dir, store) = ledger(history);
+        for (name, (from, to)) in windows {
+            let (from, to) = (from.as_microsecond(), to.as_microsecond());
+            group.bench_function(BenchmarkId::new(name, history), |b| {
+                b.iter(|| {
+                    let events = store.member_history("m", "purchase", from, to).expect("the history");
+                    let total: f64 = events
+                        .iter()
+                        .filter_map(|(_, payload)| payload.as_deref())
+                        .filter_map(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+                        .filter_map(|v| v["total"].as_f64())
+                        .sum();
+                    black_box(total)
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, counts, sums);
 criterion_main!(benches);
