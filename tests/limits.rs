@@ -72,24 +72,14 @@ fn event(id: &str, kind: &str, actor: &str, at: &str) -> Value {
 
 /// Sends every event at once, spread over the nodes; the answers in the events' order.
 fn race(servers: &[Server], events: &[Value]) -> Vec<Value> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let server = &servers[i % servers.len()];
-                s.spawn(move || server.post_json("/v1/events", e))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                let (status, body) = h.join().unwrap();
-                assert_eq!(status, 200, "{body}");
-                body
-            })
-            .collect()
-    })
+    let answers = common::race(servers, "/v1/events", events);
+    answers
+        .into_iter()
+        .map(|(status, body)| {
+            assert_eq!(status, 200, "{body}");
+            body
+        })
+        .collect()
 }
 
 fn action(answer: &Value) -> &Value {

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::pg::Store;
-use common::{Server, wait_until};
+use common::{Server, race, wait_until};
 use serde_json::{Value, json};
 
 const RULES: &str = r#"
@@ -47,14 +47,6 @@ scenarios:
       - action: {id: take_back, type: reverse_points, params: {original: payload.order, ratio: payload.share, reason: Refund}}
 "#;
 
-fn nodes(store: &Store, extra: &[&str]) -> Vec<Server> {
-    let store_args = store.args();
-    let mut args: Vec<&str> = store_args.iter().map(String::as_str).collect();
-    args.extend_from_slice(extra);
-    let count = if store.is_postgres() { 2 } else { 1 };
-    (0..count).map(|_| Server::start(RULES, &args)).collect()
-}
-
 fn kinds(server: &Server, actor: &str) -> Vec<(String, i64)> {
     let page = server.get(&format!("/v1/actors/{actor}/ledger")).1;
     let entries = page["entries"].as_array().cloned().unwrap_or_default();
@@ -62,7 +54,7 @@ fn kinds(server: &Server, actor: &str) -> Vec<(String, i64)> {
 }
 
 fn the_sweep_writes_off_expired_points(store: &Store) {
-    let servers = nodes(store, &["--expiry-sweep-ms", "100"]);
+    let servers = store.nodes_with(RULES, &["--expiry-sweep-ms", "100"]);
     let server = &servers[0];
     // Earned in September, so expired in October: nobody writes to the member again.
     let event = json!({"id": "p1", "type": "purchase", "actor_id": "ann",
@@ -81,25 +73,15 @@ fn the_sweep_writes_off_expired_points(store: &Store) {
 }
 
 fn concurrent_redemptions_never_overspend_lots(store: &Store) {
-    let servers = nodes(store, &[]);
+    let servers = store.nodes(RULES);
     let now = jiff::Timestamp::now();
     for (i, total) in [40, 60].iter().enumerate() {
         let event = json!({"id": format!("p{i}"), "type": "purchase", "actor_id": "bo",
                            "occurred_at": now.to_string(), "payload": {"total": total}});
         assert_eq!(servers[0].post_json("/v1/events", &event).0, 200);
     }
-    let answers: Vec<u16> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..30)
-            .map(|i| {
-                let server = &servers[i % servers.len()];
-                s.spawn(move || {
-                    let body = json!({"id": format!("till-{i}"), "points": 10});
-                    server.post_json("/v1/actors/bo/redeem", &body).0
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let bodies: Vec<Value> = (0..30).map(|i| json!({"id": format!("till-{i}"), "points": 10})).collect();
+    let answers: Vec<u16> = race(&servers, "/v1/actors/bo/redeem", &bodies).into_iter().map(|(s, _)| s).collect();
     assert_eq!(answers.iter().filter(|s| **s == 200).count(), 10, "{answers:?}");
     assert!(answers.iter().all(|s| *s == 200 || *s == 422), "{answers:?}");
     let balance = servers[0].get("/v1/actors/bo/balance").1;
@@ -127,26 +109,17 @@ fn a_simulation_leaves_pending_points_out_of_balances() {
 }
 
 fn concurrent_refunds_of_one_order_take_back_what_it_awarded_once(store: &Store) {
-    let store_args = store.args();
-    let args: Vec<&str> = store_args.iter().map(String::as_str).collect();
-    let servers: Vec<Server> =
-        (0..if store.is_postgres() { 2 } else { 1 }).map(|_| Server::start(REFUNDS, &args)).collect();
+    let servers = store.nodes(REFUNDS);
     let purchase = json!({"id": "p1", "type": "purchase", "actor_id": "eve", "payload": {"total": 100}});
     assert_eq!(servers[0].post_json("/v1/events", &purchase).0, 200);
     // 20 refunds of 30% each, at once: 100 points can be taken back in all, 30 + 30 + 30 + 10.
-    let answers: Vec<Value> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..20)
-            .map(|i| {
-                let server = &servers[i % servers.len()];
-                s.spawn(move || {
-                    let refund = json!({"id": format!("r{i}"), "type": "refund", "actor_id": "eve",
-                                        "payload": {"order": "p1", "share": 0.3}});
-                    server.post_json("/v1/events", &refund).1["actions_executed"][0].clone()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let refunds: Vec<Value> = (0..20)
+        .map(|i| json!({"id": format!("r{i}"), "type": "refund", "actor_id": "eve", "payload": {"order": "p1", "share": 0.3}}))
+        .collect();
+    let answers: Vec<Value> = race(&servers, "/v1/events", &refunds)
+        .into_iter()
+        .map(|(_, body)| body["actions_executed"][0].clone())
+        .collect();
     let mut taken: Vec<i64> = answers.iter().filter_map(|a| a["points"].as_i64()).collect();
     taken.sort_unstable();
     assert_eq!(taken, [-30, -30, -30, -10], "{answers:?}");

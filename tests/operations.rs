@@ -6,8 +6,8 @@
 #[macro_use]
 mod common;
 
-use common::Server;
 use common::pg::Store;
+use common::{Server, race};
 use serde_json::{Value, json};
 
 const RULES: &str = r#"
@@ -112,21 +112,6 @@ fn redeem_adjust_and_cancel_write_one_entry_each(store: &Store) {
         0,
         "every balance is the sum of its entries"
     );
-}
-
-/// Sends the requests at once, spread over the nodes; the answers in order.
-fn race(servers: &[Server], path: &str, bodies: &[Value]) -> Vec<(u16, Value)> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                let server = &servers[i % servers.len()];
-                s.spawn(move || server.post_json(path, body))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
 }
 
 fn the_same_operation_sent_concurrently_is_applied_once(store: &Store) {

@@ -94,8 +94,15 @@ impl Store {
     /// sharing the database on PostgreSQL (so races cross nodes).
     #[allow(dead_code)]
     pub fn nodes(&self, rules: &str) -> Vec<super::Server> {
-        let args = self.args();
-        let args = args.each_ref().map(String::as_str);
+        self.nodes_with(rules, &[])
+    }
+
+    /// [`Store::nodes`], each started with these flags too.
+    #[allow(dead_code)]
+    pub fn nodes_with(&self, rules: &str, extra: &[&str]) -> Vec<super::Server> {
+        let store_args = self.args();
+        let mut args: Vec<&str> = store_args.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
         let count = if self.is_postgres() { 2 } else { 1 };
         (0..count).map(|_| super::Server::start(rules, &args)).collect()
     }
