@@ -37,8 +37,8 @@ pub trait Action: Send + Sync + fmt::Debug {
     fn reads_member(&self) -> bool {
         false
     }
-    /// Adds the event types whose history the action's plan reads (lower-cased).
-    fn member_types(&self, _out: &mut Vec<String>) {}
+    /// Adds what of the member's history the action's plan reads.
+    fn history_reads(&self, _out: &mut Vec<crate::expr::compiler::HistoryRead>) {}
     /// The reason written on the action's ledger entries.
     fn ledger_reason(&self) -> Option<&str> {
         None

@@ -270,9 +270,9 @@ impl Action for RewardPointsAction {
         self.tier_multiplier || matches!(&self.amount, Amount::Formula(program) if program.reads_member())
     }
 
-    fn member_types(&self, out: &mut Vec<String>) {
+    fn history_reads(&self, out: &mut Vec<crate::expr::compiler::HistoryRead>) {
         if let Amount::Formula(program) = &self.amount {
-            program.member_types(out);
+            program.history_reads(out);
         }
     }
 

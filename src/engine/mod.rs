@@ -161,6 +161,7 @@ impl Engine {
         log_warnings(&rules, &config_path.display().to_string());
         if let Some(ledger) = &ledger {
             ledger.store().track_history(rules.history_types())?;
+            ledger.store().track_sums(rules.history_sums())?;
         }
         let metrics = Metrics::new();
         metrics.reload("success");
@@ -423,7 +424,10 @@ impl Engine {
         let changed = current.rules.hash != rules.hash;
         // The history the new rules read is indexed before they go live.
         if let (true, Some(ledger)) = (changed, &self.ledger) {
-            if let Err(e) = ledger.store().track_history(rules.history_types()) {
+            let store = ledger.store();
+            let tracked =
+                store.track_history(rules.history_types()).and_then(|()| store.track_sums(rules.history_sums()));
+            if let Err(e) = tracked {
                 self.metrics.reload("invalid");
                 let problem = format!("cannot index member history for these rules: {}", e.detail());
                 tracing::warn!(file = %path, problem = %problem, "rules reload refused; the previous rules stay live");

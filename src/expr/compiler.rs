@@ -166,6 +166,16 @@ impl MemberQuery {
     }
 }
 
+/// What of a member's history a member function reads: the events of a type (lower-cased), and
+/// for `sum()` the payload path it adds up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRead {
+    /// The event type, lower-cased.
+    pub event_type: String,
+    /// The path `sum()` adds up over those events.
+    pub sum: Option<Path>,
+}
+
 /// What a member function or value reads of the actor's state, checked at load.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MemberQuery {
@@ -561,13 +571,17 @@ impl Node {
         }
     }
 
-    /// Adds the event types whose history the expression reads.
-    pub fn member_types(&self, out: &mut Vec<String>) {
+    /// Adds what of the member's history the expression reads.
+    pub fn history_reads(&self, out: &mut Vec<HistoryRead>) {
         self.each_node(&mut |node| {
             if let Node::Member(query, _) = node
                 && let Some(event_type) = query.event_type()
             {
-                out.push(event_type.to_owned());
+                let sum = match &**query {
+                    MemberQuery::Sum { path, .. } => Some(path.clone()),
+                    _ => None,
+                };
+                out.push(HistoryRead { event_type: event_type.to_owned(), sum });
             }
         });
     }

@@ -131,9 +131,9 @@ impl Program {
         self.root.reads_member()
     }
 
-    /// Adds the event types whose history the expression reads (lower-cased).
-    pub fn member_types(&self, out: &mut Vec<String>) {
-        self.root.member_types(out);
+    /// Adds what of the member's history the expression reads.
+    pub fn history_reads(&self, out: &mut Vec<compiler::HistoryRead>) {
+        self.root.history_reads(out);
     }
 
     /// The paths the expression reads, each once, as written (`payload.amount`), in order.

@@ -20,7 +20,9 @@ pub use trace::Trace;
 
 use crate::actions::{Action, ActionRegistry};
 use crate::calendar::{Schedule, Zone};
+use crate::expr::compiler::HistoryRead;
 use crate::expr::{Program, Purpose};
+use crate::ledger::member::SumKey;
 use crate::rules::loyalty::Programme;
 use crate::rules::{self, Child, Diagnostic, Diagnostics, RulesFile, Severity};
 
@@ -137,6 +139,12 @@ impl Rules {
         &self.graph.history_types
     }
 
+    /// The (event type, payload path) pairs whose sums the rules read (`sum()`), sorted: a
+    /// store may keep counters of them.
+    pub fn history_sums(&self) -> &[SumKey] {
+        &self.graph.history_sums
+    }
+
     /// The campaign budgets (scenario ids) of the scenarios listening to this event type.
     pub fn budgets_for(&self, event_type: &str) -> Vec<String> {
         let scenarios = self.graph.scenarios_for_type(event_type).iter();
@@ -219,6 +227,7 @@ struct Graph {
     reads_member: bool,
     /// The event types (lower-cased, sorted) whose member history enabled scenarios read.
     history_types: Vec<String>,
+    history_sums: Vec<SumKey>,
 }
 
 impl Graph {
@@ -235,6 +244,7 @@ impl Graph {
             groups: Vec::new(),
             reads_member: false,
             history_types: Vec::new(),
+            history_sums: Vec::new(),
         };
         let mut by_type: FxHashMap<Box<str>, Vec<u32>> = FxHashMap::default();
         // A stable sort: equal priorities keep file order.
@@ -272,13 +282,17 @@ impl Graph {
             });
         }
         graph.reads_member = graph.scenarios.iter().any(|s| s.reads_member);
+        let mut reads = Vec::new();
         for scenario in &graph.scenarios {
-            let mut types = Vec::new();
-            graph.member_types(&scenario.children, &mut types);
-            graph.history_types.extend(types);
+            graph.history_reads(&scenario.children, &mut reads);
         }
+        graph.history_types = reads.iter().map(|r| r.event_type.clone()).collect();
         graph.history_types.sort_unstable();
         graph.history_types.dedup();
+        graph.history_sums =
+            reads.into_iter().filter_map(|r| r.sum.map(|path| SumKey::new(&r.event_type, &path))).collect();
+        graph.history_sums.sort_unstable();
+        graph.history_sums.dedup();
         graph.by_type = by_type
             .into_iter()
             .map(|(k, v)| (k, index::TypeBucket::new(v, &graph.scenarios, &graph.conditions)))
@@ -297,20 +311,20 @@ impl Graph {
         })
     }
 
-    /// Adds the event types whose history a tree reads.
-    fn member_types(&self, nodes: &[GraphNode], out: &mut Vec<String>) {
+    /// Adds what of the member's history a tree reads.
+    fn history_reads(&self, nodes: &[GraphNode], out: &mut Vec<HistoryRead>) {
         for node in nodes {
             match node {
                 GraphNode::Action(action) => {
                     if let Some(entry) = self.actions.get(*action as usize) {
-                        entry.action.member_types(out);
+                        entry.action.history_reads(out);
                     }
                 }
                 GraphNode::Condition { condition, children } => {
                     if let Some(entry) = self.conditions.get(*condition as usize) {
-                        entry.program.member_types(out);
+                        entry.program.history_reads(out);
                     }
-                    self.member_types(children, out);
+                    self.history_reads(children, out);
                 }
             }
         }

@@ -106,6 +106,18 @@ impl LedgerStore for Intercepted {
     fn member_count(&self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
         self.inner.member_count(actor_id, event_type, from, to)
     }
+    fn member_sum(
+        &self,
+        actor_id: &str,
+        key: &super::member::SumKey,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<f64>, LedgerError> {
+        self.inner.member_sum(actor_id, key, from, to)
+    }
+    fn track_sums(&self, sums: &[super::member::SumKey]) -> Result<(), LedgerError> {
+        self.inner.track_sums(sums)
+    }
     fn track_history(&self, types: &[String]) -> Result<(), LedgerError> {
         self.inner.track_history(types)
     }

@@ -33,6 +33,51 @@ impl std::fmt::Debug for Deferred {
     }
 }
 
+/// A payload number that `sum()` adds up over a member's events of a type: a store may keep
+/// counters of it, as of counts. Ordered and compared by type and the path as written.
+#[derive(Debug, Clone)]
+pub struct SumKey {
+    /// The event type, lower-cased.
+    pub event_type: String,
+    /// The path, as written (`payload.total`): the key stores keep.
+    pub key: String,
+    /// The path.
+    pub path: Path,
+}
+
+impl SumKey {
+    /// The key of `sum(event_type, path, …)`.
+    pub fn new(event_type: &str, path: &Path) -> SumKey {
+        SumKey { event_type: event_type.to_owned(), key: path.to_string(), path: path.clone() }
+    }
+
+    /// The number it adds up of one stored payload (JSON text); `None` when absent or not a
+    /// number (sums skip those).
+    pub fn number_in(&self, payload: &str) -> Option<f64> {
+        number_at(payload, &self.path)
+    }
+}
+
+impl PartialEq for SumKey {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.event_type, &self.key) == (&other.event_type, &other.key)
+    }
+}
+
+impl Eq for SumKey {}
+
+impl PartialOrd for SumKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SumKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.event_type, &self.key).cmp(&(&other.event_type, &other.key))
+    }
+}
+
 /// The `day` of the counter of all of a member's events of a type.
 pub(crate) const ALL_DAYS: i64 = i64::MIN;
 /// A UTC day, in µs.
@@ -159,8 +204,14 @@ impl<T: LedgerTx + ?Sized> MemberState for MemberReader<'_, T> {
     }
 
     fn sum(&self, event_type: &str, path: &Path, from: i64, to: i64) -> Option<f64> {
+        // A store that keeps counters of this sum answers from them; otherwise the payloads are
+        // read and added up.
+        let key = SumKey::new(event_type, path);
+        if let Some(total) = self.read(|tx, actor| tx.member_sum(actor, &key, from, to))? {
+            return Some(total);
+        }
         let payloads = self.read(|tx, actor| tx.member_payloads(actor, event_type, from, to))?;
-        Some(payloads.iter().map(|payload| number_at(payload, path)).sum())
+        Some(payloads.iter().filter_map(|payload| number_at(payload, path)).sum())
     }
 
     fn times(&self, event_type: &str, before: i64, limit: usize) -> Option<Vec<i64>> {
@@ -202,12 +253,12 @@ impl<'t, T: LedgerTx + ?Sized> MemberReader<'t, T> {
     }
 }
 
-/// The number at a path of a stored payload; 0 when it is absent or not a number (sums skip
-/// non-numbers).
-fn number_at(payload: &str, path: &Path) -> f64 {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(payload) else { return 0.0 };
+/// The number at a path of a stored payload; `None` when it is absent or not a number (sums
+/// skip non-numbers).
+fn number_at(payload: &str, path: &Path) -> Option<f64> {
+    let value = serde_json::from_str::<serde_json::Value>(payload).ok()?;
     match resolve_json(path, &value) {
-        Some(Val::Num(n)) => n,
-        _ => 0.0,
+        Some(Val::Num(n)) => Some(n),
+        _ => None,
     }
 }

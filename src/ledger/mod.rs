@@ -517,6 +517,23 @@ pub trait LedgerStore: Send + Sync {
     /// readable by member functions: their stored events are indexed first, and later events of
     /// them as they are written. Called before rules go live.
     fn track_history(&self, types: &[String]) -> Result<(), LedgerError>;
+    /// The sum of a payload number over a member's stored events of a type in `[from, to)`, from
+    /// counters, when the store keeps counters of it; `None` otherwise.
+    fn member_sum(
+        &self,
+        _actor_id: &str,
+        _key: &member::SumKey,
+        _from: i64,
+        _to: i64,
+    ) -> Result<Option<f64>, LedgerError> {
+        Ok(None)
+    }
+    /// Keeps counters of these sums (what the live rules' `sum()` reads; sorted) for posting to
+    /// read, counted back over the stored events first. A store without sum counters ignores it.
+    /// Called after [`LedgerStore::track_history`] for the same rules.
+    fn track_sums(&self, _sums: &[member::SumKey]) -> Result<(), LedgerError> {
+        Ok(())
+    }
     /// A member's entries, newest first, older than the cursor entry id.
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError>;
     /// A batch job.

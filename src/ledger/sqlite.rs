@@ -2,13 +2,13 @@
 //! commit is on disk (fsync'd) before any answer depends on it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::lots::{self, PointsState};
-use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, all_time};
+use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, SumKey, all_time};
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
 use super::tx::NewUse;
@@ -31,7 +31,8 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The numbered migrations, oldest first: migration N takes a ledger from version N-1 to N and
 /// runs in one transaction with the `user_version` it sets. Never edit one that has shipped;
 /// add the next.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_EVENT_HISTORY, V3_LIMITS, V4_OPERATIONS, V5_MEMBER_HISTORY, V6_LOTS];
+const MIGRATIONS: &[&str] =
+    &[V1_SCHEMA, V2_EVENT_HISTORY, V3_LIMITS, V4_OPERATIONS, V5_MEMBER_HISTORY, V6_LOTS, V7_MEMBER_SUMS];
 
 /// Version 1: the first release's schema.
 const V1_SCHEMA: &str = "
@@ -195,7 +196,46 @@ CREATE TABLE lot_spent (
 ) WITHOUT ROWID;
 ";
 
+/// Version 7: counters of the sums the rules read (`sum(type, path, period)`), per member, type
+/// and path, per UTC day and in all (`day` = [`ALL_DAYS`]) and per UTC hour, as counts have
+/// them; which sums are kept is in `member_sum_keys` (the path as written).
+const V7_MEMBER_SUMS: &str = "
+CREATE TABLE member_sum_keys (
+    member_type TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    PRIMARY KEY (member_type, path)
+) WITHOUT ROWID;
+CREATE TABLE member_day_sums (
+    actor_id    TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    day         INTEGER NOT NULL,
+    total       REAL NOT NULL,
+    PRIMARY KEY (actor_id, member_type, path, day)
+) WITHOUT ROWID;
+CREATE TABLE member_hour_sums (
+    actor_id    TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    hour        INTEGER NOT NULL,
+    total       REAL NOT NULL,
+    PRIMARY KEY (actor_id, member_type, path, hour)
+) WITHOUT ROWID;
+";
+
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = ?1";
+const ADD_DAY_SUM: &str = "INSERT INTO member_day_sums (actor_id, member_type, path, day, total) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (actor_id, member_type, path, day) DO UPDATE SET total = total + excluded.total";
+const ADD_HOUR_SUM: &str = "INSERT INTO member_hour_sums (actor_id, member_type, path, hour, total) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (actor_id, member_type, path, hour) DO UPDATE SET total = total + excluded.total";
+/// A sum over a window from the counters: whole UTC days, then the whole hours at either end
+/// (the partial hours at the very ends are read from the index and added by the caller).
+const SUM_BY_COUNTERS: &str = "SELECT \
+     coalesce((SELECT sum(total) FROM member_day_sums WHERE actor_id = ?1 AND member_type = ?2 AND path = ?3 AND day >= ?4 AND day < ?5), 0) \
+     + coalesce((SELECT sum(total) FROM member_hour_sums WHERE actor_id = ?1 AND member_type = ?2 AND path = ?3 AND hour >= ?6 AND hour < ?7), 0) \
+     + coalesce((SELECT sum(total) FROM member_hour_sums WHERE actor_id = ?1 AND member_type = ?2 AND path = ?3 AND hour >= ?8 AND hour < ?9), 0)";
+const SUM_ALL: &str =
+    "SELECT total FROM member_day_sums WHERE actor_id = ?1 AND member_type = ?2 AND path = ?3 AND day = ?4";
 const READ_BOOK: &str = "SELECT balance, debt, next_expiry FROM balances WHERE actor_id = ?1";
 const OPEN_LOTS: &str = "SELECT lot_id, source_id, remaining, available_at, expires_at FROM lots \
      WHERE actor_id = ?1 AND remaining > 0 \
@@ -314,6 +354,85 @@ fn count_member(conn: &Connection, actor_id: &str, event_type: &str, from: i64, 
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
+/// A sum as [`count_member`] counts: all time from one row; a window from the day and hour
+/// counters, the partial hours at its ends from the stored payloads.
+fn sum_member(conn: &Connection, actor_id: &str, key: &SumKey, from: i64, to: i64) -> rusqlite::Result<f64> {
+    let (event_type, path) = (key.event_type.as_str(), key.key.as_str());
+    if all_time(from, to) {
+        let row = conn.prepare_cached(SUM_ALL)?.query_row(params![actor_id, event_type, path, ALL_DAYS], |r| r.get(0));
+        return Ok(row.optional()?.unwrap_or_default());
+    }
+    let w = CounterWindow::of(from, to);
+    let values = params![
+        actor_id,
+        event_type,
+        path,
+        w.days.0,
+        w.days.1,
+        w.head_hours.0,
+        w.head_hours.1,
+        w.tail_hours.0,
+        w.tail_hours.1
+    ];
+    let counted: f64 = conn.prepare_cached(SUM_BY_COUNTERS)?.query_row(values, |r| r.get(0))?;
+    let mut partial = 0.0;
+    for (from, to) in [w.head, w.tail].into_iter().filter(|(from, to)| from < to) {
+        for (_, payload) in member_history(conn, actor_id, event_type, from, to)? {
+            partial += payload.and_then(|p| key.number_in(&p)).unwrap_or(0.0);
+        }
+    }
+    Ok(counted + partial)
+}
+
+/// The sums whose counters are kept.
+fn read_sum_keys(conn: &Connection) -> rusqlite::Result<Vec<SumKey>> {
+    let mut statement = conn.prepare("SELECT member_type, path FROM member_sum_keys ORDER BY member_type, path")?;
+    let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut keys = Vec::new();
+    for row in rows {
+        let (event_type, text) = row?;
+        // A path that no longer reads as one is not kept (the rules that sum it are gone).
+        if let Ok(crate::expr::ast::Expr::Path(path, _)) = crate::expr::parser::parse(&text) {
+            keys.push(SumKey::new(&event_type, &path));
+        }
+    }
+    keys.sort_unstable();
+    Ok(keys)
+}
+
+/// Counts a sum's counters back over the stored events of its type.
+fn count_sum_back(tx: &Transaction<'_>, key: &SumKey) -> rusqlite::Result<()> {
+    let (event_type, path) = (key.event_type.as_str(), key.key.as_str());
+    let params = params![event_type, path];
+    tx.execute("DELETE FROM member_day_sums WHERE member_type = ?1 AND path = ?2", params)?;
+    tx.execute("DELETE FROM member_hour_sums WHERE member_type = ?1 AND path = ?2", params)?;
+    let mut days: std::collections::HashMap<(String, i64), f64> = std::collections::HashMap::new();
+    let mut hours: std::collections::HashMap<(String, i64), f64> = std::collections::HashMap::new();
+    {
+        let mut scan = tx.prepare("SELECT actor_id, occurred_at, payload FROM events WHERE member_type = ?1")?;
+        let rows = scan.query_map([event_type], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?))
+        })?;
+        for row in rows {
+            let (actor, at, payload) = row?;
+            let Some(n) = payload.and_then(|p| key.number_in(&p)) else { continue };
+            for day in [at.div_euclid(MICROS_PER_DAY), ALL_DAYS] {
+                *days.entry((actor.clone(), day)).or_default() += n;
+            }
+            *hours.entry((actor, at.div_euclid(MICROS_PER_HOUR))).or_default() += n;
+        }
+    }
+    let mut add = tx.prepare_cached(ADD_DAY_SUM)?;
+    for ((actor, day), total) in days {
+        add.execute(params![actor, event_type, path, day, total])?;
+    }
+    let mut add = tx.prepare_cached(ADD_HOUR_SUM)?;
+    for ((actor, hour), total) in hours {
+        add.execute(params![actor, event_type, path, hour, total])?;
+    }
+    Ok(())
+}
+
 /// The event types whose history is indexed.
 fn read_history_types(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut statement = conn.prepare("SELECT member_type FROM member_history_types ORDER BY member_type")?;
@@ -388,8 +507,18 @@ pub struct SqliteStore {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    /// The event types whose history is indexed (as `member_history_types` holds them).
-    history_types: Mutex<Vec<String>>,
+    /// What member history is kept: the types indexed and the sums counted (as
+    /// `member_history_types` and `member_sum_keys` hold them). Each group reads it once.
+    tracked: Mutex<Arc<Tracked>>,
+}
+
+/// The member history a ledger keeps for the live rules.
+#[derive(Debug, Default)]
+struct Tracked {
+    /// The event types indexed by member and time, with their counters.
+    types: Vec<String>,
+    /// The sums counted.
+    sums: Vec<SumKey>,
 }
 
 /// A SQLite failure while running. A busy database, an I/O error or a full disk may pass
@@ -427,13 +556,14 @@ impl SqliteStore {
                 Ok(Mutex::new(conn))
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;
-        let history_types = read_history_types(&writer).map_err(open_error)?;
+        let types = read_history_types(&writer).map_err(open_error)?;
+        let sums = read_sum_keys(&writer).map_err(open_error)?;
         Ok(SqliteStore {
             path,
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
-            history_types: Mutex::new(history_types),
+            tracked: Mutex::new(Arc::new(Tracked { types, sums })),
         })
     }
 
@@ -504,10 +634,10 @@ fn migrate(conn: &Connection) -> Result<(), MigrateError> {
 impl LedgerStore for SqliteStore {
     fn write_events(&self, events: &[EventWrite]) -> Result<Vec<Applied>, LedgerError> {
         let mut conn = self.writer.lock().map_err(broken)?;
-        let history_types = self.history_types.lock().map_err(broken)?.clone();
+        let tracked = Arc::clone(&*self.tracked.lock().map_err(broken)?);
         let tx = conn.transaction().map_err(unavailable)?;
         let applied = {
-            let mut statements = GroupStatements::prepare(&tx, history_types).map_err(unavailable)?;
+            let mut statements = GroupStatements::prepare(&tx, tracked).map_err(unavailable)?;
             events
                 .iter()
                 .map(|event| post(&mut statements, &event.posting(), now_micros()))
@@ -544,7 +674,7 @@ impl LedgerStore for SqliteStore {
         let mut conn = self.writer.lock().map_err(broken)?;
         let tx = conn.transaction().map_err(unavailable)?;
         let outcome = {
-            let mut statements = GroupStatements::prepare(&tx, Vec::new()).map_err(unavailable)?;
+            let mut statements = GroupStatements::prepare(&tx, Arc::default()).map_err(unavailable)?;
             operations::apply(&mut statements, request, now_micros())?
         };
         if matches!(outcome, OperationOutcome::Done(_)) {
@@ -606,7 +736,7 @@ impl LedgerStore for SqliteStore {
             })
             .map_err(unavailable)?;
         {
-            let mut statements = GroupStatements::prepare(&tx, Vec::new()).map_err(unavailable)?;
+            let mut statements = GroupStatements::prepare(&tx, Arc::default()).map_err(unavailable)?;
             for actor_id in &members {
                 lots::bring_up_to(&mut statements, actor_id, now, now)?;
             }
@@ -635,11 +765,11 @@ impl LedgerStore for SqliteStore {
 
     fn track_history(&self, types: &[String]) -> Result<(), LedgerError> {
         let mut conn = self.writer.lock().map_err(broken)?;
-        let mut tracked = self.history_types.lock().map_err(broken)?;
-        if *tracked == types {
+        let mut tracked = self.tracked.lock().map_err(broken)?;
+        if tracked.types == types {
             return Ok(());
         }
-        let added: Vec<&String> = types.iter().filter(|t| !tracked.contains(t)).collect();
+        let added: Vec<&String> = types.iter().filter(|t| !tracked.types.contains(t)).collect();
         let tx = conn.transaction().map_err(unavailable)?;
         tx.execute("DELETE FROM member_history_types", []).map_err(unavailable)?;
         for event_type in types {
@@ -651,7 +781,41 @@ impl LedgerStore for SqliteStore {
         }
         tx.commit().map_err(unavailable)?;
         tracing::info!(types = ?types, indexed_back = ?added, "member history indexed for the rules' event types");
-        *tracked = types.to_vec();
+        *tracked = Arc::new(Tracked { types: types.to_vec(), sums: tracked.sums.clone() });
+        Ok(())
+    }
+
+    fn member_sum(&self, actor_id: &str, key: &SumKey, from: i64, to: i64) -> Result<Option<f64>, LedgerError> {
+        if !self.tracked.lock().map_err(broken)?.sums.contains(key) {
+            return Ok(None);
+        }
+        self.read(|conn| sum_member(conn, actor_id, key, from, to)).map(Some)
+    }
+
+    fn track_sums(&self, sums: &[SumKey]) -> Result<(), LedgerError> {
+        let mut conn = self.writer.lock().map_err(broken)?;
+        let mut tracked = self.tracked.lock().map_err(broken)?;
+        if tracked.sums == sums {
+            return Ok(());
+        }
+        let added: Vec<&SumKey> = sums.iter().filter(|k| !tracked.sums.contains(k)).collect();
+        let tx = conn.transaction().map_err(unavailable)?;
+        tx.execute("DELETE FROM member_sum_keys", []).map_err(unavailable)?;
+        for key in sums {
+            tx.execute(
+                "INSERT INTO member_sum_keys (member_type, path) VALUES (?1, ?2)",
+                params![key.event_type, key.key],
+            )
+            .map_err(unavailable)?;
+        }
+        // Counters of a sum that was not kept went stale: they are counted back from the events.
+        for key in &added {
+            count_sum_back(&tx, key).map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)?;
+        let keys: Vec<String> = sums.iter().map(|k| format!("{}:{}", k.event_type, k.key)).collect();
+        tracing::info!(sums = ?keys, counted_back = added.len(), "member sums counted for the rules");
+        *tracked = Arc::new(Tracked { types: tracked.types.clone(), sums: sums.to_vec() });
         Ok(())
     }
 
@@ -767,8 +931,8 @@ struct GroupStatements<'tx> {
     /// For the statements of limits, prepared only when a group has a scenario with limits.
     conn: &'tx Connection,
     limits: Option<LimitStatements<'tx>>,
-    /// The event types whose history is indexed.
-    history_types: Vec<String>,
+    /// The member history kept.
+    tracked: Arc<Tracked>,
     find_event: CachedStatement<'tx>,
     insert_event: CachedStatement<'tx>,
     mark_job_event: CachedStatement<'tx>,
@@ -778,11 +942,11 @@ struct GroupStatements<'tx> {
 }
 
 impl<'tx> GroupStatements<'tx> {
-    fn prepare(tx: &'tx Transaction<'_>, history_types: Vec<String>) -> rusqlite::Result<Self> {
+    fn prepare(tx: &'tx Transaction<'_>, tracked: Arc<Tracked>) -> rusqlite::Result<Self> {
         Ok(GroupStatements {
             conn: tx,
             limits: None,
-            history_types,
+            tracked,
             find_event: tx.prepare_cached(FIND_EVENT)?,
             insert_event: tx.prepare_cached(INSERT_EVENT)?,
             mark_job_event: tx.prepare_cached(MARK_JOB_EVENT)?,
@@ -794,6 +958,18 @@ impl<'tx> GroupStatements<'tx> {
 }
 
 impl GroupStatements<'_> {
+    /// Adds an event's numbers to the counters of the sums kept for its type.
+    fn add_to_sums(&self, actor: &str, member_type: &str, at: i64, payload: Option<&str>) -> Result<(), LedgerError> {
+        let keys = self.tracked.sums.iter().filter(|k| k.event_type == member_type);
+        for (key, n) in keys.filter_map(|k| payload.and_then(|p| k.number_in(p)).map(|n| (k, n))) {
+            for day in [at.div_euclid(MICROS_PER_DAY), ALL_DAYS] {
+                self.execute(ADD_DAY_SUM, params![actor, member_type, key.key, day, n])?;
+            }
+            self.execute(ADD_HOUR_SUM, params![actor, member_type, key.key, at.div_euclid(MICROS_PER_HOUR), n])?;
+        }
+        Ok(())
+    }
+
     /// Runs a cached statement that answers nothing.
     fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), LedgerError> {
         self.conn.prepare_cached(sql).and_then(|mut s| s.execute(params)).map(|_| ()).map_err(unavailable)
@@ -1026,10 +1202,8 @@ impl LedgerTx for GroupStatements<'_> {
 
     fn save_event(&mut self, e: &NewEvent<'_>) -> Result<(), LedgerError> {
         // Only the types the rules read are indexed and counted (none: nothing to compute).
-        let member_type = (!self.history_types.is_empty())
-            .then(|| e.member_type())
-            .flatten()
-            .filter(|t| self.history_types.iter().any(|h| h == t));
+        let types = &self.tracked.types;
+        let member_type = (!types.is_empty()).then(|| e.member_type()).flatten().filter(|t| types.contains(t));
         self.insert_event
             .execute(params![
                 e.event_id,
@@ -1050,8 +1224,16 @@ impl LedgerTx for GroupStatements<'_> {
             }
             let mut add = self.conn.prepare_cached(ADD_MEMBER_HOUR).map_err(unavailable)?;
             add.execute(params![actor, member_type, e.occurred_at.div_euclid(MICROS_PER_HOUR)]).map_err(unavailable)?;
+            self.add_to_sums(actor, &member_type, e.occurred_at, e.payload)?;
         }
         Ok(())
+    }
+
+    fn member_sum(&mut self, actor_id: &str, key: &SumKey, from: i64, to: i64) -> Result<Option<f64>, LedgerError> {
+        if !self.tracked.sums.contains(key) {
+            return Ok(None);
+        }
+        sum_member(self.conn, actor_id, key, from, to).map(Some).map_err(unavailable)
     }
 
     fn member_count(&mut self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {

@@ -216,6 +216,18 @@ pub trait LedgerTx {
         from: i64,
         to: i64,
     ) -> Result<Vec<String>, LedgerError>;
+    /// The sum of a payload number over the actor's stored events of a type with an event time
+    /// in `[from, to)`, from counters, when the store keeps counters of it (SQLite, for the
+    /// sums the live rules read); `None` otherwise, and the caller adds up the payloads.
+    fn member_sum(
+        &mut self,
+        _actor_id: &str,
+        _key: &super::member::SumKey,
+        _from: i64,
+        _to: i64,
+    ) -> Result<Option<f64>, LedgerError> {
+        Ok(None)
+    }
     /// The event times of the actor's stored events of a type before `before`, newest first, at
     /// most `limit`.
     fn member_times(
