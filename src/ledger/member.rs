@@ -91,52 +91,83 @@ pub(crate) fn all_time(from: i64, to: i64) -> bool {
     from <= jiff::Timestamp::MIN.as_microsecond() && to >= jiff::Timestamp::MAX.as_microsecond()
 }
 
-/// A window `[from, to)` (µs) cut into what the counters hold: whole UTC days, whole hours
-/// before and after them, and the partial hours at the ends (read from the index). Empty parts
-/// are empty ranges.
+/// A window `[from, to)` (µs) cut into what the counters hold: whole UTC days, the hours at
+/// either end and the partial hours at the very ends (read from the index). Each end is read
+/// the shorter way: the hours inside the window, or its whole day less the hours outside it
+/// (`head_sign`/`tail_sign` −1), so a rolling window ending now reads its last day as one
+/// counter and the empty hours after now. Empty parts are empty ranges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CounterWindow {
     /// Whole UTC days (day numbers).
     pub(crate) days: (i64, i64),
-    /// Whole hours before the days (hour numbers).
+    /// The hours at the start (hour numbers), added or subtracted by `head_sign`.
     pub(crate) head_hours: (i64, i64),
-    /// Whole hours after the days.
+    /// The hours at the end, by `tail_sign`.
     pub(crate) tail_hours: (i64, i64),
-    /// The partial hour at the start (µs).
+    /// The partial hour at the start (µs), by `head_sign`.
     pub(crate) head: (i64, i64),
-    /// The partial hour at the end (µs).
+    /// The partial hour at the end (µs), by `tail_sign`.
     pub(crate) tail: (i64, i64),
+    /// 1 when the head parts are inside the window, −1 when they are the part of its first
+    /// day before it.
+    pub(crate) head_sign: i64,
+    /// 1 when the tail parts are inside the window, −1 when they are the part of its last day
+    /// after it.
+    pub(crate) tail_sign: i64,
 }
 
 impl CounterWindow {
     /// The parts of `[from, to)`.
     pub(crate) fn of(from: i64, to: i64) -> CounterWindow {
+        const HOURS_PER_DAY: i64 = MICROS_PER_DAY / MICROS_PER_HOUR;
         let ceil = |t: i64, unit: i64| t.saturating_add(unit - 1).div_euclid(unit);
+        let nothing = (0, 0);
         let (first_hour, end_hour) = (ceil(from, MICROS_PER_HOUR), to.div_euclid(MICROS_PER_HOUR));
+        let inside = CounterWindow {
+            days: nothing,
+            head_hours: nothing,
+            tail_hours: nothing,
+            head: (from, to),
+            tail: nothing,
+            head_sign: 1,
+            tail_sign: 1,
+        };
         if first_hour >= end_hour {
-            let nothing = (0, 0);
-            return CounterWindow {
-                days: nothing,
-                head_hours: nothing,
-                tail_hours: nothing,
-                head: (from, to),
-                tail: nothing,
-            };
+            return inside;
         }
         let head = (from, first_hour * MICROS_PER_HOUR);
         let tail = (end_hour * MICROS_PER_HOUR, to);
         let (first_day, end_day) = (ceil(from, MICROS_PER_DAY), to.div_euclid(MICROS_PER_DAY));
         if first_day >= end_day {
-            return CounterWindow { days: (0, 0), head_hours: (first_hour, end_hour), tail_hours: (0, 0), head, tail };
+            return CounterWindow { head_hours: (first_hour, end_hour), head, tail, ..inside };
         }
-        let hours_per_day = MICROS_PER_DAY / MICROS_PER_HOUR;
-        CounterWindow {
+        let mut window = CounterWindow {
             days: (first_day, end_day),
-            head_hours: (first_hour, first_day * hours_per_day),
-            tail_hours: (end_day * hours_per_day, end_hour),
+            head_hours: (first_hour, first_day * HOURS_PER_DAY),
+            tail_hours: (end_day * HOURS_PER_DAY, end_hour),
             head,
             tail,
+            ..inside
+        };
+        // The start's day less its hours before `from`, when fewer hours are read that way.
+        let from_hour = from.div_euclid(MICROS_PER_HOUR);
+        let head_day = first_day - 1;
+        if from_hour - head_day * HOURS_PER_DAY < first_day * HOURS_PER_DAY - first_hour {
+            window.days.0 = head_day;
+            window.head_hours = (head_day * HOURS_PER_DAY, from_hour);
+            window.head = (from_hour * MICROS_PER_HOUR, from);
+            window.head_sign = -1;
         }
+        // The end's day less its hours from `to` on (usually none yet), unless that reads more.
+        let after_day = (end_day + 1) * HOURS_PER_DAY;
+        let to_hour = ceil(to, MICROS_PER_HOUR);
+        if after_day - to_hour <= end_hour - end_day * HOURS_PER_DAY {
+            window.days.1 = end_day + 1;
+            window.tail_hours = (to_hour, after_day);
+            window.tail = (to, to_hour * MICROS_PER_HOUR);
+            window.tail_sign = -1;
+        }
+        window
     }
 }
 

@@ -221,13 +221,14 @@ const REVERSIBLE: &str = "SELECT coalesce(sum(CASE WHEN kind = 'award' THEN poin
      (SELECT coalesce(sum(-points), 0)::int8 FROM entries WHERE reverses = $2 AND actor_id = $1) \
      FROM entries WHERE event_id = $2 AND actor_id = $1";
 const EXPIRED_MEMBERS: &str = "SELECT actor_id FROM balances WHERE next_expiry <= $1 LIMIT $2";
-/// As SQLite's: whole days and hours from the counters, the partial hours from the index.
+/// As SQLite's: whole days and the hours at either end from the counters, the partial hours from
+/// the index, each end added or subtracted.
 const MEMBER_COUNT_BY_COUNTERS: &str = "SELECT (\
      coalesce((SELECT sum(events) FROM member_days WHERE actor_id = $1 AND member_type = $2 AND day >= $3 AND day < $4), 0) \
-     + coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = $1 AND member_type = $2 AND hour >= $5 AND hour < $6), 0) \
-     + coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = $1 AND member_type = $2 AND hour >= $7 AND hour < $8), 0) \
-     + (SELECT count(*) FROM events WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $9 AND occurred_at < $10) \
-     + (SELECT count(*) FROM events WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $11 AND occurred_at < $12))::int8";
+     + $13::int8 * (coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = $1 AND member_type = $2 AND hour >= $5 AND hour < $6), 0) \
+       + (SELECT count(*) FROM events WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $9 AND occurred_at < $10)) \
+     + $14::int8 * (coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = $1 AND member_type = $2 AND hour >= $7 AND hour < $8), 0) \
+       + (SELECT count(*) FROM events WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $11 AND occurred_at < $12)))::int8";
 const MEMBER_COUNT_ALL: &str = "SELECT events FROM member_days WHERE actor_id = $1 AND member_type = $2 AND day = $3";
 const MEMBER_HISTORY: &str = "SELECT occurred_at, payload FROM events \
      WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $3 AND occurred_at < $4 ORDER BY occurred_at";
@@ -1199,7 +1200,7 @@ async fn count_member(
         return row.map_or(Ok(0), |row| row.try_get(0));
     }
     let w = CounterWindow::of(from, to);
-    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
         &actor,
         &event_type,
         &w.days.0,
@@ -1212,6 +1213,8 @@ async fn count_member(
         &w.head.1,
         &w.tail.0,
         &w.tail.1,
+        &w.head_sign,
+        &w.tail_sign,
     ];
     client.query_one(MEMBER_COUNT_BY_COUNTERS, &values).await?.try_get(0)
 }

@@ -228,12 +228,12 @@ const ADD_DAY_SUM: &str = "INSERT INTO member_day_sums (actor_id, member_type, p
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (actor_id, member_type, path, day) DO UPDATE SET total = total + excluded.total";
 const ADD_HOUR_SUM: &str = "INSERT INTO member_hour_sums (actor_id, member_type, path, hour, total) \
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (actor_id, member_type, path, hour) DO UPDATE SET total = total + excluded.total";
-/// A sum over a window from the counters: whole UTC days, then the whole hours at either end
-/// (the partial hours at the very ends are read from the index and added by the caller).
+/// A sum over a window from the counters as counts read them ([`CounterWindow`]); the partial
+/// hours at the very ends are read from the index by the caller.
 const SUM_BY_COUNTERS: &str = "SELECT \
      coalesce((SELECT sum(total) FROM member_day_sums WHERE actor_id = ?1 AND member_type = ?2 AND path = ?3 AND day >= ?4 AND day < ?5), 0) \
-     + coalesce((SELECT sum(total) FROM member_hour_sums WHERE actor_id = ?1 AND member_type = ?2 AND path = ?3 AND hour >= ?6 AND hour < ?7), 0) \
-     + coalesce((SELECT sum(total) FROM member_hour_sums WHERE actor_id = ?1 AND member_type = ?2 AND path = ?3 AND hour >= ?8 AND hour < ?9), 0)";
+     + ?10 * coalesce((SELECT sum(total) FROM member_hour_sums WHERE actor_id = ?1 AND member_type = ?2 AND path = ?3 AND hour >= ?6 AND hour < ?7), 0) \
+     + ?11 * coalesce((SELECT sum(total) FROM member_hour_sums WHERE actor_id = ?1 AND member_type = ?2 AND path = ?3 AND hour >= ?8 AND hour < ?9), 0)";
 const SUM_ALL: &str =
     "SELECT total FROM member_day_sums WHERE actor_id = ?1 AND member_type = ?2 AND path = ?3 AND day = ?4";
 const READ_BOOK: &str = "SELECT balance, debt, next_expiry FROM balances WHERE actor_id = ?1";
@@ -264,14 +264,15 @@ const REVERSIBLE: &str = "SELECT coalesce(sum(CASE WHEN kind = 'award' THEN poin
 const EXPIRED_MEMBERS: &str = "SELECT actor_id FROM balances WHERE next_expiry <= ?1 LIMIT ?2";
 const ENTRIES_SUM: &str =
     "SELECT coalesce(sum(points), 0) FROM entries WHERE actor_id = ?1 AND coalesce(dated_at, created_at) <= ?2";
-/// A count over a window: whole UTC days from the day counters, whole hours at either end from
-/// the hour counters, and the partial hours at the very ends from the index.
+/// A count over a window ([`CounterWindow`]): whole UTC days from the day counters, the hours at
+/// either end from the hour counters and the partial hours at the very ends from the index, each
+/// end added or (the part of its day outside the window) subtracted.
 const MEMBER_COUNT_BY_COUNTERS: &str = "SELECT \
      coalesce((SELECT sum(events) FROM member_days WHERE actor_id = ?1 AND member_type = ?2 AND day >= ?3 AND day < ?4), 0) \
-     + coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = ?1 AND member_type = ?2 AND hour >= ?5 AND hour < ?6), 0) \
-     + coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = ?1 AND member_type = ?2 AND hour >= ?7 AND hour < ?8), 0) \
-     + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?9 AND occurred_at < ?10) \
-     + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?11 AND occurred_at < ?12)";
+     + ?13 * (coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = ?1 AND member_type = ?2 AND hour >= ?5 AND hour < ?6), 0) \
+       + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?9 AND occurred_at < ?10)) \
+     + ?14 * (coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = ?1 AND member_type = ?2 AND hour >= ?7 AND hour < ?8), 0) \
+       + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?11 AND occurred_at < ?12))";
 const ADD_MEMBER_HOUR: &str = "INSERT INTO member_hours (actor_id, member_type, hour, events) VALUES (?1, ?2, ?3, 1) \
      ON CONFLICT (actor_id, member_type, hour) DO UPDATE SET events = events + 1";
 const MEMBER_COUNT_ALL: &str = "SELECT events FROM member_days WHERE actor_id = ?1 AND member_type = ?2 AND day = ?3";
@@ -347,7 +348,9 @@ fn count_member(conn: &Connection, actor_id: &str, event_type: &str, from: i64, 
             w.head.0,
             w.head.1,
             w.tail.0,
-            w.tail.1
+            w.tail.1,
+            w.head_sign,
+            w.tail_sign
         ];
         conn.prepare_cached(MEMBER_COUNT_BY_COUNTERS)?.query_row(values, |r| r.get(0))?
     };
@@ -372,13 +375,17 @@ fn sum_member(conn: &Connection, actor_id: &str, key: &SumKey, from: i64, to: i6
         w.head_hours.0,
         w.head_hours.1,
         w.tail_hours.0,
-        w.tail_hours.1
+        w.tail_hours.1,
+        w.head_sign,
+        w.tail_sign
     ];
     let counted: f64 = conn.prepare_cached(SUM_BY_COUNTERS)?.query_row(values, |r| r.get(0))?;
     let mut partial = 0.0;
-    for (from, to) in [w.head, w.tail].into_iter().filter(|(from, to)| from < to) {
-        for (_, payload) in member_history(conn, actor_id, event_type, from, to)? {
-            partial += payload.and_then(|p| key.number_in(&p)).unwrap_or(0.0);
+    for ((from, to), sign) in [(w.head, w.head_sign), (w.tail, w.tail_sign)] {
+        if from < to {
+            for (_, payload) in member_history(conn, actor_id, event_type, from, to)? {
+                partial += sign as f64 * payload.and_then(|p| key.number_in(&p)).unwrap_or(0.0);
+            }
         }
     }
     Ok(counted + partial)
