@@ -19,6 +19,7 @@ pub mod event;
 pub mod expr;
 pub mod facts;
 pub mod graph;
+pub mod intake;
 pub mod ledger;
 pub mod logs;
 pub mod result;

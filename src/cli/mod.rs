@@ -68,6 +68,28 @@ pub struct ServeArgs {
     /// nobody writes to, in milliseconds. Balances never count expired points, swept or not.
     #[arg(long, env = "FLUXFLOW_EXPIRY_SWEEP_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub expiry_sweep_ms: u64,
+    /// Also take events from a NATS JetStream stream (`nats://HOST:4222`), consumed by every
+    /// node; the stream and the durable consumer are created when missing.
+    #[arg(long, env = "FLUXFLOW_NATS")]
+    pub nats: Option<String>,
+    /// The stream's name.
+    #[arg(long, env = "FLUXFLOW_NATS_STREAM", default_value = crate::intake::nats::DEFAULT_STREAM)]
+    pub nats_stream: String,
+    /// The subjects' prefix: events are published on `<prefix>.<actor_id>` (`<prefix>._`
+    /// without an actor).
+    #[arg(long, env = "FLUXFLOW_NATS_SUBJECTS", default_value = crate::intake::nats::DEFAULT_SUBJECT_PREFIX)]
+    pub nats_subjects: String,
+    /// The durable consumer's name, shared by every node.
+    #[arg(long, env = "FLUXFLOW_NATS_CONSUMER", default_value = crate::intake::nats::DEFAULT_CONSUMER)]
+    pub nats_consumer: String,
+    /// How long JetStream waits for a node's acknowledgement before delivering a message to
+    /// another, in milliseconds.
+    #[arg(long, env = "FLUXFLOW_NATS_ACK_WAIT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub nats_ack_wait_ms: u64,
+    /// How long a message waits before it is delivered again when this node is saturated or its
+    /// ledger failed, in milliseconds.
+    #[arg(long, env = "FLUXFLOW_NATS_RETRY_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub nats_retry_ms: u64,
 }
 
 pub use crate::logs::LogFormat;

@@ -17,6 +17,7 @@ use crate::actions::ActionRegistry;
 use crate::api::{AppState, app};
 use crate::engine::{Engine, StartError, watch};
 use crate::graph::LoadError;
+use crate::intake::nats::{NatsIntake, NatsSettings};
 use crate::ledger::postgres::PostgresStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{Ledger, LedgerStore};
@@ -82,6 +83,10 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    let stream = match &args.nats {
+        Some(url) => Some(start_stream_intake(args, url, &engine).await?),
+        None => None,
+    };
     let signals = ShutdownSignals::install()?;
     // `:8080` (the original's form) means every interface.
     let addr = if args.addr.starts_with(':') { format!("0.0.0.0{}", args.addr) } else { args.addr.clone() };
@@ -117,12 +122,40 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("no more requests in flight; evaluating what is still queued");
     engine.drain().await;
+    if let Some(stream) = stream {
+        // It stopped taking messages at the shutdown; what it took was applied by the drain.
+        let _ = stream.await;
+    }
     tracing::info!(
         enqueued = engine.metrics.events_enqueued.get(),
         processed = engine.metrics.events_processed.get(),
         "shutdown complete"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Joins the JetStream stream: events published there are applied as HTTP's are.
+async fn start_stream_intake(
+    args: &ServeArgs,
+    url: &str,
+    engine: &Arc<Engine>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    if args.ledger == "sqlite" {
+        tracing::warn!("--nats with the SQLite ledger: run one node only, or members are split across ledgers");
+    }
+    let settings = NatsSettings {
+        url: url.to_owned(),
+        stream: args.nats_stream.clone(),
+        subject_prefix: args.nats_subjects.clone(),
+        consumer: args.nats_consumer.clone(),
+        ack_wait: Duration::from_millis(args.nats_ack_wait_ms),
+        retry_delay: Duration::from_millis(args.nats_retry_ms),
+        max_in_flight: engine.settings().queue_depth as usize,
+        max_message_bytes: args.max_body_bytes,
+    };
+    let intake = NatsIntake::connect(settings).await?;
+    tracing::info!(url, stream = %args.nats_stream, consumer = %args.nats_consumer, "taking events from NATS JetStream");
+    Ok(intake.run(Arc::clone(engine)))
 }
 
 /// SIGTERM and SIGINT, listened for from before the service says it is listening, so a signal

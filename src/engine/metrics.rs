@@ -32,7 +32,7 @@ pub struct ActionLabels {
 /// `outcome` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    /// `success` or `invalid`.
+    /// What happened: `success`, `invalid`, … (each series documents its own).
     pub outcome: &'static str,
 }
 
@@ -80,6 +80,9 @@ pub struct Metrics {
     pub http_requests: Family<RouteLabels, Counter>,
     /// Actions refused because a limit of their scenario was reached, by scenario.
     pub limits_reached: Family<ScenarioLabel, Counter>,
+    /// Messages taken from the JetStream stream, by what became of them
+    /// ([`crate::intake::nats::StreamOutcome`]).
+    pub stream_messages: Family<OutcomeLabel, Counter>,
 }
 
 /// Registers a metric (a clone: metrics are shared handles) and gives it back for the struct.
@@ -173,6 +176,12 @@ impl Metrics {
                 &mut registry,
                 "fluxflow_limits_reached",
                 "Actions refused because a limit of their scenario was reached, by scenario",
+                Family::default(),
+            ),
+            stream_messages: registered(
+                &mut registry,
+                "fluxflow_stream_messages",
+                "Messages taken from the JetStream stream, by outcome",
                 Family::default(),
             ),
             registry,

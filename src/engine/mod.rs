@@ -41,7 +41,8 @@ use crate::ledger::{
 };
 use crate::result::Job;
 use crate::rules::EngineSettings;
-use admission::{Admission, Ticket};
+use admission::Admission;
+pub use admission::Ticket;
 use jobs::MemoryJobs;
 use metrics::Metrics;
 
@@ -348,16 +349,38 @@ impl Engine {
         }
     }
 
-    /// Evaluates one event and waits for its result, up to `event_timeout_ms`.
+    /// A queue place for one event when one is free now: how long to wait for one, and what to
+    /// tell the sender meanwhile, is each intake's own policy (HTTP answers 429, the stream
+    /// consumer asks for the message again later). `None` while shutting down.
+    pub fn try_admit(&self) -> Option<Ticket> {
+        if self.is_shutting_down() {
+            return None;
+        }
+        let ticket = self.admission.try_enter()?;
+        self.admitted(1);
+        Some(ticket)
+    }
+
+    /// Applies an admitted event: evaluated, its effects committed, as a task of its own that
+    /// completes whether or not anyone waits for it (no timeout here: that is the HTTP intake's).
+    pub fn apply(
+        self: &Arc<Self>,
+        ticket: Ticket,
+        event: Arc<Event>,
+        trace: bool,
+    ) -> tokio::task::JoinHandle<Result<EventResult, EngineError>> {
+        self.spawn(ticket, Task { event, trace, job: None, enqueued: Instant::now() })
+    }
+
+    /// Evaluates one event and waits for its result, up to `event_timeout_ms` (the HTTP
+    /// intake's policy: 503 when the queue is full, 504 after the timeout).
     pub async fn process(self: &Arc<Self>, event: Event, trace: bool) -> Result<EventResult, EngineError> {
         if self.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
         }
-        let ticket = self.admission.try_enter().ok_or_else(|| self.queue_full(1))?;
-        self.admitted(1);
+        let ticket = self.try_admit().ok_or_else(|| self.queue_full(1))?;
         let event_id = event.id.clone();
-        let task = Task { event: Arc::new(event), trace, job: None, enqueued: Instant::now() };
-        let handle = self.spawn(ticket, task);
+        let handle = self.apply(ticket, Arc::new(event), trace);
         let timeout_ms = self.timeout_ms.load(Ordering::Relaxed);
         match tokio::time::timeout(Duration::from_millis(timeout_ms), handle).await {
             Ok(Ok(result)) => result,

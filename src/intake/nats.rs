@@ -1,0 +1,326 @@
+//! The JetStream intake (`--nats`): events published to the stream are applied by the engine's
+//! pipeline, as HTTP's are, under the stream's own policy.
+//!
+//! - A message is acknowledged only after its event's transaction commits, so a node killed at
+//!   any moment loses nothing: JetStream delivers what it did not acknowledge to another node, and
+//!   applying it again is idempotent by event id.
+//! - A node with no queue place free asks for the message again later (`-NAK` with a delay), as
+//!   it does when the ledger fails; nothing waits on the node.
+//! - What can never succeed is terminated (`+TERM`), counted in
+//!   `fluxflow_stream_messages_total{outcome}` and logged with its stream sequence: a message that
+//!   is not a valid event, one over the size limit, one whose id was used by another event.
+//! - A message without an `id` takes its `Nats-Msg-Id`, else `<stream>:<sequence>`, and its
+//!   received time is when JetStream stored it: a redelivery is the same event.
+//! - Events of one actor taken by this node are applied one after another in stream order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::{self, Message, stream};
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use crate::engine::{Engine, EngineError, Ticket};
+use crate::event::Event;
+
+/// The stream §10 names.
+pub const DEFAULT_STREAM: &str = "FLUXFLOW_EVENTS";
+/// Events are published on `<prefix>.<actor_id>`, or `<prefix>._` without an actor.
+pub const DEFAULT_SUBJECT_PREFIX: &str = "fluxflow.events";
+/// The durable consumer every node shares.
+pub const DEFAULT_CONSUMER: &str = "fluxflow";
+/// How long the intake waits for a message before looking whether the service is stopping.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Where the stream is and how its messages are handled.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// The server, `nats://HOST:4222`.
+    pub url: String,
+    /// The stream's name.
+    pub stream: String,
+    /// The subjects' prefix: the stream takes `<prefix>.>`.
+    pub subject_prefix: String,
+    /// The durable consumer's name.
+    pub consumer: String,
+    /// How long JetStream waits for an acknowledgement before delivering a message again.
+    pub ack_wait: Duration,
+    /// How long a message asked for again (`-NAK`) waits before it is delivered again.
+    pub retry_delay: Duration,
+    /// Messages delivered and not yet acknowledged, at most (the consumer's `max_ack_pending`).
+    pub max_in_flight: usize,
+    /// Largest message accepted, in bytes (as `--max-body-bytes` for HTTP).
+    pub max_message_bytes: usize,
+}
+
+/// Why the intake could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// The server did not answer.
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect {
+        /// The server.
+        url: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// The stream or the consumer could not be found or created.
+    #[error("cannot set up the JetStream {what}: {reason}")]
+    Setup {
+        /// `stream FLUXFLOW_EVENTS`, `consumer fluxflow`.
+        what: String,
+        /// What the server said.
+        reason: String,
+    },
+}
+
+/// What became of a message taken from the stream: the `outcome` label of
+/// `fluxflow_stream_messages_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamOutcome {
+    /// Its event was applied (or had been: a redelivery) and the message acknowledged.
+    Applied,
+    /// Not a valid event: terminated.
+    Invalid,
+    /// Over the size limit: terminated.
+    Oversized,
+    /// Its id was used by an event with other content: terminated.
+    Conflict,
+    /// No queue place free: asked for again later.
+    Saturated,
+    /// The ledger failed or the service is stopping: asked for again later.
+    Retried,
+}
+
+impl StreamOutcome {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            StreamOutcome::Applied => "applied",
+            StreamOutcome::Invalid => "invalid",
+            StreamOutcome::Oversized => "oversized",
+            StreamOutcome::Conflict => "conflict",
+            StreamOutcome::Saturated => "saturated",
+            StreamOutcome::Retried => "retried",
+        }
+    }
+}
+
+/// A node's consumer of the event stream.
+pub struct NatsIntake {
+    settings: NatsSettings,
+    consumer: PullConsumer,
+}
+
+impl NatsIntake {
+    /// Connects, and creates the stream and the durable consumer when they are missing.
+    pub async fn connect(settings: NatsSettings) -> Result<NatsIntake, NatsError> {
+        let client = async_nats::connect(&settings.url)
+            .await
+            .map_err(|e| NatsError::Connect { url: settings.url.clone(), reason: e.to_string() })?;
+        let context = jetstream::new(client);
+        let setup = |what: &str, reason: String| NatsError::Setup { what: what.to_owned(), reason };
+        let stream_name = format!("stream {}", settings.stream);
+        let stream = context
+            .get_or_create_stream(stream::Config {
+                name: settings.stream.clone(),
+                subjects: vec![format!("{}.>", settings.subject_prefix)],
+                // Catching an actor up reads its messages by subject (direct gets).
+                allow_direct: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup(&stream_name, e.to_string()))?;
+        let max_in_flight = i64::try_from(settings.max_in_flight).unwrap_or(i64::MAX);
+        let consumer = stream
+            .get_or_create_consumer(
+                &settings.consumer,
+                pull::Config {
+                    durable_name: Some(settings.consumer.clone()),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: settings.ack_wait,
+                    max_ack_pending: max_in_flight,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| setup(&format!("consumer {}", settings.consumer), e.to_string()))?;
+        Ok(NatsIntake { settings, consumer })
+    }
+
+    /// Takes messages until the engine begins to shut down; each one's event is applied as a task
+    /// of its own, which the engine's drain waits for.
+    pub fn run(self, engine: Arc<Engine>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move { self.consume(engine).await })
+    }
+
+    async fn consume(self, engine: Arc<Engine>) {
+        let this = Arc::new(self);
+        let order = Arc::new(ActorOrder::default());
+        while !engine.is_shutting_down() {
+            let mut messages = match this.consumer.messages().await {
+                Ok(messages) => messages,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot pull from the event stream; trying again");
+                    tokio::time::sleep(this.settings.retry_delay).await;
+                    continue;
+                }
+            };
+            while !engine.is_shutting_down() {
+                match tokio::time::timeout(POLL, messages.next()).await {
+                    Err(_) => continue,
+                    Ok(Some(Ok(message))) => Arc::clone(&this).take(&engine, &order, message).await,
+                    Ok(Some(Err(e))) => {
+                        tracing::warn!(error = %e, "the event stream failed; pulling again");
+                        break;
+                    }
+                    Ok(None) => break,
+                }
+            }
+        }
+    }
+
+    /// Decides what to do with one message: terminate it, ask for it again, or apply its event.
+    async fn take(self: Arc<Self>, engine: &Arc<Engine>, order: &Arc<ActorOrder>, message: Message) {
+        let sequence = message.info().map(|info| info.stream_sequence).unwrap_or_default();
+        let event = match self.decode(&message, engine) {
+            Ok(event) => event,
+            Err((outcome, problem)) => {
+                tracing::warn!(sequence, outcome = outcome.label(), problem = %problem, "stream message terminated");
+                self.settle(engine, &message, outcome, AckKind::Term).await;
+                return;
+            }
+        };
+        let Some(ticket) = engine.try_admit() else {
+            let delay = AckKind::Nak(Some(self.settings.retry_delay));
+            self.settle(engine, &message, StreamOutcome::Saturated, delay).await;
+            return;
+        };
+        let turn = event.actor_id.as_deref().map(|actor| order.join(actor));
+        let engine = Arc::clone(engine);
+        let order = Arc::clone(order);
+        tokio::spawn(async move {
+            if let Some(turn) = &turn {
+                turn.wait().await;
+            }
+            let outcome = self.apply(&engine, ticket, event, sequence).await;
+            let kind = match outcome {
+                StreamOutcome::Applied => AckKind::Ack,
+                StreamOutcome::Retried => AckKind::Nak(Some(self.settings.retry_delay)),
+                _ => AckKind::Term,
+            };
+            self.settle(&engine, &message, outcome, kind).await;
+            if let Some(turn) = turn {
+                order.leave(turn);
+            }
+        });
+    }
+
+    /// The message's event, with the identity and time a redelivery keeps.
+    fn decode(&self, message: &Message, engine: &Engine) -> Result<Event, (StreamOutcome, String)> {
+        let size = message.payload.len();
+        if size > self.settings.max_message_bytes {
+            let limit = self.settings.max_message_bytes;
+            return Err((StreamOutcome::Oversized, format!("{size} bytes is over the limit of {limit}")));
+        }
+        let mut event = Event::from_slice(&message.payload).map_err(|e| (StreamOutcome::Invalid, e.to_string()))?;
+        let info = message.info().map_err(|e| (StreamOutcome::Invalid, e.to_string()))?;
+        let stored = jiff::Timestamp::from_nanosecond(info.published.unix_timestamp_nanos());
+        event.received_at = stored.map_err(|e| (StreamOutcome::Invalid, format!("stored time: {e}")))?;
+        if event.generated_id {
+            let header = message.headers.as_ref().and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID));
+            event.id = match header {
+                Some(id) if !id.as_str().is_empty() => id.as_str().to_owned(),
+                _ => format!("{}:{}", info.stream, info.stream_sequence),
+            };
+            event.generated_id = false;
+        }
+        event.check_time(engine.max_event_age_days()).map_err(|e| (StreamOutcome::Invalid, e.to_string()))?;
+        Ok(event)
+    }
+
+    /// Applies the event and says what became of it.
+    async fn apply(&self, engine: &Arc<Engine>, ticket: Ticket, event: Event, sequence: u64) -> StreamOutcome {
+        let event_id = event.id.clone();
+        match engine.apply(ticket, Arc::new(event), false).await {
+            Ok(Ok(_)) => StreamOutcome::Applied,
+            Ok(Err(EngineError::Conflict { .. })) => {
+                tracing::warn!(sequence, %event_id, "stream message terminated: its id was used by another event");
+                StreamOutcome::Conflict
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(sequence, %event_id, error = %e, "stream event not applied; it will be delivered again");
+                StreamOutcome::Retried
+            }
+            Err(e) => {
+                tracing::error!(sequence, %event_id, error = %e, "stream event task failed; it will be delivered again");
+                StreamOutcome::Retried
+            }
+        }
+    }
+
+    /// Acknowledges, asks again or terminates, and counts it. A lost acknowledgement only means
+    /// a redelivery, which is idempotent.
+    async fn settle(&self, engine: &Engine, message: &Message, outcome: StreamOutcome, kind: AckKind) {
+        engine.metrics.stream_messages.get_or_create(&outcome_label(outcome)).inc();
+        if let Err(e) = message.ack_with(kind).await {
+            tracing::warn!(error = %e, outcome = outcome.label(), "cannot acknowledge a stream message; it will come again");
+        }
+    }
+}
+
+fn outcome_label(outcome: StreamOutcome) -> crate::engine::metrics::OutcomeLabel {
+    crate::engine::metrics::OutcomeLabel { outcome: outcome.label() }
+}
+
+/// Keeps each actor's events in the order this node took them: an event waits until the one
+/// taken before it for the same actor is settled.
+#[derive(Default)]
+struct ActorOrder {
+    /// Per actor, a signal that ends when its latest event is settled.
+    latest: Mutex<HashMap<String, watch::Receiver<()>>>,
+}
+
+/// An event's place in its actor's line.
+struct Turn {
+    actor: String,
+    /// Ends when the event before it is settled.
+    before: Option<watch::Receiver<()>>,
+    /// Dropped when this event is settled.
+    done: watch::Sender<()>,
+    mine: watch::Receiver<()>,
+}
+
+impl Turn {
+    async fn wait(&self) {
+        if let Some(before) = &self.before {
+            let mut before = before.clone();
+            // The sender is dropped when the event before is settled: `changed` then errs.
+            while before.changed().await.is_ok() {}
+        }
+    }
+}
+
+impl ActorOrder {
+    fn join(&self, actor: &str) -> Turn {
+        let (done, mine) = watch::channel(());
+        let before = match self.latest.lock() {
+            Ok(mut latest) => latest.insert(actor.to_owned(), mine.clone()),
+            Err(_) => None,
+        };
+        Turn { actor: actor.to_owned(), before, done, mine }
+    }
+
+    fn leave(&self, turn: Turn) {
+        let Turn { actor, done, mine, .. } = turn;
+        drop(done);
+        if let Ok(mut latest) = self.latest.lock()
+            && latest.get(&actor).is_some_and(|last| last.same_channel(&mine))
+        {
+            latest.remove(&actor);
+        }
+    }
+}
