@@ -58,6 +58,7 @@ fn ledger(history: usize) -> (tempfile::TempDir, SqliteStore) {
                     }),
                     job: None,
                     event: Arc::new(event),
+                    position: None,
                 }
             })
             .collect();

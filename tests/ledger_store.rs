@@ -73,6 +73,7 @@ fn write(ev: &Event, actions: Vec<ActionWrite>) -> EventWrite {
         plan: WritePlan::Ready(Planned { actions, stacking, limits: vec![], build_result }),
         job: None,
         event: Arc::new(ev.clone()),
+        position: None,
     }
 }
 

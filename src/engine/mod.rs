@@ -37,7 +37,8 @@ use crate::graph::{Evaluation, LoadError, Rules, ScenarioLimits};
 use crate::graph::{Stacked, Trace};
 use crate::ledger::member::Deferred;
 use crate::ledger::{
-    ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, Planned, ResultBuilder, WritePlan, fingerprint,
+    ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, Planned, ResultBuilder, StreamPosition, WritePlan,
+    fingerprint,
 };
 use crate::result::Job;
 use crate::rules::EngineSettings;
@@ -123,6 +124,8 @@ struct Task {
     event: Arc<Event>,
     trace: bool,
     job: Option<(String, usize)>,
+    /// Where it sits in the event stream, when it came from one.
+    position: Option<StreamPosition>,
     enqueued: Instant,
 }
 
@@ -198,6 +201,7 @@ impl Engine {
                     event: Arc::new(p.event),
                     trace: false,
                     job: Some((p.job_id, p.index)),
+                    position: None,
                     enqueued: Instant::now(),
                 });
                 if let Ok(mut retry) = self.retry.lock() {
@@ -361,15 +365,17 @@ impl Engine {
         Some(ticket)
     }
 
-    /// Applies an admitted event: evaluated, its effects committed, as a task of its own that
-    /// completes whether or not anyone waits for it (no timeout here: that is the HTTP intake's).
+    /// Applies an admitted event: evaluated, its effects committed (with its stream position,
+    /// when it came from the stream), as a task of its own that completes whether or not anyone
+    /// waits for it (no timeout here: that is the HTTP intake's).
     pub fn apply(
         self: &Arc<Self>,
         ticket: Ticket,
         event: Arc<Event>,
         trace: bool,
+        position: Option<StreamPosition>,
     ) -> tokio::task::JoinHandle<Result<EventResult, EngineError>> {
-        self.spawn(ticket, Task { event, trace, job: None, enqueued: Instant::now() })
+        self.spawn(ticket, Task { event, trace, job: None, position, enqueued: Instant::now() })
     }
 
     /// Evaluates one event and waits for its result, up to `event_timeout_ms` (the HTTP
@@ -380,7 +386,7 @@ impl Engine {
         }
         let ticket = self.try_admit().ok_or_else(|| self.queue_full(1))?;
         let event_id = event.id.clone();
-        let handle = self.apply(ticket, Arc::new(event), trace);
+        let handle = self.apply(ticket, Arc::new(event), trace, None);
         let timeout_ms = self.timeout_ms.load(Ordering::Relaxed);
         match tokio::time::timeout(Duration::from_millis(timeout_ms), handle).await {
             Ok(Ok(result)) => result,
@@ -409,7 +415,8 @@ impl Engine {
             None => self.memory_jobs.insert(Job::new(job_id.clone(), events.iter().map(|e| e.id.clone()), queued)),
         }
         let admitted = tickets.into_iter().zip(events).enumerate().map(|(index, (ticket, event))| {
-            (ticket, Task { event, trace: false, job: Some((job_id.clone(), index)), enqueued: Instant::now() })
+            let job = Some((job_id.clone(), index));
+            (ticket, Task { event, trace: false, job, position: None, enqueued: Instant::now() })
         });
         self.spawn_chains(admitted.collect());
         self.admitted(queued);
@@ -611,6 +618,7 @@ impl Engine {
             plan: WritePlan::Ready(planned),
             job: task.job.clone(),
             event: Arc::clone(event),
+            position: task.position.clone(),
         }
     }
 
@@ -643,6 +651,7 @@ impl Engine {
             }),
             job: task.job.clone(),
             event,
+            position: task.position.clone(),
         }
     }
 

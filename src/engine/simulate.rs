@@ -109,6 +109,7 @@ pub fn simulate_from(
             plan: PlanRef::Ready(writes),
             job: None,
             event,
+            position: None,
         };
         let applied = post(&mut overlay, &posting, now)?;
         let (verdict, mut result) = match applied {

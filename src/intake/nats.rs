@@ -11,20 +11,27 @@
 //!   is not a valid event, one over the size limit, one whose id was used by another event.
 //! - A message without an `id` takes its `Nats-Msg-Id`, else `<stream>:<sequence>`, and its
 //!   received time is when JetStream stored it: a redelivery is the same event.
-//! - Events of one actor taken by this node are applied one after another in stream order.
+//! - Events of one actor are applied in the order they were published, whichever node takes them
+//!   and however often they are delivered: the ledger keeps, per subject, the highest sequence
+//!   applied (in the event's own transaction), and before applying a message a node applies the
+//!   subject's earlier messages it finds unapplied, read back from the stream by subject (direct
+//!   gets). Applying one twice is idempotent, so two nodes catching up at once is harmless; the
+//!   messages of one subject that one node takes wait for each other.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
-use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::message::{AckKind, StreamMessage};
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{self, Message, stream};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::engine::{Engine, EngineError, Ticket};
 use crate::event::Event;
+use crate::ledger::StreamPosition;
 
 /// The stream §10 names.
 pub const DEFAULT_STREAM: &str = "FLUXFLOW_EVENTS";
@@ -112,6 +119,8 @@ impl StreamOutcome {
 /// A node's consumer of the event stream.
 pub struct NatsIntake {
     settings: NatsSettings,
+    /// The stream, for reading a subject's earlier messages back.
+    stream: stream::Stream,
     consumer: PullConsumer,
 }
 
@@ -148,7 +157,7 @@ impl NatsIntake {
             )
             .await
             .map_err(|e| setup(&format!("consumer {}", settings.consumer), e.to_string()))?;
-        Ok(NatsIntake { settings, consumer })
+        Ok(NatsIntake { settings, stream, consumer })
     }
 
     /// Takes messages until the engine begins to shut down; each one's event is applied as a task
@@ -159,7 +168,7 @@ impl NatsIntake {
 
     async fn consume(self, engine: Arc<Engine>) {
         let this = Arc::new(self);
-        let order = Arc::new(ActorOrder::default());
+        let order = Arc::new(SubjectOrder::default());
         while !engine.is_shutting_down() {
             let mut messages = match this.consumer.messages().await {
                 Ok(messages) => messages,
@@ -183,12 +192,14 @@ impl NatsIntake {
         }
     }
 
-    /// Decides what to do with one message: terminate it, ask for it again, or apply its event.
-    async fn take(self: Arc<Self>, engine: &Arc<Engine>, order: &Arc<ActorOrder>, message: Message) {
-        let sequence = message.info().map(|info| info.stream_sequence).unwrap_or_default();
-        let event = match self.decode(&message, engine) {
-            Ok(event) => event,
+    /// Decides what to do with one message: terminate it, ask for it again, or apply its event
+    /// after its subject's earlier messages.
+    async fn take(self: Arc<Self>, engine: &Arc<Engine>, order: &Arc<SubjectOrder>, message: Message) {
+        let decoded = Stored::delivered(&message).and_then(|stored| self.decode(&stored, engine));
+        let (event, position) = match decoded {
+            Ok(decoded) => decoded,
             Err((outcome, problem)) => {
+                let sequence = message.info().map(|info| info.stream_sequence).unwrap_or_default();
                 tracing::warn!(sequence, outcome = outcome.label(), problem = %problem, "stream message terminated");
                 self.settle(engine, &message, outcome, AckKind::Term).await;
                 return;
@@ -199,14 +210,29 @@ impl NatsIntake {
             self.settle(engine, &message, StreamOutcome::Saturated, delay).await;
             return;
         };
-        let turn = event.actor_id.as_deref().map(|actor| order.join(actor));
+        // Only an actor's events have an order to keep; the others go straight through.
+        let turn = event.actor_id.is_some().then(|| order.join(&position.subject));
         let engine = Arc::clone(engine);
         let order = Arc::clone(order);
         tokio::spawn(async move {
-            if let Some(turn) = &turn {
-                turn.wait().await;
-            }
-            let outcome = self.apply(&engine, ticket, event, sequence).await;
+            let work = async {
+                let caught_up = match &turn {
+                    Some(turn) => {
+                        turn.wait().await;
+                        self.catch_up(&engine, &position).await
+                    }
+                    None => Ok(()),
+                };
+                match caught_up {
+                    Ok(()) => self.apply(&engine, ticket, event, position).await,
+                    Err(problem) => {
+                        let (subject, sequence) = (&position.subject, position.sequence);
+                        tracing::warn!(%subject, sequence, problem = %problem, "cannot apply a subject's earlier messages first; this one will come again");
+                        StreamOutcome::Retried
+                    }
+                }
+            };
+            let outcome = self.keeping_alive(&message, work).await;
             let kind = match outcome {
                 StreamOutcome::Applied => AckKind::Ack,
                 StreamOutcome::Retried => AckKind::Nak(Some(self.settings.retry_delay)),
@@ -219,33 +245,84 @@ impl NatsIntake {
         });
     }
 
-    /// The message's event, with the identity and time a redelivery keeps.
-    fn decode(&self, message: &Message, engine: &Engine) -> Result<Event, (StreamOutcome, String)> {
-        let size = message.payload.len();
+    /// Runs `work`, telling JetStream the message is still being worked on (`+WPI`) every half
+    /// ack wait, so a message waiting behind its subject's earlier ones is not delivered again.
+    async fn keeping_alive(&self, message: &Message, work: impl Future<Output = StreamOutcome>) -> StreamOutcome {
+        let mut beat = tokio::time::interval(self.settings.ack_wait / 2);
+        beat.tick().await;
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                outcome = &mut work => return outcome,
+                _ = beat.tick() => {
+                    if let Err(e) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(error = %e, "cannot extend a stream message's ack wait");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The event of a stored message, with the identity and time every delivery of it keeps, and
+    /// its place in the stream.
+    fn decode(&self, stored: &Stored<'_>, engine: &Engine) -> Result<(Event, StreamPosition), (StreamOutcome, String)> {
+        let size = stored.payload.len();
         if size > self.settings.max_message_bytes {
             let limit = self.settings.max_message_bytes;
             return Err((StreamOutcome::Oversized, format!("{size} bytes is over the limit of {limit}")));
         }
-        let mut event = Event::from_slice(&message.payload).map_err(|e| (StreamOutcome::Invalid, e.to_string()))?;
-        let info = message.info().map_err(|e| (StreamOutcome::Invalid, e.to_string()))?;
-        let stored = jiff::Timestamp::from_nanosecond(info.published.unix_timestamp_nanos());
-        event.received_at = stored.map_err(|e| (StreamOutcome::Invalid, format!("stored time: {e}")))?;
+        let mut event = Event::from_slice(stored.payload).map_err(|e| (StreamOutcome::Invalid, e.to_string()))?;
+        let stored_at = jiff::Timestamp::from_nanosecond(stored.stored_at);
+        event.received_at = stored_at.map_err(|e| (StreamOutcome::Invalid, format!("stored time: {e}")))?;
         if event.generated_id {
-            let header = message.headers.as_ref().and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID));
+            let header = stored.headers.and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID));
             event.id = match header {
                 Some(id) if !id.as_str().is_empty() => id.as_str().to_owned(),
-                _ => format!("{}:{}", info.stream, info.stream_sequence),
+                _ => format!("{}:{}", self.settings.stream, stored.sequence),
             };
             event.generated_id = false;
         }
         event.check_time(engine.max_event_age_days()).map_err(|e| (StreamOutcome::Invalid, e.to_string()))?;
-        Ok(event)
+        Ok((event, StreamPosition { subject: stored.subject.to_owned(), sequence: stored.sequence }))
+    }
+
+    /// Applies the subject's messages before `position` that the ledger has not applied yet, in
+    /// stream order, each to its commit. Bad ones are skipped (they are terminated when
+    /// delivered). Without a ledger there is no order to keep across deliveries.
+    async fn catch_up(&self, engine: &Arc<Engine>, position: &StreamPosition) -> Result<(), String> {
+        let Some(ledger) = engine.ledger() else { return Ok(()) };
+        let applied = ledger.stream_position(&position.subject).await.map_err(|e| e.to_string())?;
+        let mut next = applied + 1;
+        while next < position.sequence {
+            let earlier = match self.stream.direct_get_next_for_subject(position.subject.as_str(), Some(next)).await {
+                Ok(earlier) if earlier.sequence < position.sequence => earlier,
+                Ok(_) => break,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                Err(e) => return Err(format!("reading sequence {next} on: {e}")),
+            };
+            next = earlier.sequence + 1;
+            let Ok((event, earlier_position)) = self.decode(&Stored::read(&earlier), engine) else { continue };
+            let ticket = engine.try_admit().ok_or("no queue place to apply an earlier message")?;
+            tracing::debug!(subject = %position.subject, sequence = earlier.sequence, "applying an earlier message of the subject first");
+            match engine.apply(ticket, Arc::new(event), false, Some(earlier_position)).await {
+                Ok(Ok(_) | Err(EngineError::Conflict { .. })) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
     }
 
     /// Applies the event and says what became of it.
-    async fn apply(&self, engine: &Arc<Engine>, ticket: Ticket, event: Event, sequence: u64) -> StreamOutcome {
-        let event_id = event.id.clone();
-        match engine.apply(ticket, Arc::new(event), false).await {
+    async fn apply(
+        &self,
+        engine: &Arc<Engine>,
+        ticket: Ticket,
+        event: Event,
+        position: StreamPosition,
+    ) -> StreamOutcome {
+        let (event_id, sequence) = (event.id.clone(), position.sequence);
+        match engine.apply(ticket, Arc::new(event), false, Some(position)).await {
             Ok(Ok(_)) => StreamOutcome::Applied,
             Ok(Err(EngineError::Conflict { .. })) => {
                 tracing::warn!(sequence, %event_id, "stream message terminated: its id was used by another event");
@@ -276,17 +353,50 @@ fn outcome_label(outcome: StreamOutcome) -> crate::engine::metrics::OutcomeLabel
     crate::engine::metrics::OutcomeLabel { outcome: outcome.label() }
 }
 
-/// Keeps each actor's events in the order this node took them: an event waits until the one
-/// taken before it for the same actor is settled.
+/// A message as the stream stored it, delivered or read back: what its event is decoded from.
+struct Stored<'m> {
+    subject: &'m str,
+    sequence: u64,
+    payload: &'m [u8],
+    headers: Option<&'m async_nats::HeaderMap>,
+    /// When JetStream stored it, in nanoseconds since the epoch.
+    stored_at: i128,
+}
+
+impl<'m> Stored<'m> {
+    fn delivered(message: &'m Message) -> Result<Stored<'m>, (StreamOutcome, String)> {
+        let info = message.info().map_err(|e| (StreamOutcome::Invalid, format!("no delivery information: {e}")))?;
+        Ok(Stored {
+            subject: message.subject.as_str(),
+            sequence: info.stream_sequence,
+            payload: &message.payload,
+            headers: message.headers.as_ref(),
+            stored_at: info.published.unix_timestamp_nanos(),
+        })
+    }
+
+    fn read(message: &'m StreamMessage) -> Stored<'m> {
+        Stored {
+            subject: message.subject.as_str(),
+            sequence: message.sequence,
+            payload: &message.payload,
+            headers: Some(&message.headers),
+            stored_at: message.time.unix_timestamp_nanos(),
+        }
+    }
+}
+
+/// Keeps each subject's (actor's) messages in the order this node took them: one waits until
+/// the one taken before it on the same subject is settled.
 #[derive(Default)]
-struct ActorOrder {
-    /// Per actor, a signal that ends when its latest event is settled.
+struct SubjectOrder {
+    /// Per subject, a signal that ends when its latest message is settled.
     latest: Mutex<HashMap<String, watch::Receiver<()>>>,
 }
 
-/// An event's place in its actor's line.
+/// A message's place in its subject's line.
 struct Turn {
-    actor: String,
+    subject: String,
     /// Ends when the event before it is settled.
     before: Option<watch::Receiver<()>>,
     /// Dropped when this event is settled.
@@ -304,23 +414,23 @@ impl Turn {
     }
 }
 
-impl ActorOrder {
-    fn join(&self, actor: &str) -> Turn {
+impl SubjectOrder {
+    fn join(&self, subject: &str) -> Turn {
         let (done, mine) = watch::channel(());
         let before = match self.latest.lock() {
-            Ok(mut latest) => latest.insert(actor.to_owned(), mine.clone()),
+            Ok(mut latest) => latest.insert(subject.to_owned(), mine.clone()),
             Err(_) => None,
         };
-        Turn { actor: actor.to_owned(), before, done, mine }
+        Turn { subject: subject.to_owned(), before, done, mine }
     }
 
     fn leave(&self, turn: Turn) {
-        let Turn { actor, done, mine, .. } = turn;
+        let Turn { subject, done, mine, .. } = turn;
         drop(done);
         if let Ok(mut latest) = self.latest.lock()
-            && latest.get(&actor).is_some_and(|last| last.same_channel(&mine))
+            && latest.get(&subject).is_some_and(|last| last.same_channel(&mine))
         {
-            latest.remove(&actor);
+            latest.remove(&subject);
         }
     }
 }

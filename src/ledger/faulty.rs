@@ -130,6 +130,10 @@ impl LedgerStore for Intercepted {
     fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError> {
         self.inner.pending_events()
     }
+    fn stream_position(&self, subject: &str) -> Result<u64, LedgerError> {
+        self.inner.stream_position(subject)
+    }
+
     fn ping(&self) -> Result<(), LedgerError> {
         self.inner.ping()
     }

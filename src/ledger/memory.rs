@@ -347,6 +347,11 @@ impl LedgerTx for Overlay<'_> {
     fn mark_job_event(&mut self, _job_id: &str, _index: usize, _state: EventState) -> Result<(), LedgerError> {
         Ok(())
     }
+
+    /// A simulation takes nothing from a stream.
+    fn advance_stream(&mut self, _position: &super::StreamPosition) -> Result<(), LedgerError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -406,6 +411,7 @@ mod tests {
             plan: PlanRef::Ready(writes),
             job: None,
             event: &event,
+            position: None,
         };
         post(overlay, &posting, 0).unwrap()
     }

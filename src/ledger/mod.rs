@@ -250,6 +250,17 @@ pub enum WritePlan {
     Deferred(member::Deferred),
 }
 
+/// Where a stream event sits in the stream: its subject (one per actor) and its sequence. The
+/// ledger keeps the highest sequence applied per subject, written in the event's own
+/// transaction, so a node can apply an actor's earlier messages before a later one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    /// The subject, `fluxflow.events.<actor_id>`.
+    pub subject: String,
+    /// The stream sequence.
+    pub sequence: u64,
+}
+
 /// One event to apply.
 pub struct EventWrite {
     /// The idempotency key.
@@ -265,6 +276,8 @@ pub struct EventWrite {
     /// The event itself: its type, time and payload are stored with it (history for member
     /// functions and reversals).
     pub event: Arc<Event>,
+    /// Where it sits in the event stream, when it came from one.
+    pub position: Option<StreamPosition>,
 }
 
 /// Prefixed so a budget never takes a member's lock (a collision would only wait longer).
@@ -313,6 +326,7 @@ impl EventWrite {
             plan,
             job: self.job.as_ref().map(|(id, index)| (id.as_str(), *index)),
             event: &self.event,
+            position: self.position.as_ref(),
         }
     }
 }
@@ -542,6 +556,8 @@ pub trait LedgerStore: Send + Sync {
     fn pending_events(&self) -> Result<Vec<PendingEvent>, LedgerError>;
     /// Checks that the storage answers reads.
     fn ping(&self) -> Result<(), LedgerError>;
+    /// The highest stream sequence applied on a subject (0 when none).
+    fn stream_position(&self, subject: &str) -> Result<u64, LedgerError>;
     /// Checks that the storage takes a durable write (after writes failed).
     fn probe_write(&self) -> Result<(), LedgerError>;
 }
@@ -620,6 +636,15 @@ impl Ledger {
         let (reply, answer) = oneshot::channel();
         self.writes.send(Write::Event(write, reply)).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// The highest stream sequence applied on a subject (0 when none), read off the runtime's
+    /// threads.
+    pub async fn stream_position(&self, subject: &str) -> Result<u64, LedgerError> {
+        let (store, subject) = (Arc::clone(&self.store), subject.to_owned());
+        tokio::task::spawn_blocking(move || store.stream_position(&subject))
+            .await
+            .map_err(|_| LedgerError::unavailable("the stream position read stopped", true, None))?
     }
 
     /// Stores a batch job durably.

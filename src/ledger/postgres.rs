@@ -55,7 +55,7 @@ const MIGRATION_LOCK: i64 = 0x466c_7578_466c_6f77; // "FluxFlow"
 
 /// The numbered migrations, oldest first, each applied in one transaction with its row in
 /// `fluxflow_schema`. Never edit one that has shipped; add the next.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_LIMITS, V3_OPERATIONS, V4_MEMBER_HISTORY, V5_LOTS];
+const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_LIMITS, V3_OPERATIONS, V4_MEMBER_HISTORY, V5_LOTS, V6_STREAM];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -191,6 +191,17 @@ CREATE TABLE lot_spent (
 );
 ";
 
+/// Version 6: the highest sequence applied per event-stream subject (as SQLite's version 8).
+const V6_STREAM: &str = "
+CREATE TABLE stream_positions (
+    subject  TEXT PRIMARY KEY,
+    sequence BIGINT NOT NULL
+);
+";
+
+const ADVANCE_STREAM: &str = "INSERT INTO stream_positions (subject, sequence) VALUES ($1, $2) \
+     ON CONFLICT (subject) DO UPDATE SET sequence = greatest(stream_positions.sequence, excluded.sequence)";
+const STREAM_POSITION: &str = "SELECT sequence FROM stream_positions WHERE subject = $1";
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = $1";
 const READ_BOOK: &str = "SELECT balance, debt, next_expiry FROM balances WHERE actor_id = $1";
 const READ_BOOKS: &str = "SELECT actor_id, balance, debt, next_expiry FROM balances WHERE actor_id = ANY($1)";
@@ -1115,6 +1126,11 @@ impl LedgerTx for PgTx<'_, '_> {
         Ok(())
     }
 
+    fn advance_stream(&mut self, position: &super::StreamPosition) -> Result<(), LedgerError> {
+        let sequence = i64::try_from(position.sequence).unwrap_or(i64::MAX);
+        self.execute(ADVANCE_STREAM, &[&position.subject, &sequence])
+    }
+
     fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError> {
         let (states, jobs, indexes) = &mut self.rows.jobs;
         states.push(state.as_str());
@@ -1381,6 +1397,12 @@ impl LedgerStore for PostgresStore {
     fn member_count(&self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
         let count = self.read(async |c| count_member(c, actor_id, event_type, from, to).await)?;
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    fn stream_position(&self, subject: &str) -> Result<u64, LedgerError> {
+        let row = self.read(async |c| c.query_opt(STREAM_POSITION, &[&subject]).await)?;
+        let sequence: Option<i64> = row.map(|row| get(&row, 0)).transpose()?;
+        Ok(sequence.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
     }
 
     /// As SQLite's, for every node at once: the set of indexed types is the table's, read by

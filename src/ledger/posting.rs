@@ -34,6 +34,8 @@ pub struct Posting<'a> {
     pub job: Option<(&'a str, usize)>,
     /// The event (its type, time and payload are stored with it).
     pub event: &'a Event,
+    /// Where it sits in the event stream, if it came from one.
+    pub position: Option<&'a super::StreamPosition>,
 }
 
 /// What an event's actions ask of the ledger: planned before the transaction, or planned in it.
@@ -74,6 +76,10 @@ pub fn post<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -
     if let Some((job_id, index)) = posting.job {
         let state = if applied == Applied::Conflict { EventState::Conflict } else { EventState::Done };
         tx.mark_job_event(job_id, index, state)?;
+    }
+    // A replay advances it too: the event may have come first by HTTP.
+    if let (Some(position), false) = (posting.position, applied == Applied::Conflict) {
+        tx.advance_stream(position)?;
     }
     Ok(applied)
 }

@@ -32,7 +32,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// runs in one transaction with the `user_version` it sets. Never edit one that has shipped;
 /// add the next.
 const MIGRATIONS: &[&str] =
-    &[V1_SCHEMA, V2_EVENT_HISTORY, V3_LIMITS, V4_OPERATIONS, V5_MEMBER_HISTORY, V6_LOTS, V7_MEMBER_SUMS];
+    &[V1_SCHEMA, V2_EVENT_HISTORY, V3_LIMITS, V4_OPERATIONS, V5_MEMBER_HISTORY, V6_LOTS, V7_MEMBER_SUMS, V8_STREAM];
 
 /// Version 1: the first release's schema.
 const V1_SCHEMA: &str = "
@@ -223,6 +223,18 @@ CREATE TABLE member_hour_sums (
 ) WITHOUT ROWID;
 ";
 
+/// Version 8: per event-stream subject (one per actor), the highest sequence applied
+/// ([`super::StreamPosition`]).
+const V8_STREAM: &str = "
+CREATE TABLE stream_positions (
+    subject  TEXT PRIMARY KEY,
+    sequence INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+const ADVANCE_STREAM: &str = "INSERT INTO stream_positions (subject, sequence) VALUES (?1, ?2) \
+     ON CONFLICT (subject) DO UPDATE SET sequence = max(sequence, excluded.sequence)";
+const STREAM_POSITION: &str = "SELECT sequence FROM stream_positions WHERE subject = ?1";
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = ?1";
 const ADD_DAY_SUM: &str = "INSERT INTO member_day_sums (actor_id, member_type, path, day, total) \
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (actor_id, member_type, path, day) DO UPDATE SET total = total + excluded.total";
@@ -770,6 +782,12 @@ impl LedgerStore for SqliteStore {
         self.read(|conn| count_member(conn, actor_id, event_type, from, to))
     }
 
+    fn stream_position(&self, subject: &str) -> Result<u64, LedgerError> {
+        let sequence: Option<i64> =
+            self.read(|conn| conn.prepare_cached(STREAM_POSITION)?.query_row([subject], |r| r.get(0)).optional())?;
+        Ok(sequence.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
+    }
+
     fn track_history(&self, types: &[String]) -> Result<(), LedgerError> {
         let mut conn = self.writer.lock().map_err(broken)?;
         let mut tracked = self.tracked.lock().map_err(broken)?;
@@ -1298,5 +1316,10 @@ impl LedgerTx for GroupStatements<'_> {
 
     fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError> {
         self.mark_job_event.execute(params![state.as_str(), job_id, index as i64]).map(|_| ()).map_err(unavailable)
+    }
+
+    fn advance_stream(&mut self, position: &super::StreamPosition) -> Result<(), LedgerError> {
+        let sequence = i64::try_from(position.sequence).unwrap_or(i64::MAX);
+        self.execute(ADVANCE_STREAM, params![position.subject, sequence])
     }
 }

@@ -239,4 +239,6 @@ pub trait LedgerTx {
     ) -> Result<Vec<i64>, LedgerError>;
     /// Records what became of a batch job's event.
     fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError>;
+    /// Raises the subject's applied sequence to the position's, if it is higher.
+    fn advance_stream(&mut self, position: &super::StreamPosition) -> Result<(), LedgerError>;
 }
