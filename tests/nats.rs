@@ -25,7 +25,11 @@ scenarios:
       - action: {id: earn_points, type: reward_points, params: {operation: award, points_formula: payload.total}}
 "#;
 
-both_stores!(every_published_event_is_applied_once, each_members_events_are_applied_in_published_order);
+both_stores!(
+    every_published_event_is_applied_once,
+    each_members_events_are_applied_in_published_order,
+    batches_go_through_the_stream_and_their_jobs_report_each_event,
+);
 
 /// A stream of the test's own on the NATS server.
 struct TestStream {
@@ -303,4 +307,46 @@ fn a_node_killed_mid_stream_loses_nothing_and_doubles_nothing() {
     assert_eq!(count("SELECT count(*) FROM events"), total, "every event stored once");
     assert_eq!(count("SELECT count(*) FROM entries"), total, "every event awarded once");
     assert_eq!(count("SELECT sum(balance) FROM balances"), total);
+}
+
+/// With `--nats` a batch is published to the stream and answered once JetStream has it; whichever
+/// node applies an event marks it in the job, so the job answers for each event on any node.
+fn batches_go_through_the_stream_and_their_jobs_report_each_event(store: &Store) {
+    let Some(stream) = TestStream::new() else { return };
+    let servers = nodes(store, &stream, RULES, &[]);
+    let events: Vec<Value> = (0..60)
+        .map(|i| {
+            let mut event = json!({"type": "purchase", "actor_id": format!("b{}", i % 6), "payload": {"total": 2}});
+            if i % 3 != 0 {
+                event["id"] = json!(format!("batch-{i}"));
+            }
+            event
+        })
+        .collect();
+    let (status, receipt) = servers[0].post_json("/v1/events/batch", &json!(events));
+    assert_eq!(
+        (status, receipt["queued"].as_u64(), receipt["rejected"].as_u64()),
+        (202, Some(60), Some(0)),
+        "{receipt}"
+    );
+    let path = format!("/v1/jobs/{}", receipt["job_id"].as_str().unwrap());
+    let mut job = Value::Null;
+    let last = servers.last().unwrap();
+    let done = wait_until(Duration::from_secs(30), || {
+        job = last.get(&path).1;
+        job["state"] == "done"
+    });
+    assert!(done, "{job}");
+    for (i, event) in job["events"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(event["state"], "done", "event {i}: {event}");
+        assert_eq!(event["result"]["actions_executed"][0]["points"], 2, "event {i}: {event}");
+    }
+    assert!(settled(&stream), "pending: {:?}", stream.pending());
+    for b in 0..6 {
+        assert_eq!(balance(&servers[0], &format!("b{b}")), 20, "b{b}'s balance");
+    }
+    let dir = servers[0].dir.path();
+    assert_eq!(store.count(dir, "SELECT count(*) FROM events"), 60, "each event stored once");
+    let applied: f64 = servers.iter().map(|s| s.metric(r#"fluxflow_stream_messages_total{outcome="applied"}"#)).sum();
+    assert!(applied >= 60.0, "the batch's events came through the stream: {applied}");
 }

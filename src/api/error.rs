@@ -32,6 +32,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The ledger failed; nothing was stored.
     LedgerUnavailable,
+    /// The event stream did not take a batch (`--nats`).
+    StreamUnavailable,
     /// The result did not come within `event_timeout_ms`.
     Timeout,
     /// No such route or resource.
@@ -71,6 +73,7 @@ impl ErrorCode {
             ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ErrorCode::LedgerUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
+            ErrorCode::StreamUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "stream_unavailable"),
             ErrorCode::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         }
     }
@@ -148,7 +151,9 @@ impl IntoResponse for ApiError {
             map.insert(key.to_owned(), value);
         }
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self.code, ErrorCode::QueueFull | ErrorCode::Unavailable | ErrorCode::LedgerUnavailable) {
+        let retry =
+            [ErrorCode::QueueFull, ErrorCode::Unavailable, ErrorCode::LedgerUnavailable, ErrorCode::StreamUnavailable];
+        if retry.contains(&self.code) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response

@@ -67,7 +67,19 @@ pub async fn submit_batch(
             .check_time(max_age)
             .map_err(|e| ApiError::new(ErrorCode::InvalidBatch, format!("events[{index}]: {e}")))?;
     }
-    let receipt = state.engine.submit_batch(events).await?;
+    let receipt = match &state.stream {
+        Some(stream) => {
+            let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
+            let receipt = state.engine.record_streamed_batch(&events).await?;
+            // Stored first, so the job answers for each event as the stream's consumers apply it.
+            stream.publish_batch(&receipt.job_id, &events).await.map_err(|e| {
+                tracing::warn!(job_id = %receipt.job_id, error = %e, "batch not handed to the event stream");
+                ApiError::new(ErrorCode::StreamUnavailable, e.to_string())
+            })?;
+            receipt
+        }
+        None => state.engine.submit_batch(events).await?,
+    };
     Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
 }
 

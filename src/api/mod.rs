@@ -35,6 +35,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Request body limit, in bytes.
     pub max_body_bytes: usize,
+    /// With `--nats`, where batches go: the event stream, instead of this node's queue.
+    pub stream: Option<crate::intake::nats::StreamPublisher>,
 }
 
 /// The HTTP service: every route of the contract. `POST /v1/events`, nearly every request under

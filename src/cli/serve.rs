@@ -17,7 +17,7 @@ use crate::actions::ActionRegistry;
 use crate::api::{AppState, app};
 use crate::engine::{Engine, StartError, watch};
 use crate::graph::LoadError;
-use crate::intake::nats::{NatsIntake, NatsSettings};
+use crate::intake::nats::{NatsIntake, NatsSettings, StreamPublisher};
 use crate::ledger::postgres::PostgresStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::{Ledger, LedgerStore};
@@ -83,9 +83,12 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let stream = match &args.nats {
-        Some(url) => Some(start_stream_intake(args, url, &engine).await?),
-        None => None,
+    let (stream, publisher) = match &args.nats {
+        Some(url) => {
+            let (consuming, publisher) = start_stream_intake(args, url, &engine).await?;
+            (Some(consuming), Some(publisher))
+        }
+        None => (None, None),
     };
     let signals = ShutdownSignals::install()?;
     // `:8080` (the original's form) means every interface.
@@ -95,7 +98,8 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let live = engine.live();
     tracing::info!(%addr, rules = %args.config.display(), hash = %live.rules.hash, scenarios = live.rules.scenario_count(), "listening");
     drop(live);
-    let state = Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes: args.max_body_bytes });
+    let state =
+        Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes: args.max_body_bytes, stream: publisher });
     let closing = Arc::new(Notify::new());
     // Answers are small and written whole: send them at once rather than wait for Nagle.
     let listener = listener.tap_io(|stream| {
@@ -134,12 +138,13 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Joins the JetStream stream: events published there are applied as HTTP's are.
+/// Joins the JetStream stream: events published there are applied as HTTP's are, and batches
+/// are published there.
 async fn start_stream_intake(
     args: &ServeArgs,
     url: &str,
     engine: &Arc<Engine>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, StreamPublisher)> {
     if args.ledger == "sqlite" {
         tracing::warn!("--nats with the SQLite ledger: run one node only, or members are split across ledgers");
     }
@@ -155,7 +160,8 @@ async fn start_stream_intake(
     };
     let intake = NatsIntake::connect(settings).await?;
     tracing::info!(url, stream = %args.nats_stream, consumer = %args.nats_consumer, "taking events from NATS JetStream");
-    Ok(intake.run(Arc::clone(engine)))
+    let publisher = intake.publisher();
+    Ok((intake.run(Arc::clone(engine)), publisher))
 }
 
 /// SIGTERM and SIGINT, listened for from before the service says it is listening, so a signal

@@ -119,6 +119,16 @@ pub struct BatchReceipt {
     pub rejected: usize,
 }
 
+/// Where an admitted event came from, beyond its content: the batch job it belongs to and its
+/// place in the event stream.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The batch job and the event's index in it.
+    pub job: Option<(String, usize)>,
+    /// Its place in the event stream.
+    pub position: Option<StreamPosition>,
+}
+
 /// One admitted event.
 struct Task {
     event: Arc<Event>,
@@ -373,9 +383,10 @@ impl Engine {
         ticket: Ticket,
         event: Arc<Event>,
         trace: bool,
-        position: Option<StreamPosition>,
+        origin: Origin,
     ) -> tokio::task::JoinHandle<Result<EventResult, EngineError>> {
-        self.spawn(ticket, Task { event, trace, job: None, position, enqueued: Instant::now() })
+        let Origin { job, position } = origin;
+        self.spawn(ticket, Task { event, trace, job, position, enqueued: Instant::now() })
     }
 
     /// Evaluates one event and waits for its result, up to `event_timeout_ms` (the HTTP
@@ -386,7 +397,7 @@ impl Engine {
         }
         let ticket = self.try_admit().ok_or_else(|| self.queue_full(1))?;
         let event_id = event.id.clone();
-        let handle = self.apply(ticket, Arc::new(event), trace, None);
+        let handle = self.apply(ticket, Arc::new(event), trace, Origin::default());
         let timeout_ms = self.timeout_ms.load(Ordering::Relaxed);
         match tokio::time::timeout(Duration::from_millis(timeout_ms), handle).await {
             Ok(Ok(result)) => result,
@@ -424,6 +435,24 @@ impl Engine {
             self.queue_full(total - queued);
         }
         Ok(BatchReceipt { job_id, total, queued, rejected: total - queued })
+    }
+
+    /// Records a batch whose events go through the event stream (`--nats`): the job is stored
+    /// with every event queued, and each is marked as the stream intake applies it. Nothing is
+    /// admitted here: the stream is the queue.
+    pub async fn record_streamed_batch(self: &Arc<Self>, events: &[Arc<Event>]) -> Result<BatchReceipt, EngineError> {
+        if self.is_shutting_down() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let (job_id, total) = (uuid::Uuid::now_v7().to_string(), events.len());
+        match &self.ledger {
+            Some(ledger) => {
+                let job = NewJob { job_id: job_id.clone(), events: events.to_vec(), queued: total };
+                ledger.store_job(job).await.map_err(EngineError::Ledger)?;
+            }
+            None => self.memory_jobs.insert(Job::new(job_id.clone(), events.iter().map(|e| e.id.clone()), total)),
+        }
+        Ok(BatchReceipt { job_id, total, queued: total, rejected: 0 })
     }
 
     /// A batch job, from the ledger or (with `--ledger none`) from memory.
@@ -521,7 +550,8 @@ impl Engine {
             (Some((job_id, index)), Ok(result)) if self.ledger.is_none() => {
                 self.memory_jobs.complete(job_id, *index, result.clone());
             }
-            (Some(_), Err(EngineError::Ledger(_))) => return Some(task),
+            // The stream delivers its events again; the others wait for the requeue task.
+            (Some(_), Err(EngineError::Ledger(_))) if task.position.is_none() => return Some(task),
             _ => {}
         }
         None

@@ -29,7 +29,7 @@ use async_nats::jetstream::{self, Message, stream};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use crate::engine::{Engine, EngineError, Ticket};
+use crate::engine::{Engine, EngineError, Origin, Ticket};
 use crate::event::Event;
 use crate::ledger::StreamPosition;
 
@@ -39,6 +39,9 @@ pub const DEFAULT_STREAM: &str = "FLUXFLOW_EVENTS";
 pub const DEFAULT_SUBJECT_PREFIX: &str = "fluxflow.events";
 /// The durable consumer every node shares.
 pub const DEFAULT_CONSUMER: &str = "fluxflow";
+/// The header that names a published batch event's job and index (`JOB_ID/INDEX`), so the
+/// node that applies it marks it in the job.
+pub const JOB_HEADER: &str = "Fluxflow-Job";
 /// How long the intake waits for a message before looking whether the service is stopping.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -119,6 +122,7 @@ impl StreamOutcome {
 /// A node's consumer of the event stream.
 pub struct NatsIntake {
     settings: NatsSettings,
+    context: jetstream::Context,
     /// The stream, for reading a subject's earlier messages back.
     stream: stream::Stream,
     consumer: PullConsumer,
@@ -157,7 +161,12 @@ impl NatsIntake {
             )
             .await
             .map_err(|e| setup(&format!("consumer {}", settings.consumer), e.to_string()))?;
-        Ok(NatsIntake { settings, stream, consumer })
+        Ok(NatsIntake { settings, context, stream, consumer })
+    }
+
+    /// What publishes batches to the stream this intake consumes.
+    pub fn publisher(&self) -> StreamPublisher {
+        StreamPublisher { context: self.context.clone(), subject_prefix: self.settings.subject_prefix.clone() }
     }
 
     /// Takes messages until the engine begins to shut down; each one's event is applied as a task
@@ -196,7 +205,7 @@ impl NatsIntake {
     /// after its subject's earlier messages.
     async fn take(self: Arc<Self>, engine: &Arc<Engine>, order: &Arc<SubjectOrder>, message: Message) {
         let decoded = Stored::delivered(&message).and_then(|stored| self.decode(&stored, engine));
-        let (event, position) = match decoded {
+        let Decoded { event, job, position } = match decoded {
             Ok(decoded) => decoded,
             Err((outcome, problem)) => {
                 let sequence = message.info().map(|info| info.stream_sequence).unwrap_or_default();
@@ -224,7 +233,7 @@ impl NatsIntake {
                     None => Ok(()),
                 };
                 match caught_up {
-                    Ok(()) => self.apply(&engine, ticket, event, position).await,
+                    Ok(()) => self.apply(&engine, ticket, event, Origin { job, position: Some(position) }).await,
                     Err(problem) => {
                         let (subject, sequence) = (&position.subject, position.sequence);
                         tracing::warn!(%subject, sequence, problem = %problem, "cannot apply a subject's earlier messages first; this one will come again");
@@ -265,7 +274,7 @@ impl NatsIntake {
 
     /// The event of a stored message, with the identity and time every delivery of it keeps, and
     /// its place in the stream.
-    fn decode(&self, stored: &Stored<'_>, engine: &Engine) -> Result<(Event, StreamPosition), (StreamOutcome, String)> {
+    fn decode(&self, stored: &Stored<'_>, engine: &Engine) -> Result<Decoded, (StreamOutcome, String)> {
         let size = stored.payload.len();
         if size > self.settings.max_message_bytes {
             let limit = self.settings.max_message_bytes;
@@ -283,7 +292,9 @@ impl NatsIntake {
             event.generated_id = false;
         }
         event.check_time(engine.max_event_age_days()).map_err(|e| (StreamOutcome::Invalid, e.to_string()))?;
-        Ok((event, StreamPosition { subject: stored.subject.to_owned(), sequence: stored.sequence }))
+        let job = stored.headers.and_then(|h| h.get(JOB_HEADER)).and_then(|job| parse_job(job.as_str()));
+        let position = StreamPosition { subject: stored.subject.to_owned(), sequence: stored.sequence };
+        Ok(Decoded { event, job, position })
     }
 
     /// Applies the subject's messages before `position` that the ledger has not applied yet, in
@@ -301,10 +312,13 @@ impl NatsIntake {
                 Err(e) => return Err(format!("reading sequence {next} on: {e}")),
             };
             next = earlier.sequence + 1;
-            let Ok((event, earlier_position)) = self.decode(&Stored::read(&earlier), engine) else { continue };
+            let Ok(Decoded { event, job, position: earlier_position }) = self.decode(&Stored::read(&earlier), engine)
+            else {
+                continue;
+            };
             let ticket = engine.try_admit().ok_or("no queue place to apply an earlier message")?;
             tracing::debug!(subject = %position.subject, sequence = earlier.sequence, "applying an earlier message of the subject first");
-            match engine.apply(ticket, Arc::new(event), false, Some(earlier_position)).await {
+            match engine.apply(ticket, Arc::new(event), false, Origin { job, position: Some(earlier_position) }).await {
                 Ok(Ok(_) | Err(EngineError::Conflict { .. })) => {}
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(e) => return Err(e.to_string()),
@@ -314,15 +328,10 @@ impl NatsIntake {
     }
 
     /// Applies the event and says what became of it.
-    async fn apply(
-        &self,
-        engine: &Arc<Engine>,
-        ticket: Ticket,
-        event: Event,
-        position: StreamPosition,
-    ) -> StreamOutcome {
-        let (event_id, sequence) = (event.id.clone(), position.sequence);
-        match engine.apply(ticket, Arc::new(event), false, Some(position)).await {
+    async fn apply(&self, engine: &Arc<Engine>, ticket: Ticket, event: Event, origin: Origin) -> StreamOutcome {
+        let event_id = event.id.clone();
+        let sequence = origin.position.as_ref().map(|p| p.sequence).unwrap_or_default();
+        match engine.apply(ticket, Arc::new(event), false, origin).await {
             Ok(Ok(_)) => StreamOutcome::Applied,
             Ok(Err(EngineError::Conflict { .. })) => {
                 tracing::warn!(sequence, %event_id, "stream message terminated: its id was used by another event");
@@ -349,8 +358,59 @@ impl NatsIntake {
     }
 }
 
+/// `JOB_ID/INDEX` of [`JOB_HEADER`].
+fn parse_job(header: &str) -> Option<(String, usize)> {
+    let (job_id, index) = header.rsplit_once('/')?;
+    Some((job_id.to_owned(), index.parse().ok()?))
+}
+
+/// Publishes batches to the event stream (`POST /v1/events/batch` with `--nats`).
+pub struct StreamPublisher {
+    context: jetstream::Context,
+    subject_prefix: String,
+}
+
+/// Why a batch could not be handed to the stream.
+#[derive(Debug, thiserror::Error)]
+#[error("the event stream did not take event {index} of the batch: {reason}")]
+pub struct PublishError {
+    /// The first event not taken.
+    pub index: usize,
+    /// What JetStream said.
+    pub reason: String,
+}
+
+impl StreamPublisher {
+    /// Publishes a batch job's events, each on its actor's subject with `Nats-Msg-Id` = its id
+    /// and the job's header, and waits until JetStream has stored every one.
+    pub async fn publish_batch(&self, job_id: &str, events: &[Arc<Event>]) -> Result<(), PublishError> {
+        let mut acks = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let failed = |reason: String| PublishError { index, reason };
+            let subject = format!("{}.{}", self.subject_prefix, event.actor_id.as_deref().unwrap_or("_"));
+            let body = serde_json::to_vec(event.as_ref()).map_err(|e| failed(e.to_string()))?;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, event.id.as_str());
+            headers.insert(JOB_HEADER, format!("{job_id}/{index}").as_str());
+            let ack = self.context.publish_with_headers(subject, headers, body.into()).await;
+            acks.push(ack.map_err(|e| failed(e.to_string()))?);
+        }
+        for (index, ack) in acks.into_iter().enumerate() {
+            ack.await.map_err(|e| PublishError { index, reason: e.to_string() })?;
+        }
+        Ok(())
+    }
+}
+
 fn outcome_label(outcome: StreamOutcome) -> crate::engine::metrics::OutcomeLabel {
     crate::engine::metrics::OutcomeLabel { outcome: outcome.label() }
+}
+
+/// A stored message's event, the batch job it belongs to and its place in the stream.
+struct Decoded {
+    event: Event,
+    job: Option<(String, usize)>,
+    position: StreamPosition,
 }
 
 /// A message as the stream stored it, delivered or read back: what its event is decoded from.
