@@ -112,8 +112,7 @@ fn a_rule_added_later_counts_the_history_before_it(store: &Store) {
             json!({"id": format!("e{i}"), "type": "Purchase", "actor_id": "eve", "occurred_at": format!("2026-04-0{}T10:00:00Z", i + 1)}),
         );
     }
-    std::fs::write(server.rules_path(), RULES).unwrap();
-    let (status, body) = server.post("/v1/rules/reload", "");
+    let (status, body) = server.put_rules(RULES);
     assert_eq!(status, 200, "{body}");
     let fourth = send(
         &server,

@@ -1,5 +1,5 @@
-//! Reading a JSON request body: content type, size limit, then decoding, each failure with its
-//! own status and a message that says what to change.
+//! Reading a request body: content type, size limit, then decoding, each failure with its own
+//! status and a message that says what to change.
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
@@ -8,15 +8,28 @@ use super::error::{ApiError, ErrorCode};
 
 /// Checks the content type and reads the whole body, up to `limit` bytes.
 pub async fn read_json_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    check_content_type(headers, &["application/json"])?;
+    read_body(body, limit).await
+}
+
+/// Refuses a body whose content type is none of `allowed` (the first is the one to name).
+pub fn check_content_type(headers: &HeaderMap, allowed: &[&str]) -> Result<(), ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        let got = if content_type.is_empty() { "none".to_owned() } else { format!("`{content_type}`") };
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            format!("Content-Type must be application/json, got {got}"),
-        ));
+    if allowed.iter().any(|t| essence.eq_ignore_ascii_case(t)) {
+        return Ok(());
     }
+    let got = if content_type.is_empty() { "none".to_owned() } else { format!("`{content_type}`") };
+    let expected = match allowed {
+        [only] => (*only).to_owned(),
+        [first, rest @ ..] => format!("{first} (or {})", rest.join(", ")),
+        [] => "none".to_owned(),
+    };
+    Err(ApiError::new(ErrorCode::UnsupportedMediaType, format!("Content-Type must be {expected}, got {got}")))
+}
+
+/// Reads the whole body, up to `limit` bytes.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::engine::EngineError;
-use crate::engine::ReloadError;
+use crate::engine::{PublishError, ReloadError};
 use crate::event::EventError;
 
 /// Stable, machine-readable error codes.
@@ -48,6 +48,10 @@ pub enum ErrorCode {
     InsufficientBalance,
     /// The redemption was cancelled before, under another id.
     AlreadyCancelled,
+    /// The rules file cannot be written (`PUT /v1/rules`, rollback with `--rules-source file`).
+    RulesFileReadOnly,
+    /// Reloading from the file, with the store as the rules' source.
+    RulesSourceStore,
     /// Something failed inside the service.
     Internal,
 }
@@ -70,6 +74,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ErrorCode::InvalidRules => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_rules"),
             ErrorCode::QueueFull => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+            ErrorCode::RulesFileReadOnly => (StatusCode::CONFLICT, "rules_file_read_only"),
+            ErrorCode::RulesSourceStore => (StatusCode::CONFLICT, "rules_source_store"),
             ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ErrorCode::LedgerUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
@@ -111,6 +117,21 @@ impl From<ReloadError> for ApiError {
     /// A rules file that does not load: 422 with every problem.
     fn from(e: ReloadError) -> Self {
         ApiError::new(ErrorCode::InvalidRules, e.to_string()).with("problems", serde_json::json!(e.problems))
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Invalid(problems) => {
+                ApiError::new(ErrorCode::InvalidRules, "the rules have problems; nothing was stored")
+                    .with("problems", serde_json::json!(problems))
+            }
+            PublishError::ReadOnly { .. } => ApiError::new(ErrorCode::RulesFileReadOnly, e.to_string()),
+            PublishError::NoSuchVersion(_) => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            PublishError::Store(e) => ApiError::from(e),
+            PublishError::NotLive(e) => ApiError::from(e),
+        }
     }
 }
 

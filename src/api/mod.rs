@@ -7,6 +7,7 @@ pub mod operations;
 pub mod query;
 pub mod routes;
 pub mod simulate;
+pub mod versions;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -66,7 +67,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/actors/{actor_id}/redeem", post(operations::redeem))
         .route("/v1/actors/{actor_id}/adjust", post(operations::adjust))
         .route("/v1/actors/{actor_id}/redemptions/{redemption_id}/cancel", post(operations::cancel))
-        .route("/v1/rules", get(routes::rules))
+        .route("/v1/rules", get(routes::rules).put(versions::publish))
+        .route("/v1/rules/versions", get(versions::list))
+        .route("/v1/rules/rollback", post(versions::rollback))
         .route("/v1/rules/reload", post(routes::reload))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))

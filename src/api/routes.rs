@@ -11,11 +11,11 @@ use serde_json::json;
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use super::query::Params;
-use crate::engine::READY_UTILIZATION;
+use crate::engine::{READY_UTILIZATION, RulesSource};
 use crate::ledger::{LedgerError, LedgerStore};
 
 /// Runs blocking work (a ledger read, a reload) off the async runtime.
-async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -120,8 +120,12 @@ pub async fn rules(State(state): State<Arc<AppState>>) -> Response {
     Json(live.view(&state.engine.settings())).into_response()
 }
 
-/// `POST /v1/rules/reload`.
+/// `POST /v1/rules/reload`: 409 when the store is the rules' source (the file only seeded it).
 pub async fn reload(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    if state.engine.rules_source() == RulesSource::Store {
+        let message = "the rules come from the store (--rules-source store): publish a version with PUT /v1/rules";
+        return Err(ApiError::new(ErrorCode::RulesSourceStore, message));
+    }
     let engine = Arc::clone(&state.engine);
     let report = blocking(move || engine.reload()).await?;
     Ok(Json(report).into_response())
@@ -146,6 +150,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "shutting_down"
     } else if !ledger_ok {
         "ledger_unavailable"
+    } else if state.engine.rules_behind().is_some() {
+        "rules_behind"
     } else if utilization > READY_UTILIZATION {
         "overloaded"
     } else {

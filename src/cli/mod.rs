@@ -68,6 +68,11 @@ pub struct ServeArgs {
     /// nobody writes to, in milliseconds. Balances never count expired points, swept or not.
     #[arg(long, env = "FLUXFLOW_EXPIRY_SWEEP_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub expiry_sweep_ms: u64,
+    /// Where the live rules come from: `file` (each valid change of `--config` becomes a
+    /// version; the default with SQLite and `none`) or `store` (the newest version in the
+    /// store, for every node; the file only seeds an empty store; the default with PostgreSQL).
+    #[arg(long, env = "FLUXFLOW_RULES_SOURCE", value_enum)]
+    pub rules_source: Option<crate::engine::RulesSource>,
     /// Also take events from a NATS JetStream stream (`nats://HOST:4222`), consumed by every
     /// node; the stream and the durable consumer are created when missing.
     #[arg(long, env = "FLUXFLOW_NATS")]

@@ -15,11 +15,12 @@ use tokio::sync::Notify;
 use super::ServeArgs;
 use crate::actions::ActionRegistry;
 use crate::api::{AppState, app};
-use crate::engine::{Engine, StartError, watch};
+use crate::engine::{Engine, RulesSource, StartError, watch};
 use crate::graph::LoadError;
 use crate::intake::nats::{NatsIntake, NatsSettings, StreamPublisher};
 use crate::ledger::postgres::PostgresStore;
 use crate::ledger::sqlite::SqliteStore;
+use crate::ledger::versions::{MemoryVersions, RulesVersions};
 use crate::ledger::{Ledger, LedgerStore};
 use crate::logs;
 
@@ -34,15 +35,19 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(args))
 }
 
-/// Opens the ledger that `--ledger` names.
-fn open_ledger(args: &ServeArgs) -> anyhow::Result<Option<Ledger>> {
-    let store: Arc<dyn LedgerStore> = match args.ledger.as_str() {
-        "none" => return Ok(None),
-        "sqlite" => sqlite_store(&args.data)?,
+/// Opens the ledger that `--ledger` names, and where its rules versions are kept (in memory
+/// without a ledger).
+fn open_ledger(args: &ServeArgs) -> anyhow::Result<(Option<Ledger>, Arc<dyn RulesVersions>)> {
+    let (store, versions): (Arc<dyn LedgerStore>, Arc<dyn RulesVersions>) = match args.ledger.as_str() {
+        "none" => return Ok((None, Arc::new(MemoryVersions::default()))),
+        "sqlite" => {
+            let store = sqlite_store(&args.data)?;
+            (store.clone(), store)
+        }
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = PostgresStore::connect(url, args.ledger_pool_size)?;
+            let store = Arc::new(PostgresStore::connect(url, args.ledger_pool_size)?);
             tracing::info!(target = store.target(), pool = args.ledger_pool_size, "ledger open (PostgreSQL)");
-            Arc::new(store)
+            (store.clone(), store)
         }
         other => anyhow::bail!("--ledger must be sqlite, none or a postgres:// URL, got `{other}`"),
     };
@@ -53,18 +58,29 @@ fn open_ledger(args: &ServeArgs) -> anyhow::Result<Option<Ledger>> {
     };
     let ledger = Ledger::start(store)?;
     ledger.sweep_every(Duration::from_millis(args.expiry_sweep_ms))?;
-    Ok(Some(ledger))
+    Ok((Some(ledger), versions))
 }
 
-fn sqlite_store(data: &std::path::Path) -> anyhow::Result<Arc<dyn LedgerStore>> {
+fn sqlite_store(data: &std::path::Path) -> anyhow::Result<Arc<SqliteStore>> {
     let store = SqliteStore::open(data)?;
     tracing::info!(path = %store.path().display(), "ledger open (SQLite, WAL, synchronous=FULL)");
     Ok(Arc::new(store))
 }
 
+/// `--rules-source`, or its default: the store with PostgreSQL (shared by every node), the file
+/// otherwise.
+fn rules_source(args: &ServeArgs) -> RulesSource {
+    args.rules_source.unwrap_or(if args.ledger.starts_with("postgres") {
+        RulesSource::Store
+    } else {
+        RulesSource::File
+    })
+}
+
 async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let ledger = open_ledger(args)?;
-    let engine = match Engine::start(args.config.clone(), ActionRegistry::builtin(), ledger) {
+    let (ledger, versions) = open_ledger(args)?;
+    let source = rules_source(args);
+    let engine = match Engine::start(args.config.clone(), ActionRegistry::builtin(), ledger, versions, source) {
         Ok(engine) => engine,
         Err(StartError::Rules(LoadError::Invalid(diagnostics))) => {
             let name = args.config.display().to_string();
@@ -76,9 +92,11 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let _watcher = match watch::watch(&engine, &args.config) {
-        Ok(w) => Some(w),
-        Err(e) => {
+    // With the store as the source, the file only seeded it: changes to it are not versions.
+    let _watcher = match (source, watch::watch(&engine, &args.config)) {
+        (RulesSource::Store, _) => None,
+        (RulesSource::File, Ok(w)) => Some(w),
+        (RulesSource::File, Err(e)) => {
             tracing::warn!(error = %e, "cannot watch the rules file; hot reload is off (POST /v1/rules/reload still works)");
             None
         }

@@ -19,6 +19,8 @@ pub struct LiveRules {
     pub loaded_at: jiff::Timestamp,
     /// The file they came from.
     pub path: PathBuf,
+    /// Their number among the stored rules versions.
+    pub rules_version: u64,
     scenario_counters: Vec<Counter>,
     /// `[success, error]` per action.
     action_counters: Vec<[Counter; 2]>,
@@ -28,7 +30,7 @@ pub struct LiveRules {
 
 impl LiveRules {
     /// Wraps freshly loaded rules.
-    pub fn new(rules: Rules, path: PathBuf, metrics: &Metrics) -> Self {
+    pub fn new(rules: Rules, path: PathBuf, metrics: &Metrics, rules_version: u64) -> Self {
         let label = |i: usize| ScenarioLabel {
             scenario_id: rules.scenario_id(u32::try_from(i).unwrap_or(u32::MAX)).to_owned(),
         };
@@ -50,7 +52,15 @@ impl LiveRules {
                 })
             })
             .collect();
-        LiveRules { rules, loaded_at: jiff::Timestamp::now(), path, scenario_counters, action_counters, limit_counters }
+        LiveRules {
+            rules,
+            loaded_at: jiff::Timestamp::now(),
+            path,
+            rules_version,
+            scenario_counters,
+            action_counters,
+            limit_counters,
+        }
     }
 
     /// Counts a matched scenario.
@@ -85,6 +95,7 @@ impl LiveRules {
             restart_required: settings_needing_restart(running, file),
             scenarios: &self.rules.file.scenarios,
             hash: &self.rules.hash,
+            rules_version: self.rules_version,
             loaded_at: self.loaded_at.to_string(),
             path: self.path.display().to_string(),
             warnings: self.rules.warnings.iter().map(ToString::to_string).collect(),
@@ -100,6 +111,7 @@ pub struct RulesView<'a> {
     restart_required: Vec<&'static str>,
     scenarios: &'a [crate::rules::Scenario],
     hash: &'a str,
+    rules_version: u64,
     loaded_at: String,
     path: String,
     warnings: Vec<String>,

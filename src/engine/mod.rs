@@ -12,10 +12,12 @@ pub mod jobs;
 pub mod live;
 pub mod metrics;
 pub mod simulate;
+pub mod versions;
 pub mod watch;
 
 pub use crate::result::{ActionResult, EventResult};
 pub use live::{LiveRules, ReloadReport};
+pub use versions::{PublishError, RulesSource};
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -36,6 +38,7 @@ use crate::graph::stacking::stack;
 use crate::graph::{Evaluation, LoadError, Rules, ScenarioLimits};
 use crate::graph::{Stacked, Trace};
 use crate::ledger::member::Deferred;
+use crate::ledger::versions::{NewVersion, RulesVersions, VersionSource};
 use crate::ledger::{
     ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, Planned, ResultBuilder, StreamPosition, WritePlan,
     fingerprint,
@@ -93,8 +96,8 @@ pub enum StartError {
     /// The rules file could not be read or has errors.
     #[error(transparent)]
     Rules(#[from] LoadError),
-    /// The history the rules read could not be indexed.
-    #[error("cannot index member history for the rules: {0}")]
+    /// The ledger failed: indexing the history the rules read, or reading the rules versions.
+    #[error("the ledger failed at start: {0}")]
     Ledger(#[from] LedgerError),
 }
 
@@ -156,6 +159,12 @@ pub struct Engine {
     shutting_down: AtomicBool,
     reload_lock: Mutex<()>,
     ledger: Option<Ledger>,
+    /// Where rules versions are kept.
+    versions: Arc<dyn RulesVersions>,
+    /// Where the live rules come from.
+    source: RulesSource,
+    /// The newest version this node could not load (0: none): `/readyz` says `rules_behind`.
+    behind: AtomicU64,
     memory_jobs: MemoryJobs,
     /// Batch events waiting to be (re-)admitted by the requeue task.
     retry: Mutex<Vec<Task>>,
@@ -164,14 +173,17 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads the rules and re-admits batch events that the ledger holds as accepted but not yet
-    /// processed (from before a crash or a stop). Call it inside the tokio runtime.
+    /// Loads the rules (from the file, or from the store's newest version with
+    /// [`RulesSource::Store`]) and re-admits batch events that the ledger holds as accepted but
+    /// not yet processed (from before a crash or a stop). Call it inside the tokio runtime.
     pub fn start(
         config_path: PathBuf,
         registry: ActionRegistry,
         ledger: Option<Ledger>,
+        versions: Arc<dyn RulesVersions>,
+        source: RulesSource,
     ) -> Result<Arc<Engine>, StartError> {
-        let rules = Rules::load_path(&config_path, &registry)?;
+        let (rules, version) = versions::initial_rules(&config_path, &registry, versions.as_ref(), source)?;
         log_warnings(&rules, &config_path.display().to_string());
         if let Some(ledger) = &ledger {
             ledger.store().track_history(rules.history_types())?;
@@ -180,7 +192,7 @@ impl Engine {
         let metrics = Metrics::new();
         metrics.reload("success");
         let settings = rules.file.engine;
-        let live = LiveRules::new(rules, config_path.clone(), &metrics);
+        let live = LiveRules::new(rules, config_path.clone(), &metrics, version);
         let engine = Arc::new(Engine {
             live: ArcSwap::from_pointee(live),
             registry,
@@ -191,11 +203,17 @@ impl Engine {
             shutting_down: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
             ledger,
+            versions,
+            source,
+            behind: AtomicU64::new(0),
             memory_jobs: MemoryJobs::default(),
             retry: Mutex::new(Vec::new()),
             metrics,
         });
         engine.start_requeuer();
+        if source == RulesSource::Store {
+            versions::follow_store(&engine);
+        }
         Ok(engine)
     }
 
@@ -463,12 +481,20 @@ impl Engine {
         }
     }
 
-    /// Re-reads the rules file; swaps it in only when it is valid.
+    /// Re-reads the rules file; swaps it in (as a new version) only when it is valid.
     pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reload_as(VersionSource::File, None).map(|(report, _)| report)
+    }
+
+    /// [`Engine::reload`], recording the version as coming from `source`.
+    fn reload_as(&self, source: VersionSource, author: Option<&str>) -> Result<(ReloadReport, u64), ReloadError> {
         let _serialised = self.reload_lock.lock();
         let path = self.config_path.display().to_string();
-        let rules = match Rules::load_path(&self.config_path, &self.registry) {
-            Ok(rules) => rules,
+        let loaded = std::fs::read_to_string(&self.config_path)
+            .map_err(|e| LoadError::Io { path: path.clone(), source: e })
+            .and_then(|text| Ok((Rules::load_str(&text, &self.registry)?, text)));
+        let (rules, text) = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => {
                 self.metrics.reload("invalid");
                 let problems = match e {
@@ -480,43 +506,70 @@ impl Engine {
             }
         };
         let current = self.live();
-        let changed = current.rules.hash != rules.hash;
-        // The history the new rules read is indexed before they go live.
-        if let (true, Some(ledger)) = (changed, &self.ledger) {
+        if current.rules.hash == rules.hash {
+            self.metrics.reload("unchanged");
+            let report = self.report(&rules, &current, false);
+            return Ok((report, current.rules_version));
+        }
+        let version = self.record(&rules, &text, source, author)?;
+        let live = self.go_live(rules, version)?;
+        Ok((self.report(&live.rules, &live, true), version))
+    }
+
+    /// Stores a version of the rules about to go live.
+    fn record(
+        &self,
+        rules: &Rules,
+        text: &str,
+        source: VersionSource,
+        author: Option<&str>,
+    ) -> Result<u64, ReloadError> {
+        let new =
+            NewVersion { hash: &rules.hash, yaml: text, author, source, at: jiff::Timestamp::now().as_microsecond() };
+        self.versions.add_version(&new).map(|v| v.rules_version).map_err(|e| {
+            self.metrics.reload("invalid");
+            ReloadError { problems: vec![format!("cannot store the rules version: {}", e.detail())] }
+        })
+    }
+
+    /// Makes rules live as `version`: the history they read is indexed first; a failure there
+    /// keeps the previous rules.
+    fn go_live(&self, rules: Rules, version: u64) -> Result<Arc<LiveRules>, ReloadError> {
+        let path = self.config_path.display().to_string();
+        if let Some(ledger) = &self.ledger {
             let store = ledger.store();
             let tracked =
                 store.track_history(rules.history_types()).and_then(|()| store.track_sums(rules.history_sums()));
             if let Err(e) = tracked {
                 self.metrics.reload("invalid");
                 let problem = format!("cannot index member history for these rules: {}", e.detail());
-                tracing::warn!(file = %path, problem = %problem, "rules reload refused; the previous rules stay live");
+                tracing::warn!(file = %path, problem = %problem, "rules refused; the previous rules stay live");
                 return Err(ReloadError { problems: vec![problem] });
             }
         }
-        let file_settings = rules.file.engine;
-        let report = ReloadReport {
+        self.timeout_ms.store(u64::from(rules.file.engine.event_timeout_ms), Ordering::Relaxed);
+        let live = Arc::new(LiveRules::new(rules, self.config_path.clone(), &self.metrics, version));
+        self.live.store(Arc::clone(&live));
+        // A version this node could not load is behind it now.
+        let _ =
+            self.behind.fetch_update(Ordering::AcqRel, Ordering::Acquire, |behind| (behind <= version).then_some(0));
+        self.metrics.reload("success");
+        tracing::info!(rules_version = version, hash = %live.rules.hash, scenarios = live.rules.scenario_count(), "rules live");
+        log_warnings(&live.rules, &path);
+        Ok(live)
+    }
+
+    fn report(&self, rules: &Rules, live: &LiveRules, changed: bool) -> ReloadReport {
+        let path = self.config_path.display().to_string();
+        ReloadReport {
             reloaded: true,
             scenarios_count: rules.file.scenarios.len(),
             hash: rules.hash.clone(),
-            loaded_at: String::new(),
+            loaded_at: live.loaded_at.to_string(),
             changed,
             warnings: rules.warnings.iter().map(|d| d.render(&path)).collect(),
-            restart_required: live::settings_needing_restart(&self.settings, &file_settings),
-        };
-        let loaded_at = if changed {
-            self.timeout_ms.store(u64::from(file_settings.event_timeout_ms), Ordering::Relaxed);
-            let live = Arc::new(LiveRules::new(rules, self.config_path.clone(), &self.metrics));
-            let at = live.loaded_at;
-            self.live.store(Arc::clone(&live));
-            self.metrics.reload("success");
-            tracing::info!(file = %path, hash = %report.hash, scenarios = report.scenarios_count, "rules reloaded");
-            log_warnings(&live.rules, &path);
-            at
-        } else {
-            self.metrics.reload("unchanged");
-            current.loaded_at
-        };
-        Ok(ReloadReport { loaded_at: loaded_at.to_string(), ..report })
+            restart_required: live::settings_needing_restart(&self.settings, &rules.file.engine),
+        }
     }
 
     /// Refuses new events from now on.

@@ -20,6 +20,7 @@ pub mod posting;
 pub mod reversal;
 pub mod sqlite;
 pub mod tx;
+pub mod versions;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};

@@ -31,6 +31,7 @@ use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, al
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
 use super::tx::{Book, LedgerTx, Lot, NewEntry, NewEvent, NewLot, NewUse, Original, Reversible, StoredEvent};
+use super::versions::{self, NewVersion, RulesVersion, RulesVersions, VersionSource};
 use super::{
     Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
     broken, now_micros, rfc3339,
@@ -55,7 +56,8 @@ const MIGRATION_LOCK: i64 = 0x466c_7578_466c_6f77; // "FluxFlow"
 
 /// The numbered migrations, oldest first, each applied in one transaction with its row in
 /// `fluxflow_schema`. Never edit one that has shipped; add the next.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_LIMITS, V3_OPERATIONS, V4_MEMBER_HISTORY, V5_LOTS, V6_STREAM];
+const MIGRATIONS: &[&str] =
+    &[V1_SCHEMA, V2_LIMITS, V3_OPERATIONS, V4_MEMBER_HISTORY, V5_LOTS, V6_STREAM, V7_RULES_VERSIONS];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -198,6 +200,21 @@ CREATE TABLE stream_positions (
     sequence BIGINT NOT NULL
 );
 ";
+
+/// Version 7: rules versions (as SQLite's version 9).
+const V7_RULES_VERSIONS: &str = "
+CREATE TABLE rules_versions (
+    rules_version BIGINT PRIMARY KEY,
+    hash          TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    author        TEXT,
+    source        TEXT NOT NULL,
+    yaml          TEXT NOT NULL
+);
+";
+/// Taken while a version is numbered and stored, so two nodes publishing at once get 2 and 3.
+const RULES_VERSION_LOCK: i64 = 0x666c_7578_7275_6c65;
+const VERSION_COLUMNS: &str = "rules_version, hash, created_at, author, source";
 
 const ADVANCE_STREAM: &str = "INSERT INTO stream_positions (subject, sequence) VALUES ($1, $2) \
      ON CONFLICT (subject) DO UPDATE SET sequence = greatest(stream_positions.sequence, excluded.sequence)";
@@ -1597,6 +1614,63 @@ impl LedgerStore for PostgresStore {
 }
 
 /// For tests: a fresh database per test, so tests run in parallel, dropped at the end.
+fn version_of_row(row: &tokio_postgres::Row) -> Result<RulesVersion, LedgerError> {
+    Ok(RulesVersion {
+        rules_version: u64::try_from(get::<i64>(row, 0)?).unwrap_or(0),
+        hash: get(row, 1)?,
+        created_at: versions::created_at(get(row, 2)?),
+        author: get(row, 3)?,
+        source: VersionSource::parse(get(row, 4)?),
+    })
+}
+
+impl RulesVersions for PostgresStore {
+    fn add_version(&self, new: &NewVersion<'_>) -> Result<RulesVersion, LedgerError> {
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RULES_VERSION_LOCK]).await.map_err(pg_error)?;
+            let sql = format!("SELECT {VERSION_COLUMNS} FROM rules_versions ORDER BY rules_version DESC LIMIT 1");
+            let newest = tx.query_opt(&sql, &[]).await.map_err(pg_error)?.map(|r| version_of_row(&r)).transpose()?;
+            if let Some(newest) = newest.as_ref().filter(|v| v.hash == new.hash) {
+                return Ok(newest.clone());
+            }
+            let number = newest.map_or(1, |v| v.rules_version + 1);
+            let stored = i64::try_from(number).unwrap_or(i64::MAX);
+            tx.execute(
+                "INSERT INTO rules_versions (rules_version, hash, created_at, author, source, yaml) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&stored, &new.hash, &new.at, &new.author, &new.source.as_str(), &new.yaml],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)?;
+            Ok(RulesVersion::stored(number, new))
+        })
+    }
+
+    fn versions(&self, limit: usize) -> Result<Vec<RulesVersion>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM rules_versions ORDER BY rules_version DESC LIMIT $1");
+        let rows = self.read(async |c| c.query(&sql, &[&limit]).await)?;
+        rows.iter().map(version_of_row).collect()
+    }
+
+    fn version(&self, rules_version: u64) -> Result<Option<(RulesVersion, String)>, LedgerError> {
+        let number = i64::try_from(rules_version).unwrap_or(i64::MAX);
+        let sql = format!("SELECT {VERSION_COLUMNS}, yaml FROM rules_versions WHERE rules_version = $1");
+        let row = self.read(async |c| c.query_opt(&sql, &[&number]).await)?;
+        row.map(|row| Ok((version_of_row(&row)?, get(&row, 5)?))).transpose()
+    }
+
+    fn newest(&self) -> Result<u64, LedgerError> {
+        let row = self.read(async |c| {
+            c.query_one("SELECT coalesce(max(rules_version), 0)::int8 FROM rules_versions", &[]).await
+        })?;
+        Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+    }
+}
+
 #[cfg(feature = "test-support")]
 pub mod scratch {
     use super::*;

@@ -13,6 +13,7 @@ use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, 
 use super::posting::post;
 use super::tx::NewUse;
 use super::tx::{Book, LedgerTx, Lot, NewEntry, NewEvent, NewLot, Original, Reversible, StoredEvent};
+use super::versions::{self, NewVersion, RulesVersion, RulesVersions, VersionSource};
 use super::{
     Applied, Entry, EntryKind, EventWrite, Fingerprint, HistoryPage, LedgerError, LedgerStore, NewJob, PendingEvent,
     broken, now_micros, rfc3339,
@@ -31,8 +32,17 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The numbered migrations, oldest first: migration N takes a ledger from version N-1 to N and
 /// runs in one transaction with the `user_version` it sets. Never edit one that has shipped;
 /// add the next.
-const MIGRATIONS: &[&str] =
-    &[V1_SCHEMA, V2_EVENT_HISTORY, V3_LIMITS, V4_OPERATIONS, V5_MEMBER_HISTORY, V6_LOTS, V7_MEMBER_SUMS, V8_STREAM];
+const MIGRATIONS: &[&str] = &[
+    V1_SCHEMA,
+    V2_EVENT_HISTORY,
+    V3_LIMITS,
+    V4_OPERATIONS,
+    V5_MEMBER_HISTORY,
+    V6_LOTS,
+    V7_MEMBER_SUMS,
+    V8_STREAM,
+    V9_RULES_VERSIONS,
+];
 
 /// Version 1: the first release's schema.
 const V1_SCHEMA: &str = "
@@ -230,6 +240,18 @@ CREATE TABLE stream_positions (
     subject  TEXT PRIMARY KEY,
     sequence INTEGER NOT NULL
 ) WITHOUT ROWID;
+";
+
+/// Version 9: rules versions ([`super::versions`]).
+const V9_RULES_VERSIONS: &str = "
+CREATE TABLE rules_versions (
+    rules_version INTEGER PRIMARY KEY,
+    hash          TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    author        TEXT,
+    source        TEXT NOT NULL,
+    yaml          TEXT NOT NULL
+);
 ";
 
 const ADVANCE_STREAM: &str = "INSERT INTO stream_positions (subject, sequence) VALUES (?1, ?2) \
@@ -1321,5 +1343,74 @@ impl LedgerTx for GroupStatements<'_> {
     fn advance_stream(&mut self, position: &super::StreamPosition) -> Result<(), LedgerError> {
         let sequence = i64::try_from(position.sequence).unwrap_or(i64::MAX);
         self.execute(ADVANCE_STREAM, params![position.subject, sequence])
+    }
+}
+
+const VERSION_COLUMNS: &str = "rules_version, hash, created_at, author, source";
+
+fn version_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RulesVersion> {
+    Ok(RulesVersion {
+        rules_version: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+        hash: row.get(1)?,
+        created_at: versions::created_at(row.get(2)?),
+        author: row.get(3)?,
+        source: VersionSource::parse(&row.get::<_, String>(4)?),
+    })
+}
+
+/// The newest version, if any.
+fn newest_version(conn: &Connection) -> rusqlite::Result<Option<RulesVersion>> {
+    let sql = format!("SELECT {VERSION_COLUMNS} FROM rules_versions ORDER BY rules_version DESC LIMIT 1");
+    conn.prepare_cached(&sql)?.query_row([], version_of_row).optional()
+}
+
+impl RulesVersions for SqliteStore {
+    fn add_version(&self, new: &NewVersion<'_>) -> Result<RulesVersion, LedgerError> {
+        // Through the writer, so versions are numbered one at a time.
+        let mut conn = self.writer.lock().map_err(broken)?;
+        let tx = conn.transaction().map_err(unavailable)?;
+        let newest = newest_version(&tx).map_err(unavailable)?;
+        if let Some(newest) = newest.as_ref().filter(|v| v.hash == new.hash) {
+            return Ok(newest.clone());
+        }
+        let number = newest.map_or(1, |v| v.rules_version + 1);
+        tx.execute(
+            "INSERT INTO rules_versions (rules_version, hash, created_at, author, source, yaml) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                i64::try_from(number).unwrap_or(i64::MAX),
+                new.hash,
+                new.at,
+                new.author,
+                new.source.as_str(),
+                new.yaml
+            ],
+        )
+        .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(RulesVersion::stored(number, new))
+    }
+
+    fn versions(&self, limit: usize) -> Result<Vec<RulesVersion>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            let sql = format!("SELECT {VERSION_COLUMNS} FROM rules_versions ORDER BY rules_version DESC LIMIT ?1");
+            conn.prepare_cached(&sql)?.query_map([limit], version_of_row)?.collect()
+        })
+    }
+
+    fn version(&self, rules_version: u64) -> Result<Option<(RulesVersion, String)>, LedgerError> {
+        let number = i64::try_from(rules_version).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            let sql = format!("SELECT {VERSION_COLUMNS}, yaml FROM rules_versions WHERE rules_version = ?1");
+            conn.prepare_cached(&sql)?.query_row([number], |r| Ok((version_of_row(r)?, r.get(5)?))).optional()
+        })
+    }
+
+    fn newest(&self) -> Result<u64, LedgerError> {
+        let newest: i64 = self.read(|conn| {
+            conn.query_row("SELECT coalesce(max(rules_version), 0) FROM rules_versions", [], |r| r.get(0))
+        })?;
+        Ok(u64::try_from(newest).unwrap_or(0))
     }
 }

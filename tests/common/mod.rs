@@ -157,6 +157,19 @@ impl Server {
         (status, response.json().unwrap_or(Value::Null))
     }
 
+    /// `PUT /v1/rules` with a YAML text: publishes a rules version.
+    pub fn put_rules(&self, yaml: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .put(self.url("/v1/rules"))
+            .header("content-type", "application/yaml")
+            .body(yaml.to_owned())
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
     pub fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post(path, &body.to_string())
     }
