@@ -8,8 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use async_nats::jetstream;
-use async_nats::jetstream::consumer::pull;
+use common::nats::TestStream;
 use common::pg::Store;
 use common::{Server, wait_until};
 use serde_json::{Value, json};
@@ -30,89 +29,6 @@ both_stores!(
     each_members_events_are_applied_in_published_order,
     batches_go_through_the_stream_and_their_jobs_report_each_event,
 );
-
-/// A stream of the test's own on the NATS server.
-struct TestStream {
-    url: String,
-    name: String,
-    prefix: String,
-    runtime: tokio::runtime::Runtime,
-    context: jetstream::Context,
-}
-
-impl TestStream {
-    /// A fresh stream name and subject prefix, or `None` (with a note) without a server.
-    fn new() -> Option<TestStream> {
-        let url = std::env::var("FLUXFLOW_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = match runtime.block_on(async_nats::connect(&url)) {
-            Ok(client) => client,
-            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("NATS is required when CI=true, but {url} cannot be used: {e}")
-            }
-            Err(e) => {
-                let test = std::thread::current().name().unwrap_or("?").to_owned();
-                let note = format!("SKIPPED {test}: NATS test, {url} cannot be used ({e}); with CI=true this fails\n");
-                let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
-                return None;
-            }
-        };
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        // The context spawns its acknowledgement task: it is made inside the runtime.
-        let context = runtime.block_on(async { jetstream::new(client) });
-        Some(TestStream { url, name: format!("FF_TEST_{id}"), prefix: format!("fftest.{id}"), runtime, context })
-    }
-
-    /// The flags that make a node consume this stream (short waits, so tests stay short).
-    fn flags(&self) -> Vec<String> {
-        ["--nats", &self.url, "--nats-stream", &self.name, "--nats-subjects", &self.prefix]
-            .into_iter()
-            .map(str::to_owned)
-            .chain(["--nats-ack-wait-ms", "2000", "--nats-retry-ms", "50"].map(str::to_owned))
-            .collect()
-    }
-
-    /// Publishes `body` on the actor's subject, with a `Nats-Msg-Id` when given, and waits for
-    /// JetStream to store it.
-    fn publish(&self, actor: Option<&str>, body: &[u8], message_id: Option<&str>) {
-        let subject = format!("{}.{}", self.prefix, actor.unwrap_or("_"));
-        let mut headers = async_nats::HeaderMap::new();
-        if let Some(id) = message_id {
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
-        }
-        self.runtime.block_on(async {
-            let ack = self.context.publish_with_headers(subject, headers, body.to_vec().into()).await.unwrap();
-            ack.await.unwrap();
-        });
-    }
-
-    /// Creates the stream as a node would, so messages can be published before any node runs.
-    fn create(&self) {
-        let config = jetstream::stream::Config {
-            name: self.name.clone(),
-            subjects: vec![format!("{}.>", self.prefix)],
-            allow_direct: true,
-            ..Default::default()
-        };
-        self.runtime.block_on(self.context.get_or_create_stream(config)).unwrap();
-    }
-
-    /// The shared consumer's messages not yet delivered and delivered but not acknowledged.
-    fn pending(&self) -> (u64, usize) {
-        self.runtime.block_on(async {
-            let stream = self.context.get_stream(&self.name).await.unwrap();
-            let mut consumer = stream.get_consumer::<pull::Config>("fluxflow").await.unwrap();
-            let info = consumer.info().await.unwrap();
-            (info.num_pending, info.num_ack_pending)
-        })
-    }
-}
-
-impl Drop for TestStream {
-    fn drop(&mut self) {
-        let _ = self.runtime.block_on(self.context.delete_stream(&self.name));
-    }
-}
 
 /// The nodes of a test on this store (two sharing the database on PostgreSQL), all consuming the
 /// stream.

@@ -95,6 +95,11 @@ pub struct ServeArgs {
     /// ledger failed, in milliseconds.
     #[arg(long, env = "FLUXFLOW_NATS_RETRY_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub nats_retry_ms: u64,
+    /// Messages delivered to all nodes and not yet acknowledged, at most (the consumer's
+    /// `max_ack_pending`, set when it is created). Fewer in flight means fewer of one member's
+    /// messages on several nodes at once, each waiting for the ones before it.
+    #[arg(long, env = "FLUXFLOW_NATS_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub nats_max_in_flight: u64,
 }
 
 pub use crate::logs::LogFormat;

@@ -173,7 +173,7 @@ async fn start_stream_intake(
         consumer: args.nats_consumer.clone(),
         ack_wait: Duration::from_millis(args.nats_ack_wait_ms),
         retry_delay: Duration::from_millis(args.nats_retry_ms),
-        max_in_flight: engine.settings().queue_depth as usize,
+        max_in_flight: usize::try_from(args.nats_max_in_flight).unwrap_or(usize::MAX),
         max_message_bytes: args.max_body_bytes,
     };
     let intake = NatsIntake::connect(settings).await?;

@@ -60,7 +60,8 @@ pub struct NatsSettings {
     pub ack_wait: Duration,
     /// How long a message asked for again (`-NAK`) waits before it is delivered again.
     pub retry_delay: Duration,
-    /// Messages delivered and not yet acknowledged, at most (the consumer's `max_ack_pending`).
+    /// Messages delivered to all nodes and not yet acknowledged, at most (the consumer's
+    /// `max_ack_pending`, set when it is created).
     pub max_in_flight: usize,
     /// Largest message accepted, in bytes (as `--max-body-bytes` for HTTP).
     pub max_message_bytes: usize,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod docs;
+pub mod nats;
 #[macro_use]
 pub mod pg;
 
