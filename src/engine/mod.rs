@@ -136,9 +136,7 @@ pub struct Origin {
 struct Task {
     event: Arc<Event>,
     trace: bool,
-    job: Option<(String, usize)>,
-    /// Where it sits in the event stream, when it came from one.
-    position: Option<StreamPosition>,
+    origin: Origin,
     enqueued: Instant,
 }
 
@@ -228,8 +226,7 @@ impl Engine {
                 let tasks = pending.into_iter().map(|p| Task {
                     event: Arc::new(p.event),
                     trace: false,
-                    job: Some((p.job_id, p.index)),
-                    position: None,
+                    origin: Origin { job: Some((p.job_id, p.index)), position: None },
                     enqueued: Instant::now(),
                 });
                 if let Ok(mut retry) = self.retry.lock() {
@@ -403,8 +400,7 @@ impl Engine {
         trace: bool,
         origin: Origin,
     ) -> tokio::task::JoinHandle<Result<EventResult, EngineError>> {
-        let Origin { job, position } = origin;
-        self.spawn(ticket, Task { event, trace, job, position, enqueued: Instant::now() })
+        self.spawn(ticket, Task { event, trace, origin, enqueued: Instant::now() })
     }
 
     /// Evaluates one event and waits for its result, up to `event_timeout_ms` (the HTTP
@@ -433,19 +429,12 @@ impl Engine {
         }
         let tickets: Vec<Ticket> = std::iter::from_fn(|| self.admission.try_enter()).take(events.len()).collect();
         let (total, queued) = (events.len(), tickets.len());
-        let job_id = uuid::Uuid::now_v7().to_string();
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-        match &self.ledger {
-            Some(ledger) => {
-                let job = NewJob { job_id: job_id.clone(), events: events.clone(), queued };
-                // On error the tickets drop here, so their places are freed.
-                ledger.store_job(job).await.map_err(EngineError::Ledger)?;
-            }
-            None => self.memory_jobs.insert(Job::new(job_id.clone(), events.iter().map(|e| e.id.clone()), queued)),
-        }
+        // On error the tickets drop here, so their places are freed.
+        let job_id = self.store_job(&events, queued).await?;
         let admitted = tickets.into_iter().zip(events).enumerate().map(|(index, (ticket, event))| {
-            let job = Some((job_id.clone(), index));
-            (ticket, Task { event, trace: false, job, position: None, enqueued: Instant::now() })
+            let origin = Origin { job: Some((job_id.clone(), index)), position: None };
+            (ticket, Task { event, trace: false, origin, enqueued: Instant::now() })
         });
         self.spawn_chains(admitted.collect());
         self.admitted(queued);
@@ -462,15 +451,23 @@ impl Engine {
         if self.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
         }
-        let (job_id, total) = (uuid::Uuid::now_v7().to_string(), events.len());
+        let total = events.len();
+        let job_id = self.store_job(events, total).await?;
+        Ok(BatchReceipt { job_id, total, queued: total, rejected: 0 })
+    }
+
+    /// Stores a new batch job whose first `queued` events are queued: durably, or in memory
+    /// with `--ledger none`. Answers its id.
+    async fn store_job(&self, events: &[Arc<Event>], queued: usize) -> Result<String, EngineError> {
+        let job_id = uuid::Uuid::now_v7().to_string();
         match &self.ledger {
             Some(ledger) => {
-                let job = NewJob { job_id: job_id.clone(), events: events.to_vec(), queued: total };
+                let job = NewJob { job_id: job_id.clone(), events: events.to_vec(), queued };
                 ledger.store_job(job).await.map_err(EngineError::Ledger)?;
             }
-            None => self.memory_jobs.insert(Job::new(job_id.clone(), events.iter().map(|e| e.id.clone()), total)),
+            None => self.memory_jobs.insert(Job::new(job_id.clone(), events.iter().map(|e| e.id.clone()), queued)),
         }
-        Ok(BatchReceipt { job_id, total, queued: total, rejected: 0 })
+        Ok(job_id)
     }
 
     /// A batch job, from the ledger or (with `--ledger none`) from memory.
@@ -599,12 +596,12 @@ impl Engine {
         if let Err(e) = result {
             tracing::warn!(event_id = %task.event.id, error = %e, "event not applied");
         }
-        match (&task.job, result) {
+        match (&task.origin.job, result) {
             (Some((job_id, index)), Ok(result)) if self.ledger.is_none() => {
                 self.memory_jobs.complete(job_id, *index, result.clone());
             }
             // The stream delivers its events again; the others wait for the requeue task.
-            (Some(_), Err(EngineError::Ledger(_))) if task.position.is_none() => return Some(task),
+            (Some(_), Err(EngineError::Ledger(_))) if task.origin.position.is_none() => return Some(task),
             _ => {}
         }
         None
@@ -699,9 +696,9 @@ impl Engine {
             fresh_id: event.generated_id,
             fingerprint: fingerprint(event),
             plan: WritePlan::Ready(planned),
-            job: task.job.clone(),
+            job: task.origin.job.clone(),
             event: Arc::clone(event),
-            position: task.position.clone(),
+            position: task.origin.position.clone(),
         }
     }
 
@@ -732,9 +729,9 @@ impl Engine {
                 budgets,
                 programme: Arc::clone(live.rules.programme()),
             }),
-            job: task.job.clone(),
+            job: task.origin.job.clone(),
             event,
-            position: task.position.clone(),
+            position: task.origin.position.clone(),
         }
     }
 

@@ -310,7 +310,7 @@ impl NatsIntake {
                 Ok(earlier) if earlier.sequence < position.sequence => earlier,
                 Ok(_) => break,
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
-                Err(e) => return Err(format!("reading sequence {next} on: {e}")),
+                Err(e) => return Err(format!("reading sequence {next} of {}: {e}", position.subject)),
             };
             next = earlier.sequence + 1;
             let Ok(Decoded { event, job, position: earlier_position }) = self.decode(&Stored::read(&earlier), engine)
