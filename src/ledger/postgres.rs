@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Statement};
 
 use super::lots::{self, PointsState};
@@ -216,12 +217,14 @@ CREATE TABLE rules_versions (
 const RULES_VERSION_LOCK: i64 = 0x666c_7578_7275_6c65;
 const VERSION_COLUMNS: &str = "rules_version, hash, created_at, author, source";
 
-const ADVANCE_STREAM: &str = "INSERT INTO stream_positions (subject, sequence) VALUES ($1, $2) \
+const ADVANCE_STREAMS: &str = "INSERT INTO stream_positions (subject, sequence) \
+     SELECT * FROM unnest($1::text[], $2::int8[]) \
      ON CONFLICT (subject) DO UPDATE SET sequence = greatest(stream_positions.sequence, excluded.sequence)";
 const STREAM_POSITION: &str = "SELECT sequence FROM stream_positions WHERE subject = $1";
 const FIND_EVENT: &str = "SELECT fingerprint, result FROM events WHERE event_id = $1";
 const READ_BOOK: &str = "SELECT balance, debt, next_expiry FROM balances WHERE actor_id = $1";
 const READ_BOOKS: &str = "SELECT actor_id, balance, debt, next_expiry FROM balances WHERE actor_id = ANY($1)";
+const FIND_EVENTS: &str = "SELECT event_id, fingerprint, result FROM events WHERE event_id = ANY($1)";
 const OPEN_LOTS: &str = "SELECT lot_id, source_id, remaining, available_at, expires_at FROM lots \
      WHERE actor_id = $1 AND remaining > 0 ORDER BY coalesce(expires_at, 9223372036854775807), lot_id LIMIT $2";
 const PENDING_POINTS: &str = "SELECT coalesce(sum(remaining), 0)::int8 FROM lots \
@@ -545,10 +548,10 @@ impl PostgresStore {
         let statements = self.statements(&tx)?;
         let applied = {
             // The locks go first in the pipeline: every later statement of the group runs under them.
-            let mut pg =
-                PgTx { store: self, tx: &tx, sql: statements, lock, rows: Rows::default(), books: HashMap::new() };
+            let mut pg = PgTx::new(self, &tx, statements, lock);
             let actors: Vec<String> = events.iter().filter_map(|e| e.event.actor_id.clone()).collect();
-            pg.read_books(actors)?;
+            let ids: Vec<String> = events.iter().map(|e| e.event.id.clone()).collect();
+            pg.read_group(actors, ids)?;
             let applied = events
                 .iter()
                 .map(|event| post(&mut pg, &event.posting(), now_micros()))
@@ -571,8 +574,7 @@ impl PostgresStore {
         let statements = self.statements(&tx)?;
         let outcome = {
             let lock = Some(vec![request.actor_id.clone()]);
-            let mut pg =
-                PgTx { store: self, tx: &tx, sql: statements, lock, rows: Rows::default(), books: HashMap::new() };
+            let mut pg = PgTx::new(self, &tx, statements, lock);
             let outcome = operations::apply(&mut pg, request, now_micros())?;
             pg.flush_then(async { Ok(()) })?;
             outcome
@@ -594,6 +596,7 @@ impl PostgresStore {
                 mark_job_events: tx.prepare_cached(MARK_JOB_EVENTS).await.map_err(pg_error)?,
                 read_book: tx.prepare_cached(READ_BOOK).await.map_err(pg_error)?,
                 read_books: tx.prepare_cached(READ_BOOKS).await.map_err(pg_error)?,
+                find_events: tx.prepare_cached(FIND_EVENTS).await.map_err(pg_error)?,
                 insert_entries: tx.prepare_cached(INSERT_ENTRIES).await.map_err(pg_error)?,
                 add_to_balances: tx.prepare_cached(ADD_TO_BALANCES).await.map_err(pg_error)?,
                 actor_usage: tx.prepare_cached(ACTOR_USAGE).await.map_err(pg_error)?,
@@ -602,6 +605,7 @@ impl PostgresStore {
                 add_to_budgets: tx.prepare_cached(ADD_TO_BUDGETS).await.map_err(pg_error)?,
                 insert_lots: tx.prepare_cached(INSERT_LOTS).await.map_err(pg_error)?,
                 lower_next_expiries: tx.prepare_cached(LOWER_NEXT_EXPIRIES).await.map_err(pg_error)?,
+                advance_streams: tx.prepare_cached(ADVANCE_STREAMS).await.map_err(pg_error)?,
             })
         })
     }
@@ -632,6 +636,7 @@ struct GroupStatements {
     mark_job_events: Statement,
     read_book: Statement,
     read_books: Statement,
+    find_events: Statement,
     insert_entries: Statement,
     add_to_balances: Statement,
     actor_usage: Statement,
@@ -640,6 +645,7 @@ struct GroupStatements {
     add_to_budgets: Statement,
     insert_lots: Statement,
     lower_next_expiries: Statement,
+    advance_streams: Statement,
 }
 
 /// A statement sent but not yet awaited.
@@ -654,6 +660,9 @@ struct Rows {
     uses: UseRows,
     budgets: BudgetRows,
     lots: LotRows,
+    /// Per subject, the furthest stream sequence the group applied. Sorted, so two nodes'
+    /// groups upsert shared subjects in one order and cannot deadlock.
+    positions: std::collections::BTreeMap<String, i64>,
 }
 
 #[derive(Default)]
@@ -728,6 +737,10 @@ struct PgTx<'a, 'c> {
     rows: Rows,
     /// The books of the group's members, read once (behind their locks) and kept current.
     books: HashMap<String, Book>,
+    /// What the events table held for the group's event ids when the group began (`None`:
+    /// nothing), each taken by the first look; a later look, or one after the id was saved in
+    /// this group, asks the server.
+    stored: HashMap<String, Option<StoredEvent>>,
 }
 
 /// Polls every pending write (in order, so they are sent in order), then `last`; answers `last`'s
@@ -855,6 +868,11 @@ impl<'a> PgTx<'a, '_> {
             let mark = self.sql.mark_job_events.clone();
             out.push(Box::pin(async move { tx.execute(&mark, &[&states, &jobs, &indexes]).await }));
         }
+        if !rows.positions.is_empty() {
+            let advance = self.sql.advance_streams.clone();
+            let (subjects, sequences): (Vec<String>, Vec<i64>) = rows.positions.into_iter().unzip();
+            out.push(Box::pin(async move { tx.execute(&advance, &[&subjects, &sequences]).await }));
+        }
         out
     }
 
@@ -870,23 +888,41 @@ impl<'a> PgTx<'a, '_> {
     }
 }
 
-impl PgTx<'_, '_> {
-    /// Reads the books of the group's members in one round trip, behind their locks.
-    fn read_books(&mut self, mut actors: Vec<String>) -> Result<(), LedgerError> {
+impl<'a, 'c> PgTx<'a, 'c> {
+    fn new(
+        store: &'a PostgresStore,
+        tx: &'a deadpool_postgres::Transaction<'c>,
+        sql: GroupStatements,
+        lock: Option<Vec<String>>,
+    ) -> Self {
+        PgTx { store, tx, sql, lock, rows: Rows::default(), books: HashMap::new(), stored: HashMap::new() }
+    }
+
+    /// Reads the books of the group's members and what is stored under its event ids, in one
+    /// round trip behind the members' locks: without it each event would cost a round trip of
+    /// its own to look its id up.
+    fn read_group(&mut self, mut actors: Vec<String>, ids: Vec<String>) -> Result<(), LedgerError> {
         actors.sort_unstable();
         actors.dedup();
-        if actors.is_empty() {
-            return Ok(());
-        }
-        let (tx, statement) = (self.tx, self.sql.read_books.clone());
+        let (tx, read_books, find_events) = (self.tx, self.sql.read_books.clone(), self.sql.find_events.clone());
         let query = actors.clone();
-        let rows = self.flush_then(async move { tx.query(&statement, &[&query]).await })?;
+        let ids_query = ids.clone();
+        let (books, events) = self.flush_then(async move {
+            let (books_params, events_params): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
+                ([&query], [&ids_query]);
+            tokio::try_join!(tx.query(&read_books, &books_params), tx.query(&find_events, &events_params))
+        })?;
         for actor in actors {
             self.books.insert(actor, Book::default());
         }
-        for row in rows {
+        for row in books {
             let book = Book { balance: get(&row, 1)?, debt: get(&row, 2)?, next_expiry: get(&row, 3)? };
             self.books.insert(get(&row, 0)?, book);
+        }
+        self.stored.extend(ids.into_iter().map(|id| (id, None)));
+        for row in events {
+            let (fingerprint, result) = decode_stored(get(&row, 1)?, get(&row, 2)?)?;
+            self.stored.insert(get(&row, 0)?, Some(StoredEvent { fingerprint, result }));
         }
         Ok(())
     }
@@ -922,6 +958,9 @@ fn lot_of_row(row: &tokio_postgres::Row) -> Result<Lot, LedgerError> {
 
 impl LedgerTx for PgTx<'_, '_> {
     fn find_event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, LedgerError> {
+        if let Some(stored) = self.stored.remove(event_id) {
+            return Ok(stored);
+        }
         let (tx, statement) = (self.tx, self.sql.find_event.clone());
         let row = self.flush_then(async move { tx.query_opt(&statement, &[&event_id]).await })?;
         row.map(|row| {
@@ -1059,6 +1098,8 @@ impl LedgerTx for PgTx<'_, '_> {
     }
 
     fn save_event(&mut self, e: &NewEvent<'_>) -> Result<(), LedgerError> {
+        // A second event of the group with this id must see this one.
+        self.stored.remove(e.event_id);
         let rows = &mut self.rows.events;
         rows.id.push(e.event_id.to_owned());
         rows.fingerprint.push(e.fingerprint.to_vec());
@@ -1145,7 +1186,9 @@ impl LedgerTx for PgTx<'_, '_> {
 
     fn advance_stream(&mut self, position: &super::StreamPosition) -> Result<(), LedgerError> {
         let sequence = i64::try_from(position.sequence).unwrap_or(i64::MAX);
-        self.execute(ADVANCE_STREAM, &[&position.subject, &sequence])
+        let furthest = self.rows.positions.entry(position.subject.clone()).or_default();
+        *furthest = (*furthest).max(sequence);
+        Ok(())
     }
 
     fn mark_job_event(&mut self, job_id: &str, index: usize, state: EventState) -> Result<(), LedgerError> {
@@ -1383,14 +1426,7 @@ impl LedgerStore for PostgresStore {
         {
             let mut lock = members.clone();
             lock.sort_unstable();
-            let mut pg = PgTx {
-                store: self,
-                tx: &tx,
-                sql: statements,
-                lock: Some(lock),
-                rows: Rows::default(),
-                books: HashMap::new(),
-            };
+            let mut pg = PgTx::new(self, &tx, statements, Some(lock));
             for actor_id in &members {
                 lots::bring_up_to(&mut pg, actor_id, now, now)?;
             }

@@ -18,8 +18,10 @@
 //!   gets). Applying one twice is idempotent, so two nodes catching up at once is harmless; the
 //!   messages of one subject that one node takes wait for each other.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod order;
+mod publisher;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
@@ -27,11 +29,12 @@ use async_nats::jetstream::message::{AckKind, StreamMessage};
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{self, Message, stream};
 use futures_util::StreamExt;
-use tokio::sync::watch;
 
 use crate::engine::{Engine, EngineError, Origin, Ticket};
 use crate::event::Event;
 use crate::ledger::StreamPosition;
+use order::{AppliedHere, SubjectOrder};
+pub use publisher::{PublishError, StreamPublisher};
 
 /// The stream §10 names.
 pub const DEFAULT_STREAM: &str = "FLUXFLOW_EVENTS";
@@ -127,6 +130,7 @@ pub struct NatsIntake {
     /// The stream, for reading a subject's earlier messages back.
     stream: stream::Stream,
     consumer: PullConsumer,
+    applied_here: AppliedHere,
 }
 
 impl NatsIntake {
@@ -162,7 +166,7 @@ impl NatsIntake {
             )
             .await
             .map_err(|e| setup(&format!("consumer {}", settings.consumer), e.to_string()))?;
-        Ok(NatsIntake { settings, context, stream, consumer })
+        Ok(NatsIntake { settings, context, stream, consumer, applied_here: AppliedHere::default() })
     }
 
     /// What publishes batches to the stream this intake consumes.
@@ -301,26 +305,43 @@ impl NatsIntake {
     /// Applies the subject's messages before `position` that the ledger has not applied yet, in
     /// stream order, each to its commit. Bad ones are skipped (they are terminated when
     /// delivered). Without a ledger there is no order to keep across deliveries.
+    ///
+    /// The search starts after what this node saw committed on the subject, when it remembers
+    /// that; the ledger (which another node may have moved further) is read only when the stream
+    /// shows an earlier message, so the usual case costs one direct get and no ledger read.
     async fn catch_up(&self, engine: &Arc<Engine>, position: &StreamPosition) -> Result<(), String> {
         let Some(ledger) = engine.ledger() else { return Ok(()) };
-        let applied = ledger.stream_position(&position.subject).await.map_err(|e| e.to_string())?;
-        let mut next = applied + 1;
+        let subject = position.subject.as_str();
+        let applied_in_ledger = async || ledger.stream_position(subject).await.map_err(|e| e.to_string());
+        let (mut next, mut ledger_read) = match self.applied_here.get(subject) {
+            Some(applied) => (applied + 1, false),
+            None => (applied_in_ledger().await? + 1, true),
+        };
         while next < position.sequence {
-            let earlier = match self.stream.direct_get_next_for_subject(position.subject.as_str(), Some(next)).await {
+            let earlier = match self.stream.direct_get_next_for_subject(subject, Some(next)).await {
                 Ok(earlier) if earlier.sequence < position.sequence => earlier,
                 Ok(_) => break,
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
-                Err(e) => return Err(format!("reading sequence {next} of {}: {e}", position.subject)),
+                Err(e) => return Err(format!("reading sequence {next} of {subject}: {e}")),
             };
+            if !ledger_read {
+                ledger_read = true;
+                let applied = applied_in_ledger().await?;
+                if applied >= earlier.sequence {
+                    next = applied + 1;
+                    continue;
+                }
+            }
             next = earlier.sequence + 1;
             let Ok(Decoded { event, job, position: earlier_position }) = self.decode(&Stored::read(&earlier), engine)
             else {
                 continue;
             };
             let ticket = engine.try_admit().ok_or("no queue place to apply an earlier message")?;
-            tracing::debug!(subject = %position.subject, sequence = earlier.sequence, "applying an earlier message of the subject first");
+            tracing::debug!(subject, sequence = earlier.sequence, "applying an earlier message of the subject first");
             match engine.apply(ticket, Arc::new(event), false, Origin { job, position: Some(earlier_position) }).await {
-                Ok(Ok(_) | Err(EngineError::Conflict { .. })) => {}
+                Ok(Ok(_)) => self.applied_here.record(subject, earlier.sequence),
+                Ok(Err(EngineError::Conflict { .. })) => {}
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(e) => return Err(e.to_string()),
             }
@@ -331,9 +352,15 @@ impl NatsIntake {
     /// Applies the event and says what became of it.
     async fn apply(&self, engine: &Arc<Engine>, ticket: Ticket, event: Event, origin: Origin) -> StreamOutcome {
         let event_id = event.id.clone();
-        let sequence = origin.position.as_ref().map(|p| p.sequence).unwrap_or_default();
+        let origin_position = origin.position.clone();
+        let sequence = origin_position.as_ref().map(|p| p.sequence).unwrap_or_default();
         match engine.apply(ticket, Arc::new(event), false, origin).await {
-            Ok(Ok(_)) => StreamOutcome::Applied,
+            Ok(Ok(_)) => {
+                if let Some(position) = &origin_position {
+                    self.applied_here.record(&position.subject, position.sequence);
+                }
+                StreamOutcome::Applied
+            }
             Ok(Err(EngineError::Conflict { .. })) => {
                 tracing::warn!(sequence, %event_id, "stream message terminated: its id was used by another event");
                 StreamOutcome::Conflict
@@ -363,44 +390,6 @@ impl NatsIntake {
 fn parse_job(header: &str) -> Option<(String, usize)> {
     let (job_id, index) = header.rsplit_once('/')?;
     Some((job_id.to_owned(), index.parse().ok()?))
-}
-
-/// Publishes batches to the event stream (`POST /v1/events/batch` with `--nats`).
-pub struct StreamPublisher {
-    context: jetstream::Context,
-    subject_prefix: String,
-}
-
-/// Why a batch could not be handed to the stream.
-#[derive(Debug, thiserror::Error)]
-#[error("the event stream did not take event {index} of the batch: {reason}")]
-pub struct PublishError {
-    /// The first event not taken.
-    pub index: usize,
-    /// What JetStream said.
-    pub reason: String,
-}
-
-impl StreamPublisher {
-    /// Publishes a batch job's events, each on its actor's subject with `Nats-Msg-Id` = its id
-    /// and the job's header, and waits until JetStream has stored every one.
-    pub async fn publish_batch(&self, job_id: &str, events: &[Arc<Event>]) -> Result<(), PublishError> {
-        let mut acks = Vec::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            let failed = |reason: String| PublishError { index, reason };
-            let subject = format!("{}.{}", self.subject_prefix, event.actor_id.as_deref().unwrap_or("_"));
-            let body = serde_json::to_vec(event.as_ref()).map_err(|e| failed(e.to_string()))?;
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, event.id.as_str());
-            headers.insert(JOB_HEADER, format!("{job_id}/{index}").as_str());
-            let ack = self.context.publish_with_headers(subject, headers, body.into()).await;
-            acks.push(ack.map_err(|e| failed(e.to_string()))?);
-        }
-        for (index, ack) in acks.into_iter().enumerate() {
-            ack.await.map_err(|e| PublishError { index, reason: e.to_string() })?;
-        }
-        Ok(())
-    }
 }
 
 fn outcome_label(outcome: StreamOutcome) -> crate::engine::metrics::OutcomeLabel {
@@ -443,55 +432,6 @@ impl<'m> Stored<'m> {
             payload: &message.payload,
             headers: Some(&message.headers),
             stored_at: message.time.unix_timestamp_nanos(),
-        }
-    }
-}
-
-/// Keeps each subject's (actor's) messages in the order this node took them: one waits until
-/// the one taken before it on the same subject is settled.
-#[derive(Default)]
-struct SubjectOrder {
-    /// Per subject, a signal that ends when its latest message is settled.
-    latest: Mutex<HashMap<String, watch::Receiver<()>>>,
-}
-
-/// A message's place in its subject's line.
-struct Turn {
-    subject: String,
-    /// Ends when the event before it is settled.
-    before: Option<watch::Receiver<()>>,
-    /// Dropped when this event is settled.
-    done: watch::Sender<()>,
-    mine: watch::Receiver<()>,
-}
-
-impl Turn {
-    async fn wait(&self) {
-        if let Some(before) = &self.before {
-            let mut before = before.clone();
-            // The sender is dropped when the event before is settled: `changed` then errs.
-            while before.changed().await.is_ok() {}
-        }
-    }
-}
-
-impl SubjectOrder {
-    fn join(&self, subject: &str) -> Turn {
-        let (done, mine) = watch::channel(());
-        let before = match self.latest.lock() {
-            Ok(mut latest) => latest.insert(subject.to_owned(), mine.clone()),
-            Err(_) => None,
-        };
-        Turn { subject: subject.to_owned(), before, done, mine }
-    }
-
-    fn leave(&self, turn: Turn) {
-        let Turn { subject, done, mine, .. } = turn;
-        drop(done);
-        if let Ok(mut latest) = self.latest.lock()
-            && latest.get(&subject).is_some_and(|last| last.same_channel(&mine))
-        {
-            latest.remove(&subject);
         }
     }
 }
