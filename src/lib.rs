@@ -4,7 +4,7 @@
 //! rule may read of it) → [`rules`] (the YAML rules file, read and checked) → [`expr`] (the
 //! expression language) → [`graph`] (compiled scenarios, evaluation, trace) → [`actions`] (what a rule does) → [`result`] (what an event
 //! did) → [`ledger`] (durable points, idempotency, batch jobs) → [`engine`] (queue, workers,
-//! reload) → [`api`] (HTTP) → [`cli`] (the command line); [`logs`] writes the service's logs and
+//! reload) → [`intake`] (the stream) and [`api`] (HTTP), run together by [`service`] → [`cli`] (the command line); [`logs`] writes the service's logs and
 //! [`calendar`] (zones, schedules, periods) serves `rules`, `graph` and the ledger; [`suggest`] finds
 //! the word a misspelt name meant.
 
@@ -25,4 +25,5 @@ pub mod logs;
 pub mod result;
 pub mod rules;
 pub mod ruletest;
+pub mod service;
 pub mod suggest;

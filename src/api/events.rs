@@ -16,6 +16,7 @@ use super::body::read_json_body;
 use super::error::{ApiError, ErrorCode};
 use super::query;
 use crate::event::{Event, first_byte, json_kind};
+use crate::intake::{http, jobs};
 use crate::result::EventResult;
 
 /// Most events in one batch.
@@ -36,7 +37,7 @@ pub async fn submit_request(state: &AppState, request: Request) -> Result<Respon
     if event.occurred_at.is_some() {
         event.check_time(state.engine.max_event_age_days())?;
     }
-    let result = state.engine.process(event, trace).await?;
+    let result = http::process(&state.engine, event, trace).await?;
     Ok(result_response(&result))
 }
 
@@ -70,7 +71,7 @@ pub async fn submit_batch(
     let receipt = match &state.stream {
         Some(stream) => {
             let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-            let receipt = state.engine.record_streamed_batch(&events).await?;
+            let receipt = jobs::record_streamed(&state.engine, &events).await?;
             // Stored first, so the job answers for each event as the stream's consumers apply it.
             stream.publish_batch(&receipt.job_id, &events).await.map_err(|e| {
                 tracing::warn!(job_id = %receipt.job_id, error = %e, "batch not handed to the event stream");
@@ -78,7 +79,7 @@ pub async fn submit_batch(
             })?;
             receipt
         }
-        None => state.engine.submit_batch(events).await?,
+        None => jobs::submit(&state.engine, events).await?,
     };
     Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
 }

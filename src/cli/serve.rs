@@ -1,4 +1,5 @@
-//! `fluxflow serve`: the HTTP service, its logs, its watcher, and its graceful shutdown.
+//! `fluxflow serve`: opens the ledger, starts the engine, its logs and its watcher, and runs
+//! [`crate::service::serve`] until SIGTERM or SIGINT.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -6,26 +7,20 @@ use std::sync::Arc;
 use anyhow::Context;
 use std::time::Duration;
 
-use axum::ServiceExt;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::Notify;
 
 use super::ServeArgs;
 use crate::actions::ActionRegistry;
-use crate::api::{AppState, app};
 use crate::engine::{Engine, RulesSource, StartError, watch};
 use crate::graph::LoadError;
-use crate::intake::nats::{NatsIntake, NatsSettings, StreamPublisher};
+use crate::intake::nats::{NatsIntake, NatsSettings};
 use crate::ledger::postgres::PostgresStore;
 use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::versions::{MemoryVersions, RulesVersions};
 use crate::ledger::{Ledger, LedgerStore};
 use crate::logs;
-
-/// How long requests still in flight get to finish once the listener closes (the original's 15 s).
-const CONNECTION_DRAIN_LIMIT: Duration = Duration::from_secs(15);
+use crate::service::{self, Service};
 
 /// Runs the service until SIGTERM or SIGINT, then drains and exits.
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -101,12 +96,9 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let (stream, publisher) = match &args.nats {
-        Some(url) => {
-            let (consuming, publisher) = start_stream_intake(args, url, &engine).await?;
-            (Some(consuming), Some(publisher))
-        }
-        None => (None, None),
+    let stream = match &args.nats {
+        Some(url) => Some(connect_stream(args, url).await?),
+        None => None,
     };
     let signals = ShutdownSignals::install()?;
     // `:8080` (the original's form) means every interface.
@@ -116,53 +108,19 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let live = engine.live();
     tracing::info!(%addr, rules = %args.config.display(), hash = %live.rules.hash, scenarios = live.rules.scenario_count(), "listening");
     drop(live);
-    let state =
-        Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes: args.max_body_bytes, stream: publisher });
-    let closing = Arc::new(Notify::new());
-    // Answers are small and written whole: send them at once rather than wait for Nagle.
-    let listener = listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app(state).into_make_service()).with_graceful_shutdown(signals.wait(
-        Arc::clone(&engine),
-        args.shutdown_grace_ms,
-        Arc::clone(&closing),
-    ));
-    // Requests in flight get a bounded time to finish (a synchronous event never waits longer
-    // than its timeout); connections still open after that are closed. The events themselves
-    // were admitted, so the drain below still completes them.
-    let limit =
-        CONNECTION_DRAIN_LIMIT.max(Duration::from_millis(u64::from(engine.settings().event_timeout_ms) + 1_000));
-    tokio::select! {
-        served = server => served.context("the HTTP server failed")?,
-        () = async {
-            closing.notified().await;
-            tokio::time::sleep(limit).await;
-        } => tracing::warn!(seconds = limit.as_secs(), "connections still open after the shutdown limit; closing them"),
-    }
-    tracing::info!("no more requests in flight; evaluating what is still queued");
-    engine.drain().await;
-    if let Some(stream) = stream {
-        // It stopped taking messages at the shutdown; what it took was applied by the drain.
-        let _ = stream.await;
-    }
-    tracing::info!(
-        enqueued = engine.metrics.events_enqueued.get(),
-        processed = engine.metrics.events_processed.get(),
-        "shutdown complete"
-    );
+    let service = Service {
+        engine,
+        max_body_bytes: args.max_body_bytes,
+        stream,
+        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+    };
+    service::serve(listener, service, signals.wait()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Joins the JetStream stream: events published there are applied as HTTP's are, and batches
 /// are published there.
-async fn start_stream_intake(
-    args: &ServeArgs,
-    url: &str,
-    engine: &Arc<Engine>,
-) -> anyhow::Result<(tokio::task::JoinHandle<()>, StreamPublisher)> {
+async fn connect_stream(args: &ServeArgs, url: &str) -> anyhow::Result<NatsIntake> {
     if args.ledger == "sqlite" {
         tracing::warn!("--nats with the SQLite ledger: run one node only, or members are split across ledgers");
     }
@@ -178,8 +136,7 @@ async fn start_stream_intake(
     };
     let intake = NatsIntake::connect(settings).await?;
     tracing::info!(url, stream = %args.nats_stream, consumer = %args.nats_consumer, "taking events from NATS JetStream");
-    let publisher = intake.publisher();
-    Ok((intake.run(Arc::clone(engine)), publisher))
+    Ok(intake)
 }
 
 /// SIGTERM and SIGINT, listened for from before the service says it is listening, so a signal
@@ -197,16 +154,12 @@ impl ShutdownSignals {
         })
     }
 
-    /// Waits for a signal, refuses new events, keeps answering 503 for the grace period, then
-    /// tells `closing` that the listener closes now.
-    async fn wait(mut self, engine: Arc<Engine>, grace_ms: u64, closing: Arc<Notify>) {
+    /// Waits for SIGTERM or SIGINT.
+    async fn wait(mut self) {
         tokio::select! {
             _ = self.terminate.recv() => {}
             _ = self.interrupt.recv() => {}
         }
-        tracing::info!("shutdown signal received: refusing new events, finishing the rest");
-        engine.begin_shutdown();
-        tokio::time::sleep(Duration::from_millis(grace_ms)).await;
-        closing.notify_one();
+        tracing::info!("shutdown signal received");
     }
 }

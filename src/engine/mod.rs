@@ -109,19 +109,6 @@ pub struct ReloadError {
     pub problems: Vec<String>,
 }
 
-/// What `submit_batch` did.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct BatchReceipt {
-    /// The job's id.
-    pub job_id: String,
-    /// Events in the batch.
-    pub total: usize,
-    /// Events accepted.
-    pub queued: usize,
-    /// Events refused because the queue was full.
-    pub rejected: usize,
-}
-
 /// Where an admitted event came from, beyond its content: the batch job it belongs to and its
 /// place in the event stream.
 #[derive(Debug, Clone, Default)]
@@ -315,7 +302,8 @@ impl Engine {
         self.metrics.events_enqueued.inc_by(count as u64);
     }
 
-    fn queue_full(&self, count: usize) -> EngineError {
+    /// Counts `count` events refused for want of a queue place, and says why.
+    pub fn queue_full(&self, count: usize) -> EngineError {
         self.metrics.events_dropped.inc_by(count as u64);
         EngineError::QueueFull { capacity: self.admission.capacity() }
     }
@@ -390,6 +378,22 @@ impl Engine {
         Some(ticket)
     }
 
+    /// Up to `count` queue places, as many as are free now (none while shutting down).
+    pub fn try_admit_up_to(&self, count: usize) -> Vec<Ticket> {
+        if self.is_shutting_down() {
+            return Vec::new();
+        }
+        let tickets: Vec<Ticket> = std::iter::from_fn(|| self.admission.try_enter()).take(count).collect();
+        self.admitted(tickets.len());
+        tickets
+    }
+
+    /// How long a synchronous caller waits for an event's result (`event_timeout_ms`, as the
+    /// live rules set it).
+    pub fn event_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
     /// Applies an admitted event: evaluated, its effects committed (with its stream position,
     /// when it came from the stream), as a task of its own that completes whether or not anyone
     /// waits for it (no timeout here: that is the HTTP intake's).
@@ -403,62 +407,19 @@ impl Engine {
         self.spawn(ticket, Task { event, trace, origin, enqueued: Instant::now() })
     }
 
-    /// Evaluates one event and waits for its result, up to `event_timeout_ms` (the HTTP
-    /// intake's policy: 503 when the queue is full, 504 after the timeout).
-    pub async fn process(self: &Arc<Self>, event: Event, trace: bool) -> Result<EventResult, EngineError> {
-        if self.is_shutting_down() {
-            return Err(EngineError::ShuttingDown);
-        }
-        let ticket = self.try_admit().ok_or_else(|| self.queue_full(1))?;
-        let event_id = event.id.clone();
-        let handle = self.apply(ticket, Arc::new(event), trace, Origin::default());
-        let timeout_ms = self.timeout_ms.load(Ordering::Relaxed);
-        match tokio::time::timeout(Duration::from_millis(timeout_ms), handle).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) if e.is_cancelled() => Err(EngineError::ShuttingDown),
-            Ok(Err(e)) => Err(EngineError::Internal(e.to_string())),
-            Err(_) => Err(EngineError::Timeout { event_id, timeout_ms }),
-        }
-    }
-
-    /// Queues a batch: the events that fit are stored durably (with a ledger) and admitted; the
-    /// rest are counted as rejected. Answers once the accepted events are stored.
-    pub async fn submit_batch(self: &Arc<Self>, events: Vec<Event>) -> Result<BatchReceipt, EngineError> {
-        if self.is_shutting_down() {
-            return Err(EngineError::ShuttingDown);
-        }
-        let tickets: Vec<Ticket> = std::iter::from_fn(|| self.admission.try_enter()).take(events.len()).collect();
-        let (total, queued) = (events.len(), tickets.len());
-        let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-        // On error the tickets drop here, so their places are freed.
-        let job_id = self.store_job(&events, queued).await?;
-        let admitted = tickets.into_iter().zip(events).enumerate().map(|(index, (ticket, event))| {
-            let origin = Origin { job: Some((job_id.clone(), index)), position: None };
-            (ticket, Task { event, trace: false, origin, enqueued: Instant::now() })
-        });
-        self.spawn_chains(admitted.collect());
-        self.admitted(queued);
-        if total > queued {
-            self.queue_full(total - queued);
-        }
-        Ok(BatchReceipt { job_id, total, queued, rejected: total - queued })
-    }
-
-    /// Records a batch whose events go through the event stream (`--nats`): the job is stored
-    /// with every event queued, and each is marked as the stream intake applies it. Nothing is
-    /// admitted here: the stream is the queue.
-    pub async fn record_streamed_batch(self: &Arc<Self>, events: &[Arc<Event>]) -> Result<BatchReceipt, EngineError> {
-        if self.is_shutting_down() {
-            return Err(EngineError::ShuttingDown);
-        }
-        let total = events.len();
-        let job_id = self.store_job(events, total).await?;
-        Ok(BatchReceipt { job_id, total, queued: total, rejected: 0 })
+    /// Applies admitted events in their actors' order ([`chains`]): each actor's one after
+    /// another, each awaiting its commit before the next is evaluated; different actors in
+    /// parallel. Nothing waits for them here.
+    pub fn apply_in_actor_order(self: &Arc<Self>, admitted: Vec<(Ticket, Arc<Event>, Origin)>) {
+        let tasks = admitted
+            .into_iter()
+            .map(|(ticket, event, origin)| (ticket, Task { event, trace: false, origin, enqueued: Instant::now() }));
+        self.spawn_chains(tasks.collect());
     }
 
     /// Stores a new batch job whose first `queued` events are queued: durably, or in memory
     /// with `--ledger none`. Answers its id.
-    async fn store_job(&self, events: &[Arc<Event>], queued: usize) -> Result<String, EngineError> {
+    pub async fn store_job(&self, events: &[Arc<Event>], queued: usize) -> Result<String, EngineError> {
         let job_id = uuid::Uuid::now_v7().to_string();
         match &self.ledger {
             Some(ledger) => {

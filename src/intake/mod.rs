@@ -1,7 +1,9 @@
 //! Intakes: the ways events reach the engine's one apply pipeline ([`crate::engine::Engine::apply`]),
-//! each with its own waiting and acknowledgement policy. HTTP (`POST /v1/events`, in
-//! [`crate::api`]) waits up to the event timeout and answers 429 when the queue is full; batch
-//! jobs (`POST /v1/events/batch`) are stored, then applied in each actor's order; the JetStream
-//! consumer ([`nats`]) acknowledges a message only after its event commits.
+//! each with its own waiting and acknowledgement policy: [`http`] (`POST /v1/events`) waits up to
+//! the event timeout and answers 503 when the queue is full; [`jobs`] (`POST /v1/events/batch`)
+//! stores a job, then applies its events in each actor's order; [`nats`] (the JetStream
+//! consumer) acknowledges a message only after its event commits. [`crate::service`] runs them.
 
+pub mod http;
+pub mod jobs;
 pub mod nats;

@@ -1,0 +1,122 @@
+//! The running service: the HTTP API on a listener and, with `--nats`, the stream intake, both
+//! feeding one engine, until a shutdown future completes. Then new events are refused for a grace
+//! period (load balancers see 503 and stop sending), the listener closes, and every admitted event
+//! is applied before [`serve`] returns. `fluxflow serve` wraps it with signals; tests run it
+//! in-process.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::ServiceExt;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::api::{AppState, app};
+use crate::engine::Engine;
+use crate::intake::nats::NatsIntake;
+
+/// How long requests still in flight get to finish once the listener closes (the original's 15 s).
+const CONNECTION_DRAIN_LIMIT: Duration = Duration::from_secs(15);
+
+/// What [`serve`] runs.
+pub struct Service {
+    /// The engine every intake feeds.
+    pub engine: Arc<Engine>,
+    /// Request body limit, in bytes.
+    pub max_body_bytes: usize,
+    /// The JetStream intake, connected: it consumes the stream, and batches are published there.
+    pub stream: Option<NatsIntake>,
+    /// How long new events are refused with 503 before the listener closes.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the service stopped other than by its shutdown.
+#[derive(Debug, thiserror::Error)]
+#[error("the HTTP server failed: {0}")]
+pub struct ServeError(#[from] std::io::Error);
+
+/// Serves `service` on `listener` until `shutdown` completes, then drains: new events are refused
+/// for the grace period, requests in flight get a bounded time to finish, and every admitted
+/// event (HTTP, batch or stream) is applied before this returns.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use fluxflow::actions::ActionRegistry;
+/// use fluxflow::engine::{Engine, RulesSource};
+/// use fluxflow::ledger::versions::MemoryVersions;
+/// use fluxflow::service::{Service, serve};
+///
+/// let rules = tempfile::NamedTempFile::new()?;
+/// std::fs::write(rules.path(), "version: v1\nscenarios: []\n")?;
+/// let versions = Arc::new(MemoryVersions::default());
+/// let registry = ActionRegistry::builtin();
+/// let engine = Engine::start(rules.path().into(), registry, None, versions, RulesSource::File)?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let service = Service { engine, max_body_bytes: 1 << 20, stream: None, shutdown_grace: Duration::ZERO };
+/// // Serves until the shutdown future completes: here at once.
+/// serve(listener, service, async {}).await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub async fn serve(
+    listener: TcpListener,
+    service: Service,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let Service { engine, max_body_bytes, stream, shutdown_grace } = service;
+    let publisher = stream.as_ref().map(NatsIntake::publisher);
+    let consuming = stream.map(|intake| intake.run(Arc::clone(&engine)));
+    let state = Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes, stream: publisher });
+    let closing = Arc::new(Notify::new());
+    // Answers are small and written whole: send them at once rather than wait for Nagle.
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    let refusing = refuse_then_close(shutdown, Arc::clone(&engine), shutdown_grace, Arc::clone(&closing));
+    let server = axum::serve(listener, app(state).into_make_service()).with_graceful_shutdown(refusing);
+    // Requests in flight get a bounded time to finish (a synchronous event never waits longer
+    // than its timeout); connections still open after that are closed. The events themselves
+    // were admitted, so the drain below still completes them.
+    let limit =
+        CONNECTION_DRAIN_LIMIT.max(Duration::from_millis(u64::from(engine.settings().event_timeout_ms) + 1_000));
+    tokio::select! {
+        served = server => served?,
+        () = async {
+            closing.notified().await;
+            tokio::time::sleep(limit).await;
+        } => tracing::warn!(seconds = limit.as_secs(), "connections still open after the shutdown limit; closing them"),
+    }
+    tracing::info!("no more requests in flight; evaluating what is still queued");
+    engine.drain().await;
+    if let Some(consuming) = consuming {
+        // It stopped taking messages at the shutdown; what it took was applied by the drain.
+        let _ = consuming.await;
+    }
+    tracing::info!(
+        enqueued = engine.metrics.events_enqueued.get(),
+        processed = engine.metrics.events_processed.get(),
+        "shutdown complete"
+    );
+    Ok(())
+}
+
+/// Waits for `shutdown`, refuses new events, keeps answering 503 for the grace period, then
+/// tells `closing` that the listener closes now.
+async fn refuse_then_close(
+    shutdown: impl Future<Output = ()>,
+    engine: Arc<Engine>,
+    grace: Duration,
+    closing: Arc<Notify>,
+) {
+    shutdown.await;
+    tracing::info!("shutting down: refusing new events, finishing the rest");
+    engine.begin_shutdown();
+    tokio::time::sleep(grace).await;
+    closing.notify_one();
+}
