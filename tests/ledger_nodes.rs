@@ -3,6 +3,7 @@
 //! overdraw; a node killed with SIGKILL mid-load loses nothing when clients retry on the other
 //! node; and a node whose database connection is cut (through a TCP proxy in the test) answers
 //! 503, acknowledges nothing it did not commit, and recovers by itself once the database is back.
+//! The group's id lookup keeps a primary-key plan however small the table was when planned.
 //!
 //! PostgreSQL only: these skip (with a note) when there is no server, unless `CI=true`.
 
@@ -407,4 +408,15 @@ fn a_database_that_stops_answering_makes_events_503_and_the_node_recovers() {
         record(&event, body);
     }
     check_books(&db, &answers);
+}
+
+/// A group looks its event ids up in one statement; the plan a connection caches for it is made
+/// while the table is small, and must still be a primary-key probe per id (a sequential scan cost
+/// two thirds of the durable throughput once the table grew).
+#[test]
+fn the_group_id_lookup_probes_the_primary_key_whatever_the_table_size_when_planned() {
+    let Some(db) = database() else { return };
+    let plan = db.event_lookup_plan().unwrap();
+    assert!(plan.contains("Index Scan using events_pkey"), "{plan}");
+    assert!(!plan.contains("Seq Scan on events"), "{plan}");
 }
