@@ -4,12 +4,13 @@
 //! rule may read of it) → [`rules`] (the YAML rules file, read and checked) → [`expr`] (the
 //! expression language) → [`graph`] (compiled scenarios, evaluation, trace) → [`actions`] (what a rule does) → [`result`] (what an event
 //! did) → [`ledger`] (durable points, idempotency, batch jobs) → [`engine`] (queue, workers,
-//! reload) → [`intake`] (the stream) and [`api`] (HTTP), run together by [`service`] → [`cli`] (the command line); [`logs`] writes the service's logs and
+//! reload) → [`intake`] (the stream) and [`api`] (HTTP), run together by [`service`], behind [`access`] (API keys and scopes) → [`cli`] (the command line); [`logs`] writes the service's logs and
 //! [`calendar`] (zones, schedules, periods) serves `rules`, `graph` and the ledger; [`suggest`] finds
 //! the word a misspelt name meant.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod access;
 pub mod actions;
 pub mod api;
 pub mod calendar;

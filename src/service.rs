@@ -13,6 +13,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use crate::access::Access;
 use crate::api::{AppState, app};
 use crate::engine::Engine;
 use crate::intake::nats::NatsIntake;
@@ -30,6 +31,8 @@ pub struct Service {
     pub stream: Option<NatsIntake>,
     /// How long new events are refused with 503 before the listener closes.
     pub shutdown_grace: Duration,
+    /// The API keys requests are checked against (kept current while serving).
+    pub access: Arc<Access>,
 }
 
 /// Why the service stopped other than by its shutdown.
@@ -45,6 +48,7 @@ pub struct ServeError(#[from] std::io::Error);
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// use std::sync::Arc;
 /// use std::time::Duration;
+/// use fluxflow::access::Access;
 /// use fluxflow::actions::ActionRegistry;
 /// use fluxflow::engine::{Engine, RulesSource};
 /// use fluxflow::ledger::versions::MemoryVersions;
@@ -56,7 +60,9 @@ pub struct ServeError(#[from] std::io::Error);
 /// let registry = ActionRegistry::builtin();
 /// let engine = Engine::start(rules.path().into(), registry, None, versions, RulesSource::File)?;
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// let service = Service { engine, max_body_bytes: 1 << 20, stream: None, shutdown_grace: Duration::ZERO };
+/// let (max_body_bytes, shutdown_grace) = (1 << 20, Duration::ZERO);
+/// // Access::open(): no keys, every route open.
+/// let service = Service { engine, max_body_bytes, stream: None, shutdown_grace, access: Access::open() };
 /// // Serves until the shutdown future completes: here at once.
 /// serve(listener, service, async {}).await?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -67,10 +73,11 @@ pub async fn serve(
     service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let Service { engine, max_body_bytes, stream, shutdown_grace } = service;
+    let Service { engine, max_body_bytes, stream, shutdown_grace, access } = service;
+    access.keep_fresh();
     let publisher = stream.as_ref().map(NatsIntake::publisher);
     let consuming = stream.map(|intake| intake.run(Arc::clone(&engine)));
-    let state = Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes, stream: publisher });
+    let state = Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes, stream: publisher, access });
     let closing = Arc::new(Notify::new());
     // Answers are small and written whole: send them at once rather than wait for Nagle.
     let listener = listener.tap_io(|stream| {

@@ -49,7 +49,8 @@ use common::docs::{self, Block, Sample};
 use regex::Regex;
 
 /// The docs whose commands run.
-const DOCS: [&str; 5] = ["README.md", "docs/architecture.md", "docs/compat.md", "docs/operations.md", "docs/rules.md"];
+const DOCS: [&str; 6] =
+    ["README.md", "docs/architecture.md", "docs/compat.md", "docs/operations.md", "docs/rules.md", "docs/security.md"];
 
 /// The marker of commands that cannot run in a test.
 const NOT_RUN: &str = "# not run by the doc tests:";
@@ -455,6 +456,11 @@ fn operations() {
 #[test]
 fn rules_guide() {
     check_doc("docs/rules.md", 6);
+}
+
+#[test]
+fn security_guide() {
+    check_doc("docs/security.md", 1);
 }
 
 #[test]

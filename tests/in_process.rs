@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fluxflow::access::Access;
 use fluxflow::actions::ActionRegistry;
 use fluxflow::engine::{Engine, RulesSource};
 use fluxflow::ledger::Ledger;
@@ -32,7 +33,13 @@ async fn start(shutdown_grace: Duration) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let service = Service { engine: Arc::clone(&engine), max_body_bytes: 1 << 20, stream: None, shutdown_grace };
+    let service = Service {
+        engine: Arc::clone(&engine),
+        max_body_bytes: 1 << 20,
+        stream: None,
+        shutdown_grace,
+        access: Access::open(),
+    };
     let serving = tokio::spawn(serve(listener, service, async {
         let _ = stopped.await;
     }));

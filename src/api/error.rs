@@ -52,6 +52,10 @@ pub enum ErrorCode {
     RulesFileReadOnly,
     /// Reloading from the file, with the store as the rules' source.
     RulesSourceStore,
+    /// No key, or a key that is not live (`Authorization: Bearer KEY`).
+    Unauthorized,
+    /// The key lacks the route's scope.
+    Forbidden,
     /// Something failed inside the service.
     Internal,
 }
@@ -76,6 +80,8 @@ impl ErrorCode {
             ErrorCode::QueueFull => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
             ErrorCode::RulesFileReadOnly => (StatusCode::CONFLICT, "rules_file_read_only"),
             ErrorCode::RulesSourceStore => (StatusCode::CONFLICT, "rules_source_store"),
+            ErrorCode::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ErrorCode::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ErrorCode::LedgerUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
@@ -144,6 +150,20 @@ impl From<EventError> for ApiError {
     }
 }
 
+impl From<crate::access::Denied> for ApiError {
+    fn from(denied: crate::access::Denied) -> Self {
+        match denied {
+            crate::access::Denied::Unauthorized => ApiError::new(
+                ErrorCode::Unauthorized,
+                "this route needs an API key: send `Authorization: Bearer KEY` with a live key",
+            ),
+            crate::access::Denied::Forbidden(scope) => {
+                ApiError::new(ErrorCode::Forbidden, format!("this key lacks the scope `{scope}` this route needs"))
+            }
+        }
+    }
+}
+
 impl From<crate::ledger::LedgerError> for ApiError {
     fn from(e: crate::ledger::LedgerError) -> Self {
         ApiError::new(ErrorCode::LedgerUnavailable, e.detail())
@@ -176,6 +196,9 @@ impl IntoResponse for ApiError {
             [ErrorCode::QueueFull, ErrorCode::Unavailable, ErrorCode::LedgerUnavailable, ErrorCode::StreamUnavailable];
         if retry.contains(&self.code) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.code == ErrorCode::Unauthorized {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -1,5 +1,7 @@
-//! The HTTP API (CONTRACT §2): a pure `app()` service over the engine, plus the access log.
+//! The HTTP API: a pure `app()` service over the engine, with the access check in front of every
+//! route and the access log.
 
+pub mod access;
 pub mod body;
 pub mod error;
 pub mod events;
@@ -7,6 +9,7 @@ pub mod operations;
 pub mod query;
 pub mod routes;
 pub mod simulate;
+pub mod table;
 pub mod versions;
 
 use std::borrow::Cow;
@@ -18,12 +21,13 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_service::Service;
 
+use crate::access::{Access, Need, Scope};
 use crate::engine::Engine;
 use crate::engine::metrics::RouteLabels;
 
@@ -38,6 +42,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// With `--nats`, where batches go: the event stream, instead of this node's queue.
     pub stream: Option<crate::intake::nats::StreamPublisher>,
+    /// The API keys every request is checked against.
+    pub access: Arc<Access>,
 }
 
 /// The HTTP service: every route of the contract. `POST /v1/events`, nearly every request under
@@ -74,6 +80,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
+        .route("/v1/openapi.json", get(routes::openapi))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(middleware::from_fn(query::strict))
@@ -93,8 +100,19 @@ impl Service<Request> for Api {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        if request.method() == Method::POST && request.uri().path() == EVENTS_ROUTE {
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let fast = request.method() == Method::POST && request.uri().path() == EVENTS_ROUTE;
+        let need =
+            if fast { Need::Scope(Scope::EventsWrite) } else { access::need(request.method(), request.uri().path()) };
+        let authorization = request.headers().get(header::AUTHORIZATION).map(|value| value.as_bytes());
+        match self.state.access.check(authorization, need) {
+            Ok(Some(principal)) => {
+                request.extensions_mut().insert(principal);
+            }
+            Ok(None) => {}
+            Err(denied) => return Box::pin(std::future::ready(Ok(self.refuse(&request, denied)))),
+        }
+        if fast {
             let state = Arc::clone(&self.state);
             Box::pin(async move {
                 let started = Instant::now();
@@ -106,6 +124,17 @@ impl Service<Request> for Api {
         } else {
             Box::pin(self.router.call(request))
         }
+    }
+}
+
+impl Api {
+    /// Answers 401 or 403, counted under the route's pattern and logged.
+    fn refuse(&self, request: &Request, denied: crate::access::Denied) -> Response {
+        let response = error::ApiError::from(denied).into_response();
+        let route = access::route_pattern(request.method(), request.uri().path()).unwrap_or("unmatched");
+        count_request(&self.state, Cow::Borrowed(route), response.status());
+        log_request(request.method(), request.uri().path(), response.status(), Instant::now());
+        response
     }
 }
 

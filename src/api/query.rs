@@ -1,4 +1,4 @@
-//! Query parameters, read strictly: each route declares the parameters it takes ([`ROUTES`]),
+//! Query parameters, read strictly: each route declares the parameters it takes ([`super::table::ROUTES`]),
 //! and any other parameter is a 400 `invalid_query` that names it, with the nearest allowed name
 //! as a hint (`?Trace=true` must not silently lose the trace). A route that takes none refuses
 //! any; so do routes missing from the table.
@@ -18,32 +18,8 @@ use axum::response::{IntoResponse, Response};
 use super::error::{ApiError, ErrorCode};
 use crate::rules::schema::suggestion;
 
-/// Every route with its method and the query parameters it takes.
-pub const ROUTES: &[(&str, &str, &[&str])] = &[
-    ("POST", EVENTS, EVENTS_PARAMS),
-    ("POST", "/v1/events/batch", &[]),
-    ("POST", "/v1/simulate", &[]),
-    ("GET", "/v1/jobs/{job_id}", &[]),
-    ("GET", "/v1/actors/{actor_id}/balance", &["at"]),
-    ("GET", "/v1/actors/{actor_id}/ledger", &["limit", "cursor"]),
-    ("POST", "/v1/actors/{actor_id}/redeem", &[]),
-    ("POST", "/v1/actors/{actor_id}/adjust", &[]),
-    ("POST", "/v1/actors/{actor_id}/redemptions/{redemption_id}/cancel", &[]),
-    ("GET", "/v1/rules", &[]),
-    ("PUT", "/v1/rules", &[]),
-    ("GET", "/v1/rules/versions", &[]),
-    ("POST", "/v1/rules/rollback", &[]),
-    ("POST", "/v1/rules/reload", &[]),
-    ("GET", "/healthz", &[]),
-    ("GET", "/readyz", &[]),
-    ("GET", "/metrics", &[]),
-];
-
-/// The single-event route.
-pub const EVENTS: &str = "/v1/events";
-
-/// The parameters of `POST /v1/events`.
-pub const EVENTS_PARAMS: &[&str] = &["trace"];
+use super::table::ROUTES;
+pub use super::table::{EVENTS, EVENTS_PARAMS};
 
 /// The query parameters of a request, checked against those its route takes.
 #[derive(Debug, Clone, Default)]
@@ -95,15 +71,15 @@ pub fn parse(query: Option<&str>, allowed: &'static [&'static str], route: &str)
     Ok(params)
 }
 
-/// The parameters a route takes for a method: `Some(&[])` for a route missing from [`ROUTES`]
+/// The parameters a route takes for a method: `Some(&[])` for a route missing from the table
 /// (strict by default), `None` for a method the route does not answer (the router's 405 follows).
 fn allowed(method: &Method, route: &str) -> Option<&'static [&'static str]> {
     let mut listed = false;
-    for (m, r, params) in ROUTES {
-        if *r == route {
+    for r in ROUTES {
+        if r.path == route {
             listed = true;
-            if method.as_str() == *m || (*m == "GET" && method == Method::HEAD) {
-                return Some(params);
+            if method.as_str() == r.method || (r.method == "GET" && method == Method::HEAD) {
+                return Some(r.params);
             }
         }
     }

@@ -121,14 +121,26 @@ pub async fn rules(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `POST /v1/rules/reload`: 409 when the store is the rules' source (the file only seeded it).
-pub async fn reload(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+pub async fn reload(
+    State(state): State<Arc<AppState>>,
+    caller: Option<axum::extract::Extension<Arc<crate::access::Principal>>>,
+) -> Result<Response, ApiError> {
     if state.engine.rules_source() == RulesSource::Store {
         let message = "the rules come from the store (--rules-source store): publish a version with PUT /v1/rules";
         return Err(ApiError::new(ErrorCode::RulesSourceStore, message));
     }
     let engine = Arc::clone(&state.engine);
-    let report = blocking(move || engine.reload()).await?;
+    let author = super::versions::author(caller);
+    let report = blocking(move || engine.reload_by(author.as_deref())).await?;
     Ok(Json(report).into_response())
+}
+
+/// The API's description (OpenAPI 3.1), `docs/openapi.json` built into the binary.
+const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// `GET /v1/openapi.json`.
+pub async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// `GET /healthz`.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use super::AppState;
 use super::body::{check_content_type, read_body};
 use super::error::{ApiError, ErrorCode};
 use super::routes::blocking;
+use crate::access::Principal;
 use crate::ledger::versions::{RulesVersion, VersionSource};
 
 /// Largest rules text `PUT /v1/rules` takes.
@@ -27,10 +28,16 @@ const YAML_TYPES: [&str; 3] = ["application/yaml", "text/yaml", "application/x-y
 
 /// `PUT /v1/rules`: validates the YAML, stores it as a new version and makes it live here (the
 /// other nodes follow within a second); answers once it is live on this node.
-pub async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Arc<Principal>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let yaml = read_yaml(&headers, body).await?;
     let engine = Arc::clone(&state.engine);
-    let (rules_version, hash) = blocking(move || engine.publish(&yaml, None, VersionSource::Api)).await?;
+    let author = author(caller);
+    let (rules_version, hash) = blocking(move || engine.publish(&yaml, author.as_deref(), VersionSource::Api)).await?;
     Ok(Json(json!({"rules_version": rules_version, "hash": hash})).into_response())
 }
 
@@ -56,6 +63,7 @@ struct Rollback {
 /// `POST /v1/rules/rollback {"rules_version": N}`.
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Arc<Principal>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -63,7 +71,8 @@ pub async fn rollback(
     let request: Rollback = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("rollback request: {e}")))?;
     let engine = Arc::clone(&state.engine);
-    let (rules_version, hash) = blocking(move || engine.rollback(request.rules_version, None)).await?;
+    let author = author(caller);
+    let (rules_version, hash) = blocking(move || engine.rollback(request.rules_version, author.as_deref())).await?;
     Ok(Json(json!({"rules_version": rules_version, "hash": hash})).into_response())
 }
 
@@ -77,4 +86,10 @@ async fn read_yaml(headers: &HeaderMap, body: Body) -> Result<String, ApiError> 
             format!("the rules text is not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
         )
     })
+}
+
+/// The name of the key that asked for a rules change, recorded as the version's author (none
+/// while the API is open).
+pub(super) fn author(caller: Option<Extension<Arc<Principal>>>) -> Option<String> {
+    caller.map(|Extension(principal)| principal.name.to_string())
 }

@@ -1,6 +1,8 @@
-//! The `fluxflow` command line: `serve` (the default), `validate` and `eval`.
+//! The `fluxflow` command line: `serve` (the default), `validate`, `eval`, `test`, `schema` and
+//! `keys`.
 
 mod eval;
+mod keys;
 mod schema;
 mod serve;
 mod test;
@@ -33,6 +35,8 @@ enum Command {
     Test(test::TestArgs),
     /// Print the JSON Schema of rules files (docs/rules.schema.json), for editors.
     Schema,
+    /// Make, list and revoke API keys.
+    Keys(keys::KeysArgs),
 }
 
 /// Flags of `fluxflow serve`.
@@ -100,6 +104,10 @@ pub struct ServeArgs {
     /// messages on several nodes at once, each waiting for the ones before it.
     #[arg(long, env = "FLUXFLOW_NATS_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub nats_max_in_flight: u64,
+    /// Serve on a non-loopback address while no API key exists (the API is then open to anyone
+    /// who can reach it). Without it, `serve` refuses such an address until a key is made.
+    #[arg(long, env = "FLUXFLOW_ALLOW_OPEN")]
+    pub allow_open: bool,
 }
 
 pub use crate::logs::LogFormat;
@@ -113,6 +121,7 @@ pub fn main() -> ExitCode {
         Some(Command::Eval(args)) => eval::run(&args),
         Some(Command::Test(args)) => test::run(&args),
         Some(Command::Schema) => schema::run(),
+        Some(Command::Keys(args)) => keys::run(&args),
         Some(Command::Serve(args)) => serve::run(&args),
         None => serve::run(&cli.serve),
     };

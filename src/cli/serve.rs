@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::ServeArgs;
+use crate::access::Access;
+use crate::access::keys::{KeyStore, SqliteKeys};
 use crate::actions::ActionRegistry;
 use crate::engine::{Engine, RulesSource, StartError, watch};
 use crate::graph::LoadError;
@@ -30,22 +32,32 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(args))
 }
 
-/// Opens the ledger that `--ledger` names, and where its rules versions are kept (in memory
-/// without a ledger).
-fn open_ledger(args: &ServeArgs) -> anyhow::Result<(Option<Ledger>, Arc<dyn RulesVersions>)> {
-    let (store, versions): (Arc<dyn LedgerStore>, Arc<dyn RulesVersions>) = match args.ledger.as_str() {
-        "none" => return Ok((None, Arc::new(MemoryVersions::default()))),
-        "sqlite" => {
-            let store = sqlite_store(&args.data)?;
-            (store.clone(), store)
-        }
-        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = Arc::new(PostgresStore::connect(url, args.ledger_pool_size)?);
-            tracing::info!(target = store.target(), pool = args.ledger_pool_size, "ledger open (PostgreSQL)");
-            (store.clone(), store)
-        }
-        other => anyhow::bail!("--ledger must be sqlite, none or a postgres:// URL, got `{other}`"),
-    };
+/// What `--ledger` opens: the ledger, where rules versions are kept (in memory without a
+/// ledger), and where API keys are (the PostgreSQL schema, else `keys.db` under `--data`).
+struct Stores {
+    ledger: Option<Ledger>,
+    versions: Arc<dyn RulesVersions>,
+    keys: Arc<dyn KeyStore>,
+}
+
+fn open_ledger(args: &ServeArgs) -> anyhow::Result<Stores> {
+    let local_keys = || Arc::new(SqliteKeys::under(&args.data));
+    let (store, versions, keys): (Arc<dyn LedgerStore>, Arc<dyn RulesVersions>, Arc<dyn KeyStore>) =
+        match args.ledger.as_str() {
+            "none" => {
+                return Ok(Stores { ledger: None, versions: Arc::new(MemoryVersions::default()), keys: local_keys() });
+            }
+            "sqlite" => {
+                let store = sqlite_store(&args.data)?;
+                (store.clone(), store, local_keys())
+            }
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let store = Arc::new(PostgresStore::connect(url, args.ledger_pool_size)?);
+                tracing::info!(target = store.target(), pool = args.ledger_pool_size, "ledger open (PostgreSQL)");
+                (store.clone(), store.clone(), store)
+            }
+            other => anyhow::bail!("--ledger must be sqlite, none or a postgres:// URL, got `{other}`"),
+        };
     #[cfg(feature = "test-support")]
     let store: Arc<dyn LedgerStore> = match std::env::var_os(crate::ledger::faulty::FAULT_FILE_ENV) {
         Some(marker) => Arc::new(crate::ledger::faulty::faulty(store, marker.into())),
@@ -53,7 +65,7 @@ fn open_ledger(args: &ServeArgs) -> anyhow::Result<(Option<Ledger>, Arc<dyn Rule
     };
     let ledger = Ledger::start(store)?;
     ledger.sweep_every(Duration::from_millis(args.expiry_sweep_ms))?;
-    Ok((Some(ledger), versions))
+    Ok(Stores { ledger: Some(ledger), versions, keys })
 }
 
 fn sqlite_store(data: &std::path::Path) -> anyhow::Result<Arc<SqliteStore>> {
@@ -73,7 +85,8 @@ fn rules_source(args: &ServeArgs) -> RulesSource {
 }
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let (ledger, versions) = open_ledger(args)?;
+    let Stores { ledger, versions, keys } = open_ledger(args)?;
+    let access = Access::load(keys).context("cannot read the API keys")?;
     let source = rules_source(args);
     let engine = match Engine::start(args.config.clone(), ActionRegistry::builtin(), ledger, versions, source) {
         Ok(engine) => engine,
@@ -105,6 +118,17 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let addr = if args.addr.starts_with(':') { format!("0.0.0.0{}", args.addr) } else { args.addr.clone() };
     let listener = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
+    if access.is_open() {
+        if !addr.ip().is_loopback() && !args.allow_open {
+            anyhow::bail!(
+                "no API key exists yet, so the API is open: it listens on loopback only. Make a key \
+                 (`fluxflow keys add NAME --scopes ...`) or pass --allow-open to serve {addr} without one"
+            );
+        }
+        if args.allow_open {
+            tracing::warn!(%addr, "--allow-open: no API key exists, so anyone who reaches this address can call every route");
+        }
+    }
     let live = engine.live();
     tracing::info!(%addr, rules = %args.config.display(), hash = %live.rules.hash, scenarios = live.rules.scenario_count(), "listening");
     drop(live);
@@ -113,6 +137,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: args.max_body_bytes,
         stream,
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+        access,
     };
     service::serve(listener, service, signals.wait()).await?;
     Ok(ExitCode::SUCCESS)

@@ -441,7 +441,12 @@ impl Engine {
 
     /// Re-reads the rules file; swaps it in (as a new version) only when it is valid.
     pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        self.reload_as(VersionSource::File, None).map(|(report, _)| report)
+        self.reload_by(None)
+    }
+
+    /// [`Engine::reload`], asked for by `author` (an API key's name), recorded with the version.
+    pub fn reload_by(&self, author: Option<&str>) -> Result<ReloadReport, ReloadError> {
+        self.reload_as(VersionSource::File, author).map(|(report, _)| report)
     }
 
     /// [`Engine::reload`], recording the version as coming from `source`.

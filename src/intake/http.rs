@@ -1,4 +1,4 @@
-//! The HTTP intake's policy for one event (`POST /v1/events`): a queue place now or 503 (the
+//! The HTTP intake's policy for one event (`POST /v1/events`): a queue place now or 429 (the
 //! client retries), then the result within `event_timeout_ms` or 504. An event whose caller
 //! stopped waiting still completes and is stored, so a retry with its id gets its result.
 

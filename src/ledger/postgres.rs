@@ -25,6 +25,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
+
+use crate::access::keys::{self, KeyError, KeyRecord, KeySet, KeyStore};
+use crate::access::{KeyHash, KeyName, Scope};
 use tokio_postgres::{NoTls, Statement};
 
 use super::lots::{self, PointsState};
@@ -58,7 +61,7 @@ const MIGRATION_LOCK: i64 = 0x466c_7578_466c_6f77; // "FluxFlow"
 /// The numbered migrations, oldest first, each applied in one transaction with its row in
 /// `fluxflow_schema`. Never edit one that has shipped; add the next.
 const MIGRATIONS: &[&str] =
-    &[V1_SCHEMA, V2_LIMITS, V3_OPERATIONS, V4_MEMBER_HISTORY, V5_LOTS, V6_STREAM, V7_RULES_VERSIONS];
+    &[V1_SCHEMA, V2_LIMITS, V3_OPERATIONS, V4_MEMBER_HISTORY, V5_LOTS, V6_STREAM, V7_RULES_VERSIONS, V8_API_KEYS];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -213,6 +216,19 @@ CREATE TABLE rules_versions (
     yaml          TEXT NOT NULL
 );
 ";
+/// Version 8: API keys, as hashes (as the keys database of SQLite and `none`).
+const V8_API_KEYS: &str = "
+CREATE TABLE api_keys (
+    name       TEXT NOT NULL,
+    hash       BYTEA NOT NULL UNIQUE,
+    scopes     TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at BIGINT,
+    revoked_by TEXT
+);
+CREATE UNIQUE INDEX live_key_names ON api_keys (name) WHERE revoked_at IS NULL;
+";
 /// Taken while a version is numbered and stored, so two nodes publishing at once get 2 and 3.
 const RULES_VERSION_LOCK: i64 = 0x666c_7578_7275_6c65;
 const VERSION_COLUMNS: &str = "rules_version, hash, created_at, author, source";
@@ -363,10 +379,15 @@ fn pg_error(e: tokio_postgres::Error) -> LedgerError {
     LedgerError::unavailable(message, retryable, Some(Arc::new(e)))
 }
 
+/// The SQL state PostgreSQL answered, when the error is a statement's.
+fn sql_state(e: &LedgerError) -> Option<&SqlState> {
+    let LedgerError::Unavailable { source: Some(source), .. } = e else { return None };
+    source.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code())
+}
+
 /// True for the failures that mean "another node got there first": post the group again.
 fn is_race(e: &LedgerError) -> bool {
-    let LedgerError::Unavailable { source: Some(source), .. } = e else { return false };
-    source.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code()).is_some_and(|code| {
+    sql_state(e).is_some_and(|code| {
         code == &SqlState::UNIQUE_VIOLATION
             || code == &SqlState::T_R_DEADLOCK_DETECTED
             || code == &SqlState::T_R_SERIALIZATION_FAILURE
@@ -1663,6 +1684,73 @@ fn version_of_row(row: &tokio_postgres::Row) -> Result<RulesVersion, LedgerError
         author: get(row, 3)?,
         source: VersionSource::parse(get(row, 4)?),
     })
+}
+
+fn key_error(e: LedgerError) -> KeyError {
+    KeyError::Storage(e.detail())
+}
+
+/// The keys of every node sharing the database.
+impl KeyStore for PostgresStore {
+    fn add(&self, name: &KeyName, scopes: &[Scope], hash: KeyHash, by: &str) -> Result<(), KeyError> {
+        let (name_text, scopes, hash, now) = (name.as_str(), keys::scopes_text(scopes), hash.0.to_vec(), now_micros());
+        let inserted = self.read(async |c| {
+            c.execute(
+                "INSERT INTO api_keys (name, hash, scopes, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
+                &[&name_text, &hash, &scopes, &now, &by],
+            )
+            .await
+        });
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if sql_state(&e) == Some(&SqlState::UNIQUE_VIOLATION) => Err(KeyError::NameTaken(name.to_string())),
+            Err(e) => Err(key_error(e)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
+        let sql = format!("SELECT {} FROM api_keys ORDER BY created_at, ctid", keys::COLUMNS);
+        let rows = self.read(async |c| c.query(&sql, &[]).await).map_err(key_error)?;
+        rows.iter()
+            .map(|row| {
+                let text = |i| get::<String>(row, i).map_err(key_error);
+                Ok(KeyRecord {
+                    name: keys::stored_name(text(0)?)?,
+                    scopes: keys::stored_scopes(&text(1)?),
+                    created_at: get(row, 2).map_err(key_error)?,
+                    created_by: text(3)?,
+                    revoked_at: get(row, 4).map_err(key_error)?,
+                    revoked_by: get(row, 5).map_err(key_error)?,
+                })
+            })
+            .collect()
+    }
+
+    fn revoke(&self, name: &KeyName, by: &str) -> Result<bool, KeyError> {
+        let (name, now) = (name.as_str(), now_micros());
+        let changed = self
+            .read(async |c| {
+                c.execute(
+                    "UPDATE api_keys SET revoked_at = $1, revoked_by = $2 WHERE name = $3 AND revoked_at IS NULL",
+                    &[&now, &by, &name],
+                )
+                .await
+            })
+            .map_err(key_error)?;
+        Ok(changed > 0)
+    }
+
+    fn key_set(&self) -> Result<KeySet, KeyError> {
+        let rows = self
+            .read(async |c| c.query("SELECT name, scopes, hash, revoked_at IS NOT NULL FROM api_keys", &[]).await)
+            .map_err(key_error)?;
+        let rows = rows
+            .iter()
+            .map(|row| Ok((get(row, 0)?, get(row, 1)?, get(row, 2)?, get(row, 3)?)))
+            .collect::<Result<Vec<_>, LedgerError>>()
+            .map_err(key_error)?;
+        keys::key_set(rows)
+    }
 }
 
 impl RulesVersions for PostgresStore {

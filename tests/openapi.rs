@@ -1,0 +1,190 @@
+//! The OpenAPI 3.1 document (`docs/openapi.json`, served at `/v1/openapi.json`) checked against
+//! the code: the same routes, methods and scopes as the route table, and real answers of the
+//! running service (successes and errors, on every route) valid against the schemas it gives.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{Server, repo_path};
+use fluxflow::access::Need;
+use fluxflow::api::table::ROUTES;
+use serde_json::Value;
+
+const RULES: &str = "version: v1\nscenarios:\n  - id: visit\n    enabled: true\n    event_types: [login]\n    children:\n      - action: {id: hundred, type: reward_points, params: {operation: award, points: 100}}\n";
+
+fn document() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(repo_path("docs/openapi.json")).unwrap()).unwrap()
+}
+
+/// `/v1/actors/{actor_id}/balance` as a JSON pointer token.
+fn token(text: &str) -> String {
+    text.replace('~', "~0").replace('/', "~1")
+}
+
+/// Follows `$ref`s within the document.
+fn resolve<'a>(doc: &'a Value, mut value: &'a Value) -> &'a Value {
+    while let Some(reference) = value.get("$ref").and_then(Value::as_str) {
+        value = doc.pointer(reference.trim_start_matches('#')).unwrap_or_else(|| panic!("{reference} resolves"));
+    }
+    value
+}
+
+/// The document's schemas, compiled with a JSON Schema 2020-12 validator.
+struct Validator {
+    doc: Value,
+    compiler: boon::Compiler,
+    schemas: boon::Schemas,
+}
+
+const LOCATION: &str = "urn:fluxflow:openapi";
+
+impl Validator {
+    fn new() -> Validator {
+        let doc = document();
+        let mut compiler = boon::Compiler::new();
+        compiler.add_resource(LOCATION, doc.clone()).unwrap();
+        Validator { doc, compiler, schemas: boon::Schemas::new() }
+    }
+
+    /// Checks `body` against the schema the document gives for this answer; the problem if not.
+    fn check(&mut self, method: &str, pattern: &str, status: u16, body: &Value) -> Result<(), String> {
+        let operation = format!("/paths/{}/{}", token(pattern), method.to_lowercase());
+        let response = self
+            .doc
+            .pointer(&format!("{operation}/responses/{status}"))
+            .ok_or(format!("{method} {pattern} answered {status}, which the document does not list"))?;
+        let response = resolve(&self.doc, response);
+        let Some(content) = response.pointer("/content/application~1json/schema") else {
+            return Ok(()); // not a JSON answer (metrics text)
+        };
+        let pointer = match content.get("$ref").and_then(Value::as_str) {
+            Some(reference) => reference.trim_start_matches('#').to_owned(),
+            None => {
+                let base = self.doc.pointer(&format!("{operation}/responses/{status}")).unwrap();
+                let prefix = match base.get("$ref").and_then(Value::as_str) {
+                    Some(reference) => reference.trim_start_matches('#').to_owned(),
+                    None => format!("{operation}/responses/{status}"),
+                };
+                format!("{prefix}/content/application~1json/schema")
+            }
+        };
+        let index =
+            self.compiler.compile(&format!("{LOCATION}#{pointer}"), &mut self.schemas).map_err(|e| format!("{e:#}"))?;
+        self.schemas.validate(body, index).map_err(|e| format!("{method} {pattern} {status}: {e:#}\n{body}"))
+    }
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes_methods_and_scopes_of_the_code() {
+    let doc = document();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let requirements = operation["security"].as_array().cloned().unwrap_or_default();
+            let scopes: Vec<String> = requirements
+                .iter()
+                .flat_map(|r| r["bearerAuth"].as_array().cloned().unwrap_or_default())
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect();
+            documented.insert((method.to_uppercase(), path.clone(), scopes));
+        }
+    }
+    let declared: BTreeSet<(String, String, Vec<String>)> = ROUTES
+        .iter()
+        .map(|route| {
+            let scopes = match route.need {
+                Need::Scope(scope) => vec![scope.as_str().to_owned()],
+                _ => vec![],
+            };
+            (route.method.to_owned(), route.path.to_owned(), scopes)
+        })
+        .collect();
+    assert_eq!(documented, declared, "docs/openapi.json and the route table differ");
+}
+
+#[test]
+fn the_service_serves_the_document_and_its_answers_fit_it() {
+    let server = Server::start(RULES, &["--ledger", "sqlite"]);
+    let served = server.client.get(server.url("/v1/openapi.json")).send().unwrap();
+    assert_eq!(served.headers()["content-type"], "application/json");
+    assert_eq!(served.json::<Value>().unwrap(), document());
+
+    let mut validator = Validator::new();
+    let mut failures = Vec::new();
+    let mut call = |expected: u16, method: &str, pattern: &str, path: &str, body: &str, content_type: &str| -> Value {
+        let response = server
+            .client
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), server.url(path))
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().unwrap();
+        if status != expected {
+            failures.push(format!("{method} {path} answered {status}, not {expected}: {text}"));
+        }
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if let Err(problem) = validator.check(method, pattern, status, &value) {
+            failures.push(problem);
+        }
+        value
+    };
+    let json = "application/json";
+    let login = r#"{"id":"e1","type":"login","actor_id":"u1"}"#;
+    call(200, "POST", "/v1/events", "/v1/events", login, json);
+    call(200, "POST", "/v1/events", "/v1/events", login, json); // replayed
+    call(200, "POST", "/v1/events", "/v1/events?trace=true", r#"{"id":"e2","type":"login","actor_id":"u1"}"#, json);
+    call(409, "POST", "/v1/events", "/v1/events", r#"{"id":"e1","type":"login","actor_id":"u2"}"#, json);
+    call(400, "POST", "/v1/events", "/v1/events", "{", json);
+    call(400, "POST", "/v1/events", "/v1/events", r#"{"type":"login","actorId":"u1"}"#, json);
+    call(415, "POST", "/v1/events", "/v1/events", login, "text/plain");
+    let receipt =
+        call(202, "POST", "/v1/events/batch", "/v1/events/batch", r#"[{"type":"login","actor_id":"u3"}]"#, json);
+    call(400, "POST", "/v1/events/batch", "/v1/events/batch", "[]", json);
+    let job = format!("/v1/jobs/{}", receipt["job_id"].as_str().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    call(200, "GET", "/v1/jobs/{job_id}", &job, "", json);
+    call(404, "GET", "/v1/jobs/{job_id}", "/v1/jobs/nope", "", json);
+    call(200, "GET", "/v1/actors/{actor_id}/balance", "/v1/actors/u1/balance", "", json);
+    call(400, "GET", "/v1/actors/{actor_id}/balance", "/v1/actors/u1/balance?at=yesterday", "", json);
+    call(200, "GET", "/v1/actors/{actor_id}/ledger", "/v1/actors/u1/ledger?limit=1", "", json);
+    let redeem = r#"{"id":"r1","points":50,"reason":"coffee"}"#;
+    call(200, "POST", "/v1/actors/{actor_id}/redeem", "/v1/actors/u1/redeem", redeem, json);
+    call(422, "POST", "/v1/actors/{actor_id}/redeem", "/v1/actors/u1/redeem", r#"{"id":"r2","points":100000}"#, json);
+    call(400, "POST", "/v1/actors/{actor_id}/redeem", "/v1/actors/u1/redeem", r#"{"points":"x"}"#, json);
+    call(
+        200,
+        "POST",
+        "/v1/actors/{actor_id}/adjust",
+        "/v1/actors/u1/adjust",
+        r#"{"id":"a1","points":5,"reason":"goodwill"}"#,
+        json,
+    );
+    let cancel = "/v1/actors/{actor_id}/redemptions/{redemption_id}/cancel";
+    call(200, "POST", cancel, "/v1/actors/u1/redemptions/r1/cancel", r#"{"id":"c1"}"#, json);
+    call(404, "POST", cancel, "/v1/actors/u1/redemptions/nope/cancel", r#"{"id":"c2"}"#, json);
+    call(200, "POST", "/v1/simulate", "/v1/simulate", r#"{"events":[{"type":"login","actor_id":"u1"}]}"#, json);
+    call(
+        422,
+        "POST",
+        "/v1/simulate",
+        "/v1/simulate",
+        r#"{"events":[{"type":"login"}],"rules":"version: v1\nscenarios: [{id: 1}]"}"#,
+        json,
+    );
+    call(200, "GET", "/v1/rules", "/v1/rules", "", json);
+    call(200, "PUT", "/v1/rules", "/v1/rules", &format!("{RULES}# two\n"), "application/yaml");
+    call(422, "PUT", "/v1/rules", "/v1/rules", "version: v1\nscenarios: [{id: 1}]\n", "application/yaml");
+    call(200, "GET", "/v1/rules/versions", "/v1/rules/versions", "", json);
+    call(200, "POST", "/v1/rules/rollback", "/v1/rules/rollback", r#"{"rules_version":1}"#, json);
+    call(404, "POST", "/v1/rules/rollback", "/v1/rules/rollback", r#"{"rules_version":99}"#, json);
+    call(200, "POST", "/v1/rules/reload", "/v1/rules/reload", "", json);
+    call(200, "GET", "/healthz", "/healthz", "", json);
+    call(200, "GET", "/readyz", "/readyz", "", json);
+    call(200, "GET", "/metrics", "/metrics", "", json);
+    assert!(validator.check("GET", "/healthz", 200, &serde_json::json!({"status": 5})).is_err(), "the schemas bite");
+    assert!(failures.is_empty(), "{} answers do not fit the document:\n{}", failures.len(), failures.join("\n\n"));
+}
