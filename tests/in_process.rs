@@ -39,6 +39,8 @@ async fn start(shutdown_grace: Duration) -> Running {
         stream: None,
         shutdown_grace,
         access: Access::open(),
+        limits: Default::default(),
+        tls: None,
     };
     let serving = tokio::spawn(serve(listener, service, async {
         let _ = stopped.await;

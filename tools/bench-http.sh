@@ -16,6 +16,8 @@
 # 2xx answers, as for SQLite (BENCH_POSTGRES=none skips it). BENCH_BEFORE=/path/to/an/older/fluxflow adds a run of that
 # binary to each round on SQLite and on PostgreSQL, interleaved with the current one (to show a
 # change does not slow either store).
+# `--ledger none` also runs with an API key on every request (the access check's cost), and with
+# BENCH_BEFORE the older binary too.
 # BENCH_ONLY=ledgers skips the baseline and `--ledger none`. BENCH_ONLY=limits runs, instead of
 # all that, SQLite with the example rules against SQLite with a per-member daily limit on the
 # example scenario (`{per: actor, times: 1, period: day}`), each pair in alternating order per
@@ -180,10 +182,26 @@ for round in $(seq "$rounds"); do
     run baseline-hyper "$port" $!
     kill $! 2>/dev/null; wait $! 2>/dev/null || true
 
-    port=$(free_port)
-    "$bin/fluxflow" --addr "127.0.0.1:$port" --config tests/fixtures/original-rules.yaml --ledger none >"$tmp/none.log" 2>&1 &
-    run "fluxflow --ledger none" "$port" $!
-    kill $! 2>/dev/null; wait $! 2>/dev/null || true
+    none_runs=("fluxflow --ledger none|$bin/fluxflow" "fluxflow --ledger none, with an API key|$bin/fluxflow|key")
+    if [ -n "${BENCH_BEFORE:-}" ]; then
+      none_runs+=("fluxflow --ledger none (before)|$BENCH_BEFORE")
+      # Alternate which binary goes first.
+      [ $((round % 2)) -eq 0 ] && none_runs=("${none_runs[2]}" "${none_runs[0]}" "${none_runs[1]}")
+    fi
+    for spec in "${none_runs[@]}"; do
+      IFS='|' read -r label binary keyed <<<"$spec"
+      key_args=() auth=()
+      if [ -n "$keyed" ]; then
+        # Every request carries a key with the scope: the check hashes it and looks it up.
+        rm -rf "$tmp/keys"
+        key=$("$bin/fluxflow" keys add bench --scopes events:write --data "$tmp/keys" | tail -1)
+        key_args=(--data "$tmp/keys") auth=(--header "Authorization: Bearer $key")
+      fi
+      port=$(free_port)
+      "$binary" --addr "127.0.0.1:$port" --config tests/fixtures/original-rules.yaml --ledger none "${key_args[@]}" >"$tmp/none.log" 2>&1 &
+      run "$label" "$port" $! "${auth[@]}"
+      kill $! 2>/dev/null; wait $! 2>/dev/null || true
+    done
   fi
 
   # With BENCH_BEFORE, the two SQLite runs swap places every round (neither always goes first).

@@ -128,6 +128,11 @@ impl Service<Request> for Api {
 }
 
 impl Api {
+    /// The engine's metrics, for what the connection layer counts.
+    pub fn metrics(&self) -> &crate::engine::metrics::Metrics {
+        &self.state.engine.metrics
+    }
+
     /// Answers 401 or 403, counted under the route's pattern and logged.
     fn refuse(&self, request: &Request, denied: crate::access::Denied) -> Response {
         let response = error::ApiError::from(denied).into_response();

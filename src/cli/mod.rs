@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP service (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check rules files; print every problem as FILE:LINE:COL: error: message.
     Validate(validate::ValidateArgs),
     /// Evaluate events against a rules file without touching any ledger.
@@ -104,6 +104,25 @@ pub struct ServeArgs {
     /// messages on several nodes at once, each waiting for the ones before it.
     #[arg(long, env = "FLUXFLOW_NATS_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub nats_max_in_flight: u64,
+    /// Connections open at once, at most; more are closed as soon as they are accepted.
+    #[arg(long, env = "FLUXFLOW_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// How long a request's headers may take to arrive, in milliseconds (from the connection's
+    /// opening, or from the first byte after an idle pause).
+    #[arg(long, env = "FLUXFLOW_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+    /// How long a request's body may take to arrive after its headers, in milliseconds (408).
+    #[arg(long, env = "FLUXFLOW_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_ms: u64,
+    /// How long a kept-alive connection may wait for its next request, in milliseconds.
+    #[arg(long, env = "FLUXFLOW_IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "FLUXFLOW_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "FLUXFLOW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Serve on a non-loopback address while no API key exists (the API is then open to anyone
     /// who can reach it). Without it, `serve` refuses such an address until a key is made.
     #[arg(long, env = "FLUXFLOW_ALLOW_OPEN")]

@@ -22,7 +22,7 @@ use crate::ledger::sqlite::SqliteStore;
 use crate::ledger::versions::{MemoryVersions, RulesVersions};
 use crate::ledger::{Ledger, LedgerStore};
 use crate::logs;
-use crate::service::{self, Service};
+use crate::service::{self, Limits, Service};
 
 /// Runs the service until SIGTERM or SIGINT, then drains and exits.
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -109,6 +109,10 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(service::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let stream = match &args.nats {
         Some(url) => Some(connect_stream(args, url).await?),
         None => None,
@@ -130,7 +134,8 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let live = engine.live();
-    tracing::info!(%addr, rules = %args.config.display(), hash = %live.rules.hash, scenarios = live.rules.scenario_count(), "listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, %scheme, rules = %args.config.display(), hash = %live.rules.hash, scenarios = live.rules.scenario_count(), "listening");
     drop(live);
     let service = Service {
         engine,
@@ -138,6 +143,13 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         stream,
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
         access,
+        limits: Limits {
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            body_timeout: Duration::from_millis(args.body_timeout_ms),
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        },
+        tls,
     };
     service::serve(listener, service, signals.wait()).await?;
     Ok(ExitCode::SUCCESS)

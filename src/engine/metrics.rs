@@ -83,6 +83,11 @@ pub struct Metrics {
     /// Messages taken from the JetStream stream, by what became of them
     /// ([`crate::intake::nats::StreamOutcome`]).
     pub stream_messages: Family<OutcomeLabel, Counter>,
+    /// HTTP connections closed at once because `--max-connections` were open.
+    pub connections_refused: Counter,
+    /// HTTP connections closed because a client was too slow or idle, by `reason`
+    /// (`header_timeout`, `idle_timeout`).
+    pub connections_timed_out: Family<ReasonLabel, Counter>,
 }
 
 /// Registers a metric (a clone: metrics are shared handles) and gives it back for the struct.
@@ -182,6 +187,18 @@ impl Metrics {
                 &mut registry,
                 "fluxflow_stream_messages",
                 "Messages taken from the JetStream stream, by outcome",
+                Family::default(),
+            ),
+            connections_refused: registered(
+                &mut registry,
+                "fluxflow_connections_refused",
+                "HTTP connections closed at once because --max-connections were open",
+                Counter::default(),
+            ),
+            connections_timed_out: registered(
+                &mut registry,
+                "fluxflow_connections_timed_out",
+                "HTTP connections closed because the client was too slow (header_timeout) or idle (idle_timeout)",
                 Family::default(),
             ),
             registry,

@@ -4,19 +4,20 @@
 //! is applied before [`serve`] returns. `fluxflow serve` wraps it with signals; tests run it
 //! in-process.
 
+pub mod connections;
+pub mod tls;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::ServiceExt;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 
 use crate::access::Access;
 use crate::api::{AppState, app};
 use crate::engine::Engine;
 use crate::intake::nats::NatsIntake;
+pub use connections::Limits;
 
 /// How long requests still in flight get to finish once the listener closes (the original's 15 s).
 const CONNECTION_DRAIN_LIMIT: Duration = Duration::from_secs(15);
@@ -33,6 +34,10 @@ pub struct Service {
     pub shutdown_grace: Duration,
     /// The API keys requests are checked against (kept current while serving).
     pub access: Arc<Access>,
+    /// What bounds connections: their number and how slow or idle a client may be.
+    pub limits: Limits,
+    /// With `--tls-cert` and `--tls-key`: HTTPS only.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Why the service stopped other than by its shutdown.
@@ -61,8 +66,10 @@ pub struct ServeError(#[from] std::io::Error);
 /// let engine = Engine::start(rules.path().into(), registry, None, versions, RulesSource::File)?;
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// let (max_body_bytes, shutdown_grace) = (1 << 20, Duration::ZERO);
-/// // Access::open(): no keys, every route open.
-/// let service = Service { engine, max_body_bytes, stream: None, shutdown_grace, access: Access::open() };
+/// // Access::open(): no keys, every route open; the default connection limits.
+/// let access = Access::open();
+/// let limits = Default::default();
+/// let service = Service { engine, max_body_bytes, stream: None, shutdown_grace, access, limits, tls: None };
 /// // Serves until the shutdown future completes: here at once.
 /// serve(listener, service, async {}).await?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -73,31 +80,21 @@ pub async fn serve(
     service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let Service { engine, max_body_bytes, stream, shutdown_grace, access } = service;
+    let Service { engine, max_body_bytes, stream, shutdown_grace, access, limits, tls } = service;
     access.keep_fresh();
     let publisher = stream.as_ref().map(NatsIntake::publisher);
     let consuming = stream.map(|intake| intake.run(Arc::clone(&engine)));
     let state = Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes, stream: publisher, access });
-    let closing = Arc::new(Notify::new());
-    // Answers are small and written whole: send them at once rather than wait for Nagle.
-    let listener = listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let refusing = refuse_then_close(shutdown, Arc::clone(&engine), shutdown_grace, Arc::clone(&closing));
-    let server = axum::serve(listener, app(state).into_make_service()).with_graceful_shutdown(refusing);
+    let refusing = refuse_then_close(shutdown, Arc::clone(&engine), shutdown_grace);
+    // Returns when the listener closes, with the connections still open.
+    let open = connections::accept_until(listener, app(state), limits, tls, refusing).await;
     // Requests in flight get a bounded time to finish (a synchronous event never waits longer
     // than its timeout); connections still open after that are closed. The events themselves
     // were admitted, so the drain below still completes them.
     let limit =
         CONNECTION_DRAIN_LIMIT.max(Duration::from_millis(u64::from(engine.settings().event_timeout_ms) + 1_000));
-    tokio::select! {
-        served = server => served?,
-        () = async {
-            closing.notified().await;
-            tokio::time::sleep(limit).await;
-        } => tracing::warn!(seconds = limit.as_secs(), "connections still open after the shutdown limit; closing them"),
+    if tokio::time::timeout(limit, open.shutdown()).await.is_err() {
+        tracing::warn!(seconds = limit.as_secs(), "connections still open after the shutdown limit; closing them");
     }
     tracing::info!("no more requests in flight; evaluating what is still queued");
     engine.drain().await;
@@ -113,17 +110,11 @@ pub async fn serve(
     Ok(())
 }
 
-/// Waits for `shutdown`, refuses new events, keeps answering 503 for the grace period, then
-/// tells `closing` that the listener closes now.
-async fn refuse_then_close(
-    shutdown: impl Future<Output = ()>,
-    engine: Arc<Engine>,
-    grace: Duration,
-    closing: Arc<Notify>,
-) {
+/// Waits for `shutdown`, refuses new events and keeps answering 503 for the grace period; the
+/// listener closes when this completes.
+async fn refuse_then_close(shutdown: impl Future<Output = ()>, engine: Arc<Engine>, grace: Duration) {
     shutdown.await;
     tracing::info!("shutting down: refusing new events, finishing the rest");
     engine.begin_shutdown();
     tokio::time::sleep(grace).await;
-    closing.notify_one();
 }
