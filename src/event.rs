@@ -96,6 +96,69 @@ pub const KEYS: [&str; 7] = ["id", "type", "source", "actor_id", "occurred_at", 
 /// Longest accepted `id`, `type`, `source` or `actor_id`, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
 
+/// Deepest nesting accepted in `payload` (the payload object itself is level 1).
+pub const MAX_DEPTH: usize = 32;
+
+/// Most keys accepted in `payload` and `meta` together, at every level.
+pub const MAX_KEYS: usize = 1_000;
+
+/// What is wrong with a name or id (`id`, `type`, `source`, `actor_id`, an operation's `id`):
+/// over [`MAX_NAME_LEN`] bytes, or a control character (NUL included: PostgreSQL text cannot
+/// hold it, and log lines and ledger exports must not carry the others). `None` when it is fine.
+///
+/// ```
+/// use fluxflow::event::name_problem;
+/// assert_eq!(name_problem("user_42"), None);
+/// assert_eq!(name_problem("a\u{7}b").as_deref(), Some("contains a control character (U+0007)"));
+/// assert!(name_problem(&"x".repeat(257)).is_some());
+/// ```
+pub fn name_problem(value: &str) -> Option<String> {
+    if value.len() > MAX_NAME_LEN {
+        return Some(format!("is longer than {MAX_NAME_LEN} bytes"));
+    }
+    let control = value.chars().find(|c| c.is_control())?;
+    Some(format!("contains a control character (U+{:04X})", u32::from(control)))
+}
+
+/// What is wrong with an event's free-form data: nested deeper than [`MAX_DEPTH`], or more than
+/// [`MAX_KEYS`] keys in all (`meta_keys` counted in). Recursive: the decoder already bounds the
+/// nesting (128 levels), and a walk allocates nothing.
+fn data_problem(payload: &Map<String, Value>, meta_keys: usize) -> Option<String> {
+    let mut keys = meta_keys + payload.len();
+    let within = payload.values().all(|value| within_limits(value, 2, &mut keys));
+    if keys > MAX_KEYS {
+        Some(format!("has more than {MAX_KEYS} keys (meta's counted in)"))
+    } else if !within {
+        Some(format!("nests deeper than {MAX_DEPTH} levels"))
+    } else {
+        None
+    }
+}
+
+/// Whether `value`, at `depth`, keeps within [`MAX_DEPTH`]; adds its keys to `keys` and stops
+/// early once they are over [`MAX_KEYS`].
+fn within_limits(value: &Value, depth: usize, keys: &mut usize) -> bool {
+    let children_within = |children: &mut dyn Iterator<Item = &Value>, keys: &mut usize| {
+        if depth > MAX_DEPTH || *keys > MAX_KEYS {
+            return false;
+        }
+        for child in children {
+            if !within_limits(child, depth + 1, keys) {
+                return false;
+            }
+        }
+        true
+    };
+    match value {
+        Value::Object(object) => {
+            *keys += object.len();
+            children_within(&mut object.values(), keys)
+        }
+        Value::Array(items) => children_within(&mut items.iter(), keys),
+        _ => true,
+    }
+}
+
 impl Event {
     /// Decodes and checks an event from a JSON value; fills a missing `id`.
     ///
@@ -177,13 +240,16 @@ impl Event {
             ("source", self.source.as_deref()),
             ("actor_id", self.actor_id.as_deref()),
         ] {
-            if value.is_some_and(|v| v.len() > MAX_NAME_LEN) {
-                return field(name, &format!("is longer than {MAX_NAME_LEN} bytes"));
+            if let Some(problem) = value.and_then(name_problem) {
+                return field(name, &problem);
             }
-            // PostgreSQL text cannot hold NUL: refused on every store, so both answer the same.
-            if value.is_some_and(|v| v.contains('\0')) {
-                return field(name, "contains a NUL character (\\u0000)");
-            }
+        }
+        let meta_keys = self.meta.as_ref().map_or(0, BTreeMap::len);
+        if let Some(problem) = self.payload.as_ref().and_then(|payload| data_problem(payload, meta_keys)) {
+            return field("payload", &problem);
+        }
+        if meta_keys > MAX_KEYS {
+            return field("meta", &format!("has more than {MAX_KEYS} keys"));
         }
         if let Some(at) = &self.occurred_at {
             if !RFC3339.is_match(at) {
@@ -312,6 +378,32 @@ mod tests {
         );
         assert_eq!(err(json!(null)), "an event is a JSON object, not null");
         assert_eq!(err(json!({"type": "x".repeat(300)})), "type: is longer than 256 bytes");
+    }
+
+    #[test]
+    fn ids_refuse_control_characters_and_data_is_bounded_in_depth_and_keys() {
+        assert_eq!(err(json!({"type": "x", "actor_id": "u\u{0}1"})), "actor_id: contains a control character (U+0000)");
+        assert_eq!(err(json!({"type": "x", "id": "a\nb"})), "id: contains a control character (U+000A)");
+        assert_eq!(err(json!({"type": "x\u{9b}"})), "type: contains a control character (U+009B)");
+        assert!(Event::from_value(json!({"type": "x", "actor_id": "Zoë 李"})).is_ok(), "letters of any script");
+        let mut deep = json!(1);
+        for _ in 0..MAX_DEPTH {
+            deep = json!({ "a": deep });
+        }
+        assert!(Event::from_value(json!({"type": "x", "payload": {"a": deep.clone()}})).is_err());
+        assert_eq!(
+            err(json!({"type": "x", "payload": {"a": deep}})),
+            format!("payload: nests deeper than {MAX_DEPTH} levels")
+        );
+        let mut shallow = json!([1]);
+        for _ in 0..MAX_DEPTH - 2 {
+            shallow = json!([shallow]);
+        }
+        assert!(Event::from_value(json!({"type": "x", "payload": {"a": shallow}})).is_ok(), "32 levels are fine");
+        let wide: Map<String, Value> = (0..MAX_KEYS).map(|i| (format!("k{i}"), json!(i))).collect();
+        assert!(Event::from_value(json!({"type": "x", "payload": wide.clone()})).is_ok());
+        let problem = err(json!({"type": "x", "payload": wide, "meta": {"one": "more"}}));
+        assert_eq!(problem, format!("payload: has more than {MAX_KEYS} keys (meta's counted in)"));
     }
 
     #[test]

@@ -132,14 +132,15 @@ fn check_text(field: &str, value: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
+/// An id: not empty, and as an event's ids are ([`crate::event::name_problem`]).
 fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
     if value.is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
-    if value.len() > MAX_NAME_LEN {
-        return Err(invalid(field, &format!("is longer than {MAX_NAME_LEN} bytes")));
+    match crate::event::name_problem(value) {
+        Some(problem) => Err(invalid(field, &problem)),
+        None => Ok(()),
     }
-    check_text(field, Some(value))
 }
 
 async fn apply(state: &AppState, actor_id: String, id: String, operation: Operation) -> Result<Response, ApiError> {

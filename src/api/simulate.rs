@@ -94,7 +94,9 @@ pub async fn simulate_events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_json_body(&headers, body, state.max_body_bytes).await?;
+    // It may carry a whole rules file, so it takes what `PUT /v1/rules` takes.
+    let limit = state.max_body_bytes.max(super::versions::MAX_RULES_BYTES);
+    let bytes = read_json_body(&headers, body, limit).await?;
     let (events, rules_text) = decode(&bytes)?;
     let engine = Arc::clone(&state.engine);
     let answer = tokio::task::spawn_blocking(move || -> Result<Answer, ApiError> {
