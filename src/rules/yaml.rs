@@ -81,7 +81,30 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// Nodes that aliases may add to a rules file in all: far more than a real file repeats, far fewer
+/// than an alias bomb expands to (nine nested aliases of ten make a billion nodes).
+pub const MAX_ALIASED_NODES: usize = 100_000;
+
 impl Node {
+    /// How many nodes this one holds, itself included, counted up to `limit` (then `limit`).
+    fn count_up_to(&self, limit: usize) -> usize {
+        let mut count = 1;
+        let add = |node: &Node, count: &mut usize| {
+            if *count < limit {
+                *count += node.count_up_to(limit - *count);
+            }
+        };
+        match &self.kind {
+            NodeKind::Scalar { .. } => {}
+            NodeKind::Seq(items) => items.iter().for_each(|item| add(item, &mut count)),
+            NodeKind::Map(entries) => entries.iter().for_each(|(key, value)| {
+                add(key, &mut count);
+                add(value, &mut count);
+            }),
+        }
+        count.min(limit)
+    }
+
     /// The scalar text, if this is a scalar.
     pub fn scalar(&self) -> Option<(&str, Style)> {
         match &self.kind {
@@ -200,7 +223,10 @@ struct TreeBuilder<'s> {
     stack: Vec<Open>,
     items: Vec<Node>,
     entries: Vec<(Node, Node)>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchored node, with how many nodes an alias to it adds.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes added by aliases so far (bounded by [`MAX_ALIASED_NODES`]).
+    aliased: usize,
     root: Option<Node>,
     documents: usize,
 }
@@ -214,6 +240,7 @@ impl<'s> TreeBuilder<'s> {
             items: Vec::new(),
             entries: Vec::new(),
             anchors: HashMap::new(),
+            aliased: 0,
             root: None,
             documents: 0,
         }
@@ -365,10 +392,18 @@ impl<'s> TreeBuilder<'s> {
                 self.complete(node, anchor);
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
-                    pos: Pos::from_marker(&span.start),
-                    message: "alias to an unknown anchor".into(),
-                })?;
+                let pos = Pos::from_marker(&span.start);
+                let (node, weight) = self
+                    .anchors
+                    .get(&id)
+                    .ok_or_else(|| SyntaxError { pos, message: "alias to an unknown anchor".into() })?;
+                // Counted before the copy: a bomb is refused before it takes the memory.
+                self.aliased += weight;
+                if self.aliased > MAX_ALIASED_NODES {
+                    let message = format!("aliases repeat more than {MAX_ALIASED_NODES} nodes in all; write them out");
+                    return Err(SyntaxError { pos, message });
+                }
+                let node = node.clone();
                 self.complete(node, 0);
             }
             Event::SequenceStart(anchor, _) => {
@@ -398,7 +433,8 @@ impl<'s> TreeBuilder<'s> {
 
     fn complete(&mut self, node: Node, anchor: usize) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let weight = node.count_up_to(MAX_ALIASED_NODES + 1);
+            self.anchors.insert(anchor, (node.clone(), weight));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
