@@ -207,6 +207,9 @@ struct Run {
     /// Files saved from blocks that no command used yet: name and line.
     unused_files: Vec<(String, usize)>,
     commands_run: usize,
+    /// Answers checked against the OpenAPI document.
+    answers_checked: usize,
+    openapi: common::openapi::Validator,
     problems: Vec<String>,
 }
 
@@ -219,6 +222,8 @@ impl Run {
             last: None,
             unused_files: Vec::new(),
             commands_run: 0,
+            answers_checked: 0,
+            openapi: common::openapi::Validator::new(),
             problems: Vec::new(),
         }
     }
@@ -309,6 +314,7 @@ impl Run {
             Err(e) => return self.problem(command.line, format!("`{}`: {e}", command.code)),
         };
         let output = self.doc_address_in(&output);
+        self.check_answer(command, &output);
         if code_got != Some(expected) {
             let got = code_got.map_or("no exit code".to_owned(), |c| format!("exit code {c}"));
             let problem = format!(
@@ -320,6 +326,20 @@ impl Run {
             self.problem(command.line, problem);
         }
         self.last = Some(Ran { output });
+    }
+
+    /// A JSON answer of the service that a `curl` command printed (not piped elsewhere) must fit
+    /// the API's OpenAPI document, so the answers the docs show do too.
+    fn check_answer(&mut self, command: &Command, output: &str) {
+        let Some((method, path)) = common::openapi::curl_request(&command.code) else { return };
+        let Ok(body) = serde_json::from_str::<serde_json::Value>(output) else { return };
+        if command.code.contains('|') {
+            return;
+        }
+        self.answers_checked += 1;
+        if let Err(problem) = self.openapi.check_answer(&method, &path, &body) {
+            self.problem(command.line, format!("the answer does not fit docs/openapi.json: {problem}"));
+        }
     }
 
     /// Runs a command to its end; its exit code and what it printed (stdout and stderr, merged).
@@ -424,7 +444,7 @@ impl Run {
 }
 
 /// Runs a doc's blocks; its problems.
-fn run_doc(name: &'static str) -> (Vec<String>, usize) {
+fn run_doc(name: &'static str) -> (Vec<String>, usize, usize) {
     let text = std::fs::read_to_string(common::repo_path(name)).unwrap();
     let mut run = Run::new(name);
     for block in docs::blocks(name, &text) {
@@ -434,18 +454,21 @@ fn run_doc(name: &'static str) -> (Vec<String>, usize) {
         run.problem(line, format!("no command uses the file saved as {file}"));
     }
     run.problems.extend(docs::check_links(&common::repo_path(""), name, &text));
-    (std::mem::take(&mut run.problems), run.commands_run)
+    (std::mem::take(&mut run.problems), run.commands_run, run.answers_checked)
 }
 
-fn check_doc(name: &'static str, least_commands: usize) {
-    let (problems, ran) = run_doc(name);
+/// Runs a doc; answers how many of the service's answers it checked against the OpenAPI document.
+fn check_doc(name: &'static str, least_commands: usize) -> usize {
+    let (problems, ran, answers) = run_doc(name);
     assert!(problems.is_empty(), "{} problem(s) in {name}:\n\n{}", problems.len(), problems.join("\n\n"));
     assert!(ran >= least_commands, "{name}: expected at least {least_commands} commands to run, ran {ran}");
+    answers
 }
 
 #[test]
 fn readme() {
-    check_doc("README.md", 5);
+    let answers = check_doc("README.md", 5);
+    assert!(answers >= 10, "README.md: {answers} answers checked against docs/openapi.json");
 }
 
 #[test]

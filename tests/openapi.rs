@@ -1,79 +1,19 @@
 //! The OpenAPI 3.1 document (`docs/openapi.json`, served at `/v1/openapi.json`) checked against
 //! the code: the same routes, methods and scopes as the route table, and real answers of the
 //! running service (successes and errors, on every route) valid against the schemas it gives.
+//! The answers the docs show are checked too, where they are made (`tests/docs.rs`).
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Server, repo_path};
+use common::Server;
+use common::openapi::{Validator, document};
 use fluxflow::access::Need;
 use fluxflow::api::table::ROUTES;
 use serde_json::Value;
 
 const RULES: &str = "version: v1\nscenarios:\n  - id: visit\n    enabled: true\n    event_types: [login]\n    children:\n      - action: {id: hundred, type: reward_points, params: {operation: award, points: 100}}\n";
-
-fn document() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(repo_path("docs/openapi.json")).unwrap()).unwrap()
-}
-
-/// `/v1/actors/{actor_id}/balance` as a JSON pointer token.
-fn token(text: &str) -> String {
-    text.replace('~', "~0").replace('/', "~1")
-}
-
-/// Follows `$ref`s within the document.
-fn resolve<'a>(doc: &'a Value, mut value: &'a Value) -> &'a Value {
-    while let Some(reference) = value.get("$ref").and_then(Value::as_str) {
-        value = doc.pointer(reference.trim_start_matches('#')).unwrap_or_else(|| panic!("{reference} resolves"));
-    }
-    value
-}
-
-/// The document's schemas, compiled with a JSON Schema 2020-12 validator.
-struct Validator {
-    doc: Value,
-    compiler: boon::Compiler,
-    schemas: boon::Schemas,
-}
-
-const LOCATION: &str = "urn:fluxflow:openapi";
-
-impl Validator {
-    fn new() -> Validator {
-        let doc = document();
-        let mut compiler = boon::Compiler::new();
-        compiler.add_resource(LOCATION, doc.clone()).unwrap();
-        Validator { doc, compiler, schemas: boon::Schemas::new() }
-    }
-
-    /// Checks `body` against the schema the document gives for this answer; the problem if not.
-    fn check(&mut self, method: &str, pattern: &str, status: u16, body: &Value) -> Result<(), String> {
-        let operation = format!("/paths/{}/{}", token(pattern), method.to_lowercase());
-        let response = self
-            .doc
-            .pointer(&format!("{operation}/responses/{status}"))
-            .ok_or(format!("{method} {pattern} answered {status}, which the document does not list"))?;
-        let response = resolve(&self.doc, response);
-        let Some(content) = response.pointer("/content/application~1json/schema") else {
-            return Ok(()); // not a JSON answer (metrics text)
-        };
-        let pointer = match content.get("$ref").and_then(Value::as_str) {
-            Some(reference) => reference.trim_start_matches('#').to_owned(),
-            None => {
-                let base = self.doc.pointer(&format!("{operation}/responses/{status}")).unwrap();
-                let prefix = match base.get("$ref").and_then(Value::as_str) {
-                    Some(reference) => reference.trim_start_matches('#').to_owned(),
-                    None => format!("{operation}/responses/{status}"),
-                };
-                format!("{prefix}/content/application~1json/schema")
-            }
-        };
-        let index =
-            self.compiler.compile(&format!("{LOCATION}#{pointer}"), &mut self.schemas).map_err(|e| format!("{e:#}"))?;
-        self.schemas.validate(body, index).map_err(|e| format!("{method} {pattern} {status}: {e:#}\n{body}"))
-    }
-}
 
 #[test]
 fn the_document_lists_exactly_the_routes_methods_and_scopes_of_the_code() {

@@ -4,6 +4,7 @@
 
 pub mod docs;
 pub mod nats;
+pub mod openapi;
 #[macro_use]
 pub mod pg;
 
