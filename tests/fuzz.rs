@@ -1,6 +1,7 @@
-//! Fuzzing on stable Rust, as bounded property tests: the event decoder and the rules loader are
-//! fed arbitrary input and mutations of real input (every example rules file and the invalid
-//! ones of `tests/rules/invalid`); the expression language has its own in `tests/expr_props.rs`.
+//! Fuzzing on stable Rust, as bounded property tests: the event decoder, the rules loader and the
+//! expression language are fed arbitrary input and mutations of real input (every example rules
+//! file and the invalid ones of `tests/rules/invalid`, expressions made of the language's own
+//! tokens). `tests/expr_props.rs` adds the grammar's round trip.
 //!
 //! Each case must end without a panic, within [`CASE_TIME`] (no hang: a watchdog thread), and
 //! allocate at most [`CASE_MEMORY`] at its peak (no unbounded memory). The budget is
@@ -16,6 +17,7 @@ use std::time::Duration;
 use allocation_counter::measure;
 use fluxflow::actions::ActionRegistry;
 use fluxflow::event::Event;
+use fluxflow::expr::{Program, Purpose, Truth};
 use fluxflow::graph::Rules;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -65,6 +67,91 @@ fn load_rules(text: String) -> Result<(), TestCaseError> {
         let _ = Rules::load_str(&text, &ActionRegistry::builtin());
     })
 }
+
+/// Compiles `src` for every purpose and evaluates whatever compiles against a sample event.
+fn compile_and_evaluate(src: String) -> Result<(), TestCaseError> {
+    bounded("expression", move || {
+        let event = Event::from_slice(
+            br#"{"type":"purchase","actor_id":"u1","payload":{"a":5,"b":{"c":"x"},"items":[1,"2"]},"meta":{"k":"v"}}"#,
+        )
+        .unwrap();
+        for purpose in [Purpose::Condition, Purpose::Formula, Purpose::Ratio] {
+            let Ok(program) = Program::compile(&src, purpose) else { continue };
+            match purpose {
+                Purpose::Condition => {
+                    if let Truth::Unknown(u) = program.truth(&event) {
+                        let _ = program.explain(&u);
+                    }
+                }
+                Purpose::Formula | Purpose::Ratio => {
+                    if let Err(u) = program.number(&event) {
+                        let _ = program.explain(&u);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The language's own words, so that random text often parses.
+const EXPRESSION_TOKENS: &[&str] = &[
+    "payload.a",
+    "payload.b.c",
+    "payload.items",
+    "meta.k",
+    "actor_id",
+    "type",
+    " ",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    "AND",
+    "OR",
+    "NOT",
+    "==",
+    "!=",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "in",
+    "contains",
+    "matches",
+    "'x'",
+    "'[a-z]+'",
+    "'(a+)+$'",
+    "1",
+    "0",
+    "-1",
+    "1e308",
+    "0.1",
+    "true",
+    "false",
+    "null",
+    "count('purchase', '30d')",
+    "sum('purchase', 'payload.total', 'month')",
+    "first('purchase')",
+    "balance",
+    "tier",
+    "min(",
+    "max(",
+    "abs(",
+    "round(",
+    "floor(",
+    "len(",
+    "lower(",
+    "exists(",
+    "now",
+    "day_of_week",
+    "'2026-01-01T00:00:00Z'",
+];
 
 fn repo(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -243,6 +330,18 @@ proptest! {
     #[test]
     fn the_rules_loader_takes_any_text(text in ".{0,400}") {
         load_rules(text)?;
+    }
+
+    #[test]
+    fn the_expression_language_takes_its_own_tokens_in_any_order(
+        tokens in prop::collection::vec(select(EXPRESSION_TOKENS), 1..40),
+    ) {
+        compile_and_evaluate(tokens.join(" "))?;
+    }
+
+    #[test]
+    fn the_expression_language_takes_any_text(text in ".{0,200}") {
+        compile_and_evaluate(text)?;
     }
 }
 
