@@ -28,3 +28,4 @@ pub mod rules;
 pub mod ruletest;
 pub mod service;
 pub mod suggest;
+pub mod webhooks;

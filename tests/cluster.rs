@@ -45,7 +45,7 @@ impl Dice {
 /// Sends events to whichever nodes are up, retrying each on the next node until it is answered
 /// 200 (a node killed mid-request, or restarting, answers nothing).
 fn http_client(client: usize, bases: &Mutex<Vec<String>>, stop: &AtomicBool) -> usize {
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http = common::http_client(Duration::from_secs(10));
     let mut sent = 0;
     for i in 0..PER_CLIENT {
         let event = json!({"id": format!("http-{client}-{i}"), "type": "purchase",

@@ -43,7 +43,7 @@ fn event(client: usize, n: usize) -> Value {
 /// Sends this client's events (every fourth group as one batch, the rest one by one) and records
 /// the ids acknowledged; stops at the first transport error (the server is gone).
 fn send_all(server_url: &str, client: usize, acked: &Mutex<Vec<String>>, sent: &AtomicUsize, stop_on_error: bool) {
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let http = common::http_client(Duration::from_secs(20));
     for group in 0..PER_CLIENT / BATCH {
         let events: Vec<Value> = (group * BATCH..(group + 1) * BATCH).map(|n| event(client, n)).collect();
         let ids = events.iter().map(|e| e["id"].as_str().unwrap().to_owned());

@@ -2,6 +2,8 @@
 //! SQLite ledger: what it answers while running and while shutting down, and that every admitted
 //! event is committed before `serve` returns.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +43,7 @@ async fn start(shutdown_grace: Duration) -> Running {
         access: Access::open(),
         limits: Default::default(),
         tls: None,
+        webhooks: None,
     };
     let serving = tokio::spawn(serve(listener, service, async {
         let _ = stopped.await;
@@ -55,7 +58,7 @@ fn login(i: usize) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_events_and_commits_every_one_before_returning() {
     let running = start(Duration::ZERO).await;
-    let client = reqwest::Client::new();
+    let client = common::async_client();
     let sends = (0..40).map(|i| client.post(format!("{}/v1/events", running.base)).json(&login(i)).send());
     for answer in futures_util::future::join_all(sends).await {
         assert_eq!(answer.unwrap().status(), 200);
@@ -77,7 +80,7 @@ async fn serves_events_and_commits_every_one_before_returning() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_new_events_during_the_grace_period_then_closes() {
     let running = start(Duration::from_millis(500)).await;
-    let client = reqwest::Client::new();
+    let client = common::async_client();
     running.stop.send(()).unwrap();
     // Give the shutdown a moment to begin; the grace period is far longer.
     tokio::time::sleep(Duration::from_millis(100)).await;

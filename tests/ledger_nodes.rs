@@ -50,7 +50,7 @@ fn node(db_url: &str) -> Server {
 }
 
 fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    common::http_client(Duration::from_secs(30))
 }
 
 /// POSTs an event; `None` when no answer came (the node is gone).

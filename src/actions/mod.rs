@@ -9,6 +9,7 @@ pub mod reverse_points;
 pub mod reward_points;
 #[cfg(feature = "test-support")]
 pub mod test_sleep;
+pub mod webhook_notify;
 
 use std::fmt;
 
@@ -47,6 +48,10 @@ pub trait Action: Send + Sync + fmt::Debug {
     fn reversal(&self, _event: &Event) -> Option<Reversal> {
         None
     }
+    /// For an action that plans [`Plan::Notify`]: where the delivery goes.
+    fn notification(&self) -> Option<std::sync::Arc<webhook_notify::WebhookTarget>> {
+        None
+    }
 }
 
 /// What a reversal asks of the ledger, beyond the points it takes back (which the ledger
@@ -67,6 +72,9 @@ pub enum Plan {
     /// Take back points an earlier event awarded (`reverse_points`): the ledger decides how
     /// many ([`Action::reversal`] says what to reverse).
     Reverse,
+    /// Queue a webhook delivery in the ledger's outbox, with the event ([`Action::notification`]
+    /// says where it goes).
+    Notify,
     /// Succeed without an effect on the ledger.
     Nothing,
     /// The action cannot run for this event.
@@ -106,6 +114,8 @@ pub enum Failure {
     FormulaBelowOne(f64),
     /// A reversal could not be made.
     Reversal(ReversalFailure),
+    /// A webhook cannot be queued: there is no ledger to hold the outbox (`--ledger none`).
+    NoOutbox,
 }
 
 /// Why a reversal could not be made.
@@ -170,6 +180,8 @@ impl Outcome {
             Plan::Failed(f) => Outcome::Failed(f),
             // Without a ledger no earlier event is known.
             Plan::Reverse => Outcome::Failed(Failure::Reversal(ReversalFailure::OriginalNotFound)),
+            // Nor is there an outbox for a delivery to wait in.
+            Plan::Notify => Outcome::Failed(Failure::NoOutbox),
             done => Outcome::Done(done),
         }
     }
@@ -179,6 +191,7 @@ impl Outcome {
         match self {
             Outcome::Done(_) => None,
             Outcome::Failed(Failure::NoActor) => Some("no_actor"),
+            Outcome::Failed(Failure::NoOutbox) => Some("no_outbox"),
             Outcome::Failed(Failure::Reversal(failure)) => match failure {
                 ReversalFailure::NoOriginalId | ReversalFailure::OriginalNotFound => Some(ORIGINAL_NOT_FOUND),
                 ReversalFailure::NothingToReverse => Some(NOTHING_TO_REVERSE),
@@ -222,6 +235,7 @@ impl ActionRegistry {
         let mut registry = ActionRegistry::empty();
         registry.register(Box::new(reward_points::RewardPoints));
         registry.register(Box::new(reverse_points::ReversePoints));
+        registry.register(Box::new(webhook_notify::WebhookNotify));
         #[cfg(feature = "test-support")]
         registry.register(Box::new(test_sleep::TestSleep));
         registry

@@ -300,6 +300,7 @@ impl Action for RewardPointsAction {
             }
             Outcome::Done(Plan::Failed(failure)) | Outcome::Failed(failure) => match failure {
                 Failure::NoActor => "reward_points needs an actor: the event has no actor_id".into(),
+                Failure::NoOutbox => "reward_points queues no webhook".into(),
                 Failure::FormulaUnknown(unknown) => {
                     format!("points_formula `{formula}` has no value: {}", unknown.explain(formula))
                 }
@@ -315,7 +316,7 @@ impl Action for RewardPointsAction {
                 // reward_points never plans a reversal.
                 Failure::Reversal(_) => String::new(),
             },
-            Outcome::Done(Plan::Nothing | Plan::Reverse) | Outcome::Reversed { .. } => String::new(),
+            Outcome::Done(Plan::Nothing | Plan::Reverse | Plan::Notify) | Outcome::Reversed { .. } => String::new(),
             Outcome::LimitReached(_) => String::new(),
             Outcome::InsufficientBalance { wanted, balance } => {
                 format!("cannot deduct {wanted} points from {actor}: the balance is {balance}")

@@ -117,6 +117,12 @@ pub struct ServeArgs {
     /// How long a kept-alive connection may wait for its next request, in milliseconds.
     #[arg(long, env = "FLUXFLOW_IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
+    /// The first webhook retry's delay, in milliseconds; each next one doubles it.
+    #[arg(long, env = "FLUXFLOW_WEBHOOK_BACKOFF_BASE_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_backoff_base_ms: u64,
+    /// The longest delay between webhook attempts, in milliseconds.
+    #[arg(long, env = "FLUXFLOW_WEBHOOK_BACKOFF_CAP_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_backoff_cap_ms: u64,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "FLUXFLOW_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -134,6 +140,9 @@ pub use crate::logs::LogFormat;
 /// Runs the command line; the exit code is 0 when all went well, 1 for invalid input, 2 for a
 /// usage error.
 pub fn main() -> ExitCode {
+    // One TLS crypto provider for the process (ring, as async-nats and the HTTPS server use):
+    // reqwest, built without one, needs it before its first client.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Command::Validate(args)) => validate::run(&args),

@@ -23,6 +23,7 @@ use crate::ledger::versions::{MemoryVersions, RulesVersions};
 use crate::ledger::{Ledger, LedgerStore};
 use crate::logs;
 use crate::service::{self, Limits, Service};
+use crate::webhooks::Outbox;
 
 /// Runs the service until SIGTERM or SIGINT, then drains and exits.
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -38,26 +39,29 @@ struct Stores {
     ledger: Option<Ledger>,
     versions: Arc<dyn RulesVersions>,
     keys: Arc<dyn KeyStore>,
+    /// The webhook outbox, with a ledger.
+    outbox: Option<Arc<dyn Outbox>>,
 }
 
 fn open_ledger(args: &ServeArgs) -> anyhow::Result<Stores> {
     let local_keys = || Arc::new(SqliteKeys::under(&args.data));
-    let (store, versions, keys): (Arc<dyn LedgerStore>, Arc<dyn RulesVersions>, Arc<dyn KeyStore>) =
-        match args.ledger.as_str() {
-            "none" => {
-                return Ok(Stores { ledger: None, versions: Arc::new(MemoryVersions::default()), keys: local_keys() });
-            }
-            "sqlite" => {
-                let store = sqlite_store(&args.data)?;
-                (store.clone(), store, local_keys())
-            }
-            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                let store = Arc::new(PostgresStore::connect(url, args.ledger_pool_size)?);
-                tracing::info!(target = store.target(), pool = args.ledger_pool_size, "ledger open (PostgreSQL)");
-                (store.clone(), store.clone(), store)
-            }
-            other => anyhow::bail!("--ledger must be sqlite, none or a postgres:// URL, got `{other}`"),
-        };
+    type Opened = (Arc<dyn LedgerStore>, Arc<dyn RulesVersions>, Arc<dyn KeyStore>, Arc<dyn Outbox>);
+    let (store, versions, keys, outbox): Opened = match args.ledger.as_str() {
+        "none" => {
+            let versions = Arc::new(MemoryVersions::default());
+            return Ok(Stores { ledger: None, versions, keys: local_keys(), outbox: None });
+        }
+        "sqlite" => {
+            let store = sqlite_store(&args.data)?;
+            (store.clone(), store.clone(), local_keys(), store)
+        }
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = Arc::new(PostgresStore::connect(url, args.ledger_pool_size)?);
+            tracing::info!(target = store.target(), pool = args.ledger_pool_size, "ledger open (PostgreSQL)");
+            (store.clone(), store.clone(), store.clone(), store)
+        }
+        other => anyhow::bail!("--ledger must be sqlite, none or a postgres:// URL, got `{other}`"),
+    };
     #[cfg(feature = "test-support")]
     let store: Arc<dyn LedgerStore> = match std::env::var_os(crate::ledger::faulty::FAULT_FILE_ENV) {
         Some(marker) => Arc::new(crate::ledger::faulty::faulty(store, marker.into())),
@@ -65,7 +69,7 @@ fn open_ledger(args: &ServeArgs) -> anyhow::Result<Stores> {
     };
     let ledger = Ledger::start(store)?;
     ledger.sweep_every(Duration::from_millis(args.expiry_sweep_ms))?;
-    Ok(Stores { ledger: Some(ledger), versions, keys })
+    Ok(Stores { ledger: Some(ledger), versions, keys, outbox: Some(outbox) })
 }
 
 fn sqlite_store(data: &std::path::Path) -> anyhow::Result<Arc<SqliteStore>> {
@@ -85,7 +89,7 @@ fn rules_source(args: &ServeArgs) -> RulesSource {
 }
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let Stores { ledger, versions, keys } = open_ledger(args)?;
+    let Stores { ledger, versions, keys, outbox } = open_ledger(args)?;
     let access = Access::load(keys).context("cannot read the API keys")?;
     let source = rules_source(args);
     let engine = match Engine::start(args.config.clone(), ActionRegistry::builtin(), ledger, versions, source) {
@@ -150,6 +154,14 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         },
         tls,
+        webhooks: outbox.map(|outbox| {
+            let settings = crate::webhooks::Settings {
+                backoff_base: Duration::from_millis(args.webhook_backoff_base_ms),
+                backoff_cap: Duration::from_millis(args.webhook_backoff_cap_ms),
+                ..Default::default()
+            };
+            (outbox, settings)
+        }),
     };
     service::serve(listener, service, signals.wait()).await?;
     Ok(ExitCode::SUCCESS)

@@ -83,6 +83,8 @@ pub struct Metrics {
     /// Messages taken from the JetStream stream, by what became of them
     /// ([`crate::intake::nats::StreamOutcome`]).
     pub stream_messages: Family<OutcomeLabel, Counter>,
+    /// Webhook delivery attempts, by `outcome` (`delivered`, `retried`, `failed`).
+    pub webhook_deliveries: Family<OutcomeLabel, Counter>,
     /// HTTP connections closed at once because `--max-connections` were open.
     pub connections_refused: Counter,
     /// HTTP connections closed because a client was too slow or idle, by `reason`
@@ -187,6 +189,12 @@ impl Metrics {
                 &mut registry,
                 "fluxflow_stream_messages",
                 "Messages taken from the JetStream stream, by outcome",
+                Family::default(),
+            ),
+            webhook_deliveries: registered(
+                &mut registry,
+                "fluxflow_webhook_deliveries",
+                "Webhook delivery attempts, by outcome (delivered, retried, failed)",
                 Family::default(),
             ),
             connections_refused: registered(

@@ -352,6 +352,11 @@ impl LedgerTx for Overlay<'_> {
     fn advance_stream(&mut self, _position: &super::StreamPosition) -> Result<(), LedgerError> {
         Ok(())
     }
+
+    /// A simulation delivers nothing.
+    fn queue_delivery(&mut self, _delivery: &super::tx::NewDelivery<'_>) -> Result<(), LedgerError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -173,6 +173,15 @@ pub struct ReverseWrite {
     pub negative_balance: crate::rules::loyalty::NegativeBalance,
 }
 
+/// A webhook delivery to queue in the outbox with the event (`webhook_notify`).
+#[derive(Debug, Clone)]
+pub struct NotifyWrite {
+    /// The action.
+    pub action_id: String,
+    /// Where the delivery goes.
+    pub target: std::sync::Arc<crate::actions::webhook_notify::WebhookTarget>,
+}
+
 /// What one planned action asks of the ledger.
 #[derive(Debug, Clone)]
 pub enum ActionWrite {
@@ -182,6 +191,8 @@ pub enum ActionWrite {
     Points(PointsWrite),
     /// A reversal of an earlier event's points.
     Reverse(ReverseWrite),
+    /// A delivery for the outbox, written in the event's transaction.
+    Notify(NotifyWrite),
 }
 
 impl ActionWrite {
@@ -206,6 +217,10 @@ impl ActionWrite {
                         reversal,
                         negative_balance: programme.negative_balance,
                     }),
+                    None => ActionWrite::Decided(Outcome::of_plan(planned.plan)),
+                },
+                (crate::actions::Plan::Notify, _, Some(entry)) => match entry.action.notification() {
+                    Some(target) => ActionWrite::Notify(NotifyWrite { action_id: entry.id.clone(), target }),
                     None => ActionWrite::Decided(Outcome::of_plan(planned.plan)),
                 },
                 (crate::actions::Plan::Points(change), Some(actor), Some(entry)) => ActionWrite::Points(PointsWrite {
@@ -297,7 +312,7 @@ impl EventWrite {
                 let members = planned.actions.iter().filter_map(|a| match a {
                     ActionWrite::Points(p) => Some(p.actor_id.clone()),
                     ActionWrite::Reverse(r) => Some(r.actor_id.clone()),
-                    ActionWrite::Decided(_) => None,
+                    ActionWrite::Decided(_) | ActionWrite::Notify(_) => None,
                 });
                 let limited_actor = planned.limits.iter().any(|l| l.per_actor()).then_some(actor).flatten();
                 let budgets = planned.limits.iter().filter(|l| l.has_budget()).map(|l| budget_lock(&l.scenario_id));
@@ -791,7 +806,7 @@ pub(crate) fn broken(message: impl std::fmt::Display) -> LedgerError {
 }
 
 /// Now, in µs since the epoch: how the stores write times.
-pub(crate) fn now_micros() -> i64 {
+pub fn now_micros() -> i64 {
     jiff::Timestamp::now().as_microsecond()
 }
 

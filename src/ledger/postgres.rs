@@ -60,8 +60,17 @@ const MIGRATION_LOCK: i64 = 0x466c_7578_466c_6f77; // "FluxFlow"
 
 /// The numbered migrations, oldest first, each applied in one transaction with its row in
 /// `fluxflow_schema`. Never edit one that has shipped; add the next.
-const MIGRATIONS: &[&str] =
-    &[V1_SCHEMA, V2_LIMITS, V3_OPERATIONS, V4_MEMBER_HISTORY, V5_LOTS, V6_STREAM, V7_RULES_VERSIONS, V8_API_KEYS];
+const MIGRATIONS: &[&str] = &[
+    V1_SCHEMA,
+    V2_LIMITS,
+    V3_OPERATIONS,
+    V4_MEMBER_HISTORY,
+    V5_LOTS,
+    V6_STREAM,
+    V7_RULES_VERSIONS,
+    V8_API_KEYS,
+    V9_WEBHOOK_OUTBOX,
+];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -229,6 +238,37 @@ CREATE TABLE api_keys (
 );
 CREATE UNIQUE INDEX live_key_names ON api_keys (name) WHERE revoked_at IS NULL;
 ";
+/// Version 9: the webhook outbox (as SQLite's version 10).
+const V9_WEBHOOK_OUTBOX: &str = "
+CREATE TABLE webhook_deliveries (
+    delivery_id     TEXT PRIMARY KEY,
+    event_id        TEXT NOT NULL,
+    action_id       TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    lease_until     BIGINT,
+    last_status     BIGINT,
+    last_error      TEXT,
+    created_at      BIGINT NOT NULL,
+    finished_at     BIGINT
+);
+CREATE INDEX due_deliveries ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+";
+const QUEUE_DELIVERY: &str = "INSERT INTO webhook_deliveries \
+     (delivery_id, event_id, action_id, target, body, state, next_attempt_at, created_at) \
+     VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) ON CONFLICT (delivery_id) DO NOTHING";
+/// Claims due deliveries no node holds: `SKIP LOCKED`, so two nodes claiming at once take
+/// different ones, and the lease keeps them from being claimed again until the attempt is over.
+const CLAIM_DELIVERIES: &str = "UPDATE webhook_deliveries SET lease_until = $2 WHERE delivery_id IN ( \
+     SELECT delivery_id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1 \
+     AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+     RETURNING delivery_id, target, body, attempts";
+const RECORD_ATTEMPT: &str = "UPDATE webhook_deliveries SET state = $2, attempts = attempts + 1, \
+     next_attempt_at = $3, last_status = $4, last_error = $5, finished_at = $6, lease_until = NULL \
+     WHERE delivery_id = $1";
 /// Taken while a version is numbered and stored, so two nodes publishing at once get 2 and 3.
 const RULES_VERSION_LOCK: i64 = 0x666c_7578_7275_6c65;
 const VERSION_COLUMNS: &str = "rules_version, hash, created_at, author, source";
@@ -1210,6 +1250,13 @@ impl LedgerTx for PgTx<'_, '_> {
         Ok(())
     }
 
+    fn queue_delivery(&mut self, d: &super::tx::NewDelivery<'_>) -> Result<(), LedgerError> {
+        self.execute(
+            QUEUE_DELIVERY,
+            &[&d.delivery_id, &d.event_id, &d.action_id, &d.target_json, &d.body, &d.created_at],
+        )
+    }
+
     fn advance_stream(&mut self, position: &super::StreamPosition) -> Result<(), LedgerError> {
         let sequence = i64::try_from(position.sequence).unwrap_or(i64::MAX);
         let furthest = self.rows.positions.entry(position.subject.clone()).or_default();
@@ -1684,6 +1731,42 @@ fn version_of_row(row: &tokio_postgres::Row) -> Result<RulesVersion, LedgerError
         author: get(row, 3)?,
         source: VersionSource::parse(get(row, 4)?),
     })
+}
+
+/// The outbox every node shares; each delivery is claimed by one node at a time.
+impl crate::webhooks::Outbox for PostgresStore {
+    fn claim(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<crate::webhooks::Due>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.read(async |c| c.query(CLAIM_DELIVERIES, &[&now, &lease_until, &limit]).await)?;
+        rows.iter()
+            .map(|row| {
+                let attempts: i64 = get(row, 3)?;
+                Ok(crate::webhooks::Due {
+                    delivery_id: get(row, 0)?,
+                    target_json: get(row, 1)?,
+                    body: get(row, 2)?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    fn record(&self, attempts: &[crate::webhooks::Attempt]) -> Result<(), LedgerError> {
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            for a in attempts {
+                let state = a.state.as_str();
+                tx.execute(
+                    RECORD_ATTEMPT,
+                    &[&a.delivery_id, &state, &a.next_attempt_at, &a.status, &a.error, &a.finished_at],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+            tx.commit().await.map_err(pg_error)
+        })
+    }
 }
 
 fn key_error(e: LedgerError) -> KeyError {

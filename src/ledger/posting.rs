@@ -9,8 +9,8 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::member::{Deferred, MemberReader};
-use super::tx::{LedgerTx, NewEntry, NewEvent, NewLot, NewUse};
-use super::{ActionWrite, Applied, EntryKind, Fingerprint, LedgerError, Planned, PointsWrite, broken};
+use super::tx::{LedgerTx, NewDelivery, NewEntry, NewEvent, NewLot, NewUse};
+use super::{ActionWrite, Applied, EntryKind, Fingerprint, LedgerError, NotifyWrite, Planned, PointsWrite, broken};
 use super::{lots, reversal};
 use crate::actions::{Outcome, Plan, PointsChange};
 use crate::event::Event;
@@ -109,18 +109,47 @@ fn apply<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -> R
             }
         }
     };
-    let stacked = decide(tx, posting, &writes, now)?;
+    let mut notified = Vec::new();
+    let stacked = decide(tx, posting, &writes, &mut notified, now)?;
     let result = (writes.build)(&stacked);
     save(tx, posting, &result, now)?;
+    for notify in notified {
+        queue(tx, posting, notify, &result, now)?;
+    }
     Ok(result)
+}
+
+/// Adds a `webhook_notify` action's delivery to the outbox, with the event as sent and its
+/// result, in the event's transaction: it exists exactly when the event was committed.
+fn queue<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    posting: &Posting<'_>,
+    notify: &NotifyWrite,
+    result: &EventResult,
+    now: i64,
+) -> Result<(), LedgerError> {
+    let encoding = |e: serde_json::Error| {
+        LedgerError::unavailable("cannot encode a delivery", false, Some(std::sync::Arc::new(e)))
+    };
+    let delivery_id = format!("{}:{}", posting.event_id, notify.action_id);
+    let body = serde_json::json!({"delivery_id": delivery_id, "event": posting.event, "result": result});
+    tx.queue_delivery(&NewDelivery {
+        delivery_id: &delivery_id,
+        event_id: posting.event_id,
+        action_id: &notify.action_id,
+        target_json: &serde_json::to_string(notify.target.as_ref()).map_err(encoding)?,
+        body: &serde_json::to_string(&body).map_err(encoding)?,
+        created_at: now,
+    })
 }
 
 /// Decides each action's outcome, scenario by scenario (stacking), within the room each
 /// scenario's limits leave; writes the points and counts the limits' use.
-fn decide<T: LedgerTx + ?Sized>(
+fn decide<'w, T: LedgerTx + ?Sized>(
     tx: &mut T,
     posting: &Posting<'_>,
-    writes: &Writes<'_>,
+    writes: &Writes<'w>,
+    notified: &mut Vec<&'w NotifyWrite>,
     now: i64,
 ) -> Result<Stacked, LedgerError> {
     let (actor, at) = (posting.event.actor_id.as_deref(), posting.event.time());
@@ -140,6 +169,13 @@ fn decide<T: LedgerTx + ?Sized>(
                 }
                 Some(ActionWrite::Reverse(write)) => {
                     room.taking(|| reversal::reverse(tx, posting.event_id, posting.event, write, now))?
+                }
+                Some(ActionWrite::Notify(write)) => {
+                    let outcome = room.decided(Outcome::Done(Plan::Notify));
+                    if outcome == Outcome::Done(Plan::Notify) {
+                        notified.push(write);
+                    }
+                    outcome
                 }
                 None => return Err(broken("a stacking key without its action")),
             };

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     V7_MEMBER_SUMS,
     V8_STREAM,
     V9_RULES_VERSIONS,
+    V10_WEBHOOK_OUTBOX,
 ];
 
 /// Version 1: the first release's schema.
@@ -253,6 +254,30 @@ CREATE TABLE rules_versions (
     yaml          TEXT NOT NULL
 );
 ";
+
+/// Version 10: the webhook outbox ([`crate::webhooks`]).
+const V10_WEBHOOK_OUTBOX: &str = "
+CREATE TABLE webhook_deliveries (
+    delivery_id     TEXT PRIMARY KEY,
+    event_id        TEXT NOT NULL,
+    action_id       TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until     INTEGER,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    finished_at     INTEGER
+);
+CREATE INDEX due_deliveries ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+";
+
+const QUEUE_DELIVERY: &str = "INSERT INTO webhook_deliveries \
+     (delivery_id, event_id, action_id, target, body, state, next_attempt_at, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6) ON CONFLICT (delivery_id) DO NOTHING";
 
 const ADVANCE_STREAM: &str = "INSERT INTO stream_positions (subject, sequence) VALUES (?1, ?2) \
      ON CONFLICT (subject) DO UPDATE SET sequence = max(sequence, excluded.sequence)";
@@ -1344,6 +1369,13 @@ impl LedgerTx for GroupStatements<'_> {
         let sequence = i64::try_from(position.sequence).unwrap_or(i64::MAX);
         self.execute(ADVANCE_STREAM, params![position.subject, sequence])
     }
+
+    fn queue_delivery(&mut self, d: &super::tx::NewDelivery<'_>) -> Result<(), LedgerError> {
+        self.execute(
+            QUEUE_DELIVERY,
+            params![d.delivery_id, d.event_id, d.action_id, d.target_json, d.body, d.created_at],
+        )
+    }
 }
 
 const VERSION_COLUMNS: &str = "rules_version, hash, created_at, author, source";
@@ -1412,5 +1444,52 @@ impl RulesVersions for SqliteStore {
             conn.query_row("SELECT coalesce(max(rules_version), 0) FROM rules_versions", [], |r| r.get(0))
         })?;
         Ok(u64::try_from(newest).unwrap_or(0))
+    }
+}
+
+/// The outbox of the SQLite ledger: claims and results go through the write connection, a small
+/// transaction each, between the writer's groups.
+impl crate::webhooks::Outbox for SqliteStore {
+    fn claim(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<crate::webhooks::Due>, LedgerError> {
+        let mut conn = self.writer.lock().map_err(broken)?;
+        let tx = conn.transaction().map_err(unavailable)?;
+        let due = {
+            let mut select = tx.prepare_cached(crate::webhooks::CLAIM_SELECT).map_err(unavailable)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = select.query_map(params![now, limit], crate::webhooks::due_of_row).map_err(unavailable)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(unavailable)?
+        };
+        for delivery in &due {
+            tx.execute(
+                "UPDATE webhook_deliveries SET lease_until = ?1 WHERE delivery_id = ?2",
+                params![lease_until, delivery.delivery_id],
+            )
+            .map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)?;
+        Ok(due)
+    }
+
+    fn record(&self, attempts: &[crate::webhooks::Attempt]) -> Result<(), LedgerError> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.writer.lock().map_err(broken)?;
+        let tx = conn.transaction().map_err(unavailable)?;
+        for attempt in attempts {
+            tx.execute(
+                crate::webhooks::RECORD,
+                params![
+                    attempt.delivery_id,
+                    attempt.state.as_str(),
+                    attempt.next_attempt_at,
+                    attempt.status,
+                    attempt.error,
+                    attempt.finished_at,
+                ],
+            )
+            .map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)
     }
 }

@@ -140,6 +140,23 @@ pub struct NewEvent<'a> {
     pub processed_at: i64,
 }
 
+/// A webhook delivery to add to the outbox, in its event's transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDelivery<'a> {
+    /// `<event_id>:<action_id>`: stable across attempts and replays, for the receiver to dedup by.
+    pub delivery_id: &'a str,
+    /// The event.
+    pub event_id: &'a str,
+    /// The `webhook_notify` action.
+    pub action_id: &'a str,
+    /// Where and how it goes, as JSON text.
+    pub target_json: &'a str,
+    /// The body to POST: `{"delivery_id", "event", "result"}`.
+    pub body: &'a str,
+    /// When it was queued (µs since the epoch); also its first attempt's time.
+    pub created_at: i64,
+}
+
 /// A scenario's use by one member (one event), counted by its `per: actor` limits.
 #[derive(Debug, Clone, Copy)]
 pub struct NewUse<'a> {
@@ -197,6 +214,8 @@ pub trait LedgerTx {
     fn tier_points(&mut self, actor_id: &str, from: i64, to: i64) -> Result<i64, LedgerError>;
     /// Stores an applied event with its result. Fails if the id is stored already.
     fn save_event(&mut self, event: &NewEvent<'_>) -> Result<(), LedgerError>;
+    /// Adds a webhook delivery to the outbox (once per id: a second add of one id is ignored).
+    fn queue_delivery(&mut self, delivery: &NewDelivery<'_>) -> Result<(), LedgerError>;
     /// A scenario's use so far, as one limit counts it. No other transaction may change it
     /// before this one ends: SQLite has one writer; PostgreSQL locks the group's members and the
     /// budgets of its scenarios first.

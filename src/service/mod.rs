@@ -38,6 +38,8 @@ pub struct Service {
     pub limits: Limits,
     /// With `--tls-cert` and `--tls-key`: HTTPS only.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// With a ledger: its webhook outbox, and how its deliveries are retried.
+    pub webhooks: Option<(Arc<dyn crate::webhooks::Outbox>, crate::webhooks::Settings)>,
 }
 
 /// Why the service stopped other than by its shutdown.
@@ -69,7 +71,8 @@ pub struct ServeError(#[from] std::io::Error);
 /// // Access::open(): no keys, every route open; the default connection limits.
 /// let access = Access::open();
 /// let limits = Default::default();
-/// let service = Service { engine, max_body_bytes, stream: None, shutdown_grace, access, limits, tls: None };
+/// let (stream, tls, webhooks) = (None, None, None);
+/// let service = Service { engine, max_body_bytes, stream, shutdown_grace, access, limits, tls, webhooks };
 /// // Serves until the shutdown future completes: here at once.
 /// serve(listener, service, async {}).await?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -80,8 +83,11 @@ pub async fn serve(
     service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let Service { engine, max_body_bytes, stream, shutdown_grace, access, limits, tls } = service;
+    let Service { engine, max_body_bytes, stream, shutdown_grace, access, limits, tls, webhooks } = service;
     access.keep_fresh();
+    let delivering = webhooks.map(|(outbox, settings)| {
+        crate::webhooks::Worker::new(outbox, settings, engine.metrics.webhook_deliveries.clone()).spawn()
+    });
     let publisher = stream.as_ref().map(NatsIntake::publisher);
     let consuming = stream.map(|intake| intake.run(Arc::clone(&engine)));
     let state = Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes, stream: publisher, access });
@@ -101,6 +107,10 @@ pub async fn serve(
     if let Some(consuming) = consuming {
         // It stopped taking messages at the shutdown; what it took was applied by the drain.
         let _ = consuming.await;
+    }
+    if let Some(delivering) = delivering {
+        // What it did not deliver stays in the outbox; an attempt cut short is tried again.
+        delivering.abort();
     }
     tracing::info!(
         enqueued = engine.metrics.events_enqueued.get(),

@@ -25,6 +25,23 @@ pub struct Server {
     pub client: reqwest::blocking::Client,
 }
 
+/// A blocking HTTP client with this timeout. reqwest is built with rustls and no crypto
+/// provider (the service's choice): the process installs ring, as the service does, first.
+pub fn http_client(timeout: Duration) -> reqwest::blocking::Client {
+    install_crypto();
+    reqwest::blocking::Client::builder().timeout(timeout).build().unwrap()
+}
+
+/// An async HTTP client (see [`http_client`]).
+pub fn async_client() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::new()
+}
+
+fn install_crypto() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_fluxflow")
 }
@@ -128,7 +145,7 @@ impl Server {
         let mut command = Command::new(bin());
         command.args(args).envs(env.iter().map(|(k, v)| (*k, *v)));
         let Launched { child, addr, log } = launch(command).unwrap_or_else(|log| panic!("{log}"));
-        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let client = http_client(Duration::from_secs(30));
         Server { child, base: format!("http://{addr}"), dir, log, client }
     }
 
