@@ -46,6 +46,8 @@ fn routes() -> Vec<Route> {
         route("GET", "/v1/rules/versions", "/v1/rules/versions", "", &[]),
         route("POST", "/v1/rules/rollback", "/v1/rules/rollback", r#"{"rules_version": 1}"#, &[]),
         route("POST", "/v1/rules/reload", "/v1/rules/reload", "", &[]),
+        route("GET", "/v1/webhooks/deliveries", "/v1/webhooks/deliveries", "", &["state", "limit", "cursor"]),
+        route("POST", "/v1/webhooks/deliveries/{delivery_id}/retry", "/v1/webhooks/deliveries/d1/retry", "", &[]),
         route("GET", "/healthz", "/healthz", "", &[]),
         route("GET", "/readyz", "/readyz", "", &[]),
         route("GET", "/metrics", "/metrics", "", &[]),

@@ -122,6 +122,10 @@ fn the_service_serves_the_document_and_its_answers_fit_it() {
     call(200, "POST", "/v1/rules/rollback", "/v1/rules/rollback", r#"{"rules_version":1}"#, json);
     call(404, "POST", "/v1/rules/rollback", "/v1/rules/rollback", r#"{"rules_version":99}"#, json);
     call(200, "POST", "/v1/rules/reload", "/v1/rules/reload", "", json);
+    call(200, "GET", "/v1/webhooks/deliveries", "/v1/webhooks/deliveries?state=failed", "", json);
+    call(400, "GET", "/v1/webhooks/deliveries", "/v1/webhooks/deliveries?limit=0", "", json);
+    let retry = "/v1/webhooks/deliveries/{delivery_id}/retry";
+    call(404, "POST", retry, "/v1/webhooks/deliveries/nope/retry", "{}", json);
     call(200, "GET", "/healthz", "/healthz", "", json);
     call(200, "GET", "/readyz", "/readyz", "", json);
     call(200, "GET", "/metrics", "/metrics", "", json);

@@ -160,6 +160,20 @@ fn a_delivery_is_signed_and_made_once_per_event_and_action(store: &Store) {
     let delivered = "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered' AND attempts = 1";
     assert_eq!(store.count(server.dir.path(), delivered), 1);
     assert_eq!(server.metric("fluxflow_webhook_deliveries_total{outcome=\"delivered\"}"), 1.0);
+
+    // Listed, and a delivered one is not retried.
+    let (status, page) = server.get("/v1/webhooks/deliveries?state=delivered");
+    assert_eq!(status, 200, "{page}");
+    let listed = &page["deliveries"][0];
+    assert_eq!((listed["delivery_id"].as_str(), listed["state"].as_str()), (Some("e1:tell_crm"), Some("delivered")));
+    assert_eq!((listed["url"].as_str(), listed["attempts"].as_u64()), (Some(receiver.url.as_str()), Some(1)));
+    assert_eq!(page["next_cursor"], Value::Null);
+    assert_eq!(server.get("/v1/webhooks/deliveries?state=failed").1["deliveries"], json!([]));
+    let (status, refused) = server.post_json("/v1/webhooks/deliveries/e1:tell_crm/retry", &json!({}));
+    assert_eq!((status, refused["code"].as_str()), (409, Some("not_retryable")), "{refused}");
+    let (status, missing) = server.post_json("/v1/webhooks/deliveries/nope/retry", &json!({}));
+    assert_eq!((status, missing["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(server.get("/v1/webhooks/deliveries?state=lost").0, 400);
 }
 
 fn a_receiver_that_fails_then_recovers_gets_the_delivery_after_retries(store: &Store) {
@@ -190,6 +204,20 @@ fn a_4xx_fails_at_once_and_a_silent_receiver_is_tried_until_max_attempts(store: 
     assert_eq!(store.count(server.dir.path(), timed_out), 1);
     let refused = "SELECT count(*) FROM webhook_deliveries WHERE last_status = 400 AND attempts = 1";
     assert_eq!(store.count(server.dir.path(), refused), 1);
+
+    // Paged newest first (both were queued in one transaction: by id then), and a failed one
+    // retried is attempted again.
+    let (status, first) = server.get("/v1/webhooks/deliveries?state=failed&limit=1");
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["deliveries"][0]["delivery_id"], "e1:unanswered");
+    assert_eq!(first["deliveries"][0]["last_error"], "no answer within the timeout");
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let (_, second) = server.get(&format!("/v1/webhooks/deliveries?state=failed&limit=1&cursor={cursor}"));
+    assert_eq!(second["deliveries"][0]["delivery_id"], "e1:refused");
+    assert_eq!(second["next_cursor"], Value::Null);
+    let (status, retried) = server.post_json("/v1/webhooks/deliveries/e1:refused/retry", &json!({}));
+    assert_eq!((status, retried["state"].as_str()), (200, Some("pending")), "{retried}");
+    assert!(wait_until(Duration::from_secs(10), || refusing.received().len() == 2), "tried again");
 }
 
 #[test]

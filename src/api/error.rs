@@ -52,6 +52,8 @@ pub enum ErrorCode {
     RulesFileReadOnly,
     /// Reloading from the file, with the store as the rules' source.
     RulesSourceStore,
+    /// A webhook delivery that is not failed was asked to be retried.
+    NotRetryable,
     /// The request body did not arrive within `--body-timeout-ms`.
     BodyTimeout,
     /// No key, or a key that is not live (`Authorization: Bearer KEY`).
@@ -83,6 +85,7 @@ impl ErrorCode {
             ErrorCode::RulesFileReadOnly => (StatusCode::CONFLICT, "rules_file_read_only"),
             ErrorCode::RulesSourceStore => (StatusCode::CONFLICT, "rules_source_store"),
             ErrorCode::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            ErrorCode::NotRetryable => (StatusCode::CONFLICT, "not_retryable"),
             ErrorCode::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ErrorCode::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -11,6 +11,7 @@ pub mod routes;
 pub mod simulate;
 pub mod table;
 pub mod versions;
+pub mod webhooks;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub stream: Option<crate::intake::nats::StreamPublisher>,
     /// The API keys every request is checked against.
     pub access: Arc<Access>,
+    /// The webhook outbox, with a ledger.
+    pub outbox: Option<Arc<dyn crate::webhooks::Outbox>>,
 }
 
 /// The HTTP service: every route of the contract. `POST /v1/events`, nearly every request under
@@ -79,6 +82,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/rules/reload", post(routes::reload))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route("/v1/webhooks/deliveries", get(webhooks::list))
+        .route("/v1/webhooks/deliveries/{delivery_id}/retry", post(webhooks::retry))
         .route("/metrics", get(routes::metrics))
         .route("/v1/openapi.json", get(routes::openapi))
         .fallback(routes::not_found)

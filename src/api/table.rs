@@ -43,6 +43,8 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/rules/versions", &[], Need::Scope(Scope::RulesRead)),
     route("POST", "/v1/rules/rollback", &[], Need::Scope(Scope::RulesWrite)),
     route("POST", "/v1/rules/reload", &[], Need::Scope(Scope::RulesWrite)),
+    route("GET", "/v1/webhooks/deliveries", &["state", "limit", "cursor"], Need::Scope(Scope::EventsRead)),
+    route("POST", "/v1/webhooks/deliveries/{delivery_id}/retry", &[], Need::Scope(Scope::EventsWrite)),
     route("GET", "/healthz", &[], Need::Open),
     route("GET", "/readyz", &[], Need::Open),
     route("GET", "/metrics", &[], Need::Scope(Scope::MetricsRead)),

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub stream_messages: Family<OutcomeLabel, Counter>,
     /// Webhook delivery attempts, by `outcome` (`delivered`, `retried`, `failed`).
     pub webhook_deliveries: Family<OutcomeLabel, Counter>,
+    /// Webhook deliveries pending (counted every 2 s by the delivery worker).
+    pub webhook_pending: Gauge,
     /// HTTP connections closed at once because `--max-connections` were open.
     pub connections_refused: Counter,
     /// HTTP connections closed because a client was too slow or idle, by `reason`
@@ -196,6 +198,12 @@ impl Metrics {
                 "fluxflow_webhook_deliveries",
                 "Webhook delivery attempts, by outcome (delivered, retried, failed)",
                 Family::default(),
+            ),
+            webhook_pending: registered(
+                &mut registry,
+                "fluxflow_webhook_deliveries_pending",
+                "Webhook deliveries waiting for an attempt (counted every 2 s)",
+                Gauge::default(),
             ),
             connections_refused: registered(
                 &mut registry,

@@ -1767,6 +1767,71 @@ impl crate::webhooks::Outbox for PostgresStore {
             tx.commit().await.map_err(pg_error)
         })
     }
+
+    fn list(
+        &self,
+        state: Option<crate::webhooks::DeliveryState>,
+        cursor: Option<&crate::webhooks::Cursor>,
+        limit: usize,
+    ) -> Result<Vec<crate::webhooks::DeliveryRow>, LedgerError> {
+        let sql = format!(
+            "SELECT {} FROM webhook_deliveries WHERE ($1::text IS NULL OR state = $1) \
+             AND ($2::int8 IS NULL OR created_at < $2 OR (created_at = $2 AND delivery_id < $3)) \
+             ORDER BY created_at DESC, delivery_id DESC LIMIT $4",
+            crate::webhooks::LIST_COLUMNS
+        );
+        let state = state.map(|s| s.as_str());
+        let (at, id) = (cursor.map(|c| c.created_at), cursor.map(|c| c.delivery_id.clone()).unwrap_or_default());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.read(async |c| c.query(&sql, &[&state, &at, &id, &limit]).await)?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::webhooks::DeliveryRow {
+                    delivery_id: get(row, 0)?,
+                    event_id: get(row, 1)?,
+                    action_id: get(row, 2)?,
+                    target_json: get(row, 3)?,
+                    state: get(row, 4)?,
+                    attempts: get(row, 5)?,
+                    next_attempt_at: get(row, 6)?,
+                    last_status: get(row, 7)?,
+                    last_error: get(row, 8)?,
+                    created_at: get(row, 9)?,
+                    finished_at: get(row, 10)?,
+                })
+            })
+            .collect()
+    }
+
+    fn retry(&self, delivery_id: &str, now: i64) -> Result<crate::webhooks::Retried, LedgerError> {
+        use crate::webhooks::{DeliveryState, Retried};
+        let changed = self.read(async |c| {
+            c.execute(
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = $2, \
+                 lease_until = NULL, finished_at = NULL WHERE delivery_id = $1 AND state = 'failed'",
+                &[&delivery_id, &now],
+            )
+            .await
+        })?;
+        if changed > 0 {
+            return Ok(Retried::Queued);
+        }
+        let row = self.read(async |c| {
+            c.query_opt("SELECT state FROM webhook_deliveries WHERE delivery_id = $1", &[&delivery_id]).await
+        })?;
+        let state: Option<String> = row.map(|row| get(&row, 0)).transpose()?;
+        Ok(match state.as_deref().and_then(DeliveryState::parse) {
+            Some(state) => Retried::NotFailed(state),
+            None => Retried::NotFound,
+        })
+    }
+
+    fn pending(&self) -> Result<u64, LedgerError> {
+        let row = self.read(async |c| {
+            c.query_one("SELECT count(*)::int8 FROM webhook_deliveries WHERE state = 'pending'", &[]).await
+        })?;
+        Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+    }
 }
 
 fn key_error(e: LedgerError) -> KeyError {

@@ -1492,4 +1492,58 @@ impl crate::webhooks::Outbox for SqliteStore {
         }
         tx.commit().map_err(unavailable)
     }
+
+    fn list(
+        &self,
+        state: Option<crate::webhooks::DeliveryState>,
+        cursor: Option<&crate::webhooks::Cursor>,
+        limit: usize,
+    ) -> Result<Vec<crate::webhooks::DeliveryRow>, LedgerError> {
+        let sql = format!(
+            "SELECT {} FROM webhook_deliveries WHERE (?1 IS NULL OR state = ?1) \
+             AND (?2 IS NULL OR created_at < ?2 OR (created_at = ?2 AND delivery_id < ?3)) \
+             ORDER BY created_at DESC, delivery_id DESC LIMIT ?4",
+            crate::webhooks::LIST_COLUMNS
+        );
+        let state = state.map(|s| s.as_str());
+        let (at, id) = (cursor.map(|c| c.created_at), cursor.map(|c| c.delivery_id.as_str()));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(&sql)?;
+            let rows = statement.query_map(params![state, at, id, limit], crate::webhooks::delivery_row)?;
+            rows.collect()
+        })
+    }
+
+    fn retry(&self, delivery_id: &str, now: i64) -> Result<crate::webhooks::Retried, LedgerError> {
+        let conn = self.writer.lock().map_err(broken)?;
+        retry_delivery(&conn, delivery_id, now).map_err(unavailable)
+    }
+
+    fn pending(&self) -> Result<u64, LedgerError> {
+        let count: i64 = self.read(|conn| {
+            conn.query_row("SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'", [], |row| row.get(0))
+        })?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+}
+
+/// Makes a failed delivery pending again: its attempts start afresh, due now.
+fn retry_delivery(conn: &Connection, delivery_id: &str, now: i64) -> rusqlite::Result<crate::webhooks::Retried> {
+    use crate::webhooks::{DeliveryState, Retried};
+    let changed = conn.execute(
+        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?2, lease_until = NULL, \
+         finished_at = NULL WHERE delivery_id = ?1 AND state = 'failed'",
+        params![delivery_id, now],
+    )?;
+    if changed > 0 {
+        return Ok(Retried::Queued);
+    }
+    let state: Option<String> = conn
+        .query_row("SELECT state FROM webhook_deliveries WHERE delivery_id = ?1", [delivery_id], |row| row.get(0))
+        .optional()?;
+    Ok(match state.as_deref().and_then(DeliveryState::parse) {
+        Some(state) => Retried::NotFailed(state),
+        None => Retried::NotFound,
+    })
 }

@@ -85,12 +85,14 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let Service { engine, max_body_bytes, stream, shutdown_grace, access, limits, tls, webhooks } = service;
     access.keep_fresh();
+    let outbox = webhooks.as_ref().map(|(outbox, _)| Arc::clone(outbox));
     let delivering = webhooks.map(|(outbox, settings)| {
-        crate::webhooks::Worker::new(outbox, settings, engine.metrics.webhook_deliveries.clone()).spawn()
+        let (outcomes, pending) = (engine.metrics.webhook_deliveries.clone(), engine.metrics.webhook_pending.clone());
+        crate::webhooks::Worker::new(outbox, settings, outcomes, pending).spawn()
     });
     let publisher = stream.as_ref().map(NatsIntake::publisher);
     let consuming = stream.map(|intake| intake.run(Arc::clone(&engine)));
-    let state = Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes, stream: publisher, access });
+    let state = Arc::new(AppState { engine: Arc::clone(&engine), max_body_bytes, stream: publisher, access, outbox });
     let refusing = refuse_then_close(shutdown, Arc::clone(&engine), shutdown_grace);
     // Returns when the listener closes, with the connections still open.
     let open = connections::accept_until(listener, app(state), limits, tls, refusing).await;

@@ -74,6 +74,80 @@ pub struct Attempt {
     pub finished_at: Option<i64>,
 }
 
+/// One delivery as `GET /v1/webhooks/deliveries` lists it (never the secret: the target names
+/// only its environment variable, and the list shows the URL alone).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryView {
+    /// `<event_id>:<action_id>`.
+    pub delivery_id: String,
+    /// The event.
+    pub event_id: String,
+    /// The action.
+    pub action_id: String,
+    /// Where it goes.
+    pub url: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was queued (RFC 3339).
+    pub created_at: String,
+    /// When it is tried next (pending).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    /// The receiver's last status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<i64>,
+    /// Why the last attempt did not succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When it was delivered or given up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// A page of deliveries, newest first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryPage {
+    /// The deliveries.
+    pub deliveries: Vec<DeliveryView>,
+    /// Where the next page starts; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page position: after the delivery queued at `created_at` with this id (newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// When the last listed one was queued (µs).
+    pub created_at: i64,
+    /// Its id.
+    pub delivery_id: String,
+}
+
+impl Cursor {
+    /// As given out: `<created_at>.<delivery_id>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_at, self.delivery_id)
+    }
+
+    /// Reads one given out; `None` when it is not.
+    pub fn decode(text: &str) -> Option<Cursor> {
+        let (at, id) = text.split_once('.')?;
+        Some(Cursor { created_at: at.parse().ok()?, delivery_id: id.to_owned() }).filter(|c| !c.delivery_id.is_empty())
+    }
+}
+
+/// What a retry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retried {
+    /// The failed delivery is pending again, due now, with its attempts counted afresh.
+    Queued,
+    /// No delivery has that id.
+    NotFound,
+    /// It is not failed (pending or delivered): nothing to do.
+    NotFailed(DeliveryState),
+}
+
 /// Where deliveries wait: the ledger's `webhook_deliveries` table.
 pub trait Outbox: Send + Sync {
     /// Claims up to `limit` pending deliveries due at `now` that no node holds, leasing them
@@ -81,6 +155,104 @@ pub trait Outbox: Send + Sync {
     fn claim(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<Due>, LedgerError>;
     /// Records attempts' outcomes (and frees their leases).
     fn record(&self, attempts: &[Attempt]) -> Result<(), LedgerError>;
+    /// Deliveries newest first, in `state` when given, after `cursor`, at most `limit`.
+    fn list(
+        &self,
+        state: Option<DeliveryState>,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRow>, LedgerError>;
+    /// Makes a failed delivery pending again, due `now`.
+    fn retry(&self, delivery_id: &str, now: i64) -> Result<Retried, LedgerError>;
+    /// Deliveries pending.
+    fn pending(&self) -> Result<u64, LedgerError>;
+}
+
+/// A stored delivery's listed columns.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    /// The id.
+    pub delivery_id: String,
+    /// The event.
+    pub event_id: String,
+    /// The action.
+    pub action_id: String,
+    /// The target's JSON.
+    pub target_json: String,
+    /// The state.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// µs.
+    pub next_attempt_at: i64,
+    /// Last status.
+    pub last_status: Option<i64>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// µs.
+    pub created_at: i64,
+    /// µs.
+    pub finished_at: Option<i64>,
+}
+
+/// The columns [`DeliveryRow`] is read from, in order.
+pub(crate) const LIST_COLUMNS: &str = "delivery_id, event_id, action_id, target, state, attempts, next_attempt_at, \
+     last_status, last_error, created_at, finished_at";
+
+impl DeliveryState {
+    /// Reads a stored state.
+    pub fn parse(text: &str) -> Option<DeliveryState> {
+        [DeliveryState::Pending, DeliveryState::Delivered, DeliveryState::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// A page of rows as listed: `limit + 1` rows were read, so a full page knows there is more.
+pub fn page(mut rows: Vec<DeliveryRow>, limit: usize) -> DeliveryPage {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = more
+        .then(|| rows.last().map(|r| Cursor { created_at: r.created_at, delivery_id: r.delivery_id.clone() }.encode()))
+        .flatten();
+    let time = |micros: i64| jiff::Timestamp::from_microsecond(micros).ok().map(|t| t.to_string());
+    let deliveries = rows
+        .into_iter()
+        .map(|row| {
+            let url = serde_json::from_str::<WebhookTarget>(&row.target_json).map(|t| t.url).unwrap_or_default();
+            let pending = row.state == DeliveryState::Pending.as_str();
+            DeliveryView {
+                url,
+                attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+                created_at: time(row.created_at).unwrap_or_default(),
+                next_attempt_at: pending.then(|| time(row.next_attempt_at)).flatten(),
+                last_status: row.last_status,
+                last_error: row.last_error,
+                finished_at: row.finished_at.and_then(time),
+                delivery_id: row.delivery_id,
+                event_id: row.event_id,
+                action_id: row.action_id,
+                state: row.state,
+            }
+        })
+        .collect();
+    DeliveryPage { deliveries, next_cursor }
+}
+
+pub(crate) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    Ok(DeliveryRow {
+        delivery_id: row.get(0)?,
+        event_id: row.get(1)?,
+        action_id: row.get(2)?,
+        target_json: row.get(3)?,
+        state: row.get(4)?,
+        attempts: row.get(5)?,
+        next_attempt_at: row.get(6)?,
+        last_status: row.get(7)?,
+        last_error: row.get(8)?,
+        created_at: row.get(9)?,
+        finished_at: row.get(10)?,
+    })
 }
 
 /// SQLite's claim: due, pending, not leased.
@@ -128,6 +300,9 @@ impl Default for Settings {
     }
 }
 
+/// How often the pending gauge is counted again.
+const PENDING_COUNT_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Longest an attempt may take (the action's `timeout_ms` is at most 60 s), and a margin: a
 /// claim's lease outlives any attempt.
 const LEASE: Duration = Duration::from_secs(75);
@@ -139,21 +314,36 @@ pub struct Worker {
     client: reqwest::Client,
     /// `fluxflow_webhook_deliveries_total{outcome}`.
     outcomes: Family<OutcomeLabel, Counter>,
+    /// `fluxflow_webhook_deliveries_pending`.
+    pending: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Worker {
-    /// A worker over `outbox`, counting outcomes in `outcomes`.
-    pub fn new(outbox: Arc<dyn Outbox>, settings: Settings, outcomes: Family<OutcomeLabel, Counter>) -> Worker {
+    /// A worker over `outbox`, counting outcomes in `outcomes` and what is pending in `pending`.
+    pub fn new(
+        outbox: Arc<dyn Outbox>,
+        settings: Settings,
+        outcomes: Family<OutcomeLabel, Counter>,
+        pending: prometheus_client::metrics::gauge::Gauge,
+    ) -> Worker {
         // reqwest's TLS needs a process-wide provider: ring, as the rest of the binary uses.
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default();
-        Worker { outbox, settings, client, outcomes }
+        Worker { outbox, settings, client, outcomes, pending }
     }
 
     /// Delivers what is due until the task is stopped; a failing outbox is tried again later.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let mut counted = tokio::time::Instant::now() - PENDING_COUNT_INTERVAL;
             loop {
+                if counted.elapsed() >= PENDING_COUNT_INTERVAL {
+                    counted = tokio::time::Instant::now();
+                    let outbox = Arc::clone(&self.outbox);
+                    if let Ok(pending) = blocking(move || outbox.pending()).await {
+                        self.pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+                    }
+                }
                 match self.round().await {
                     Ok(0) => tokio::time::sleep(self.settings.poll).await,
                     Ok(_) => {}
