@@ -24,6 +24,8 @@
 # round, under two loads: a new member per request (loadgen --sequence: every event is awarded,
 # reads the member's use and records one) and the durable figure's own load (one member: after
 # the first award every event is refused, so it reads the use and writes no entry).
+# BENCH_ONLY=webhooks compares the example rules with a webhook added to the example scenario
+# whose receiver is down (every delivery refused and retried), on SQLite.
 # BENCH_ONLY=member compares the example rules with a member-history scenario added (below).
 # BENCH_RULES=FILE runs the SQLite and PostgreSQL targets on that rules file instead of the
 # example rules (the README event is still what is posted).
@@ -147,6 +149,28 @@ YAML
     for data in "$tmp/data$round-plain" "$tmp/data$round-member"; do
       python3 -c "import os,sqlite3,sys; d=sys.argv[1]; n=sqlite3.connect(d+'/fluxflow.db').execute('select count(*) from events').fetchone()[0]; s=sum(os.path.getsize(os.path.join(d,f)) for f in os.listdir(d)); print(f'{os.path.basename(d)}: {s/n:.0f} bytes per event on disk ({n} events, WAL included)')" "$data"
     done
+  done
+  exit 0
+fi
+
+if [ "${BENCH_ONLY:-}" = webhooks ]; then
+  # A webhook on every event, its receiver down (a loopback port with nothing listening: every
+  # attempt is refused and retried), against the plain example, SQLite, alternating order.
+  dead_port=$(free_port)
+  sed 's/^                        expiry_days: 90$/&\n                  - action: {id: act_tell, type: webhook_notify, params: {url: "http:\/\/127.0.0.1:'"$dead_port"'\/hooks", max_attempts: 100}}/' \
+    tests/fixtures/original-rules.yaml >"$tmp/webhook.yaml"
+  grep -q 'webhook_notify' "$tmp/webhook.yaml" || { echo "bench-http: could not add the webhook" >&2; exit 1; }
+  "$bin/fluxflow" validate "$tmp/webhook.yaml" >/dev/null
+  for round in $(seq "$rounds"); do
+    echo "# round $round"
+    if [ $((round % 2)) -eq 1 ]; then
+      limits_run "example rules" tests/fixtures/original-rules.yaml "$round-plain"
+      limits_run "with a webhook, receiver down" "$tmp/webhook.yaml" "$round-webhook"
+    else
+      limits_run "with a webhook, receiver down" "$tmp/webhook.yaml" "$round-webhook"
+      limits_run "example rules" tests/fixtures/original-rules.yaml "$round-plain"
+    fi
+    python3 -c "import sqlite3,sys; print('outbox rows:', sqlite3.connect(sys.argv[1]).execute('select count(*), sum(attempts) from webhook_deliveries').fetchone())" "$tmp/data$round-webhook/fluxflow.db"
   done
   exit 0
 fi

@@ -245,7 +245,7 @@ CREATE TABLE webhook_deliveries (
     event_id        TEXT NOT NULL,
     action_id       TEXT NOT NULL,
     target          TEXT NOT NULL,
-    body            TEXT NOT NULL,
+    event           TEXT NOT NULL,
     state           TEXT NOT NULL,
     attempts        BIGINT NOT NULL DEFAULT 0,
     next_attempt_at BIGINT NOT NULL,
@@ -258,14 +258,16 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX due_deliveries ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
 ";
 const QUEUE_DELIVERY: &str = "INSERT INTO webhook_deliveries \
-     (delivery_id, event_id, action_id, target, body, state, next_attempt_at, created_at) \
+     (delivery_id, event_id, action_id, target, event, state, next_attempt_at, created_at) \
      VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) ON CONFLICT (delivery_id) DO NOTHING";
 /// Claims due deliveries no node holds: `SKIP LOCKED`, so two nodes claiming at once take
 /// different ones, and the lease keeps them from being claimed again until the attempt is over.
-const CLAIM_DELIVERIES: &str = "UPDATE webhook_deliveries SET lease_until = $2 WHERE delivery_id IN ( \
+const CLAIM_DELIVERIES: &str = "WITH claimed AS (UPDATE webhook_deliveries SET lease_until = $2 WHERE delivery_id IN ( \
      SELECT delivery_id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1 \
      AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-     RETURNING delivery_id, target, body, attempts";
+     RETURNING delivery_id, event_id, target, event, attempts) \
+     SELECT c.delivery_id, c.target, c.event, coalesce(e.result, 'null'), c.attempts \
+     FROM claimed c LEFT JOIN events e ON e.event_id = c.event_id";
 const RECORD_ATTEMPT: &str = "UPDATE webhook_deliveries SET state = $2, attempts = attempts + 1, \
      next_attempt_at = $3, last_status = $4, last_error = $5, finished_at = $6, lease_until = NULL \
      WHERE delivery_id = $1";
@@ -1253,7 +1255,7 @@ impl LedgerTx for PgTx<'_, '_> {
     fn queue_delivery(&mut self, d: &super::tx::NewDelivery<'_>) -> Result<(), LedgerError> {
         self.execute(
             QUEUE_DELIVERY,
-            &[&d.delivery_id, &d.event_id, &d.action_id, &d.target_json, &d.body, &d.created_at],
+            &[&d.delivery_id, &d.event_id, &d.action_id, &d.target_json, &d.event_json, &d.created_at],
         )
     }
 
@@ -1735,25 +1737,16 @@ fn version_of_row(row: &tokio_postgres::Row) -> Result<RulesVersion, LedgerError
 
 /// The outbox every node shares; each delivery is claimed by one node at a time.
 impl crate::webhooks::Outbox for PostgresStore {
-    fn claim(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<crate::webhooks::Due>, LedgerError> {
+    fn settle(
+        &self,
+        attempts: &[crate::webhooks::Attempt],
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::webhooks::Due>, LedgerError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.read(async |c| c.query(CLAIM_DELIVERIES, &[&now, &lease_until, &limit]).await)?;
-        rows.iter()
-            .map(|row| {
-                let attempts: i64 = get(row, 3)?;
-                Ok(crate::webhooks::Due {
-                    delivery_id: get(row, 0)?,
-                    target_json: get(row, 1)?,
-                    body: get(row, 2)?,
-                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                })
-            })
-            .collect()
-    }
-
-    fn record(&self, attempts: &[crate::webhooks::Attempt]) -> Result<(), LedgerError> {
         let mut client = self.client()?;
-        self.block(async {
+        let rows = self.block(async {
             let tx = client.transaction().await.map_err(pg_error)?;
             for a in attempts {
                 let state = a.state.as_str();
@@ -1764,8 +1757,26 @@ impl crate::webhooks::Outbox for PostgresStore {
                 .await
                 .map_err(pg_error)?;
             }
-            tx.commit().await.map_err(pg_error)
-        })
+            let rows = if limit == 0 {
+                Vec::new()
+            } else {
+                tx.query(CLAIM_DELIVERIES, &[&now, &lease_until, &limit]).await.map_err(pg_error)?
+            };
+            tx.commit().await.map_err(pg_error)?;
+            Ok(rows)
+        })?;
+        rows.iter()
+            .map(|row| {
+                let attempts: i64 = get(row, 4)?;
+                Ok(crate::webhooks::Due {
+                    delivery_id: get(row, 0)?,
+                    target_json: get(row, 1)?,
+                    event_json: get(row, 2)?,
+                    result_json: get(row, 3)?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
     }
 
     fn list(

@@ -114,31 +114,30 @@ fn apply<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -> R
     let result = (writes.build)(&stacked);
     save(tx, posting, &result, now)?;
     for notify in notified {
-        queue(tx, posting, notify, &result, now)?;
+        queue(tx, posting, notify, now)?;
     }
     Ok(result)
 }
 
-/// Adds a `webhook_notify` action's delivery to the outbox, with the event as sent and its
-/// result, in the event's transaction: it exists exactly when the event was committed.
+/// Adds a `webhook_notify` action's delivery to the outbox, with the event as sent, in the
+/// event's transaction: it exists exactly when the event was committed (its result, stored with
+/// the event, joins it when it is sent).
 fn queue<T: LedgerTx + ?Sized>(
     tx: &mut T,
     posting: &Posting<'_>,
     notify: &NotifyWrite,
-    result: &EventResult,
     now: i64,
 ) -> Result<(), LedgerError> {
     let encoding = |e: serde_json::Error| {
         LedgerError::unavailable("cannot encode a delivery", false, Some(std::sync::Arc::new(e)))
     };
     let delivery_id = format!("{}:{}", posting.event_id, notify.action_id);
-    let body = serde_json::json!({"delivery_id": delivery_id, "event": posting.event, "result": result});
     tx.queue_delivery(&NewDelivery {
         delivery_id: &delivery_id,
         event_id: posting.event_id,
         action_id: &notify.action_id,
         target_json: &serde_json::to_string(notify.target.as_ref()).map_err(encoding)?,
-        body: &serde_json::to_string(&body).map_err(encoding)?,
+        event_json: &serde_json::to_string(posting.event).map_err(encoding)?,
         created_at: now,
     })
 }

@@ -257,12 +257,14 @@ CREATE TABLE rules_versions (
 
 /// Version 10: the webhook outbox ([`crate::webhooks`]).
 const V10_WEBHOOK_OUTBOX: &str = "
+-- Keyed by the delivery id alone (no rowid tree). The event's result is not copied here: a
+-- delivery's body joins it from `events` when it is sent.
 CREATE TABLE webhook_deliveries (
     delivery_id     TEXT PRIMARY KEY,
     event_id        TEXT NOT NULL,
     action_id       TEXT NOT NULL,
     target          TEXT NOT NULL,
-    body            TEXT NOT NULL,
+    event           TEXT NOT NULL,
     state           TEXT NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
@@ -271,12 +273,12 @@ CREATE TABLE webhook_deliveries (
     last_error      TEXT,
     created_at      INTEGER NOT NULL,
     finished_at     INTEGER
-);
+) WITHOUT ROWID;
 CREATE INDEX due_deliveries ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
 ";
 
 const QUEUE_DELIVERY: &str = "INSERT INTO webhook_deliveries \
-     (delivery_id, event_id, action_id, target, body, state, next_attempt_at, created_at) \
+     (delivery_id, event_id, action_id, target, event, state, next_attempt_at, created_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6) ON CONFLICT (delivery_id) DO NOTHING";
 
 const ADVANCE_STREAM: &str = "INSERT INTO stream_positions (subject, sequence) VALUES (?1, ?2) \
@@ -1373,7 +1375,7 @@ impl LedgerTx for GroupStatements<'_> {
     fn queue_delivery(&mut self, d: &super::tx::NewDelivery<'_>) -> Result<(), LedgerError> {
         self.execute(
             QUEUE_DELIVERY,
-            params![d.delivery_id, d.event_id, d.action_id, d.target_json, d.body, d.created_at],
+            params![d.delivery_id, d.event_id, d.action_id, d.target_json, d.event_json, d.created_at],
         )
     }
 }
@@ -1450,47 +1452,42 @@ impl RulesVersions for SqliteStore {
 /// The outbox of the SQLite ledger: claims and results go through the write connection, a small
 /// transaction each, between the writer's groups.
 impl crate::webhooks::Outbox for SqliteStore {
-    fn claim(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<crate::webhooks::Due>, LedgerError> {
+    fn settle(
+        &self,
+        attempts: &[crate::webhooks::Attempt],
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::webhooks::Due>, LedgerError> {
         let mut conn = self.writer.lock().map_err(broken)?;
         let tx = conn.transaction().map_err(unavailable)?;
-        let due = {
+        {
+            let mut record = tx.prepare_cached(crate::webhooks::RECORD).map_err(unavailable)?;
+            for a in attempts {
+                let state = a.state.as_str();
+                record
+                    .execute(params![a.delivery_id, state, a.next_attempt_at, a.status, a.error, a.finished_at])
+                    .map_err(unavailable)?;
+            }
+        }
+        let due = if limit == 0 {
+            Vec::new()
+        } else {
             let mut select = tx.prepare_cached(crate::webhooks::CLAIM_SELECT).map_err(unavailable)?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let rows = select.query_map(params![now, limit], crate::webhooks::due_of_row).map_err(unavailable)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(unavailable)?
         };
-        for delivery in &due {
-            tx.execute(
-                "UPDATE webhook_deliveries SET lease_until = ?1 WHERE delivery_id = ?2",
-                params![lease_until, delivery.delivery_id],
-            )
-            .map_err(unavailable)?;
+        {
+            let mut lease = tx
+                .prepare_cached("UPDATE webhook_deliveries SET lease_until = ?1 WHERE delivery_id = ?2")
+                .map_err(unavailable)?;
+            for delivery in &due {
+                lease.execute(params![lease_until, delivery.delivery_id]).map_err(unavailable)?;
+            }
         }
         tx.commit().map_err(unavailable)?;
         Ok(due)
-    }
-
-    fn record(&self, attempts: &[crate::webhooks::Attempt]) -> Result<(), LedgerError> {
-        if attempts.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.writer.lock().map_err(broken)?;
-        let tx = conn.transaction().map_err(unavailable)?;
-        for attempt in attempts {
-            tx.execute(
-                crate::webhooks::RECORD,
-                params![
-                    attempt.delivery_id,
-                    attempt.state.as_str(),
-                    attempt.next_attempt_at,
-                    attempt.status,
-                    attempt.error,
-                    attempt.finished_at,
-                ],
-            )
-            .map_err(unavailable)?;
-        }
-        tx.commit().map_err(unavailable)
     }
 
     fn list(

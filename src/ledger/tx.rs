@@ -151,8 +151,8 @@ pub struct NewDelivery<'a> {
     pub action_id: &'a str,
     /// Where and how it goes, as JSON text.
     pub target_json: &'a str,
-    /// The body to POST: `{"delivery_id", "event", "result"}`.
-    pub body: &'a str,
+    /// The event as sent, as JSON text (the body joins its result when it is sent).
+    pub event_json: &'a str,
     /// When it was queued (µs since the epoch); also its first attempt's time.
     pub created_at: i64,
 }

@@ -29,8 +29,10 @@ pub struct Due {
     pub delivery_id: String,
     /// Where and how it goes, as stored (JSON of [`WebhookTarget`]).
     pub target_json: String,
-    /// What to POST.
-    pub body: String,
+    /// The event as sent (JSON text).
+    pub event_json: String,
+    /// Its result as stored with the event (JSON text).
+    pub result_json: String,
     /// Attempts made before this one.
     pub attempts: u32,
 }
@@ -150,11 +152,10 @@ pub enum Retried {
 
 /// Where deliveries wait: the ledger's `webhook_deliveries` table.
 pub trait Outbox: Send + Sync {
-    /// Claims up to `limit` pending deliveries due at `now` that no node holds, leasing them
-    /// until `lease_until`.
-    fn claim(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<Due>, LedgerError>;
-    /// Records attempts' outcomes (and frees their leases).
-    fn record(&self, attempts: &[Attempt]) -> Result<(), LedgerError>;
+    /// In one transaction: records `attempts`' outcomes (freeing their leases), then claims up
+    /// to `limit` pending deliveries due at `now` that no node holds, leasing them until
+    /// `lease_until`. One transaction a round keeps the worker's share of the writer small.
+    fn settle(&self, attempts: &[Attempt], now: i64, lease_until: i64, limit: usize) -> Result<Vec<Due>, LedgerError>;
     /// Deliveries newest first, in `state` when given, after `cursor`, at most `limit`.
     fn list(
         &self,
@@ -255,10 +256,11 @@ pub(crate) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery
     })
 }
 
-/// SQLite's claim: due, pending, not leased.
-pub(crate) const CLAIM_SELECT: &str = "SELECT delivery_id, target, body, attempts FROM webhook_deliveries \
-     WHERE state = 'pending' AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
-     ORDER BY next_attempt_at LIMIT ?2";
+/// SQLite's claim: due, pending, not leased; with the event's stored result.
+pub(crate) const CLAIM_SELECT: &str = "SELECT d.delivery_id, d.target, d.event, coalesce(e.result, 'null'), d.attempts \
+     FROM webhook_deliveries d LEFT JOIN events e ON e.event_id = d.event_id \
+     WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
+     ORDER BY d.next_attempt_at LIMIT ?2";
 
 /// SQLite's record of one attempt.
 pub(crate) const RECORD: &str = "UPDATE webhook_deliveries SET state = ?2, attempts = attempts + 1, \
@@ -266,13 +268,23 @@ pub(crate) const RECORD: &str = "UPDATE webhook_deliveries SET state = ?2, attem
      WHERE delivery_id = ?1";
 
 pub(crate) fn due_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Due> {
-    let attempts: i64 = row.get(3)?;
+    let attempts: i64 = row.get(4)?;
     Ok(Due {
         delivery_id: row.get(0)?,
         target_json: row.get(1)?,
-        body: row.get(2)?,
+        event_json: row.get(2)?,
+        result_json: row.get(3)?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
     })
+}
+
+impl Due {
+    /// What is POSTed: `{"delivery_id", "event", "result"}`, from the stored JSON texts as they
+    /// are (they were written by serde, so they are valid JSON).
+    pub fn body(&self) -> String {
+        let id = serde_json::to_string(&self.delivery_id).unwrap_or_default();
+        format!(r#"{{"delivery_id":{id},"event":{},"result":{}}}"#, self.event_json, self.result_json)
+    }
 }
 
 /// How the worker runs (`--webhook-backoff-base-ms`, `--webhook-backoff-cap-ms`).
@@ -286,16 +298,21 @@ pub struct Settings {
     pub poll: Duration,
     /// Deliveries attempted at once.
     pub batch: usize,
+    /// The longest pause between rounds while nothing is being delivered (receivers down): the
+    /// worker then slows down instead of spending the machine on attempts bound to fail.
+    pub idle_cap: Duration,
 }
 
 impl Default for Settings {
-    /// 1 s doubling, at most 5 minutes apart; a look every 200 ms; 32 at once.
+    /// 1 s doubling, at most 5 minutes apart; a look every 200 ms; 64 at once; at most 2 s
+    /// between rounds that deliver nothing.
     fn default() -> Self {
         Settings {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
             poll: Duration::from_millis(200),
-            batch: 32,
+            batch: 64,
+            idle_cap: Duration::from_secs(2),
         }
     }
 }
@@ -333,9 +350,13 @@ impl Worker {
     }
 
     /// Delivers what is due until the task is stopped; a failing outbox is tried again later.
+    /// Rounds follow each other at once while deliveries succeed; while none does (receivers
+    /// down), the pause between rounds doubles up to `idle_cap`, and one success resets it.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut counted = tokio::time::Instant::now() - PENDING_COUNT_INTERVAL;
+            let mut settled: Vec<Attempt> = Vec::new();
+            let mut pause = Duration::ZERO;
             loop {
                 if counted.elapsed() >= PENDING_COUNT_INTERVAL {
                     counted = tokio::time::Instant::now();
@@ -344,11 +365,27 @@ impl Worker {
                         self.pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
                     }
                 }
-                match self.round().await {
-                    Ok(0) => tokio::time::sleep(self.settings.poll).await,
-                    Ok(_) => {}
-                    Err(e) => {
+                let recorded = std::mem::take(&mut settled);
+                match self.round(recorded).await {
+                    Ok(attempts) if attempts.is_empty() => {
+                        pause = Duration::ZERO;
+                        tokio::time::sleep(self.settings.poll).await;
+                    }
+                    Ok(attempts) => {
+                        let delivered = attempts.iter().any(|a| a.state == DeliveryState::Delivered);
+                        pause = if delivered {
+                            Duration::ZERO
+                        } else {
+                            (pause * 2).max(self.settings.poll).min(self.settings.idle_cap)
+                        };
+                        settled = attempts;
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                    Err((e, unrecorded)) => {
                         tracing::warn!(error = %e.detail(), "cannot read or write the webhook outbox; trying again");
+                        settled = unrecorded;
                         tokio::time::sleep(self.settings.poll * 5).await;
                     }
                 }
@@ -356,16 +393,15 @@ impl Worker {
         })
     }
 
-    /// Claims what is due, attempts it all at once, records the outcomes; answers how many.
-    async fn round(&self) -> Result<usize, LedgerError> {
+    /// Records the last round's outcomes and claims what is due, in one transaction; attempts
+    /// it all at once; answers the new outcomes (recorded by the next round). On an outbox
+    /// error the outcomes not recorded come back, to be recorded next time.
+    async fn round(&self, recorded: Vec<Attempt>) -> Result<Vec<Attempt>, (LedgerError, Vec<Attempt>)> {
         let now = crate::ledger::now_micros();
         let lease_until = now + micros(LEASE);
-        let outbox = Arc::clone(&self.outbox);
-        let batch = self.settings.batch;
-        let due = blocking(move || outbox.claim(now, lease_until, batch)).await?;
-        if due.is_empty() {
-            return Ok(0);
-        }
+        let (outbox, batch) = (Arc::clone(&self.outbox), self.settings.batch);
+        let keep = recorded.clone();
+        let due = blocking(move || outbox.settle(&recorded, now, lease_until, batch)).await.map_err(|e| (e, keep))?;
         let attempts = futures_util::future::join_all(due.iter().map(|d| self.attempt(d))).await;
         for attempt in &attempts {
             let outcome = match attempt.state {
@@ -375,10 +411,7 @@ impl Worker {
             };
             self.outcomes.get_or_create(&OutcomeLabel { outcome }).inc();
         }
-        let count = attempts.len();
-        let outbox = Arc::clone(&self.outbox);
-        blocking(move || outbox.record(&attempts)).await?;
-        Ok(count)
+        Ok(attempts)
     }
 
     /// One attempt of one delivery.
@@ -406,6 +439,7 @@ impl Worker {
     /// POSTs the body, signed; the status, or why there is none.
     async fn send(&self, due: &Due, target: &WebhookTarget) -> Result<u16, String> {
         let timestamp = jiff::Timestamp::now().as_second().to_string();
+        let body = due.body();
         let mut request = self
             .client
             .post(&target.url)
@@ -419,10 +453,9 @@ impl Worker {
         if let Some(env) = &target.secret_env {
             let secret =
                 std::env::var(env).map_err(|_| format!("the secret's environment variable {env} is not set"))?;
-            request =
-                request.header("x-fluxflow-signature", format!("sha256={}", sign(&secret, &timestamp, &due.body)));
+            request = request.header("x-fluxflow-signature", format!("sha256={}", sign(&secret, &timestamp, &body)));
         }
-        let response = request.body(due.body.clone()).send().await.map_err(|e| describe(&e))?;
+        let response = request.body(body).send().await.map_err(|e| describe(&e))?;
         Ok(response.status().as_u16())
     }
 
