@@ -128,3 +128,32 @@ fn over_the_connection_cap_new_connections_are_refused_while_the_open_ones_are_s
     assert!(served, "a new connection is served once one closed");
     assert!(server.metric("fluxflow_connections_refused_total") >= 1.0);
 }
+
+/// A request answered before its body was read (too large) closes its connection and says
+/// so: the body's rest must not be read as the next request, nor a client send on it again.
+#[test]
+fn an_answer_before_the_body_is_read_says_connection_close() {
+    let server = server(&[]);
+    let mut stream = connect(&server);
+    let head =
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    let _ = stream.write_all(&vec![b' '; 1_200_000]);
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&seen).to_lowercase();
+    assert!(text.starts_with("http/1.1 413"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    // A request whose body was read keeps its connection.
+    let mut kept = connect(&server);
+    kept.write_all(REQUEST.as_bytes()).unwrap();
+    assert_eq!(status(&mut kept), Some(200));
+    kept.write_all(REQUEST.as_bytes()).unwrap();
+    assert_eq!(status(&mut kept), Some(200));
+}

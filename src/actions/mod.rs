@@ -49,7 +49,7 @@ pub trait Action: Send + Sync + fmt::Debug {
         None
     }
     /// For an action that plans [`Plan::Notify`]: where the delivery goes.
-    fn notification(&self) -> Option<std::sync::Arc<webhook_notify::WebhookTarget>> {
+    fn notification(&self) -> Option<std::sync::Arc<webhook_notify::Notification>> {
         None
     }
 }

@@ -36,10 +36,20 @@ pub struct WebhookTarget {
     pub max_attempts: u32,
 }
 
+/// A target as the outbox stores it: checked at load and encoded once, so that queuing a
+/// delivery costs the ledger's writer no encoding.
+#[derive(Debug)]
+pub struct Notification {
+    /// Where and how deliveries go.
+    pub target: WebhookTarget,
+    /// `target` as JSON text.
+    pub target_json: String,
+}
+
 /// A compiled `webhook_notify` action.
 #[derive(Debug)]
 pub struct WebhookNotifyAction {
-    target: Arc<WebhookTarget>,
+    notification: Arc<Notification>,
 }
 
 impl ActionKind for WebhookNotify {
@@ -78,7 +88,8 @@ impl ActionKind for WebhookNotify {
             timeout_ms: timeout_ms?,
             max_attempts: u32::try_from(max_attempts?).ok()?,
         };
-        Some(Box::new(WebhookNotifyAction { target: Arc::new(target) }))
+        let target_json = serde_json::to_string(&target).ok()?;
+        Some(Box::new(WebhookNotifyAction { notification: Arc::new(Notification { target, target_json }) }))
     }
 }
 
@@ -186,17 +197,17 @@ impl Action for WebhookNotifyAction {
         Plan::Notify
     }
 
-    fn notification(&self) -> Option<Arc<WebhookTarget>> {
-        Some(Arc::clone(&self.target))
+    fn notification(&self) -> Option<Arc<Notification>> {
+        Some(Arc::clone(&self.notification))
     }
 
     fn message(&self, outcome: &Outcome, _event: &Event) -> String {
         match outcome {
-            Outcome::Done(_) => format!("Webhook queued for {}", self.target.url),
+            Outcome::Done(_) => format!("Webhook queued for {}", self.notification.target.url),
             Outcome::Failed(Failure::NoOutbox) => {
                 "Webhook not queued: it needs a ledger (--ledger none keeps no outbox)".to_owned()
             }
-            _ => format!("Webhook not queued for {}", self.target.url),
+            _ => format!("Webhook not queued for {}", self.notification.target.url),
         }
     }
 }

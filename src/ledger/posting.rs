@@ -128,16 +128,13 @@ fn queue<T: LedgerTx + ?Sized>(
     notify: &NotifyWrite,
     now: i64,
 ) -> Result<(), LedgerError> {
-    let encoding = |e: serde_json::Error| {
-        LedgerError::unavailable("cannot encode a delivery", false, Some(std::sync::Arc::new(e)))
-    };
     let delivery_id = format!("{}:{}", posting.event_id, notify.action_id);
     tx.queue_delivery(&NewDelivery {
         delivery_id: &delivery_id,
         event_id: posting.event_id,
         action_id: &notify.action_id,
-        target_json: &serde_json::to_string(notify.target.as_ref()).map_err(encoding)?,
-        event_json: &serde_json::to_string(posting.event).map_err(encoding)?,
+        target_json: &notify.notification.target_json,
+        event_json: &notify.event_json,
         created_at: now,
     })
 }

@@ -16,11 +16,12 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::{HeaderValue, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -129,10 +130,20 @@ async fn serve<S>(
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             activity.enter(Phase::Busy);
-            let request = request.map(|body| Body::new(DeadlineBody::new(body, limits.body_timeout)));
+            let watched = Arc::clone(&activity);
+            let request = request.map(|body| Body::new(DeadlineBody::new(body, limits.body_timeout, watched)));
             let (mut api, activity) = (api.clone(), Arc::clone(&activity));
             async move {
-                let response = api.call(request).await;
+                let mut response = api.call(request).await;
+                // Answered before its body was read to the end (refused early: too large,
+                // unauthorised): the rest of the body would be read as the next request, so
+                // the connection closes after this answer, and says so, so that no client
+                // sends on it again.
+                if !activity.body_done.load(Ordering::Acquire) {
+                    if let Ok(response) = response.as_mut() {
+                        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                }
                 activity.enter(Phase::Idle);
                 response
             }
@@ -173,11 +184,18 @@ struct Activity {
     phase: AtomicU8,
     /// When the phase began, in milliseconds since `opened`.
     since_ms: AtomicU64,
+    /// Whether the request being served has had its body read to the end.
+    body_done: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Activity {
-        Activity { opened: Instant::now(), phase: AtomicU8::new(Phase::Head as u8), since_ms: AtomicU64::new(0) }
+        Activity {
+            opened: Instant::now(),
+            phase: AtomicU8::new(Phase::Head as u8),
+            since_ms: AtomicU64::new(0),
+            body_done: AtomicBool::new(true),
+        }
     }
 
     fn enter(&self, phase: Phase) {
@@ -281,12 +299,14 @@ pin_project_lite::pin_project! {
         deadline: Instant,
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
         limit: Duration,
+        activity: Arc<Activity>,
     }
 }
 
 impl DeadlineBody {
-    fn new(inner: Incoming, limit: Duration) -> DeadlineBody {
-        DeadlineBody { inner, deadline: Instant::now() + limit, timer: None, limit }
+    fn new(inner: Incoming, limit: Duration, activity: Arc<Activity>) -> DeadlineBody {
+        activity.body_done.store(hyper::body::Body::is_end_stream(&inner), Ordering::Release);
+        DeadlineBody { inner, deadline: Instant::now() + limit, timer: None, limit, activity }
     }
 }
 
@@ -300,6 +320,9 @@ impl hyper::body::Body for DeadlineBody {
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            if frame.is_none() {
+                this.activity.body_done.store(true, Ordering::Release);
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         let deadline = *this.deadline;
