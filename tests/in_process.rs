@@ -21,7 +21,7 @@ struct Running {
     engine: Arc<Engine>,
     base: String,
     stop: tokio::sync::oneshot::Sender<()>,
-    serving: tokio::task::JoinHandle<Result<(), fluxflow::service::ServeError>>,
+    serving: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
@@ -67,7 +67,7 @@ async fn serves_events_and_commits_every_one_before_returning() {
     assert_eq!(health.status(), 200);
 
     running.stop.send(()).unwrap();
-    running.serving.await.unwrap().unwrap();
+    running.serving.await.unwrap();
     let ledger = running.engine.ledger().unwrap();
     assert_eq!(ledger.store().balance("u1").unwrap(), 40);
     assert_eq!(running.engine.metrics.events_processed.get(), 40);
@@ -88,6 +88,6 @@ async fn refuses_new_events_during_the_grace_period_then_closes() {
     assert_eq!(refused.status(), 503);
     let ready = client.get(format!("{}/readyz", running.base)).send().await.unwrap();
     assert_eq!(ready.status(), 503, "load balancers see the node going away");
-    running.serving.await.unwrap().unwrap();
+    running.serving.await.unwrap();
     assert_eq!(running.engine.ledger().unwrap().store().balance("u1").unwrap(), 0, "nothing refused was applied");
 }

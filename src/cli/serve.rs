@@ -163,7 +163,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             (outbox, settings)
         }),
     };
-    service::serve(listener, service, signals.wait()).await?;
+    service::serve(listener, service, signals.wait()).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1462,7 +1462,7 @@ impl crate::webhooks::Outbox for SqliteStore {
         let mut conn = self.writer.lock().map_err(broken)?;
         let tx = conn.transaction().map_err(unavailable)?;
         {
-            let mut record = tx.prepare_cached(crate::webhooks::RECORD).map_err(unavailable)?;
+            let mut record = tx.prepare_cached(RECORD_ATTEMPT).map_err(unavailable)?;
             for a in attempts {
                 let state = a.state.as_str();
                 record
@@ -1473,9 +1473,9 @@ impl crate::webhooks::Outbox for SqliteStore {
         let due = if limit == 0 {
             Vec::new()
         } else {
-            let mut select = tx.prepare_cached(crate::webhooks::CLAIM_SELECT).map_err(unavailable)?;
+            let mut select = tx.prepare_cached(CLAIM_DELIVERIES).map_err(unavailable)?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = select.query_map(params![now, limit], crate::webhooks::due_of_row).map_err(unavailable)?;
+            let rows = select.query_map(params![now, limit], due_of_row).map_err(unavailable)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(unavailable)?
         };
         {
@@ -1507,7 +1507,7 @@ impl crate::webhooks::Outbox for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|conn| {
             let mut statement = conn.prepare_cached(&sql)?;
-            let rows = statement.query_map(params![state, at, id, limit], crate::webhooks::delivery_row)?;
+            let rows = statement.query_map(params![state, at, id, limit], delivery_row)?;
             rows.collect()
         })
     }
@@ -1542,5 +1542,45 @@ fn retry_delivery(conn: &Connection, delivery_id: &str, now: i64) -> rusqlite::R
     Ok(match state.as_deref().and_then(DeliveryState::parse) {
         Some(state) => Retried::NotFailed(state),
         None => Retried::NotFound,
+    })
+}
+
+// The outbox's claim and record statements and row readers (its schema is version 10 above).
+
+/// The claim: due, pending, not leased; with the event's stored result.
+const CLAIM_DELIVERIES: &str = "SELECT d.delivery_id, d.target, d.event, coalesce(e.result, 'null'), d.attempts \
+     FROM webhook_deliveries d LEFT JOIN events e ON e.event_id = d.event_id \
+     WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
+     ORDER BY d.next_attempt_at LIMIT ?2";
+
+/// The record of one attempt.
+const RECORD_ATTEMPT: &str = "UPDATE webhook_deliveries SET state = ?2, attempts = attempts + 1, \
+     next_attempt_at = ?3, last_status = ?4, last_error = ?5, finished_at = ?6, lease_until = NULL \
+     WHERE delivery_id = ?1";
+
+fn due_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<crate::webhooks::Due> {
+    let attempts: i64 = row.get(4)?;
+    Ok(crate::webhooks::Due {
+        delivery_id: row.get(0)?,
+        target_json: row.get(1)?,
+        event_json: row.get(2)?,
+        result_json: row.get(3)?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+    })
+}
+
+fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<crate::webhooks::DeliveryRow> {
+    Ok(crate::webhooks::DeliveryRow {
+        delivery_id: row.get(0)?,
+        event_id: row.get(1)?,
+        action_id: row.get(2)?,
+        target_json: row.get(3)?,
+        state: row.get(4)?,
+        attempts: row.get(5)?,
+        next_attempt_at: row.get(6)?,
+        last_status: row.get(7)?,
+        last_error: row.get(8)?,
+        created_at: row.get(9)?,
+        finished_at: row.get(10)?,
     })
 }

@@ -124,8 +124,7 @@ async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let api_metrics = api.clone();
-    let api_metrics = api_metrics.metrics();
+    let timed_out = api.metrics().connections_timed_out.clone();
     let service = {
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -161,7 +160,7 @@ async fn serve<S>(
         phase = activity.overdue(limits) => {
             let reason = if phase == Phase::Idle { "idle_timeout" } else { "header_timeout" };
             tracing::debug!(reason, "connection closed: the client was too slow or idle");
-            api_metrics.connections_timed_out.get_or_create(&ReasonLabel { reason }).inc();
+            timed_out.get_or_create(&ReasonLabel { reason }).inc();
         }
     }
 }

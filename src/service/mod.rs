@@ -42,12 +42,8 @@ pub struct Service {
     pub webhooks: Option<(Arc<dyn crate::webhooks::Outbox>, crate::webhooks::Settings)>,
 }
 
-/// Why the service stopped other than by its shutdown.
-#[derive(Debug, thiserror::Error)]
-#[error("the HTTP server failed: {0}")]
-pub struct ServeError(#[from] std::io::Error);
-
-/// Serves `service` on `listener` until `shutdown` completes, then drains: new events are refused
+/// Serves `service` on `listener` until `shutdown` completes, then drains (a connection that
+/// cannot be accepted is logged and the loop goes on, so this only returns by its shutdown): new events are refused
 /// for the grace period, requests in flight get a bounded time to finish, and every admitted
 /// event (HTTP, batch or stream) is applied before this returns.
 ///
@@ -74,15 +70,11 @@ pub struct ServeError(#[from] std::io::Error);
 /// let (stream, tls, webhooks) = (None, None, None);
 /// let service = Service { engine, max_body_bytes, stream, shutdown_grace, access, limits, tls, webhooks };
 /// // Serves until the shutdown future completes: here at once.
-/// serve(listener, service, async {}).await?;
+/// serve(listener, service, async {}).await;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// ```
-pub async fn serve(
-    listener: TcpListener,
-    service: Service,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
+pub async fn serve(listener: TcpListener, service: Service, shutdown: impl Future<Output = ()> + Send + 'static) {
     let Service { engine, max_body_bytes, stream, shutdown_grace, access, limits, tls, webhooks } = service;
     access.keep_fresh();
     let outbox = webhooks.as_ref().map(|(outbox, _)| Arc::clone(outbox));
@@ -119,7 +111,6 @@ pub async fn serve(
         processed = engine.metrics.events_processed.get(),
         "shutdown complete"
     );
-    Ok(())
 }
 
 /// Waits for `shutdown`, refuses new events and keeps answering 503 for the grace period; the

@@ -240,44 +240,6 @@ pub fn page(mut rows: Vec<DeliveryRow>, limit: usize) -> DeliveryPage {
     DeliveryPage { deliveries, next_cursor }
 }
 
-pub(crate) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
-    Ok(DeliveryRow {
-        delivery_id: row.get(0)?,
-        event_id: row.get(1)?,
-        action_id: row.get(2)?,
-        target_json: row.get(3)?,
-        state: row.get(4)?,
-        attempts: row.get(5)?,
-        next_attempt_at: row.get(6)?,
-        last_status: row.get(7)?,
-        last_error: row.get(8)?,
-        created_at: row.get(9)?,
-        finished_at: row.get(10)?,
-    })
-}
-
-/// SQLite's claim: due, pending, not leased; with the event's stored result.
-pub(crate) const CLAIM_SELECT: &str = "SELECT d.delivery_id, d.target, d.event, coalesce(e.result, 'null'), d.attempts \
-     FROM webhook_deliveries d LEFT JOIN events e ON e.event_id = d.event_id \
-     WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
-     ORDER BY d.next_attempt_at LIMIT ?2";
-
-/// SQLite's record of one attempt.
-pub(crate) const RECORD: &str = "UPDATE webhook_deliveries SET state = ?2, attempts = attempts + 1, \
-     next_attempt_at = ?3, last_status = ?4, last_error = ?5, finished_at = ?6, lease_until = NULL \
-     WHERE delivery_id = ?1";
-
-pub(crate) fn due_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Due> {
-    let attempts: i64 = row.get(4)?;
-    Ok(Due {
-        delivery_id: row.get(0)?,
-        target_json: row.get(1)?,
-        event_json: row.get(2)?,
-        result_json: row.get(3)?,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-    })
-}
-
 impl Due {
     /// What is POSTed: `{"delivery_id", "event", "result"}`, from the stored JSON texts as they
     /// are (they were written by serde, so they are valid JSON).

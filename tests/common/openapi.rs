@@ -70,32 +70,18 @@ impl Validator {
     /// Checks an answer whose status is not known (`curl -s` prints only the body): an error
     /// answer against the error schema, any other against the operation's success answer.
     pub fn check_answer(&mut self, method: &str, path: &str, body: &Value) -> Result<(), String> {
-        let route = fluxflow::api::table::ROUTES
-            .iter()
-            .find(|r| r.method == method && segments_match(r.path, path))
+        let method_of = axum::http::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let pattern = fluxflow::api::access::route_pattern(&method_of, path)
             .ok_or(format!("{method} {path} is no route of the API"))?;
         if body.get("code").is_some() && body.get("error").is_some() {
             return self.validate("/components/schemas/Error", body).map_err(|e| format!("{method} {path}: {e}"));
         }
-        let operation = format!("/paths/{}/{}/responses", token(route.path), method.to_lowercase());
+        let operation = format!("/paths/{}/{}/responses", token(pattern), method.to_lowercase());
         let status = ["200", "202"]
             .into_iter()
             .find(|s| self.doc.pointer(&format!("{operation}/{s}")).is_some())
-            .ok_or(format!("{method} {} lists no success answer", route.path))?;
-        self.check(method, route.path, status.parse().unwrap(), body)
-    }
-}
-
-/// Whether a concrete path fits a route pattern, segment by segment.
-fn segments_match(pattern: &str, path: &str) -> bool {
-    let (mut pattern, mut path) = (pattern.split('/'), path.split('/'));
-    loop {
-        match (pattern.next(), path.next()) {
-            (None, None) => return true,
-            (Some(p), Some(s)) if p.starts_with('{') && !s.is_empty() => {}
-            (Some(p), Some(s)) if p == s => {}
-            _ => return false,
-        }
+            .ok_or(format!("{method} {pattern} lists no success answer"))?;
+        self.check(method, pattern, status.parse().unwrap(), body)
     }
 }
 
