@@ -13,9 +13,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// What `--version` prints after the name: the version and the commit built from (`build.rs`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("FLUXFLOW_COMMIT"), ")");
+
 /// FluxFlow: a rule engine for loyalty programmes.
 #[derive(Debug, Parser)]
-#[command(name = "fluxflow", version, about, args_conflicts_with_subcommands = true)]
+#[command(name = "fluxflow", version = VERSION, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
