@@ -44,6 +44,8 @@ fn routes() -> Vec<Route> {
         route("GET", "/v1/rules", "/v1/rules", "", &[]),
         route("PUT", "/v1/rules", "/v1/rules", "", &[]),
         route("GET", "/v1/rules/versions", "/v1/rules/versions", "", &[]),
+        route("GET", "/v1/rules/versions/{rules_version}", "/v1/rules/versions/1", "", &[]),
+        route("GET", "/v1/rules/hits", "/v1/rules/hits", "", &[]),
         route("POST", "/v1/rules/rollback", "/v1/rules/rollback", r#"{"rules_version": 1}"#, &[]),
         route("POST", "/v1/rules/reload", "/v1/rules/reload", "", &[]),
         route("GET", "/v1/webhooks/deliveries", "/v1/webhooks/deliveries", "", &["state", "limit", "cursor"]),
@@ -52,6 +54,8 @@ fn routes() -> Vec<Route> {
         route("GET", "/readyz", "/readyz", "", &[]),
         route("GET", "/metrics", "/metrics", "", &[]),
         route("GET", "/v1/openapi.json", "/v1/openapi.json", "", &[]),
+        route("GET", "/console", "/console", "", &[]),
+        route("GET", "/console/{asset}", "/console/app.js", "", &[]),
     ]
 }
 

@@ -119,6 +119,10 @@ fn the_service_serves_the_document_and_its_answers_fit_it() {
     call(200, "PUT", "/v1/rules", "/v1/rules", &format!("{RULES}# two\n"), "application/yaml");
     call(422, "PUT", "/v1/rules", "/v1/rules", "version: v1\nscenarios: [{id: 1}]\n", "application/yaml");
     call(200, "GET", "/v1/rules/versions", "/v1/rules/versions", "", json);
+    call(200, "GET", "/v1/rules/versions/{rules_version}", "/v1/rules/versions/1", "", json);
+    call(404, "GET", "/v1/rules/versions/{rules_version}", "/v1/rules/versions/99", "", json);
+    call(404, "GET", "/v1/rules/versions/{rules_version}", "/v1/rules/versions/first", "", json);
+    call(200, "GET", "/v1/rules/hits", "/v1/rules/hits", "", json);
     call(200, "POST", "/v1/rules/rollback", "/v1/rules/rollback", r#"{"rules_version":1}"#, json);
     call(404, "POST", "/v1/rules/rollback", "/v1/rules/rollback", r#"{"rules_version":99}"#, json);
     call(200, "POST", "/v1/rules/reload", "/v1/rules/reload", "", json);

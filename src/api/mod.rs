@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod body;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod operations;
@@ -78,6 +79,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/actors/{actor_id}/redemptions/{redemption_id}/cancel", post(operations::cancel))
         .route("/v1/rules", get(routes::rules).put(versions::publish))
         .route("/v1/rules/versions", get(versions::list))
+        .route("/v1/rules/versions/{rules_version}", get(versions::show))
+        .route("/v1/rules/hits", get(routes::hits))
         .route("/v1/rules/rollback", post(versions::rollback))
         .route("/v1/rules/reload", post(routes::reload))
         .route("/healthz", get(routes::healthz))
@@ -86,6 +89,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/webhooks/deliveries/{delivery_id}/retry", post(webhooks::retry))
         .route("/metrics", get(routes::metrics))
         .route("/v1/openapi.json", get(routes::openapi))
+        .route("/console", get(console::page))
+        .route("/console/{asset}", get(console::asset))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(middleware::from_fn(query::strict))

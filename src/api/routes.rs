@@ -120,6 +120,13 @@ pub async fn rules(State(state): State<Arc<AppState>>) -> Response {
     Json(live.view(&state.engine.settings())).into_response()
 }
 
+/// `GET /v1/rules/hits`: each scenario's matches and each action's runs on this node since it
+/// started, for the live rules.
+pub async fn hits(State(state): State<Arc<AppState>>) -> Response {
+    let live = state.engine.live();
+    Json(live.hits(&state.engine.metrics)).into_response()
+}
+
 /// `POST /v1/rules/reload`: 409 when the store is the rules' source (the file only seeded it).
 pub async fn reload(
     State(state): State<Arc<AppState>>,

@@ -41,6 +41,8 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/rules", &[], Need::Scope(Scope::RulesRead)),
     route("PUT", "/v1/rules", &[], Need::Scope(Scope::RulesWrite)),
     route("GET", "/v1/rules/versions", &[], Need::Scope(Scope::RulesRead)),
+    route("GET", "/v1/rules/versions/{rules_version}", &[], Need::Scope(Scope::RulesRead)),
+    route("GET", "/v1/rules/hits", &[], Need::Scope(Scope::RulesRead)),
     route("POST", "/v1/rules/rollback", &[], Need::Scope(Scope::RulesWrite)),
     route("POST", "/v1/rules/reload", &[], Need::Scope(Scope::RulesWrite)),
     route("GET", "/v1/webhooks/deliveries", &["state", "limit", "cursor"], Need::Scope(Scope::EventsRead)),
@@ -49,4 +51,6 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/readyz", &[], Need::Open),
     route("GET", "/metrics", &[], Need::Scope(Scope::MetricsRead)),
     route("GET", "/v1/openapi.json", &[], Need::Open),
+    route("GET", "/console", &[], Need::Open),
+    route("GET", "/console/{asset}", &[], Need::Open),
 ];

@@ -1,12 +1,12 @@
 //! Rules versions over HTTP: `PUT /v1/rules` publishes the YAML body as a new version,
-//! `GET /v1/rules/versions` lists them newest first, `POST /v1/rules/rollback` makes an earlier
+//! `GET /v1/rules/versions` lists them newest first (`/{rules_version}` gives one with its text), `POST /v1/rules/rollback` makes an earlier
 //! one live again as a new version.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,25 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiErr
     let engine = Arc::clone(&state.engine);
     let versions = blocking(move || engine.rules_versions(MAX_LISTED)).await?;
     Ok(Json(Versions { versions }).into_response())
+}
+
+/// The answer of `GET /v1/rules/versions/{rules_version}`: the version as listed, and its text.
+#[derive(Serialize)]
+struct VersionText {
+    #[serde(flatten)]
+    version: RulesVersion,
+    text: String,
+}
+
+/// `GET /v1/rules/versions/{rules_version}`: one version with its YAML text (the console diffs
+/// two of them). A number that names no version, or is not a number, is 404.
+pub async fn show(State(state): State<Arc<AppState>>, Path(number): Path<String>) -> Result<Response, ApiError> {
+    let missing = || ApiError::new(ErrorCode::NotFound, format!("there is no rules version {number}"));
+    let rules_version: u64 = number.parse().map_err(|_| missing())?;
+    let engine = Arc::clone(&state.engine);
+    let found = blocking(move || engine.rules_version_text(rules_version)).await?;
+    let (version, text) = found.ok_or_else(missing)?;
+    Ok(Json(VersionText { version, text }).into_response())
 }
 
 #[derive(Deserialize)]

@@ -24,6 +24,8 @@ pub struct LiveRules {
     scenario_counters: Vec<Counter>,
     /// `[success, error]` per action.
     action_counters: Vec<[Counter; 2]>,
+    /// `[succeeded, failed]` per action, by its id (for the console).
+    action_runs: Vec<super::hits::ActionRuns>,
     /// Refusals by a limit, per scenario that has limits.
     limit_counters: Vec<Option<Counter>>,
 }
@@ -52,6 +54,7 @@ impl LiveRules {
                 })
             })
             .collect();
+        let action_runs = rules.actions().map(|entry| metrics.action_hits.runs(&entry.id)).collect();
         LiveRules {
             rules,
             loaded_at: jiff::Timestamp::now(),
@@ -59,6 +62,7 @@ impl LiveRules {
             rules_version,
             scenario_counters,
             action_counters,
+            action_runs,
             limit_counters,
         }
     }
@@ -75,6 +79,9 @@ impl LiveRules {
         if let Some(pair) = self.action_counters.get(action as usize) {
             pair[usize::from(!success)].inc();
         }
+        if let Some(runs) = self.action_runs.get(action as usize) {
+            runs[usize::from(!success)].inc();
+        }
     }
 
     /// Counts an action a limit of its scenario refused.
@@ -82,6 +89,14 @@ impl LiveRules {
         if let Some(Some(c)) = self.limit_counters.get(scenario as usize) {
             c.inc();
         }
+    }
+
+    /// What `GET /v1/rules/hits` shows: each scenario's matches and each action's runs on this
+    /// node since it started.
+    pub fn hits<'a>(&'a self, metrics: &Metrics) -> super::hits::HitsView<'a> {
+        let matched =
+            |id: &str| metrics.scenarios_matched.get_or_create(&ScenarioLabel { scenario_id: id.to_owned() }).get();
+        super::hits::view(&self.rules.file.scenarios, matched, &metrics.action_hits, self.rules_version)
     }
 
     /// The view `GET /v1/rules` shows. `engine` is what is in effect: worker and queue sizes

@@ -92,6 +92,8 @@ pub struct Metrics {
     /// HTTP connections closed because a client was too slow or idle, by `reason`
     /// (`header_timeout`, `idle_timeout`).
     pub connections_timed_out: Family<ReasonLabel, Counter>,
+    /// Runs of each action by id, for the console; not exported (see [`super::hits`]).
+    pub action_hits: super::hits::ActionHits,
 }
 
 /// Registers a metric (a clone: metrics are shared handles) and gives it back for the struct.
@@ -217,6 +219,7 @@ impl Metrics {
                 "HTTP connections closed because the client was too slow (header_timeout) or idle (idle_timeout)",
                 Family::default(),
             ),
+            action_hits: super::hits::ActionHits::default(),
             registry,
         }
     }

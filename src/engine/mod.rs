@@ -8,6 +8,7 @@
 //! task instead, which applies them in the batch's order ([`chains`]).
 
 pub mod admission;
+pub mod hits;
 pub mod jobs;
 pub mod live;
 pub mod metrics;

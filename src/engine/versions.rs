@@ -116,6 +116,11 @@ impl Engine {
         self.versions.versions(limit)
     }
 
+    /// Version `rules_version` with its text, if it exists.
+    pub fn rules_version_text(&self, rules_version: u64) -> Result<Option<(RulesVersion, String)>, LedgerError> {
+        self.versions.version(rules_version)
+    }
+
     /// Validates `yaml`, stores it as a new version and makes it live on this node (the others
     /// follow): answers the version once it is live here. Invalid rules are never stored.
     pub fn publish(

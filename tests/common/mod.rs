@@ -2,6 +2,7 @@
 //! over real HTTP, read its log.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod docs;
 pub mod nats;
 pub mod openapi;
