@@ -126,7 +126,9 @@ fn a_delivery_is_signed_and_made_once_per_event_and_action(store: &Store) {
     let extra = ", secret: '${FF_TEST_WEBHOOK_SECRET}', headers: {X-Shop: eu-1}";
     let yaml = rules(&hook("tell_crm", &receiver.url, extra));
     let server = start(store, &yaml, &[("FF_TEST_WEBHOOK_SECRET", Path::new("s3cret"))]);
-    let event = json!({"id": "e1", "type": "signup", "actor_id": "u1", "payload": {"plan": "gold"}});
+    let at = jiff::Timestamp::now().to_string();
+    let event = json!({"id": "e1", "type": "signup", "source": "web", "actor_id": "u1", "occurred_at": at,
+        "payload": {"plan": "gold", "seats": 3}, "meta": {"campaign": "spring"}});
     let (status, answer) = server.post_json("/v1/events", &event);
     assert_eq!(status, 200, "{answer}");
     let action = &answer["actions_executed"][0];
@@ -144,7 +146,7 @@ fn a_delivery_is_signed_and_made_once_per_event_and_action(store: &Store) {
     assert_eq!(got.headers["x-fluxflow-signature"], expected, "the receiver can verify the signature");
     let body: Value = serde_json::from_str(&got.body).unwrap();
     assert_eq!(body["delivery_id"], "e1:tell_crm");
-    assert_eq!(body["event"]["payload"]["plan"], "gold");
+    assert_eq!(body["event"], event, "the event as sent");
     assert_eq!(body["result"]["event_id"], "e1");
     assert!(
         !got.body.contains("s3cret") && !server.get_text("/v1/rules").contains("s3cret"),

@@ -174,6 +174,7 @@ impl Engine {
         if let Some(ledger) = &ledger {
             ledger.store().track_history(rules.history_types())?;
             ledger.store().track_sums(rules.history_sums())?;
+            track_targets(ledger.store(), &rules)?;
         }
         let metrics = Metrics::new();
         metrics.reload("success");
@@ -502,8 +503,10 @@ impl Engine {
         let path = self.config_path.display().to_string();
         if let Some(ledger) = &self.ledger {
             let store = ledger.store();
-            let tracked =
-                store.track_history(rules.history_types()).and_then(|()| store.track_sums(rules.history_sums()));
+            let tracked = store
+                .track_history(rules.history_types())
+                .and_then(|()| store.track_sums(rules.history_sums()))
+                .and_then(|()| track_targets(store, &rules));
             if let Err(e) = tracked {
                 self.metrics.reload("invalid");
                 let problem = format!("cannot index member history for these rules: {}", e.detail());
@@ -729,6 +732,13 @@ impl Engine {
             }
         }
     }
+}
+
+/// Stores the webhook targets of rules about to go live.
+fn track_targets(store: &dyn crate::ledger::LedgerStore, rules: &Rules) -> Result<(), crate::ledger::LedgerError> {
+    let notifications = rules.notifications();
+    let targets: Vec<&str> = notifications.iter().map(|n| n.target_json.as_str()).collect();
+    store.track_targets(&targets)
 }
 
 /// What the ledger must write for an evaluation: each planned action's write, its stacking key,

@@ -162,6 +162,11 @@ impl Rules {
         self.graph.actions.iter()
     }
 
+    /// Where the rules' `webhook_notify` actions deliver.
+    pub fn notifications(&self) -> Vec<Arc<crate::actions::webhook_notify::Notification>> {
+        self.actions().filter_map(|entry| entry.action.notification()).collect()
+    }
+
     /// An action, by index.
     pub fn action(&self, index: u32) -> Option<&ActionEntry> {
         self.graph.actions.get(index as usize)

@@ -118,6 +118,9 @@ impl LedgerStore for Intercepted {
     fn track_sums(&self, sums: &[super::member::SumKey]) -> Result<(), LedgerError> {
         self.inner.track_sums(sums)
     }
+    fn track_targets(&self, targets: &[&str]) -> Result<(), LedgerError> {
+        self.inner.track_targets(targets)
+    }
     fn track_history(&self, types: &[String]) -> Result<(), LedgerError> {
         self.inner.track_history(types)
     }

@@ -570,6 +570,12 @@ pub trait LedgerStore: Send + Sync {
     fn track_sums(&self, _sums: &[member::SumKey]) -> Result<(), LedgerError> {
         Ok(())
     }
+    /// Stores the webhook targets of rules about to go live (their JSON), so that a delivery
+    /// names its target rather than carrying it. A store that keeps targets in each delivery
+    /// ignores it.
+    fn track_targets(&self, _targets: &[&str]) -> Result<(), LedgerError> {
+        Ok(())
+    }
     /// A member's entries, newest first, older than the cursor entry id.
     fn history(&self, actor_id: &str, limit: usize, before: Option<i64>) -> Result<HistoryPage, LedgerError>;
     /// A batch job.

@@ -1253,9 +1253,10 @@ impl LedgerTx for PgTx<'_, '_> {
     }
 
     fn queue_delivery(&mut self, d: &super::tx::NewDelivery<'_>) -> Result<(), LedgerError> {
+        let delivery_id = d.delivery_id();
         self.execute(
             QUEUE_DELIVERY,
-            &[&d.delivery_id, &d.event_id, &d.action_id, &d.target_json, &d.event_json, &d.created_at],
+            &[&delivery_id, &d.event_id, &d.action_id, &d.target_json, &d.event_json, &d.created_at],
         )
     }
 
@@ -1770,6 +1771,7 @@ impl crate::webhooks::Outbox for PostgresStore {
                 let attempts: i64 = get(row, 4)?;
                 Ok(crate::webhooks::Due {
                     delivery_id: get(row, 0)?,
+                    row: 0,
                     target_json: get(row, 1)?,
                     event_json: get(row, 2)?,
                     result_json: get(row, 3)?,

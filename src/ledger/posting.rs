@@ -128,13 +128,12 @@ fn queue<T: LedgerTx + ?Sized>(
     notify: &NotifyWrite,
     now: i64,
 ) -> Result<(), LedgerError> {
-    let delivery_id = format!("{}:{}", posting.event_id, notify.action_id);
     tx.queue_delivery(&NewDelivery {
-        delivery_id: &delivery_id,
         event_id: posting.event_id,
         action_id: &notify.action_id,
         target_json: &notify.notification.target_json,
         event_json: &notify.event_json,
+        event: posting.event,
         created_at: now,
     })
 }

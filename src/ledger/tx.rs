@@ -143,8 +143,6 @@ pub struct NewEvent<'a> {
 /// A webhook delivery to add to the outbox, in its event's transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct NewDelivery<'a> {
-    /// `<event_id>:<action_id>`: stable across attempts and replays, for the receiver to dedup by.
-    pub delivery_id: &'a str,
     /// The event.
     pub event_id: &'a str,
     /// The `webhook_notify` action.
@@ -153,8 +151,17 @@ pub struct NewDelivery<'a> {
     pub target_json: &'a str,
     /// The event as sent, as JSON text (the body joins its result when it is sent).
     pub event_json: &'a str,
+    /// The event itself, for a store that keeps only what `events` does not (SQLite).
+    pub event: &'a crate::event::Event,
     /// When it was queued (µs since the epoch); also its first attempt's time.
     pub created_at: i64,
+}
+
+impl NewDelivery<'_> {
+    /// `<event_id>:<action_id>`: stable across attempts and replays, for the receiver to dedup by.
+    pub fn delivery_id(&self) -> String {
+        format!("{}:{}", self.event_id, self.action_id)
+    }
 }
 
 /// A scenario's use by one member (one event), counted by its `per: actor` limits.

@@ -27,6 +27,8 @@ use crate::ledger::LedgerError;
 pub struct Due {
     /// `<event_id>:<action_id>`.
     pub delivery_id: String,
+    /// The store's own handle on the row (SQLite's `seq`; PostgreSQL finds it by its id).
+    pub row: i64,
     /// Where and how it goes, as stored (JSON of [`WebhookTarget`]).
     pub target_json: String,
     /// The event as sent (JSON text).
@@ -64,6 +66,8 @@ impl DeliveryState {
 pub struct Attempt {
     /// The delivery.
     pub delivery_id: String,
+    /// Its row ([`Due::row`]).
+    pub row: i64,
     /// Its state after the attempt.
     pub state: DeliveryState,
     /// When to try again (pending), in µs since the epoch.
@@ -150,7 +154,8 @@ pub enum Retried {
     NotFailed(DeliveryState),
 }
 
-/// Where deliveries wait: the ledger's `webhook_deliveries` table.
+/// Where deliveries wait: the ledger's `webhook_deliveries` table. A delivery the event's
+/// transaction wrote is pending and due at once, whether or not a store has given it a state yet.
 pub trait Outbox: Send + Sync {
     /// In one transaction: records `attempts`' outcomes (freeing their leases), then claims up
     /// to `limit` pending deliveries due at `now` that no node holds, leasing them until
@@ -425,6 +430,7 @@ impl Worker {
         let now = crate::ledger::now_micros();
         Attempt {
             delivery_id: due.delivery_id.clone(),
+            row: due.row,
             state,
             next_attempt_at: now,
             status: status.map(i64::from),
@@ -441,6 +447,7 @@ impl Worker {
         let delay = backoff(&self.settings, made);
         Attempt {
             delivery_id: due.delivery_id.clone(),
+            row: due.row,
             state: DeliveryState::Pending,
             next_attempt_at: crate::ledger::now_micros() + micros(delay),
             status: status.map(i64::from),
