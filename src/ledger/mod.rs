@@ -180,8 +180,6 @@ pub struct NotifyWrite {
     pub action_id: String,
     /// Where the delivery goes, encoded at load.
     pub notification: std::sync::Arc<crate::actions::webhook_notify::Notification>,
-    /// The event as sent, encoded on the evaluating thread rather than by the ledger's writer.
-    pub event_json: String,
 }
 
 /// What one planned action asks of the ledger.
@@ -221,14 +219,12 @@ impl ActionWrite {
                     }),
                     None => ActionWrite::Decided(Outcome::of_plan(planned.plan)),
                 },
-                (crate::actions::Plan::Notify, _, Some(entry)) => {
-                    match (entry.action.notification(), serde_json::to_string(event)) {
-                        (Some(notification), Ok(event_json)) => {
-                            ActionWrite::Notify(NotifyWrite { action_id: entry.id.clone(), notification, event_json })
-                        }
-                        _ => ActionWrite::Decided(Outcome::of_plan(planned.plan)),
+                (crate::actions::Plan::Notify, _, Some(entry)) => match entry.action.notification() {
+                    Some(notification) => {
+                        ActionWrite::Notify(NotifyWrite { action_id: entry.id.clone(), notification })
                     }
-                }
+                    None => ActionWrite::Decided(Outcome::of_plan(planned.plan)),
+                },
                 (crate::actions::Plan::Points(change), Some(actor), Some(entry)) => ActionWrite::Points(PointsWrite {
                     actor_id: actor.to_owned(),
                     action_id: entry.id.clone(),

@@ -1254,9 +1254,12 @@ impl LedgerTx for PgTx<'_, '_> {
 
     fn queue_delivery(&mut self, d: &super::tx::NewDelivery<'_>) -> Result<(), LedgerError> {
         let delivery_id = d.delivery_id();
+        let event_json = serde_json::to_string(d.event).map_err(|e| {
+            LedgerError::unavailable("cannot encode a delivery's event", false, Some(std::sync::Arc::new(e)))
+        })?;
         self.execute(
             QUEUE_DELIVERY,
-            &[&delivery_id, &d.event_id, &d.action_id, &d.target_json, &d.event_json, &d.created_at],
+            &[&delivery_id, &d.event_id, &d.action_id, &d.target_json, &event_json, &d.created_at],
         )
     }
 

@@ -132,7 +132,6 @@ fn queue<T: LedgerTx + ?Sized>(
         event_id: posting.event_id,
         action_id: &notify.action_id,
         target_json: &notify.notification.target_json,
-        event_json: &notify.event_json,
         event: posting.event,
         created_at: now,
     })

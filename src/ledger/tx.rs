@@ -149,9 +149,8 @@ pub struct NewDelivery<'a> {
     pub action_id: &'a str,
     /// Where and how it goes, as JSON text.
     pub target_json: &'a str,
-    /// The event as sent, as JSON text (the body joins its result when it is sent).
-    pub event_json: &'a str,
-    /// The event itself, for a store that keeps only what `events` does not (SQLite).
+    /// The event as sent (the body joins its result when it is sent). Each store keeps what it
+    /// needs of it: SQLite only what `events` does not, PostgreSQL its JSON.
     pub event: &'a crate::event::Event,
     /// When it was queued (µs since the epoch); also its first attempt's time.
     pub created_at: i64,
