@@ -2,6 +2,7 @@
 //! its `chromedriver` through fantoccini. Without them the tests say they skipped; with
 //! `CI=true` they fail.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,7 +42,10 @@ pub async fn start() -> Option<Browser> {
         return None;
     }
     let port = free_port();
+    // In a process group of its own, with the browser it starts: dropping the session kills
+    // the group, so no Chromium outlives its test (a panicking test included).
     let driver = Command::new(CHROMEDRIVER)
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -171,8 +175,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // Ends the session's Chromium with its driver.
-        let _ = self.driver.kill();
+        // The driver's group: the driver and every Chromium process it started.
+        if let Ok(group) = i32::try_from(self.driver.id()) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = self.driver.wait();
     }
 }
