@@ -212,9 +212,11 @@ async fn assert_colour(browser: &Browser, selector: &str, result: &str, class: &
         .as_array()
         .unwrap()
         .clone();
-    let distinct: std::collections::BTreeSet<String> = others.iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-    assert_eq!(distinct.len(), 3, "true, false and unknown have three colours: {others:?}");
-    assert!(!colours.is_empty());
+    let palette: Vec<String> = others.iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    let distinct: std::collections::BTreeSet<&String> = palette.iter().collect();
+    assert_eq!(distinct.len(), 3, "true, false and unknown have three colours: {palette:?}");
+    let index = ["true", "false", "unknown"].iter().position(|r| *r == result).unwrap();
+    assert_eq!(colours, palette[index], "{selector} is drawn in the colour of `{result}`");
 }
 
 #[test]

@@ -1674,14 +1674,14 @@ const LIST_COLUMNS: &str = "(event_id || ':' || action_id), event_id, action_id,
 /// Pending deliveries due and not leased, with the event's stored result.
 const CLAIM_DUE: &str = "SELECT d.seq, d.event_id || ':' || d.action_id, \
      (SELECT target FROM webhook_targets t WHERE t.target_id = d.target_id), d.sent, coalesce(e.result, 'null'), \
-     d.attempts, e.event_type, e.actor_id, e.payload FROM webhook_deliveries d LEFT JOIN events e ON e.event_id = d.event_id \
+     d.attempts, e.event_type, e.actor_id, e.payload, d.event_id FROM webhook_deliveries d LEFT JOIN events e ON e.event_id = d.event_id \
      WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
      ORDER BY d.next_attempt_at LIMIT ?2";
 
 /// Deliveries not taken yet, oldest first, after the newest taken.
 const CLAIM_NEW: &str = "SELECT d.seq, d.event_id || ':' || d.action_id, \
      (SELECT target FROM webhook_targets t WHERE t.target_id = d.target_id), d.sent, coalesce(e.result, 'null'), \
-     d.attempts, e.event_type, e.actor_id, e.payload FROM webhook_deliveries d LEFT JOIN events e ON e.event_id = d.event_id \
+     d.attempts, e.event_type, e.actor_id, e.payload, d.event_id FROM webhook_deliveries d LEFT JOIN events e ON e.event_id = d.event_id \
      WHERE d.seq > ?1 AND d.state IS NULL ORDER BY d.seq LIMIT ?2";
 
 /// The newest row the worker took: read backwards over the rows not taken yet (the backlog).
@@ -1700,11 +1700,12 @@ const RECORD_ATTEMPT: &str = "UPDATE webhook_deliveries SET state = ?2, attempts
 fn due_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<crate::webhooks::Due> {
     let attempts: i64 = row.get(5)?;
     let delivery_id: String = row.get(1)?;
-    let event_id = delivery_id.rsplit_once(':').map_or(delivery_id.as_str(), |(event, _)| event);
+    // Read, not split out of the delivery id: an action id may hold a `:` of its own.
+    let event_id: String = row.get(9)?;
     let sent: String = row.get(3)?;
     let (event_type, actor_id, payload): (Option<String>, Option<String>, Option<String>) =
         (row.get(6)?, row.get(7)?, row.get(8)?);
-    let event_json = Sent::rebuild(event_id, event_type.as_deref(), actor_id.as_deref(), payload.as_deref(), &sent)
+    let event_json = Sent::rebuild(&event_id, event_type.as_deref(), actor_id.as_deref(), payload.as_deref(), &sent)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?;
     Ok(crate::webhooks::Due {
         row: row.get(0)?,
