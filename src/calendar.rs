@@ -346,11 +346,14 @@ impl Period {
             "year" => Period::Year,
             "lifetime" => Period::Lifetime,
             _ => {
-                let (digits, unit) = text.split_at(text.len().saturating_sub(1));
-                let n: u32 = digits.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+                // The unit is split off as a char, not a byte, so text ending in a multi-byte
+                // character is refused rather than cut inside it.
+                let mut chars = text.chars();
+                let unit = chars.next_back();
+                let n: u32 = chars.as_str().parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
                 match unit {
-                    "d" if n <= 36_500 => Period::RollingDays(n),
-                    "h" if n <= 876_000 => Period::RollingHours(n),
+                    Some('d') if n <= 36_500 => Period::RollingDays(n),
+                    Some('h') if n <= 876_000 => Period::RollingHours(n),
                     _ => return Err(bad()),
                 }
             }
@@ -482,6 +485,9 @@ mod tests {
         assert!(Period::parse("0d").is_err());
         assert_eq!(Period::parse("30d"), Ok(Period::RollingDays(30)));
         assert_eq!(Period::parse("24h"), Ok(Period::RollingHours(24)));
+        for not_ascii in ["365€", "€", "7дн", "é"] {
+            assert!(Period::parse(not_ascii).unwrap_err().contains("is not a period"), "{not_ascii}");
+        }
     }
 
     #[test]
