@@ -629,3 +629,27 @@ fn one_bad_event_does_not_fail_the_events_committed_with_it(backend: &dyn Backen
     assert!(calls.lock().unwrap().contains(&5), "the five went as one group first: {:?}", calls);
     ledger.close();
 }
+
+/// Committed events reach the database file within moments, copied from the WAL by the
+/// checkpointing thread rather than by the writer's commit once 10,000 pages have piled up.
+#[test]
+fn the_wal_is_copied_back_off_the_writers_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let database = dir.path().join("fluxflow.db");
+    let size = || std::fs::metadata(&database).unwrap().len();
+    std::thread::sleep(fluxflow::ledger::checkpointer::EVERY * 4);
+    let before = size();
+    for n in 0..300 {
+        let event = Event::from_value(json!({"id": format!("w{n}"), "type": "purchase", "actor_id": format!("m{n}"),
+            "payload": {"note": "x".repeat(200)}}))
+        .unwrap();
+        store.write_events(&[write(&event, vec![points(&format!("m{n}"), 1)])]).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() <= before && std::time::Instant::now() < deadline {
+        std::thread::sleep(fluxflow::ledger::checkpointer::EVERY);
+    }
+    assert!(size() > before, "the database file stayed at {before} bytes: nothing was checkpointed");
+    assert_eq!(store.balance("m299").unwrap(), 1);
+}

@@ -9,6 +9,7 @@
 //! a batch job is stored in a transaction of its own. Every event is applied exactly once: its id
 //! is the idempotency key, checked inside the writing transaction.
 
+pub mod checkpointer;
 #[cfg(feature = "test-support")]
 pub mod faulty;
 pub mod lots;

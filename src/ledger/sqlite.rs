@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
+use super::checkpointer::Checkpointer;
 use super::lots::{self, PointsState};
 use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, SumKey, all_time};
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
@@ -633,6 +634,8 @@ pub struct SqliteStore {
     tracked: Mutex<Arc<Tracked>>,
     /// The newest outbox row the delivery worker has taken (rows after it have no state yet).
     outbox_taken: AtomicI64,
+    /// Copies the WAL back into the database off the writer's commits.
+    _checkpointer: Checkpointer,
 }
 
 /// The member history a ledger keeps for the live rules.
@@ -684,6 +687,8 @@ impl SqliteStore {
         let types = read_history_types(&writer).map_err(open_error)?;
         let sums = read_sum_keys(&writer).map_err(open_error)?;
         let outbox_taken = writer.query_row(NEWEST_TAKEN, [], |row| row.get(0)).map_err(open_error)?;
+        let checkpointer = Checkpointer::start(&path)
+            .map_err(|e| LedgerError::open(format!("cannot start checkpointing {}", path.display()), e))?;
         Ok(SqliteStore {
             path,
             writer: Mutex::new(writer),
@@ -691,6 +696,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             tracked: Mutex::new(Arc::new(Tracked { types, sums, targets: HashMap::new() })),
             outbox_taken: AtomicI64::new(outbox_taken),
+            _checkpointer: checkpointer,
         })
     }
 
@@ -730,7 +736,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     }
     // FULL: every commit is fsync'd before it returns, so an answer never outlives its data.
     // A larger checkpoint interval copies the WAL back into the database less often (each page
-    // once per checkpoint rather than once per few commits). The page cache (8 MiB) holds the
+    // once per checkpoint rather than once per few commits); the checkpointer thread
+    // ([`Checkpointer`]) copies most of it before the writer's own checkpoint comes due. The page cache (8 MiB) holds the
     // hot B-tree pages (balances, the right edges of events and entries); the OS caches the
     // rest. A 64 MiB cache was slower: SQLite walked its whole page-cache hash at commits
     // (`pcache1TruncateUnsafe`, 7% of the writer thread under load, gone at 8 MiB).
