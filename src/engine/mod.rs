@@ -422,7 +422,7 @@ impl Engine {
     /// Stores a new batch job whose first `queued` events are queued: durably, or in memory
     /// with `--ledger none`. Answers its id.
     pub async fn store_job(&self, events: &[Arc<Event>], queued: usize) -> Result<String, EngineError> {
-        let job_id = uuid::Uuid::now_v7().to_string();
+        let job_id = crate::event::new_id();
         match &self.ledger {
             Some(ledger) => {
                 let job = NewJob { job_id: job_id.clone(), events: events.to_vec(), queued };
