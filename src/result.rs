@@ -32,6 +32,41 @@ pub struct EventResult {
     /// Why each scenario and condition did or did not fire, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
     pub trace: Option<Trace>,
+    /// The JSON the ledger stored for this result, when it was just stored: the answer sends
+    /// it as it is rather than encoding the result a second time.
+    #[serde(skip)]
+    pub stored_json: StoredJson,
+}
+
+/// A result's JSON as the ledger stored it: a cached encoding, not part of the result's value
+/// (two results are equal whatever they cache).
+#[derive(Debug, Clone, Default)]
+pub struct StoredJson(Option<std::sync::Arc<str>>);
+
+impl StoredJson {
+    /// Caches `json`, the encoding of the result it goes into.
+    pub fn new(json: String) -> StoredJson {
+        StoredJson(Some(json.into()))
+    }
+
+    /// The cached JSON, if any.
+    pub fn get(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl PartialEq for StoredJson {
+    fn eq(&self, _: &StoredJson) -> bool {
+        true
+    }
+}
+
+impl EventResult {
+    /// The JSON stored for this result when it is exactly what the answer must say: a fresh
+    /// result (a replay says `"replayed": true`) without a trace (traces are not stored).
+    pub fn answer_json(&self) -> Option<&str> {
+        if self.replayed || self.trace.is_some() { None } else { self.stored_json.get() }
+    }
 }
 
 /// What one action did.
@@ -94,6 +129,7 @@ impl EventResult {
             actions_executed,
             replayed: false,
             trace: None,
+            stored_json: StoredJson::default(),
         }
     }
 }

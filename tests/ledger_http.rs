@@ -56,7 +56,27 @@ both_stores!(
     sigterm_stores_every_accepted_batch_event_before_exit,
     simulate_reads_the_store_through_the_same_core_and_writes_nothing,
     a_nul_character_in_a_name_is_refused_on_both_stores,
+    a_fresh_answer_is_the_stored_result,
 );
+
+/// A fresh event's answer is sent as the ledger stored it: a retry answers the same result,
+/// marked `replayed`; a traced event's answer still carries its trace (traces are not stored).
+fn a_fresh_answer_is_the_stored_result(store: &Store) {
+    let server = start(store, LOYALTY);
+    let event = json!({"id": "f1", "type": "purchase", "actor_id": "ann", "payload": {"amount": 7}});
+    let (status, fresh) = server.post_json("/v1/events", &event);
+    assert_eq!((status, fresh["actions_executed"][0]["points"].as_i64()), (200, Some(7)), "{fresh}");
+    assert_eq!((fresh.get("replayed"), fresh.get("trace")), (None, None), "{fresh}");
+    let (_, mut replay) = server.post_json("/v1/events", &event);
+    assert_eq!(replay.as_object_mut().unwrap().remove("replayed"), Some(json!(true)));
+    assert_eq!(replay, fresh);
+    let traced = json!({"id": "f2", "type": "purchase", "actor_id": "ann", "payload": {"amount": 1}});
+    let (status, answer) = server.post_json("/v1/events?trace=true", &traced);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["trace"]["scenarios"].is_array(), "{answer}");
+    let (_, replay) = server.post_json("/v1/events", &traced);
+    assert_eq!((replay["replayed"].as_bool(), replay.get("trace")), (Some(true), None), "{replay}");
+}
 
 /// PostgreSQL text cannot hold NUL, so such an event would fail its whole group there: it is
 /// refused before it reaches any ledger, the same on both stores, and its group-mates go through.

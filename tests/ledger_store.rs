@@ -65,6 +65,7 @@ fn write(ev: &Event, actions: Vec<ActionWrite>) -> EventWrite {
             .collect(),
         replayed: false,
         trace: None,
+        stored_json: Default::default(),
     });
     EventWrite {
         event_id: ev.id.clone(),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -41,12 +41,17 @@ pub async fn submit_request(state: &AppState, request: Request) -> Result<Respon
     Ok(result_response(&result))
 }
 
-/// A result as a JSON response, written into a buffer sized for a typical result at once
-/// (`Json` starts small and grows, a copy each time).
+/// A result as a JSON response: the JSON the ledger stored when that is the answer, else
+/// encoded into a buffer sized for a typical result at once (`Json` starts small and grows, a
+/// copy each time).
 fn result_response(result: &EventResult) -> Response {
+    let json = HeaderValue::from_static("application/json");
+    if let Some(stored) = result.answer_json() {
+        return ([(header::CONTENT_TYPE, json)], Bytes::copy_from_slice(stored.as_bytes())).into_response();
+    }
     let mut body = Vec::with_capacity(RESULT_CAPACITY);
     match serde_json::to_writer(&mut body, result) {
-        Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
+        Ok(()) => ([(header::CONTENT_TYPE, json)], body).into_response(),
         Err(e) => ApiError::new(ErrorCode::Internal, format!("cannot encode the result: {e}")).into_response(),
     }
 }

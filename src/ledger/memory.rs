@@ -392,6 +392,7 @@ mod tests {
                 .collect(),
             replayed: false,
             trace: None,
+            stored_json: Default::default(),
         }
     }
 

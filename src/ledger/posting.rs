@@ -17,7 +17,7 @@ use crate::event::Event;
 use crate::graph::limits::{Room, Usage, used_by};
 use crate::graph::stacking::stack;
 use crate::graph::{ScenarioLimits, Stacked, StackingKey};
-use crate::result::{EventResult, EventState};
+use crate::result::{EventResult, EventState, StoredJson};
 
 /// One event to post, borrowed from wherever it was planned.
 #[derive(Clone, Copy)]
@@ -111,8 +111,8 @@ fn apply<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -> R
     };
     let mut notified = Vec::new();
     let stacked = decide(tx, posting, &writes, &mut notified, now)?;
-    let result = (writes.build)(&stacked);
-    save(tx, posting, &result, now)?;
+    let mut result = (writes.build)(&stacked);
+    result.stored_json = StoredJson::new(save(tx, posting, &result, now)?);
     for notify in notified {
         queue(tx, posting, notify, now)?;
     }
@@ -182,13 +182,14 @@ fn decide<'w, T: LedgerTx + ?Sized>(
     })
 }
 
-/// Stores the event with its result, type, time and payload (the member's history).
+/// Stores the event with its result, type, time and payload (the member's history); answers
+/// the result's JSON as stored.
 fn save<T: LedgerTx + ?Sized>(
     tx: &mut T,
     posting: &Posting<'_>,
     result: &EventResult,
     now: i64,
-) -> Result<(), LedgerError> {
+) -> Result<String, LedgerError> {
     let encoding = |what: &'static str| {
         move |e: serde_json::Error| LedgerError::unavailable(what, false, Some(std::sync::Arc::new(e)))
     };
@@ -210,7 +211,8 @@ fn save<T: LedgerTx + ?Sized>(
         result,
         result_json: &result_json,
         processed_at: now,
-    })
+    })?;
+    Ok(result_json)
 }
 
 /// What a scenario's limits leave it for this event, from its use so far (read in this
