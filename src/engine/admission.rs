@@ -98,7 +98,7 @@ impl Ticket {
         };
         admission.waiting.fetch_sub(1, Ordering::AcqRel);
         // The running event now holds the in-flight count.
-        Running { admission, _permit: permit }
+        Running { admission, permit, waiting_again: false }
     }
 }
 
@@ -111,14 +111,33 @@ impl Drop for Ticket {
     }
 }
 
-/// An event evaluating; frees its slot when dropped.
+/// An event evaluating, then waiting for the ledger; frees its slot when dropped.
 pub struct Running {
     admission: Arc<Admission>,
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Set once evaluated: it counts in the queue again until it finishes.
+    waiting_again: bool,
+}
+
+impl Running {
+    /// The event is evaluated and now only waits for the ledger's commit: its evaluation slot
+    /// goes to the next event, so the next group gathers while this one is written (a slot held
+    /// across the commit kept each group to half of `event_workers`). Until it finishes it counts
+    /// in the queue again, so `queue_depth` still bounds the events accepted and not finished,
+    /// and draining still waits for it.
+    pub fn evaluated(&mut self) {
+        if self.permit.take().is_some() {
+            self.admission.waiting.fetch_add(1, Ordering::AcqRel);
+            self.waiting_again = true;
+        }
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if self.waiting_again {
+            self.admission.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
         self.admission.finished();
     }
 }
@@ -154,5 +173,22 @@ mod tests {
         drop(first);
         let started = tokio::time::timeout(std::time::Duration::from_secs(5), next.start()).await;
         assert!(started.is_ok(), "starts once the slot is free");
+    }
+
+    #[tokio::test]
+    async fn an_evaluated_event_frees_its_slot_and_counts_as_waiting_until_it_finishes() {
+        let admission = Arc::new(Admission::new(1, 2));
+        let mut first = admission.try_enter().unwrap().start().await;
+        first.evaluated();
+        assert_eq!(admission.utilization(), 0.5, "waiting for the ledger counts in the queue");
+        let wait = std::time::Duration::from_secs(5);
+        let second = tokio::time::timeout(wait, admission.try_enter().unwrap().start()).await;
+        assert!(second.is_ok(), "the slot went to the next event");
+        assert!(admission.try_enter().is_some(), "one place left: the queue holds the first");
+        let briefly = std::time::Duration::from_millis(50);
+        assert!(tokio::time::timeout(briefly, admission.idle()).await.is_err(), "draining waits for it");
+        drop((first, second));
+        assert!(tokio::time::timeout(wait, admission.idle()).await.is_ok());
+        assert_eq!(admission.utilization(), 0.0);
     }
 }

@@ -46,8 +46,8 @@ use crate::ledger::{
 };
 use crate::result::Job;
 use crate::rules::EngineSettings;
-use admission::Admission;
 pub use admission::Ticket;
+use admission::{Admission, Running};
 use jobs::MemoryJobs;
 use metrics::Metrics;
 
@@ -319,8 +319,8 @@ impl Engine {
     ) -> tokio::task::JoinHandle<Result<EventResult, EngineError>> {
         let engine = Arc::clone(self);
         tokio::spawn(async move {
-            let running = ticket.start().await;
-            let result = engine.run(&task).await;
+            let mut running = ticket.start().await;
+            let result = engine.run(&task, &mut running).await;
             if let Some(again) = engine.finish(task, &result) {
                 engine.put_back(std::iter::once(again));
             }
@@ -343,8 +343,8 @@ impl Engine {
                 tokio::spawn(async move {
                     let mut chain = chain.into_iter();
                     while let Some((ticket, task)) = chain.next() {
-                        let running = ticket.start().await;
-                        let result = engine.run(&task).await;
+                        let mut running = ticket.start().await;
+                        let result = engine.run(&task, &mut running).await;
                         let again = engine.finish(task, &result);
                         drop(running);
                         if let Some(again) = again {
@@ -577,7 +577,9 @@ impl Engine {
         None
     }
 
-    async fn run(&self, task: &Task) -> Result<EventResult, EngineError> {
+    /// Evaluates an event and applies it; its evaluation slot is given back before the
+    /// ledger's commit ([`Running::evaluated`]).
+    async fn run(&self, task: &Task, running: &mut Running) -> Result<EventResult, EngineError> {
         let event = &task.event;
         let live = self.live.load_full();
         // Rules that read the member's state are evaluated inside the ledger's transaction, on
@@ -593,11 +595,14 @@ impl Engine {
         let (mut result, trace) = match evaluated {
             Evaluated::Done(result) => (result, trace),
             Evaluated::ToApply(ledger, write, tally) => {
+                running.evaluated();
                 let result = self.applied(ledger, write, event).await?;
                 self.count_tally(&live, &tally, &result);
                 (result, trace)
             }
             Evaluated::Deferred(ledger, write, decided) => {
+                // Evaluated by the writer, inside its transaction: nothing here to hold a slot for.
+                running.evaluated();
                 let result = self.applied(ledger, write, event).await?;
                 let (tally, trace) = decided.lock().ok().and_then(|mut d| d.take()).unwrap_or_default();
                 self.count_tally(&live, &tally, &result);
