@@ -3,8 +3,8 @@
 //! Events run as tokio tasks rather than on a pool of threads: evaluation takes microseconds,
 //! and handing each event to another thread and back cost more than the evaluation (futex wake
 //! ups and context switches were a fifth of the service's time under load). A semaphore bounds
-//! the tasks evaluating; a counter bounds those waiting for a permit, which is what "the queue"
-//! means here.
+//! the tasks evaluating; a counter bounds those waiting for a permit and, once evaluated, for
+//! the ledger's commit: that is what "the queue" means here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
