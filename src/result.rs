@@ -39,19 +39,19 @@ pub struct EventResult {
 }
 
 /// A result's JSON as the ledger stored it: a cached encoding, not part of the result's value
-/// (two results are equal whatever they cache).
+/// (two results are equal whatever they cache). Shared, not copied, by the answer.
 #[derive(Debug, Clone, Default)]
-pub struct StoredJson(Option<std::sync::Arc<str>>);
+pub struct StoredJson(Option<bytes::Bytes>);
 
 impl StoredJson {
-    /// Caches `json`, the encoding of the result it goes into.
+    /// Caches `json`, the encoding of the result it goes into (taken over, not copied).
     pub fn new(json: String) -> StoredJson {
-        StoredJson(Some(json.into()))
+        StoredJson(Some(bytes::Bytes::from(json)))
     }
 
     /// The cached JSON, if any.
-    pub fn get(&self) -> Option<&str> {
-        self.0.as_deref()
+    pub fn get(&self) -> Option<&bytes::Bytes> {
+        self.0.as_ref()
     }
 }
 
@@ -64,7 +64,7 @@ impl PartialEq for StoredJson {
 impl EventResult {
     /// The JSON stored for this result when it is exactly what the answer must say: a fresh
     /// result (a replay says `"replayed": true`) without a trace (traces are not stored).
-    pub fn answer_json(&self) -> Option<&str> {
+    pub fn answer_json(&self) -> Option<&bytes::Bytes> {
         if self.replayed || self.trace.is_some() { None } else { self.stored_json.get() }
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -47,7 +47,7 @@ pub async fn submit_request(state: &AppState, request: Request) -> Result<Respon
 fn result_response(result: &EventResult) -> Response {
     let json = HeaderValue::from_static("application/json");
     if let Some(stored) = result.answer_json() {
-        return ([(header::CONTENT_TYPE, json)], Bytes::copy_from_slice(stored.as_bytes())).into_response();
+        return ([(header::CONTENT_TYPE, json)], stored.clone()).into_response();
     }
     let mut body = Vec::with_capacity(RESULT_CAPACITY);
     match serde_json::to_writer(&mut body, result) {
