@@ -3,6 +3,7 @@
 //!
 //! - `example/readme_event`: the original FluxFlow's example rules (`tests/fixtures/original-rules.yaml`) on the README event. Target: under 100 ns.
 //! - `example/decode_and_evaluate`: the same with the JSON decoding, for comparison.
+//! - `example/encode_result`: encoding that event's result as the answer's JSON.
 //! - `scaling/N`: N generated scenarios (see `common`) over 100 event types, on an event of one
 //!   of those types. Target at 10,000: under 2 µs.
 //!
@@ -43,6 +44,16 @@ fn example(c: &mut Criterion) {
     // the same walk with a tracer that does nothing.
     group.bench_function("readme_event_traced", |b| {
         b.iter(|| black_box(rules.evaluate_traced(black_box(&Facts::of(&event)), &mut evaluation)));
+    });
+    // What a fresh durable answer no longer spends: encoding its result a second time (the
+    // ledger's stored JSON is sent instead), into the answer's 512-byte buffer.
+    let result = fluxflow::engine::evaluate_stateless(&rules, &event, false);
+    group.bench_function("encode_result", |b| {
+        b.iter(|| {
+            let mut body = Vec::with_capacity(512);
+            serde_json::to_writer(&mut body, black_box(&result)).expect("a result encodes");
+            black_box(body)
+        });
     });
     group.bench_function("decode_and_evaluate", |b| {
         b.iter(|| {

@@ -172,9 +172,7 @@ impl Engine {
         let (rules, version) = versions::initial_rules(&config_path, &registry, versions.as_ref(), source)?;
         log_warnings(&rules, &config_path.display().to_string());
         if let Some(ledger) = &ledger {
-            ledger.store().track_history(rules.history_types())?;
-            ledger.store().track_sums(rules.history_sums())?;
-            track_targets(ledger.store(), &rules)?;
+            track_rules(ledger.store(), &rules)?;
         }
         let metrics = Metrics::new();
         metrics.reload("success");
@@ -502,12 +500,7 @@ impl Engine {
     fn go_live(&self, rules: Rules, version: u64) -> Result<Arc<LiveRules>, ReloadError> {
         let path = self.config_path.display().to_string();
         if let Some(ledger) = &self.ledger {
-            let store = ledger.store();
-            let tracked = store
-                .track_history(rules.history_types())
-                .and_then(|()| store.track_sums(rules.history_sums()))
-                .and_then(|()| track_targets(store, &rules));
-            if let Err(e) = tracked {
+            if let Err(e) = track_rules(ledger.store(), &rules) {
                 self.metrics.reload("invalid");
                 let problem = format!("cannot index member history for these rules: {}", e.detail());
                 tracing::warn!(file = %path, problem = %problem, "rules refused; the previous rules stay live");
@@ -739,8 +732,11 @@ impl Engine {
     }
 }
 
-/// Stores the webhook targets of rules about to go live.
-fn track_targets(store: &dyn crate::ledger::LedgerStore, rules: &Rules) -> Result<(), crate::ledger::LedgerError> {
+/// Readies the ledger for rules about to go live (at start and at each reload): the member
+/// history they read is indexed, the sums they take counted, their webhook targets stored.
+fn track_rules(store: &dyn crate::ledger::LedgerStore, rules: &Rules) -> Result<(), crate::ledger::LedgerError> {
+    store.track_history(rules.history_types())?;
+    store.track_sums(rules.history_sums())?;
     let notifications = rules.notifications();
     let targets: Vec<&str> = notifications.iter().map(|n| n.target_json.as_str()).collect();
     store.track_targets(&targets)

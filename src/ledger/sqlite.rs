@@ -639,7 +639,7 @@ pub struct SqliteStore {
 }
 
 /// The member history a ledger keeps for the live rules.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Tracked {
     /// The event types indexed by member and time, with their counters.
     types: Vec<String>,
@@ -925,8 +925,7 @@ impl LedgerStore for SqliteStore {
         }
         tx.commit().map_err(unavailable)?;
         tracing::info!(types = ?types, indexed_back = ?added, "member history indexed for the rules' event types");
-        *tracked =
-            Arc::new(Tracked { types: types.to_vec(), sums: tracked.sums.clone(), targets: tracked.targets.clone() });
+        *tracked = Arc::new(Tracked { types: types.to_vec(), ..Tracked::clone(&tracked) });
         Ok(())
     }
 
@@ -950,7 +949,7 @@ impl LedgerStore for SqliteStore {
             .collect::<rusqlite::Result<HashMap<_, _>>>()
             .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
-        *tracked = Arc::new(Tracked { types: tracked.types.clone(), sums: tracked.sums.clone(), targets: ids });
+        *tracked = Arc::new(Tracked { targets: ids, ..Tracked::clone(&tracked) });
         Ok(())
     }
 
@@ -977,8 +976,7 @@ impl LedgerStore for SqliteStore {
         tx.commit().map_err(unavailable)?;
         let keys: Vec<String> = sums.iter().map(|k| format!("{}:{}", k.event_type, k.key)).collect();
         tracing::info!(sums = ?keys, counted_back = added.len(), "member sums counted for the rules");
-        *tracked =
-            Arc::new(Tracked { types: tracked.types.clone(), sums: sums.to_vec(), targets: tracked.targets.clone() });
+        *tracked = Arc::new(Tracked { sums: sums.to_vec(), ..Tracked::clone(&tracked) });
         Ok(())
     }
 
@@ -1678,18 +1676,25 @@ const LIST_COLUMNS: &str = "(event_id || ':' || action_id), event_id, action_id,
      (SELECT target FROM webhook_targets t WHERE t.target_id = d.target_id), coalesce(state, 'pending'), \
      attempts, coalesce(next_attempt_at, created_at), last_status, last_error, created_at, finished_at";
 
+/// What a claim reads of each delivery ([`due_of_row`]), with its event's stored row.
+macro_rules! claim_select {
+    () => {
+        "SELECT d.seq, d.event_id || ':' || d.action_id, \
+         (SELECT target FROM webhook_targets t WHERE t.target_id = d.target_id), d.sent, coalesce(e.result, 'null'), \
+         d.attempts, e.event_type, e.actor_id, e.payload, d.event_id \
+         FROM webhook_deliveries d LEFT JOIN events e ON e.event_id = d.event_id "
+    };
+}
+
 /// Pending deliveries due and not leased, with the event's stored result.
-const CLAIM_DUE: &str = "SELECT d.seq, d.event_id || ':' || d.action_id, \
-     (SELECT target FROM webhook_targets t WHERE t.target_id = d.target_id), d.sent, coalesce(e.result, 'null'), \
-     d.attempts, e.event_type, e.actor_id, e.payload, d.event_id FROM webhook_deliveries d LEFT JOIN events e ON e.event_id = d.event_id \
-     WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
-     ORDER BY d.next_attempt_at LIMIT ?2";
+const CLAIM_DUE: &str = concat!(
+    claim_select!(),
+    "WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
+     ORDER BY d.next_attempt_at LIMIT ?2"
+);
 
 /// Deliveries not taken yet, oldest first, after the newest taken.
-const CLAIM_NEW: &str = "SELECT d.seq, d.event_id || ':' || d.action_id, \
-     (SELECT target FROM webhook_targets t WHERE t.target_id = d.target_id), d.sent, coalesce(e.result, 'null'), \
-     d.attempts, e.event_type, e.actor_id, e.payload, d.event_id FROM webhook_deliveries d LEFT JOIN events e ON e.event_id = d.event_id \
-     WHERE d.seq > ?1 AND d.state IS NULL ORDER BY d.seq LIMIT ?2";
+const CLAIM_NEW: &str = concat!(claim_select!(), "WHERE d.seq > ?1 AND d.state IS NULL ORDER BY d.seq LIMIT ?2");
 
 /// The newest row the worker took: read backwards over the rows not taken yet (the backlog).
 const NEWEST_TAKEN: &str =
