@@ -206,11 +206,11 @@ ledger_suite!(
     member_counts_agree_with_counting_the_events,
 );
 
-/// A member's count over any window, however the store keeps it (SQLite: day and hour counters
-/// and the index for the partial hours), equals counting the member's events in it.
+/// A member's count over any window, however the store keeps it (SQLite: running day and hour
+/// counters and the index for the partial hours), equals counting the member's events in it,
+/// with the events written out of time order and some before their type was kept.
 fn member_counts_agree_with_counting_the_events(backend: &dyn Backend) {
     let store = backend.open();
-    store.track_history(&["visit".to_owned()]).unwrap();
     let start: i64 = "2026-03-27T00:00:00Z".parse::<jiff::Timestamp>().unwrap().as_microsecond();
     let mut seed: u64 = 42;
     let mut next = move |bound: i64| {
@@ -235,8 +235,12 @@ fn member_counts_agree_with_counting_the_events(backend: &dyn Backend) {
             write(&event, vec![])
         })
         .collect();
-    // Half the history before the sum is kept (counted back), half after (counted as written).
-    let (before, after) = writes.split_at(writes.len() / 2);
+    // A third of the history before its type is kept (counted back), a third before the sum is
+    // kept (counted back), the rest after (counted as written).
+    let (untracked, tracked) = writes.split_at(writes.len() / 3);
+    store.write_events(untracked).unwrap();
+    store.track_history(&["visit".to_owned()]).unwrap();
+    let (before, after) = tracked.split_at(tracked.len() / 2);
     store.write_events(before).unwrap();
     let Ok(fluxflow::expr::ast::Expr::Path(path, _)) = fluxflow::expr::parser::parse("payload.spent") else { panic!() };
     let key = fluxflow::ledger::member::SumKey::new("visit", &path);

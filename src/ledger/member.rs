@@ -91,6 +91,36 @@ pub(crate) fn all_time(from: i64, to: i64) -> bool {
     from <= jiff::Timestamp::MIN.as_microsecond() && to >= jiff::Timestamp::MAX.as_microsecond()
 }
 
+/// What a count of a member's events before a time reads from running counters (SQLite's
+/// member counts): the days before its day, the hours of its day up to `hours_before`, less the
+/// events in `[after.0, after.1)` from the index. Mid-hour, the hours run through its own hour
+/// and the index is read over the rest of that hour, after the time: for a time that is now (a
+/// window's end) no event is there yet, where the part of the hour before it may hold many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CountEnd {
+    /// Its UTC day: the running total of the last day before it is read.
+    pub(crate) day: i64,
+    /// The first hour of that day.
+    pub(crate) day_hour: i64,
+    /// The hours of its day before this one are read (the last one's running total).
+    pub(crate) hours_before: i64,
+    /// The events taken off again, read from the index (µs; empty on an hour's start).
+    pub(crate) after: (i64, i64),
+}
+
+impl CountEnd {
+    /// What a count before `at` (µs) reads.
+    pub(crate) fn of(at: i64) -> CountEnd {
+        const HOURS_PER_DAY: i64 = MICROS_PER_DAY / MICROS_PER_HOUR;
+        let (day, hour) = (at.div_euclid(MICROS_PER_DAY), at.div_euclid(MICROS_PER_HOUR));
+        let day_hour = day * HOURS_PER_DAY;
+        if at == hour * MICROS_PER_HOUR {
+            return CountEnd { day, day_hour, hours_before: hour, after: (at, at) };
+        }
+        CountEnd { day, day_hour, hours_before: hour + 1, after: (at, (hour + 1) * MICROS_PER_HOUR) }
+    }
+}
+
 /// A window `[from, to)` (µs) cut into what the counters hold: whole UTC days, the hours at
 /// either end and the partial hours at the very ends (read from the index). Each end is read
 /// the shorter way: the hours inside the window, or its whole day less the hours outside it

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpointer::Checkpointer;
 use super::lots::{self, PointsState};
-use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, SumKey, all_time};
+use super::member::{ALL_DAYS, CountEnd, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, SumKey, all_time};
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
 use super::tx::NewUse;
@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     V9_RULES_VERSIONS,
     V10_WEBHOOK_OUTBOX,
     V11_APPENDED_OUTBOX,
+    V12_RUNNING_COUNTS,
 ];
 
 /// Prepared statements kept per connection (see `configure`).
@@ -158,7 +159,7 @@ CREATE TABLE operations (
 /// over the stored events first ([`LedgerStore::track_history`]). `member_days` counts each
 /// member's indexed events per UTC day (event time), and in all (`day` = [`ALL_DAYS`]);
 /// `member_hours` per UTC hour: a count over a month, a rolling window or a lifetime reads a few
-/// rows however long the history is.
+/// rows however long the history is. (Version 12 makes both running totals.)
 const V5_MEMBER_HISTORY: &str = "
 ALTER TABLE events ADD COLUMN member_type TEXT;
 CREATE INDEX events_by_member ON events (actor_id, member_type, occurred_at) WHERE member_type IS NOT NULL;
@@ -329,6 +330,42 @@ CREATE INDEX due_deliveries ON webhook_deliveries (next_attempt_at) WHERE state 
 CREATE INDEX failed_deliveries ON webhook_deliveries ((event_id || ':' || action_id)) WHERE state = 'failed';
 ";
 
+/// Version 12: member counts as running totals. A `member_days` row holds the member's events of
+/// the type up to the end of that day (all earlier days included); a `member_hours` row those of
+/// its day up to the end of that hour. A count before a time is then three reads whatever the
+/// window and however long the history: the last day before, the last hour of its day before,
+/// and the index over its partial hour ([`MEMBER_COUNT_BETWEEN`]). Measured: a 30-day count over
+/// 100,000 earlier events read ~30 day rows and up to 24 hour rows, 2.2-2.5x the time for 10
+/// events (BENCHMARKS.md). The price is paid by an event that arrives after later ones: it adds
+/// one to every later day of its member (and to the later hours of its day).
+const V12_RUNNING_COUNTS: &str = "
+CREATE TABLE member_running_days (
+    actor_id    TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    day         INTEGER NOT NULL,
+    events      INTEGER NOT NULL,
+    PRIMARY KEY (actor_id, member_type, day)
+) WITHOUT ROWID;
+INSERT INTO member_running_days (actor_id, member_type, day, events)
+    SELECT actor_id, member_type, day, sum(events) OVER (PARTITION BY actor_id, member_type ORDER BY day)
+    FROM member_days WHERE day <> -9223372036854775808;
+DROP TABLE member_days;
+ALTER TABLE member_running_days RENAME TO member_days;
+CREATE TABLE member_running_hours (
+    actor_id    TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    hour        INTEGER NOT NULL,
+    events      INTEGER NOT NULL,
+    PRIMARY KEY (actor_id, member_type, hour)
+) WITHOUT ROWID;
+INSERT INTO member_running_hours (actor_id, member_type, hour, events)
+    SELECT actor_id, member_type, hour,
+    sum(events) OVER (PARTITION BY actor_id, member_type, (hour - ((hour % 24) + 24) % 24) / 24 ORDER BY hour)
+    FROM member_hours;
+DROP TABLE member_hours;
+ALTER TABLE member_running_hours RENAME TO member_hours;
+";
+
 const QUEUE_DELIVERY: &str =
     "INSERT INTO webhook_deliveries (event_id, action_id, target_id, sent, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 /// A target's id, storing it first when it is new.
@@ -379,20 +416,55 @@ const REVERSIBLE: &str = "SELECT coalesce(sum(CASE WHEN kind = 'award' THEN poin
 const EXPIRED_MEMBERS: &str = "SELECT actor_id FROM balances WHERE next_expiry <= ?1 LIMIT ?2";
 const ENTRIES_SUM: &str =
     "SELECT coalesce(sum(points), 0) FROM entries WHERE actor_id = ?1 AND coalesce(dated_at, created_at) <= ?2";
-/// A count over a window ([`CounterWindow`]): whole UTC days from the day counters, the hours at
-/// either end from the hour counters and the partial hours at the very ends from the index, each
-/// end added or (the part of its day outside the window) subtracted.
-const MEMBER_COUNT_BY_COUNTERS: &str = "SELECT \
-     coalesce((SELECT sum(events) FROM member_days WHERE actor_id = ?1 AND member_type = ?2 AND day >= ?3 AND day < ?4), 0) \
-     + ?13 * (coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = ?1 AND member_type = ?2 AND hour >= ?5 AND hour < ?6), 0) \
-       + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?9 AND occurred_at < ?10)) \
-     + ?14 * (coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = ?1 AND member_type = ?2 AND hour >= ?7 AND hour < ?8), 0) \
-       + (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?11 AND occurred_at < ?12))";
-const ADD_MEMBER_HOUR: &str = "INSERT INTO member_hours (actor_id, member_type, hour, events) VALUES (?1, ?2, ?3, 1) \
-     ON CONFLICT (actor_id, member_type, hour) DO UPDATE SET events = events + 1";
-const MEMBER_COUNT_ALL: &str = "SELECT events FROM member_days WHERE actor_id = ?1 AND member_type = ?2 AND day = ?3";
-const ADD_MEMBER_DAY: &str = "INSERT INTO member_days (actor_id, member_type, day, events) VALUES (?1, ?2, ?3, 1) \
-     ON CONFLICT (actor_id, member_type, day) DO UPDATE SET events = events + 1";
+/// A member's events of type `?2` before a time ([`CountEnd`], its five parameters numbered as
+/// given): the running total of the last day before its day, plus that of the last hour of its
+/// day before `hours_before`, less the events of the index in `after`.
+macro_rules! member_count_before {
+    ($day:literal, $day_hour:literal, $hours_before:literal, $after_from:literal, $after_to:literal) => {
+        concat!(
+            "(coalesce((SELECT events FROM member_days WHERE actor_id = ?1 AND member_type = ?2 AND day < ?",
+            $day,
+            " ORDER BY day DESC LIMIT 1), 0) \
+             + coalesce((SELECT events FROM member_hours WHERE actor_id = ?1 AND member_type = ?2 AND hour >= ?",
+            $day_hour,
+            " AND hour < ?",
+            $hours_before,
+            " ORDER BY hour DESC LIMIT 1), 0) \
+             - (SELECT count(*) FROM events WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?",
+            $after_from,
+            " AND occurred_at < ?",
+            $after_to,
+            "))"
+        )
+    };
+}
+/// A count over `[from, to)`: the count before `to` (parameters 8–12) less the count before
+/// `from` (3–7).
+const MEMBER_COUNT_BETWEEN: &str =
+    concat!("SELECT ", member_count_before!(8, 9, 10, 11, 12), " - ", member_count_before!(3, 4, 5, 6, 7));
+/// All of a member's events of a type: the newest day's running total.
+const MEMBER_COUNT_ALL: &str =
+    "SELECT events FROM member_days WHERE actor_id = ?1 AND member_type = ?2 ORDER BY day DESC LIMIT 1";
+/// Counts an event on day `?3` into that day's running total; no row changed when the day has
+/// none yet ([`ADD_DAY`]).
+const BUMP_DAY: &str =
+    "UPDATE member_days SET events = events + 1 WHERE actor_id = ?1 AND member_type = ?2 AND day = ?3";
+/// ... and into every later day's (a seek that finds none, unless the event came late).
+const BUMP_LATER_DAYS: &str = "UPDATE member_days SET events = events + 1 \
+     WHERE actor_id = ?1 AND member_type = ?2 AND day > ?3";
+/// A day's first row: the running total before it, plus the event.
+const ADD_DAY: &str = "INSERT INTO member_days (actor_id, member_type, day, events) VALUES (?1, ?2, ?3, 1 + \
+     coalesce((SELECT events FROM member_days WHERE actor_id = ?1 AND member_type = ?2 AND day < ?3 ORDER BY day DESC LIMIT 1), 0))";
+/// As [`BUMP_DAY`], for hour `?3`.
+const BUMP_HOUR: &str =
+    "UPDATE member_hours SET events = events + 1 WHERE actor_id = ?1 AND member_type = ?2 AND hour = ?3";
+/// As [`BUMP_LATER_DAYS`], for the hours of its day after hour `?3` (before hour `?4`).
+const BUMP_LATER_HOURS: &str = "UPDATE member_hours SET events = events + 1 \
+     WHERE actor_id = ?1 AND member_type = ?2 AND hour > ?3 AND hour < ?4";
+/// An hour's first row: its day's running total before it (from hour `?4`), plus the event.
+const ADD_HOUR: &str = "INSERT INTO member_hours (actor_id, member_type, hour, events) VALUES (?1, ?2, ?3, 1 + \
+     coalesce((SELECT events FROM member_hours WHERE actor_id = ?1 AND member_type = ?2 AND hour >= ?4 AND hour < ?3 \
+     ORDER BY hour DESC LIMIT 1), 0))";
 
 const MEMBER_HISTORY: &str = "SELECT occurred_at, payload FROM events \
      WHERE actor_id = ?1 AND member_type = ?2 AND occurred_at >= ?3 AND occurred_at < ?4 ORDER BY occurred_at";
@@ -440,34 +512,31 @@ fn usage_sql(counter: &Counter<'_>) -> &'static str {
     }
 }
 
-/// How many of a member's indexed events of a type have an event time in `[from, to)`: whole
-/// UTC days from the day counters, the partial days at either end from the index, all time from
-/// the member's total.
+/// How many of a member's indexed events of a type have an event time in `[from, to)`: the
+/// running counters' count before `to` less that before `from`; all time from the newest day.
 fn count_member(conn: &Connection, actor_id: &str, event_type: &str, from: i64, to: i64) -> rusqlite::Result<u64> {
     let count: i64 = if all_time(from, to) {
         conn.prepare_cached(MEMBER_COUNT_ALL)?
-            .query_row(params![actor_id, event_type, ALL_DAYS], |r| r.get(0))
+            .query_row(params![actor_id, event_type], |r| r.get(0))
             .optional()?
             .unwrap_or_default()
     } else {
-        let w = CounterWindow::of(from, to);
+        let (from, to) = (CountEnd::of(from), CountEnd::of(to.max(from)));
         let values = params![
             actor_id,
             event_type,
-            w.days.0,
-            w.days.1,
-            w.head_hours.0,
-            w.head_hours.1,
-            w.tail_hours.0,
-            w.tail_hours.1,
-            w.head.0,
-            w.head.1,
-            w.tail.0,
-            w.tail.1,
-            w.head_sign,
-            w.tail_sign
+            from.day,
+            from.day_hour,
+            from.hours_before,
+            from.after.0,
+            from.after.1,
+            to.day,
+            to.day_hour,
+            to.hours_before,
+            to.after.0,
+            to.after.1
         ];
-        conn.prepare_cached(MEMBER_COUNT_BY_COUNTERS)?.query_row(values, |r| r.get(0))?
+        conn.prepare_cached(MEMBER_COUNT_BETWEEN)?.query_row(values, |r| r.get(0))?
     };
     Ok(u64::try_from(count).unwrap_or(0))
 }
@@ -585,27 +654,45 @@ fn index_history(tx: &Transaction<'_>, added: &[&String]) -> rusqlite::Result<()
         update.execute(params![id, member_type])?;
     }
     // The counters of these types are counted again from the events (they went stale while the
-    // type was not read).
+    // type was not read), as running totals: per member over the days, per member and day over
+    // the hours.
     let mut clear = tx.prepare("DELETE FROM member_days WHERE member_type = ?1")?;
     let mut count = tx.prepare(
         "INSERT INTO member_days (actor_id, member_type, day, events) \
-         SELECT actor_id, member_type, day, count(*) FROM \
-           (SELECT actor_id, member_type, (occurred_at - ((occurred_at % ?2) + ?2) % ?2) / ?2 AS day FROM events \
-            WHERE member_type = ?1 \
-            UNION ALL SELECT actor_id, member_type, ?3 FROM events WHERE member_type = ?1) \
-         GROUP BY actor_id, member_type, day",
+         SELECT actor_id, member_type, day, sum(n) OVER (PARTITION BY actor_id ORDER BY day) FROM \
+           (SELECT actor_id, member_type, (occurred_at - ((occurred_at % ?2) + ?2) % ?2) / ?2 AS day, count(*) AS n \
+            FROM events WHERE member_type = ?1 GROUP BY 1, 2, 3)",
     )?;
     let mut clear_hours = tx.prepare("DELETE FROM member_hours WHERE member_type = ?1")?;
     let mut count_hours = tx.prepare(
         "INSERT INTO member_hours (actor_id, member_type, hour, events) \
-         SELECT actor_id, member_type, (occurred_at - ((occurred_at % ?2) + ?2) % ?2) / ?2, count(*) FROM events \
-         WHERE member_type = ?1 GROUP BY 1, 2, 3",
+         SELECT actor_id, member_type, hour, sum(n) OVER (PARTITION BY actor_id, day ORDER BY hour) FROM \
+           (SELECT actor_id, member_type, (occurred_at - ((occurred_at % ?2) + ?2) % ?2) / ?2 AS hour, count(*) AS n, \
+            (occurred_at - ((occurred_at % ?3) + ?3) % ?3) / ?3 AS day \
+            FROM events WHERE member_type = ?1 GROUP BY 1, 2, 3)",
     )?;
     for event_type in added {
         clear.execute([event_type])?;
-        count.execute(params![event_type, MICROS_PER_DAY, ALL_DAYS])?;
+        count.execute(params![event_type, MICROS_PER_DAY])?;
         clear_hours.execute([event_type])?;
-        count_hours.execute(params![event_type, MICROS_PER_HOUR])?;
+        count_hours.execute(params![event_type, MICROS_PER_HOUR, MICROS_PER_DAY])?;
+    }
+    Ok(())
+}
+
+/// Counts a member's event at `at` into the running counters ([`V12_RUNNING_COUNTS`]): its day and
+/// hour, and the later ones, go up by one; a day or hour without a row gets one.
+fn count_member_event(conn: &Connection, actor_id: &str, member_type: &str, at: i64) -> rusqlite::Result<()> {
+    const HOURS_PER_DAY: i64 = MICROS_PER_DAY / MICROS_PER_HOUR;
+    let (day, hour) = (at.div_euclid(MICROS_PER_DAY), at.div_euclid(MICROS_PER_HOUR));
+    let day_hour = day * HOURS_PER_DAY;
+    conn.prepare_cached(BUMP_LATER_DAYS)?.execute(params![actor_id, member_type, day])?;
+    if conn.prepare_cached(BUMP_DAY)?.execute(params![actor_id, member_type, day])? == 0 {
+        conn.prepare_cached(ADD_DAY)?.execute(params![actor_id, member_type, day])?;
+    }
+    conn.prepare_cached(BUMP_LATER_HOURS)?.execute(params![actor_id, member_type, hour, day_hour + HOURS_PER_DAY])?;
+    if conn.prepare_cached(BUMP_HOUR)?.execute(params![actor_id, member_type, hour])? == 0 {
+        conn.prepare_cached(ADD_HOUR)?.execute(params![actor_id, member_type, hour, day_hour])?;
     }
     Ok(())
 }
@@ -681,6 +768,7 @@ impl SqliteStore {
             .map(|_| {
                 let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_error)?;
                 conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_error)?;
+                keep_statements(&conn).map_err(open_error)?;
                 Ok(Mutex::new(conn))
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;
@@ -724,12 +812,23 @@ impl SqliteStore {
     }
 }
 
+/// What every connection that runs the ledger's statements needs: each statement compiled once.
+/// - Every statement stays prepared: rusqlite keeps 16 by default, fewer than a group with
+///   limits, lots, member history and a webhook uses (with the delivery worker's), and a
+///   statement pushed out is compiled again at its next use.
+/// - The query planner stability guarantee: a plan never depends on the values bound. Without
+///   it SQLite (3.5x) compiles a statement again whenever a value bound to it changes if its plan
+///   looked at that value, as it does for an `ORDER BY` over a column an equality binds and for
+///   `LIMIT ?`: 5–10 µs each time (measured; `every_statement_is_compiled_once` checks it).
+fn keep_statements(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    // Every statement the writer runs stays prepared: rusqlite keeps 16 by default, fewer than a
-    // group with limits, lots, member history and a webhook uses (with the delivery worker's),
-    // and a statement pushed out is compiled again at its next use.
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    keep_statements(conn)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::InvalidParameterName(format!("journal_mode is {mode}, WAL is required")));
@@ -1379,12 +1478,7 @@ impl LedgerTx for GroupStatements<'_> {
             ])
             .map_err(unavailable)?;
         if let (Some(actor), Some(member_type)) = (e.actor_id, member_type) {
-            let mut add = self.conn.prepare_cached(ADD_MEMBER_DAY).map_err(unavailable)?;
-            for day in [e.occurred_at.div_euclid(MICROS_PER_DAY), ALL_DAYS] {
-                add.execute(params![actor, member_type, day]).map_err(unavailable)?;
-            }
-            let mut add = self.conn.prepare_cached(ADD_MEMBER_HOUR).map_err(unavailable)?;
-            add.execute(params![actor, member_type, e.occurred_at.div_euclid(MICROS_PER_HOUR)]).map_err(unavailable)?;
+            count_member_event(self.conn, actor, &member_type, e.occurred_at).map_err(unavailable)?;
             self.add_to_sums(actor, &member_type, e.occurred_at, e.payload)?;
         }
         Ok(())
@@ -1817,26 +1911,30 @@ mod tests {
     use super::*;
     use crate::webhooks::{DeliveryState, Outbox, Retried};
 
+    /// A ledger written by schema `version`, holding what `rows` inserts.
+    fn ledger_at_version(version: usize, rows: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        for (number, sql) in (1..).zip(&MIGRATIONS[..version]) {
+            conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {number}; COMMIT;")).unwrap();
+        }
+        conn.execute_batch(rows).unwrap();
+        dir
+    }
+
     /// A version-10 outbox (keyed by delivery id) keeps its deliveries through version 11: the
     /// pending one is claimed, the failed one is retried by its id, both list with their ids.
     #[test]
     fn the_version_10_outbox_migrates_with_its_deliveries() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
-            for (number, sql) in (1..).zip(&MIGRATIONS[..10]) {
-                conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {number}; COMMIT;")).unwrap();
-            }
-            conn.execute_batch(
-                "INSERT INTO webhook_deliveries (delivery_id, event_id, action_id, target, event, state, attempts, \
+        let dir = ledger_at_version(
+            10,
+            "INSERT INTO webhook_deliveries (delivery_id, event_id, action_id, target, event, state, attempts, \
                  next_attempt_at, created_at) VALUES \
                  ('e1:tell', 'e1', 'tell', '{}', '{\"id\":\"e1\",\"type\":\"buy\",\"source\":\"till\",\"actor_id\":\"ann\",\"payload\":{\"total\":5}}', 'pending', 1, 5, 1), \
                  ('e2:tell', 'e2', 'tell', '{}', '{\"id\":\"e2\"}', 'failed', 8, 9, 2); \
                  INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, occurred_at, \
                  payload) VALUES ('e1', x'00', 'ann', '{}', 1, 'buy', 1, '{\"total\":5}');",
-            )
-            .unwrap();
-        }
+        );
         let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.pragma("user_version").unwrap(), SCHEMA_VERSION.to_string());
         let ids: Vec<(String, String)> =
@@ -1852,5 +1950,57 @@ mod tests {
         assert_eq!(store.retry("e1:tell", 10).unwrap(), Retried::NotFailed(DeliveryState::Pending));
         assert_eq!(store.retry("e3:tell", 10).unwrap(), Retried::NotFound);
         assert_eq!(store.pending().unwrap(), 2);
+    }
+
+    /// A statement is compiled once on every connection, whatever values are bound to it: an
+    /// `ORDER BY` over a column an equality binds would otherwise be compiled at each new value.
+    #[test]
+    fn every_statement_is_compiled_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let planner = rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG;
+        for conn in std::iter::once(&store.writer).chain(&store.readers) {
+            assert!(conn.lock().unwrap().db_config(planner).unwrap(), "the query planner stability guarantee is on");
+        }
+        let reader = store.readers[0].lock().unwrap();
+        for actor in ["ann", "bob", "cy"] {
+            let _: Option<i64> = reader
+                .prepare_cached(MEMBER_COUNT_ALL)
+                .unwrap()
+                .query_row(params![actor, "buy"], |r| r.get(0))
+                .optional()
+                .unwrap();
+        }
+        let compiled_again =
+            reader.prepare_cached(MEMBER_COUNT_ALL).unwrap().get_status(rusqlite::StatementStatus::RePrepare);
+        assert_eq!(compiled_again, 0);
+    }
+
+    /// Version 11's per-day and per-hour counts become running totals: counts over days and
+    /// hours, and over all time, are what they were.
+    #[test]
+    fn version_11_member_counters_become_running_totals() {
+        let dir = ledger_at_version(
+            11,
+            "INSERT INTO member_days VALUES ('ann', 'buy', 10, 2), ('ann', 'buy', 12, 3), \
+                 ('ann', 'buy', -9223372036854775808, 5), ('bob', 'buy', 11, 1), ('bob', 'buy', -9223372036854775808, 1); \
+                 INSERT INTO member_hours VALUES ('ann', 'buy', 240, 1), ('ann', 'buy', 241, 1), ('ann', 'buy', 288, 3), \
+                 ('bob', 'buy', 270, 1);",
+        );
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let (day, hour) = (|d: i64| d * MICROS_PER_DAY, |h: i64| h * MICROS_PER_HOUR);
+        let (min, max) = (jiff::Timestamp::MIN.as_microsecond(), jiff::Timestamp::MAX.as_microsecond());
+        for (actor, from, to, count) in [
+            ("ann", day(10), day(11), 2),
+            ("ann", day(11), day(13), 3),
+            ("ann", day(0), day(13), 5),
+            ("ann", hour(241), hour(242), 1),
+            ("ann", hour(241), day(12) + hour(1), 4),
+            ("ann", min, max, 5),
+            ("bob", day(10), day(12), 1),
+            ("bob", min, max, 1),
+        ] {
+            assert_eq!(store.member_count(actor, "buy", from, to).unwrap(), count, "{actor} [{from}, {to})");
+        }
     }
 }
