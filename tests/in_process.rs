@@ -91,3 +91,27 @@ async fn refuses_new_events_during_the_grace_period_then_closes() {
     running.serving.await.unwrap();
     assert_eq!(running.engine.ledger().unwrap().store().balance("u1").unwrap(), 0, "nothing refused was applied");
 }
+
+/// With no ledger, an event whose evaluation slot is free at once is applied on the caller's
+/// own task (no task of its own, no timer); with every slot taken the ticket comes back with
+/// its queue place, for the spawned path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_ledger_a_free_slot_applies_the_event_on_the_callers_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, format!("{RULES}engine: {{event_workers: 1, queue_depth: 4}}\n")).unwrap();
+    let versions = Arc::new(fluxflow::ledger::versions::MemoryVersions::default());
+    let engine = Engine::start(rules, ActionRegistry::builtin(), None, versions, RulesSource::File).unwrap();
+    let event = Arc::new(fluxflow::event::Event::from_value(login(1)).unwrap());
+
+    let ticket = engine.try_admit().unwrap();
+    let Ok(Ok(result)) = engine.apply_now(ticket, &event, false) else { panic!("applied at once") };
+    assert_eq!(result.scenarios_matched, ["visit"]);
+    assert_eq!(engine.queue_utilization(), 0.0, "its place and its slot are given back");
+
+    let busy = engine.try_admit().unwrap().start().await;
+    let Err(ticket) = engine.apply_now(engine.try_admit().unwrap(), &event, false) else { panic!("no slot free") };
+    drop(busy);
+    let result = engine.apply(ticket, event, false, Default::default()).await.unwrap().unwrap();
+    assert_eq!(result.scenarios_matched, ["visit"]);
+}

@@ -38,6 +38,11 @@ pub trait Action: Send + Sync + fmt::Debug {
     fn reads_member(&self) -> bool {
         false
     }
+    /// True when planning the action holds its thread for a while (only `test_sleep`): events
+    /// of such rules are never evaluated on their caller's task ([`crate::graph::Rules::may_block`]).
+    fn blocks(&self) -> bool {
+        false
+    }
     /// Adds what of the member's history the action's plan reads.
     fn history_reads(&self, _out: &mut Vec<crate::expr::compiler::HistoryRead>) {}
     /// The reason written on the action's ledger entries.

@@ -48,4 +48,8 @@ impl Action for Sleep {
     fn message(&self, _outcome: &Outcome, _event: &Event) -> String {
         format!("slept {} ms", self.ms)
     }
+
+    fn blocks(&self) -> bool {
+        true
+    }
 }

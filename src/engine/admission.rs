@@ -96,9 +96,18 @@ impl Ticket {
         let Some(admission) = self.admission.take() else {
             unreachable!("only `start` empties a ticket, and it takes the ticket by value")
         };
-        admission.waiting.fetch_sub(1, Ordering::AcqRel);
-        // The running event now holds the in-flight count.
-        Running { admission, permit, waiting_again: false }
+        Running::of(admission, permit)
+    }
+
+    /// The evaluation slot if one is free now, else the ticket back (it keeps its place).
+    pub fn try_start(mut self) -> Result<Running, Ticket> {
+        let Some(admission) = self.admission.take() else {
+            unreachable!("only starting empties a ticket, and it takes the ticket by value")
+        };
+        match Arc::clone(&admission.evaluating).try_acquire_owned() {
+            Ok(permit) => Ok(Running::of(admission, Some(permit))),
+            Err(_) => Err(Ticket { admission: Some(admission) }),
+        }
     }
 }
 
@@ -120,6 +129,12 @@ pub struct Running {
 }
 
 impl Running {
+    /// A started event: it leaves the queue and holds the in-flight count.
+    fn of(admission: Arc<Admission>, permit: Option<OwnedSemaphorePermit>) -> Running {
+        admission.waiting.fetch_sub(1, Ordering::AcqRel);
+        Running { admission, permit, waiting_again: false }
+    }
+
     /// The event is evaluated and now only waits for the ledger's commit: its evaluation slot
     /// goes to the next event, so the next group gathers while this one is written (a slot held
     /// across the commit kept each group to half of `event_workers`). Until it finishes it counts

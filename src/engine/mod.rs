@@ -407,6 +407,32 @@ impl Engine {
         self.spawn(ticket, Task { event, trace, origin, enqueued: Instant::now() })
     }
 
+    /// Applies an admitted event on the caller's task, when that is safe and cheap: with no ledger
+    /// (nothing is waited for: the event is evaluated and finished within this call, so a caller
+    /// that stops waiting cannot cut it short), rules that never hold their thread, and an
+    /// evaluation slot free now. It spares the event a task of its own and its caller a timer
+    /// (no event timeout can pass in the few µs an evaluation takes). Otherwise the ticket
+    /// back, for [`Engine::apply`].
+    pub fn apply_now(
+        &self,
+        ticket: Ticket,
+        event: &Arc<Event>,
+        trace: bool,
+    ) -> Result<Result<EventResult, EngineError>, Ticket> {
+        let live = self.live.load_full();
+        if self.ledger.is_some() || live.rules.may_block() {
+            return Err(ticket);
+        }
+        let running = ticket.try_start()?;
+        let task = Task { event: Arc::clone(event), trace, origin: Origin::default(), enqueued: Instant::now() };
+        let (result, trace) = self.evaluate_counted(&task, &live);
+        let result = Ok(traced(&live.rules, result, trace));
+        // Without a ledger or a job nothing is given back to try again.
+        let _ = self.finish(task, &result);
+        drop(running);
+        Ok(result)
+    }
+
     /// Applies admitted events in their actors' order ([`chains`]): each actor's one after
     /// another, each awaiting its commit before the next is evaluated; different actors in
     /// parallel. Nothing waits for them here.
@@ -585,7 +611,7 @@ impl Engine {
             }
             _ => self.evaluate_here(task, &live),
         };
-        let (mut result, trace) = match evaluated {
+        let (result, trace) = match evaluated {
             Evaluated::Done(result) => (result, trace),
             Evaluated::ToApply(ledger, write, tally) => {
                 running.evaluated();
@@ -605,33 +631,31 @@ impl Engine {
         if result.replayed {
             return Ok(result);
         }
-        result.trace = trace.map(|mut trace| {
-            trace.mark_outcomes(&live.rules, &result);
-            trace
-        });
-        Ok(result)
+        Ok(traced(&live.rules, result, trace))
     }
 
     /// Evaluates an event on this thread, into its reused buffer; what outlives the await is
     /// copied out first. A retry of a stored event is recognised by the writer, inside its
     /// transaction.
     fn evaluate_here<'a>(&'a self, task: &Task, live: &Arc<LiveRules>) -> (Evaluated<'a>, Option<Trace>) {
-        let event = &task.event;
-        EVALUATION.with(|cell| {
-            let mut evaluation = cell.borrow_mut();
-            let trace = live.rules.evaluate_maybe_traced(&Facts::of(event), &mut evaluation, task.trace);
-            let evaluated = match &self.ledger {
-                None => {
-                    let result = planned_result(&live.rules, event, &evaluation, task.enqueued);
-                    let actions = evaluation.planned.iter().map(|p| (p.scenario, p.action));
-                    self.count(live, &evaluation.matched, &evaluation.unknowns, actions, &result);
-                    Evaluated::Done(result)
-                }
-                Some(ledger) => {
-                    Evaluated::ToApply(ledger, self.ledger_write(task, live, &evaluation), Tally::of(&evaluation))
-                }
-            };
-            (evaluated, trace)
+        match &self.ledger {
+            None => {
+                let (result, trace) = self.evaluate_counted(task, live);
+                (Evaluated::Done(result), trace)
+            }
+            Some(ledger) => evaluated(task, live, |evaluation| {
+                Evaluated::ToApply(ledger, self.ledger_write(task, live, evaluation), Tally::of(evaluation))
+            }),
+        }
+    }
+
+    /// Evaluates an event with no ledger: its result is the planned one, counted at once.
+    fn evaluate_counted(&self, task: &Task, live: &Arc<LiveRules>) -> (EventResult, Option<Trace>) {
+        evaluated(task, live, |evaluation| {
+            let result = planned_result(&live.rules, &task.event, evaluation, task.enqueued);
+            let actions = evaluation.planned.iter().map(|p| (p.scenario, p.action));
+            self.count(live, &evaluation.matched, &evaluation.unknowns, actions, &result);
+            result
         })
     }
 
@@ -844,12 +868,25 @@ pub fn evaluate_stateless(rules: &Rules, event: &Event, trace: bool) -> EventRes
     let started = Instant::now();
     let mut evaluation = rules.new_evaluation();
     let trace = rules.evaluate_maybe_traced(&Facts::of(event), &mut evaluation, trace);
-    let mut result = planned_result(rules, event, &evaluation, started);
+    traced(rules, planned_result(rules, event, &evaluation, started), trace)
+}
+
+/// A result with its trace, the trace marked with what each action did.
+fn traced(rules: &Rules, mut result: EventResult, trace: Option<Trace>) -> EventResult {
     result.trace = trace.map(|mut trace| {
         trace.mark_outcomes(rules, &result);
         trace
     });
     result
+}
+
+/// Evaluates an event into this thread's reused buffer and hands `then` what it found.
+fn evaluated<R>(task: &Task, live: &LiveRules, then: impl FnOnce(&Evaluation) -> R) -> (R, Option<Trace>) {
+    EVALUATION.with(|cell| {
+        let mut evaluation = cell.borrow_mut();
+        let trace = live.rules.evaluate_maybe_traced(&Facts::of(&task.event), &mut evaluation, task.trace);
+        (then(&evaluation), trace)
+    })
 }
 
 /// The result of an evaluation whose plans are carried out as planned (no ledger to refuse one),

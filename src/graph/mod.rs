@@ -133,6 +133,13 @@ impl Rules {
                 .any(|&i| self.graph.scenarios.get(i as usize).is_some_and(|s| s.reads_member))
     }
 
+    /// True when evaluating an event may hold its thread for a while (an action that blocks,
+    /// which only the test suite has): such events always run on a task of their own, under the
+    /// event timeout.
+    pub fn may_block(&self) -> bool {
+        self.graph.may_block
+    }
+
     /// The event types (lower-cased, sorted) whose member history the rules read: the ledger
     /// indexes the history of these types.
     pub fn history_types(&self) -> &[String] {
@@ -230,6 +237,8 @@ struct Graph {
     /// True when some enabled scenario reads the actor's state (most files: none, and events
     /// skip the lookup).
     reads_member: bool,
+    /// True when an action's plan may hold its thread ([`crate::actions::Action::blocks`]).
+    may_block: bool,
     /// The event types (lower-cased, sorted) whose member history enabled scenarios read.
     history_types: Vec<String>,
     history_sums: Vec<SumKey>,
@@ -248,6 +257,7 @@ impl Graph {
             zone: file.programme.timezone.clone(),
             groups: Vec::new(),
             reads_member: false,
+            may_block: false,
             history_types: Vec::new(),
             history_sums: Vec::new(),
         };
@@ -287,6 +297,7 @@ impl Graph {
             });
         }
         graph.reads_member = graph.scenarios.iter().any(|s| s.reads_member);
+        graph.may_block = graph.actions.iter().any(|a| a.action.blocks());
         let mut reads = Vec::new();
         for scenario in &graph.scenarios {
             graph.history_reads(&scenario.children, &mut reads);
