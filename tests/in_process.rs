@@ -105,7 +105,7 @@ async fn without_a_ledger_a_free_slot_applies_the_event_on_the_callers_task() {
     let event = Arc::new(fluxflow::event::Event::from_value(login(1)).unwrap());
 
     let ticket = engine.try_admit().unwrap();
-    let Ok(Ok(result)) = engine.apply_now(ticket, &event, false) else { panic!("applied at once") };
+    let Ok(result) = engine.apply_now(ticket, &event, false) else { panic!("applied at once") };
     assert_eq!(result.scenarios_matched, ["visit"]);
     assert_eq!(engine.queue_utilization(), 0.0, "its place and its slot are given back");
 

@@ -319,7 +319,7 @@ impl Engine {
         tokio::spawn(async move {
             let mut running = ticket.start().await;
             let result = engine.run(&task, &mut running).await;
-            if let Some(again) = engine.finish(task, &result) {
+            if let Some(again) = engine.finish(task, result.as_ref()) {
                 engine.put_back(std::iter::once(again));
             }
             drop(running);
@@ -343,7 +343,7 @@ impl Engine {
                     while let Some((ticket, task)) = chain.next() {
                         let mut running = ticket.start().await;
                         let result = engine.run(&task, &mut running).await;
-                        let again = engine.finish(task, &result);
+                        let again = engine.finish(task, result.as_ref());
                         drop(running);
                         if let Some(again) = again {
                             let rest: Vec<Task> = chain.by_ref().map(|(_ticket, task)| task).collect();
@@ -413,12 +413,7 @@ impl Engine {
     /// evaluation slot free now. It spares the event a task of its own and its caller a timer
     /// (no event timeout can pass in the few µs an evaluation takes). Otherwise the ticket
     /// back, for [`Engine::apply`].
-    pub fn apply_now(
-        &self,
-        ticket: Ticket,
-        event: &Arc<Event>,
-        trace: bool,
-    ) -> Result<Result<EventResult, EngineError>, Ticket> {
+    pub fn apply_now(&self, ticket: Ticket, event: &Arc<Event>, trace: bool) -> Result<EventResult, Ticket> {
         let live = self.live.load_full();
         if self.ledger.is_some() || live.rules.may_block() {
             return Err(ticket);
@@ -426,9 +421,9 @@ impl Engine {
         let running = ticket.try_start()?;
         let task = Task { event: Arc::clone(event), trace, origin: Origin::default(), enqueued: Instant::now() };
         let (result, trace) = self.evaluate_counted(&task, &live);
-        let result = Ok(traced(&live.rules, result, trace));
+        let result = traced(&live.rules, result, trace);
         // Without a ledger or a job nothing is given back to try again.
-        let _ = self.finish(task, &result);
+        let _ = self.finish(task, Ok(&result));
         drop(running);
         Ok(result)
     }
@@ -577,7 +572,7 @@ impl Engine {
     /// Records what happened to a finished event: metrics, and batch bookkeeping. Gives back a
     /// batch event whose ledger write failed: it is still stored as queued, to be tried again
     /// once the ledger takes writes.
-    fn finish(&self, task: Task, result: &Result<EventResult, EngineError>) -> Option<Task> {
+    fn finish(&self, task: Task, result: Result<&EventResult, &EngineError>) -> Option<Task> {
         let elapsed = task.enqueued.elapsed();
         self.metrics.duration_seconds.observe(elapsed.as_secs_f64());
         self.metrics.duration_ms.observe(elapsed.as_secs_f64() * 1000.0);
@@ -643,7 +638,7 @@ impl Engine {
                 let (result, trace) = self.evaluate_counted(task, live);
                 (Evaluated::Done(result), trace)
             }
-            Some(ledger) => evaluated(task, live, |evaluation| {
+            Some(ledger) => with_evaluation(task, live, |evaluation| {
                 Evaluated::ToApply(ledger, self.ledger_write(task, live, evaluation), Tally::of(evaluation))
             }),
         }
@@ -651,7 +646,7 @@ impl Engine {
 
     /// Evaluates an event with no ledger: its result is the planned one, counted at once.
     fn evaluate_counted(&self, task: &Task, live: &Arc<LiveRules>) -> (EventResult, Option<Trace>) {
-        evaluated(task, live, |evaluation| {
+        with_evaluation(task, live, |evaluation| {
             let result = planned_result(&live.rules, &task.event, evaluation, task.enqueued);
             let actions = evaluation.planned.iter().map(|p| (p.scenario, p.action));
             self.count(live, &evaluation.matched, &evaluation.unknowns, actions, &result);
@@ -881,7 +876,7 @@ fn traced(rules: &Rules, mut result: EventResult, trace: Option<Trace>) -> Event
 }
 
 /// Evaluates an event into this thread's reused buffer and hands `then` what it found.
-fn evaluated<R>(task: &Task, live: &LiveRules, then: impl FnOnce(&Evaluation) -> R) -> (R, Option<Trace>) {
+fn with_evaluation<R>(task: &Task, live: &LiveRules, then: impl FnOnce(&Evaluation) -> R) -> (R, Option<Trace>) {
     EVALUATION.with(|cell| {
         let mut evaluation = cell.borrow_mut();
         let trace = live.rules.evaluate_maybe_traced(&Facts::of(&task.event), &mut evaluation, task.trace);

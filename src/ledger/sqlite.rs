@@ -333,8 +333,8 @@ CREATE INDEX failed_deliveries ON webhook_deliveries ((event_id || ':' || action
 /// Version 12: member counts as running totals. A `member_days` row holds the member's events of
 /// the type up to the end of that day (all earlier days included); a `member_hours` row those of
 /// its day up to the end of that hour. A count before a time is then three reads whatever the
-/// window and however long the history: the last day before, the last hour of its day before,
-/// and the index over its partial hour ([`MEMBER_COUNT_BETWEEN`]). Measured: a 30-day count over
+/// window and however long the history: the last day before its day, the last hour of its day
+/// through its hour, less the rest of its hour from the index ([`MEMBER_COUNT_BETWEEN`]). Measured: a 30-day count over
 /// 100,000 earlier events read ~30 day rows and up to 24 hour rows, 2.2-2.5x the time for 10
 /// events (BENCHMARKS.md). The price is paid by an event that arrives after later ones: it adds
 /// one to every later day of its member (and to the later hours of its day).
