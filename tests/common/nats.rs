@@ -68,7 +68,18 @@ impl TestStream {
             allow_direct: true,
             ..Default::default()
         };
-        self.runtime.block_on(self.context.get_or_create_stream(config)).unwrap();
+        // The server can fail a creation that races another test's deletion of the account's
+        // last stream (it removes the streams directory the creation is about to use: "could
+        // not create storage directory"); a moment later the same creation succeeds.
+        let mut last = None;
+        for _ in 0..5 {
+            match self.runtime.block_on(self.context.get_or_create_stream(config.clone())) {
+                Ok(_) => return,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("cannot create the test stream {}: {last:?}", self.name);
     }
 
     /// The shared consumer's messages not yet delivered and delivered but not acknowledged.
