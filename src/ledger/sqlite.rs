@@ -339,31 +339,18 @@ CREATE INDEX failed_deliveries ON webhook_deliveries ((event_id || ':' || action
 /// events (BENCHMARKS.md). The price is paid by an event that arrives after later ones: it adds
 /// one to every later day of its member (and to the later hours of its day).
 const V12_RUNNING_COUNTS: &str = "
-CREATE TABLE member_running_days (
-    actor_id    TEXT NOT NULL,
-    member_type TEXT NOT NULL,
-    day         INTEGER NOT NULL,
-    events      INTEGER NOT NULL,
-    PRIMARY KEY (actor_id, member_type, day)
-) WITHOUT ROWID;
-INSERT INTO member_running_days (actor_id, member_type, day, events)
-    SELECT actor_id, member_type, day, sum(events) OVER (PARTITION BY actor_id, member_type ORDER BY day)
-    FROM member_days WHERE day <> -9223372036854775808;
-DROP TABLE member_days;
-ALTER TABLE member_running_days RENAME TO member_days;
-CREATE TABLE member_running_hours (
-    actor_id    TEXT NOT NULL,
-    member_type TEXT NOT NULL,
-    hour        INTEGER NOT NULL,
-    events      INTEGER NOT NULL,
-    PRIMARY KEY (actor_id, member_type, hour)
-) WITHOUT ROWID;
-INSERT INTO member_running_hours (actor_id, member_type, hour, events)
-    SELECT actor_id, member_type, hour,
-    sum(events) OVER (PARTITION BY actor_id, member_type, (hour - ((hour % 24) + 24) % 24) / 24 ORDER BY hour)
-    FROM member_hours;
-DROP TABLE member_hours;
-ALTER TABLE member_running_hours RENAME TO member_hours;
+DELETE FROM member_days WHERE day = -9223372036854775808;
+UPDATE member_days SET events = running.events FROM
+    (SELECT actor_id, member_type, day, sum(events) OVER (PARTITION BY actor_id, member_type ORDER BY day) AS events
+     FROM member_days) AS running
+    WHERE member_days.actor_id = running.actor_id AND member_days.member_type = running.member_type
+    AND member_days.day = running.day;
+UPDATE member_hours SET events = running.events FROM
+    (SELECT actor_id, member_type, hour, sum(events) OVER
+        (PARTITION BY actor_id, member_type, (hour - ((hour % 24) + 24) % 24) / 24 ORDER BY hour) AS events
+     FROM member_hours) AS running
+    WHERE member_hours.actor_id = running.actor_id AND member_hours.member_type = running.member_type
+    AND member_hours.hour = running.hour;
 ";
 
 const QUEUE_DELIVERY: &str =
