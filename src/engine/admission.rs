@@ -93,21 +93,24 @@ impl Ticket {
             Some(semaphore) => semaphore.acquire_owned().await.ok(),
             None => None,
         };
-        let Some(admission) = self.admission.take() else {
-            unreachable!("only `start` empties a ticket, and it takes the ticket by value")
-        };
-        Running::of(admission, permit)
+        Running::of(self.take_admission(), permit)
     }
 
     /// The evaluation slot if one is free now, else the ticket back (it keeps its place).
     pub fn try_start(mut self) -> Result<Running, Ticket> {
-        let Some(admission) = self.admission.take() else {
-            unreachable!("only starting empties a ticket, and it takes the ticket by value")
-        };
+        let admission = self.take_admission();
         match Arc::clone(&admission.evaluating).try_acquire_owned() {
             Ok(permit) => Ok(Running::of(admission, Some(permit))),
             Err(_) => Err(Ticket { admission: Some(admission) }),
         }
+    }
+
+    /// The admission, taken out of a ticket that is becoming a running event.
+    fn take_admission(&mut self) -> Arc<Admission> {
+        let Some(admission) = self.admission.take() else {
+            unreachable!("only starting empties a ticket, and starting takes the ticket by value")
+        };
+        admission
     }
 }
 

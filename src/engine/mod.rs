@@ -414,8 +414,11 @@ impl Engine {
     /// (no event timeout can pass in the few µs an evaluation takes). Otherwise the ticket
     /// back, for [`Engine::apply`].
     pub fn apply_now(&self, ticket: Ticket, event: &Arc<Event>, trace: bool) -> Result<EventResult, Ticket> {
+        if self.ledger.is_some() {
+            return Err(ticket);
+        }
         let live = self.live.load_full();
-        if self.ledger.is_some() || live.rules.may_block() {
+        if live.rules.may_block() {
             return Err(ticket);
         }
         let running = ticket.try_start()?;
