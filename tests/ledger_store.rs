@@ -220,6 +220,12 @@ fn member_counts_agree_with_counting_the_events(backend: &dyn Backend) {
     let span = 10 * 86_400 * 1_000_000;
     let mut times: Vec<i64> = (0..300).map(|_| start + next(span)).collect();
     times.extend([start, start + 3_600_000_000, start + 86_400_000_000 - 1]);
+    // A few months away, so windows span several months.
+    times.extend([
+        start - 40 * 86_400_000_000,
+        start + 50 * 86_400_000_000 + 3_600_000_000,
+        start + 400 * 86_400_000_000,
+    ]);
     // Each visit carries a whole number (sums of them are exact); one in five carries none.
     let spent = |i: usize| (i % 5 != 0).then_some((i % 7) as f64);
     let writes: Vec<EventWrite> = times
@@ -258,6 +264,11 @@ fn member_counts_agree_with_counting_the_events(backend: &dyn Backend) {
         .collect();
     let (hour, day) = (3_600_000_000, 86_400_000_000);
     windows.extend([(start, start + day), (start + hour, start + 2 * hour), (start - 1, start + 1), (start, start)]);
+    windows.extend([
+        (start - 45 * day, start + 5 * day),
+        (start + 5 * day + 7, start + 60 * day),
+        (start - 1, start + 900 * day),
+    ]);
     for (from, to) in windows {
         assert_eq!(store.member_count("rob", "visit", from, to).unwrap(), naive(from, to), "window [{from}, {to})");
         // A store that keeps sum counters (SQLite) answers from them; the others read payloads.

@@ -121,6 +121,16 @@ impl CountEnd {
     }
 }
 
+/// The UTC month holding a day (days since the epoch): its first day and the next month's first,
+/// as day numbers; `None` outside the calendar's range.
+pub(crate) fn utc_month(day: i64) -> Option<(i64, i64)> {
+    let epoch = jiff::civil::date(1970, 1, 1);
+    let first = epoch.checked_add(jiff::Span::new().try_days(day).ok()?).ok()?.first_of_month();
+    let next = first.checked_add(jiff::Span::new().months(1)).ok()?;
+    let number = |date: jiff::civil::Date| date.since(epoch).ok().map(|span| i64::from(span.get_days()));
+    Some((number(first)?, number(next)?))
+}
+
 /// A window `[from, to)` (µs) cut into what the counters hold: whole UTC days, the hours at
 /// either end and the partial hours at the very ends (read from the index). Each end is read
 /// the shorter way: the hours inside the window, or its whole day less the hours outside it
