@@ -2,8 +2,10 @@
 //! events of a type in a calendar month, in a rolling 30 days and in all time (what `first()`
 //! reads), and summing a payload number over the month and the 30 days (what `sum()` reads), for
 //! a member with 10 earlier events and one with 100,000 spread over five years, on the embedded
-//! ledger (SQLite: per-day and per-hour counters for counts and for the sums the rules read, the
-//! partial hours at a window's ends from the index).
+//! ledger (SQLite: running day and hour counters for counts, running sums within the month for
+//! the sums the rules read, the partial hours at a window's ends from the index) and, when a
+//! server answers (`FLUXFLOW_TEST_POSTGRES`, as the tests), on PostgreSQL (day and hour
+//! counters of both; groups `member_count_postgres` and `member_sum_postgres`).
 //!
 //! `cargo bench --bench member`
 
@@ -16,6 +18,8 @@ use fluxflow::event::Event;
 use fluxflow::expr::ast::Expr;
 use fluxflow::expr::parser::parse;
 use fluxflow::ledger::member::SumKey;
+use fluxflow::ledger::postgres::PostgresStore;
+use fluxflow::ledger::postgres::scratch::ScratchDatabase;
 use fluxflow::ledger::sqlite::SqliteStore;
 use fluxflow::ledger::{EventWrite, LedgerStore, Planned, WritePlan, fingerprint};
 use fluxflow::result::EventResult;
@@ -24,11 +28,9 @@ const DAY_MICROS: i64 = 86_400 * 1_000_000;
 /// The moment the member functions are asked at.
 const NOW: &str = "2026-11-01T12:00:00Z";
 
-/// A ledger whose member `m` has `history` purchases spread evenly over the five years before
-/// [`NOW`] (plus an hour, so the month and the 30 days both hold some).
-fn ledger(history: usize) -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(dir.path()).expect("a ledger");
+/// Fills `store` so that its member `m` has `history` purchases spread evenly over the five
+/// years before [`NOW`].
+fn fill(store: &dyn LedgerStore, history: usize) {
     store.track_history(&["purchase".to_owned()]).expect("purchases indexed");
     store.track_sums(std::slice::from_ref(&total_key())).expect("their totals counted");
     let now: jiff::Timestamp = NOW.parse().expect("a time");
@@ -64,7 +66,27 @@ fn ledger(history: usize) -> (tempfile::TempDir, SqliteStore) {
             .collect();
         store.write_events(&writes).expect("the history is written");
     }
-    (dir, store)
+}
+
+/// A filled ledger: the suffix of its criterion groups, the store, and what keeps its file or
+/// database (dropped after the store).
+type Ledger = (&'static str, Box<dyn LedgerStore>, Box<dyn std::any::Any>);
+
+/// A ledger of each store, filled for `history`: SQLite, and PostgreSQL when a server answers.
+fn ledgers(history: usize) -> Vec<Ledger> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let sqlite = SqliteStore::open(dir.path()).expect("a ledger");
+    fill(&sqlite, history);
+    let mut ledgers: Vec<Ledger> = vec![("", Box::new(sqlite), Box::new(dir))];
+    match ScratchDatabase::create() {
+        Ok(db) => {
+            let store = PostgresStore::connect(&db.url, 2).expect("a PostgreSQL ledger");
+            fill(&store, history);
+            ledgers.push(("_postgres", Box::new(store), Box::new(db)));
+        }
+        Err(e) => eprintln!("PostgreSQL skipped: {e}"),
+    }
+    ledgers
 }
 
 fn counts(c: &mut Criterion) {
@@ -75,17 +97,18 @@ fn counts(c: &mut Criterion) {
         ("30d", Period::RollingDays(30).bounds(now, &utc)),
         ("all time", (jiff::Timestamp::MIN, jiff::Timestamp::MAX)),
     ];
-    let mut group = c.benchmark_group("member_count");
     for history in [10, 100_000] {
-        let (_dir, store) = ledger(history);
-        for (name, (from, to)) in windows {
-            let (from, to) = (from.as_microsecond(), to.as_microsecond());
-            group.bench_function(BenchmarkId::new(name, history), |b| {
-                b.iter(|| black_box(store.member_count("m", "purchase", from, to).expect("a count")))
-            });
+        for (store_name, store, _guard) in ledgers(history) {
+            let mut group = c.benchmark_group(format!("member_count{store_name}"));
+            for (name, (from, to)) in windows {
+                let (from, to) = (from.as_microsecond(), to.as_microsecond());
+                group.bench_function(BenchmarkId::new(name, history), |b| {
+                    b.iter(|| black_box(store.member_count("m", "purchase", from, to).expect("a count")))
+                });
+            }
+            group.finish();
         }
     }
-    group.finish();
 }
 
 /// The sum `sum('purchase', 'payload.total', period)` reads.
@@ -100,17 +123,18 @@ fn sums(c: &mut Criterion) {
     let now: jiff::Timestamp = NOW.parse().expect("a time");
     let utc = Zone::utc();
     let windows = [("month", Period::Month.bounds(now, &utc)), ("30d", Period::RollingDays(30).bounds(now, &utc))];
-    let mut group = c.benchmark_group("member_sum");
     for history in [10, 100_000] {
-        let (_dir, store) = ledger(history);
-        for (name, (from, to)) in windows {
-            let (from, to) = (from.as_microsecond(), to.as_microsecond());
-            group.bench_function(BenchmarkId::new(name, history), |b| {
-                b.iter(|| black_box(store.member_sum("m", &key, from, to).expect("a sum")))
-            });
+        for (store_name, store, _guard) in ledgers(history) {
+            let mut group = c.benchmark_group(format!("member_sum{store_name}"));
+            for (name, (from, to)) in windows {
+                let (from, to) = (from.as_microsecond(), to.as_microsecond());
+                group.bench_function(BenchmarkId::new(name, history), |b| {
+                    b.iter(|| black_box(store.member_sum("m", &key, from, to).expect("a sum").expect("kept")))
+                });
+            }
+            group.finish();
         }
     }
-    group.finish();
 }
 
 criterion_group!(benches, counts, sums);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::tx::{Book, LedgerTx};
 use super::{LedgerError, Planned, lots};
-use crate::expr::ast::Path;
+use crate::expr::ast::{Path, Segment};
 use crate::expr::eval::{Val, resolve_json};
 use crate::facts::MemberState;
 use crate::rules::loyalty::{Programme, Tier};
@@ -55,6 +55,33 @@ impl SumKey {
     /// number (sums skip those).
     pub fn number_in(&self, payload: &str) -> Option<f64> {
         number_at(payload, &self.path)
+    }
+
+    /// The path as an SQL/JSON path in strict mode over the payload, for a store that reads it
+    /// in SQL (PostgreSQL's `jsonb_path_query_first`): strict, so that a key of an array or an
+    /// index of an object finds nothing, as [`resolve_json`] has it. `None` for a path outside
+    /// the payload.
+    ///
+    /// ```
+    /// use fluxflow::expr::{ast::Expr, parser::parse};
+    /// use fluxflow::ledger::member::SumKey;
+    /// let Ok(Expr::Path(path, _)) = parse(r#"payload.items[2]["a \"b\""]"#) else { unreachable!() };
+    /// assert_eq!(SumKey::new("buy", &path).json_path().as_deref(), Some(r#"strict $."items"[2]."a \"b\"""#));
+    /// ```
+    pub fn json_path(&self) -> Option<String> {
+        let Path::Payload(segments) = &self.path else { return None };
+        let mut text = String::from("strict $");
+        for segment in segments {
+            match segment {
+                Segment::Key(key) => {
+                    text.push('.');
+                    // A JSON string literal: the escapes SQL/JSON paths read.
+                    text.push_str(&serde_json::Value::from(key.as_str()).to_string());
+                }
+                Segment::Index(index) => text.push_str(&format!("[{index}]")),
+            }
+        }
+        Some(text)
     }
 }
 

@@ -31,7 +31,7 @@ use crate::access::{KeyHash, KeyName, Scope};
 use tokio_postgres::{NoTls, Statement};
 
 use super::lots::{self, PointsState};
-use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, all_time};
+use super::member::{ALL_DAYS, CounterWindow, MICROS_PER_DAY, MICROS_PER_HOUR, SumKey, all_time};
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
 use super::tx::{Book, LedgerTx, Lot, NewEntry, NewEvent, NewLot, NewUse, Original, Reversible, StoredEvent};
@@ -70,6 +70,7 @@ const MIGRATIONS: &[&str] = &[
     V7_RULES_VERSIONS,
     V8_API_KEYS,
     V9_WEBHOOK_OUTBOX,
+    V10_MEMBER_SUMS,
 ];
 
 /// The schema version this code writes.
@@ -257,6 +258,34 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX due_deliveries ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
 ";
+/// Version 10: counters of the sums the rules read (as SQLite's version 7), per member, type
+/// and path, per UTC day, in all (`day` = [`ALL_DAYS`]) and per UTC hour, added to by each
+/// group's insert as counts are. Which sums are kept is in `member_sum_keys`, with the path as
+/// an SQL/JSON path (`SumKey::json_path`) that the insert reads the payload by.
+const V10_MEMBER_SUMS: &str = "
+CREATE TABLE member_sum_keys (
+    member_type TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    json_path   JSONPATH NOT NULL,
+    PRIMARY KEY (member_type, path)
+);
+CREATE TABLE member_day_sums (
+    actor_id    TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    day         BIGINT NOT NULL,
+    total       DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (actor_id, member_type, path, day)
+);
+CREATE TABLE member_hour_sums (
+    actor_id    TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    hour        BIGINT NOT NULL,
+    total       DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (actor_id, member_type, path, hour)
+);
+";
 const QUEUE_DELIVERY: &str = "INSERT INTO webhook_deliveries \
      (delivery_id, event_id, action_id, target, event, state, next_attempt_at, created_at) \
      VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) ON CONFLICT (delivery_id) DO NOTHING";
@@ -324,6 +353,24 @@ const MEMBER_COUNT_BY_COUNTERS: &str = "SELECT (\
      + $14::int8 * (coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = $1 AND member_type = $2 AND hour >= $7 AND hour < $8), 0) \
        + (SELECT count(*) FROM events WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $11 AND occurred_at < $12)))::int8";
 const MEMBER_COUNT_ALL: &str = "SELECT events FROM member_days WHERE actor_id = $1 AND member_type = $2 AND day = $3";
+/// A sum as counts are read ([`MEMBER_COUNT_BY_COUNTERS`]; the sum's path `$15`, its SQL/JSON
+/// path `$16`), or NULL when the sum is not kept: the keys cannot change under a reader (a
+/// group holds the member-history lock shared; a read is one statement).
+const MEMBER_SUM_BY_COUNTERS: &str = "SELECT CASE WHEN EXISTS \
+     (SELECT 1 FROM member_sum_keys WHERE member_type = $2 AND path = $15) THEN (\
+     coalesce((SELECT sum(total) FROM member_day_sums WHERE actor_id = $1 AND member_type = $2 AND path = $15 AND day >= $3 AND day < $4), 0) \
+     + $13::int8 * (coalesce((SELECT sum(total) FROM member_hour_sums WHERE actor_id = $1 AND member_type = $2 AND path = $15 AND hour >= $5 AND hour < $6), 0) \
+       + coalesce((SELECT sum(v::float8) FROM (SELECT jsonb_path_query_first(payload::jsonb, $16::text::jsonpath, '{}', true) AS v \
+         FROM events WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $9 AND occurred_at < $10) AS p \
+         WHERE jsonb_typeof(v) = 'number'), 0)) \
+     + $14::int8 * (coalesce((SELECT sum(total) FROM member_hour_sums WHERE actor_id = $1 AND member_type = $2 AND path = $15 AND hour >= $7 AND hour < $8), 0) \
+       + coalesce((SELECT sum(v::float8) FROM (SELECT jsonb_path_query_first(payload::jsonb, $16::text::jsonpath, '{}', true) AS v \
+         FROM events WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $11 AND occurred_at < $12) AS p \
+         WHERE jsonb_typeof(v) = 'number'), 0))) END";
+/// A kept sum over all time, or NULL when it is not kept.
+const MEMBER_SUM_ALL: &str = "SELECT CASE WHEN EXISTS \
+     (SELECT 1 FROM member_sum_keys WHERE member_type = $2 AND path = $3) THEN coalesce( \
+     (SELECT total FROM member_day_sums WHERE actor_id = $1 AND member_type = $2 AND path = $3 AND day = $4), 0) END";
 const MEMBER_HISTORY: &str = "SELECT occurred_at, payload FROM events \
      WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $3 AND occurred_at < $4 ORDER BY occurred_at";
 const MEMBER_TIMES: &str = "SELECT occurred_at FROM events \
@@ -353,8 +400,8 @@ const INSERT_EVENTS: &str = "WITH inserted AS (\
      SELECT i, f, a, r, p, t, o, y, CASE WHEN m IN (SELECT member_type FROM member_history_types) THEN m END \
      FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int8[], $8::text[], \
      $9::text[]) AS u(i, f, a, r, p, t, o, y, m) \
-     RETURNING actor_id, member_type, occurred_at), \
-   indexed AS (SELECT actor_id, member_type, occurred_at FROM inserted WHERE member_type IS NOT NULL), \
+     RETURNING actor_id, member_type, occurred_at, payload), \
+   indexed AS (SELECT actor_id, member_type, occurred_at, payload FROM inserted WHERE member_type IS NOT NULL), \
    days AS (INSERT INTO member_days (actor_id, member_type, day, events) \
      SELECT actor_id, member_type, day, count(*) FROM ( \
        SELECT actor_id, member_type, floor(occurred_at::numeric / 86400000000)::int8 AS day FROM indexed \
@@ -364,7 +411,22 @@ const INSERT_EVENTS: &str = "WITH inserted AS (\
    hours AS (INSERT INTO member_hours (actor_id, member_type, hour, events) \
      SELECT actor_id, member_type, floor(occurred_at::numeric / 3600000000)::int8 AS hour, count(*) FROM indexed \
      GROUP BY actor_id, member_type, hour ORDER BY actor_id, member_type, hour \
-     ON CONFLICT (actor_id, member_type, hour) DO UPDATE SET events = member_hours.events + excluded.events) \
+     ON CONFLICT (actor_id, member_type, hour) DO UPDATE SET events = member_hours.events + excluded.events), \
+   numbers AS (SELECT actor_id, member_type, path, occurred_at, v::float8 AS n FROM ( \
+       SELECT i.actor_id, i.member_type, k.path, i.occurred_at, \
+       jsonb_path_query_first(i.payload::jsonb, k.json_path, '{}', true) AS v \
+       FROM indexed i JOIN member_sum_keys k ON k.member_type = i.member_type WHERE i.payload IS NOT NULL) AS found \
+     WHERE jsonb_typeof(v) = 'number'), \
+   day_sums AS (INSERT INTO member_day_sums (actor_id, member_type, path, day, total) \
+     SELECT actor_id, member_type, path, day, sum(n) FROM ( \
+       SELECT actor_id, member_type, path, floor(occurred_at::numeric / 86400000000)::int8 AS day, n FROM numbers \
+       UNION ALL SELECT actor_id, member_type, path, (-9223372036854775807 - 1)::int8, n FROM numbers) AS d \
+     GROUP BY actor_id, member_type, path, day ORDER BY actor_id, member_type, path, day \
+     ON CONFLICT (actor_id, member_type, path, day) DO UPDATE SET total = member_day_sums.total + excluded.total), \
+   hour_sums AS (INSERT INTO member_hour_sums (actor_id, member_type, path, hour, total) \
+     SELECT actor_id, member_type, path, floor(occurred_at::numeric / 3600000000)::int8 AS hour, sum(n) FROM numbers \
+     GROUP BY actor_id, member_type, path, hour ORDER BY actor_id, member_type, path, hour \
+     ON CONFLICT (actor_id, member_type, path, hour) DO UPDATE SET total = member_hour_sums.total + excluded.total) \
    SELECT count(*) FROM inserted";
 /// Every group holds this lock shared; re-indexing member history holds it alone, so no group
 /// writes events by an older set of indexed types once the new one is committed.
@@ -1187,6 +1249,11 @@ impl LedgerTx for PgTx<'_, '_> {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    fn member_sum(&mut self, actor_id: &str, key: &SumKey, from: i64, to: i64) -> Result<Option<f64>, LedgerError> {
+        let tx = self.tx;
+        self.flush_then(async move { sum_member(tx.client(), actor_id, key, from, to).await })
+    }
+
     fn member_payloads(
         &mut self,
         actor_id: &str,
@@ -1338,6 +1405,80 @@ impl OperationTx for PgTx<'_, '_> {
         })?;
         get::<Option<i64>>(&row, 0)?.ok_or_else(|| broken("no entry was appended"))
     }
+}
+
+/// Counts a kept sum's counters back over the stored events of its type (its key is in
+/// `member_sum_keys` already: its SQL/JSON path is read from there).
+async fn count_sum_back(tx: &tokio_postgres::Transaction<'_>, key: &SumKey) -> Result<(), tokio_postgres::Error> {
+    let (event_type, path) = (key.event_type.as_str(), key.key.as_str());
+    for sql in [
+        "DELETE FROM member_day_sums WHERE member_type = $1 AND path = $2",
+        "DELETE FROM member_hour_sums WHERE member_type = $1 AND path = $2",
+    ] {
+        tx.execute(sql, &[&event_type, &path]).await?;
+    }
+    const NUMBERS: &str = "SELECT e.actor_id, e.occurred_at, v::float8 AS n FROM ( \
+         SELECT e.actor_id, e.occurred_at, jsonb_path_query_first(e.payload::jsonb, k.json_path, '{}', true) AS v \
+         FROM events e JOIN member_sum_keys k ON k.member_type = e.member_type AND k.path = $2 \
+         WHERE e.member_type = $1 AND e.payload IS NOT NULL) AS e WHERE jsonb_typeof(v) = 'number'";
+    tx.execute(
+        &format!(
+            "INSERT INTO member_day_sums (actor_id, member_type, path, day, total) \
+             SELECT actor_id, $1, $2, day, sum(n) FROM ( \
+               SELECT actor_id, floor(occurred_at::numeric / $3::int8)::int8 AS day, n FROM ({NUMBERS}) AS a \
+               UNION ALL SELECT actor_id, $4::int8, n FROM ({NUMBERS}) AS b) AS d \
+             GROUP BY actor_id, day"
+        ),
+        &[&event_type, &path, &MICROS_PER_DAY, &ALL_DAYS],
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "INSERT INTO member_hour_sums (actor_id, member_type, path, hour, total) \
+             SELECT actor_id, $1, $2, floor(occurred_at::numeric / $3::int8)::int8, sum(n) FROM ({NUMBERS}) AS a \
+             GROUP BY 1, 4"
+        ),
+        &[&event_type, &path, &MICROS_PER_HOUR],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A member's kept sum over `[from, to)`, read as counts are ([`count_member`]); `None` when the
+/// sum is not kept (its key has no SQL/JSON path, or the live rules' keys do not hold it).
+async fn sum_member(
+    client: &tokio_postgres::Client,
+    actor: &str,
+    key: &SumKey,
+    from: i64,
+    to: i64,
+) -> Result<Option<f64>, tokio_postgres::Error> {
+    let Some(json_path) = key.json_path() else { return Ok(None) };
+    let (event_type, path) = (key.event_type.as_str(), key.key.as_str());
+    if all_time(from, to) {
+        let row = client.query_one(MEMBER_SUM_ALL, &[&actor, &event_type, &path, &ALL_DAYS]).await?;
+        return row.try_get(0);
+    }
+    let w = CounterWindow::of(from, to);
+    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
+        &actor,
+        &event_type,
+        &w.days.0,
+        &w.days.1,
+        &w.head_hours.0,
+        &w.head_hours.1,
+        &w.tail_hours.0,
+        &w.tail_hours.1,
+        &w.head.0,
+        &w.head.1,
+        &w.tail.0,
+        &w.tail.1,
+        &w.head_sign,
+        &w.tail_sign,
+        &path,
+        &json_path,
+    ];
+    client.query_one(MEMBER_SUM_BY_COUNTERS, &values).await?.try_get(0)
 }
 
 /// How many of a member's indexed events of a type have an event time in `[from, to)`, as
@@ -1529,6 +1670,44 @@ impl LedgerStore for PostgresStore {
     fn member_count(&self, actor_id: &str, event_type: &str, from: i64, to: i64) -> Result<u64, LedgerError> {
         let count = self.read(async |c| count_member(c, actor_id, event_type, from, to).await)?;
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    fn member_sum(&self, actor_id: &str, key: &SumKey, from: i64, to: i64) -> Result<Option<f64>, LedgerError> {
+        self.read(async |c| sum_member(c, actor_id, key, from, to).await)
+    }
+
+    /// As SQLite's, for every node at once, as [`LedgerStore::track_history`] does: the kept sums
+    /// are the table's, which each group's insert reads, replaced under the member-history lock.
+    fn track_sums(&self, sums: &[SumKey]) -> Result<(), LedgerError> {
+        let mut client = self.client()?;
+        // A path outside the payload has nothing to keep (its sums are read from the events).
+        let keys: Vec<(&SumKey, String)> = sums.iter().filter_map(|k| Some((k, k.json_path()?))).collect();
+        self.block_within(Duration::from_secs(600), async {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&HISTORY_LOCK]).await.map_err(pg_error)?;
+            let rows = tx.query("SELECT member_type, path FROM member_sum_keys", &[]).await.map_err(pg_error)?;
+            let current: Vec<(String, String)> =
+                rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, _>>().map_err(pg_error)?;
+            let is_kept = |k: &SumKey| current.iter().any(|(t, p)| *t == k.event_type && *p == k.key);
+            let added: Vec<&(&SumKey, String)> = keys.iter().filter(|(k, _)| !is_kept(k)).collect();
+            if current.len() == keys.len() && added.is_empty() {
+                return Ok(());
+            }
+            tx.execute("DELETE FROM member_sum_keys", &[]).await.map_err(pg_error)?;
+            for (key, json_path) in &keys {
+                tx.execute(
+                    "INSERT INTO member_sum_keys (member_type, path, json_path) VALUES ($1, $2, $3::text::jsonpath)",
+                    &[&key.event_type, &key.key, json_path],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+            // Counters of a sum that was not kept went stale: they are counted back from the events.
+            for (key, _) in added {
+                count_sum_back(&tx, key).await.map_err(pg_error)?;
+            }
+            tx.commit().await.map_err(pg_error)
+        })
     }
 
     fn stream_position(&self, subject: &str) -> Result<u64, LedgerError> {
