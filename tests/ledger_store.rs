@@ -234,7 +234,9 @@ fn member_counts_agree_with_counting_the_events(backend: &dyn Backend) {
         .enumerate()
         .map(|(i, at)| {
             let time = jiff::Timestamp::from_microsecond(*at).unwrap().to_string();
-            let payload = spent(i).map_or_else(|| json!({"other": "x"}), |n| json!({"spent": n}));
+            // Some carry a string with U+0000 beside their number (PostgreSQL's jsonb refuses it).
+            let note = if i % 11 == 0 { "a\u{0}b" } else { "ab" };
+            let payload = spent(i).map_or_else(|| json!({"other": "x"}), |n| json!({"spent": n, "note": note}));
             let event = Event::from_value(
                 json!({"id": format!("v{i}"), "type": "Visit", "actor_id": "rob", "occurred_at": time, "payload": payload}),
             )

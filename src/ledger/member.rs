@@ -111,6 +111,8 @@ pub(crate) const ALL_DAYS: i64 = i64::MIN;
 pub(crate) const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
 /// An hour, in µs.
 pub(crate) const MICROS_PER_HOUR: i64 = 3_600 * 1_000_000;
+/// Hours in a UTC day: hour numbers of day `d` run from `d * HOURS_PER_DAY`.
+pub(crate) const HOURS_PER_DAY: i64 = MICROS_PER_DAY / MICROS_PER_HOUR;
 
 /// True for a window that holds all time (`first()`, a `lifetime` period): the member's total
 /// answers it.
@@ -138,7 +140,6 @@ pub(crate) struct CountEnd {
 impl CountEnd {
     /// What a count before `at` (µs) reads.
     pub(crate) fn of(at: i64) -> CountEnd {
-        const HOURS_PER_DAY: i64 = MICROS_PER_DAY / MICROS_PER_HOUR;
         let (day, hour) = (at.div_euclid(MICROS_PER_DAY), at.div_euclid(MICROS_PER_HOUR));
         let day_hour = day * HOURS_PER_DAY;
         if at == hour * MICROS_PER_HOUR {
@@ -186,7 +187,6 @@ pub(crate) struct CounterWindow {
 impl CounterWindow {
     /// The parts of `[from, to)`.
     pub(crate) fn of(from: i64, to: i64) -> CounterWindow {
-        const HOURS_PER_DAY: i64 = MICROS_PER_DAY / MICROS_PER_HOUR;
         let ceil = |t: i64, unit: i64| t.saturating_add(unit - 1).div_euclid(unit);
         let nothing = (0, 0);
         let (first_hour, end_hour) = (ceil(from, MICROS_PER_HOUR), to.div_euclid(MICROS_PER_HOUR));

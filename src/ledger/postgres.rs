@@ -353,20 +353,34 @@ const MEMBER_COUNT_BY_COUNTERS: &str = "SELECT (\
      + $14::int8 * (coalesce((SELECT sum(events) FROM member_hours WHERE actor_id = $1 AND member_type = $2 AND hour >= $7 AND hour < $8), 0) \
        + (SELECT count(*) FROM events WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $11 AND occurred_at < $12)))::int8";
 const MEMBER_COUNT_ALL: &str = "SELECT events FROM member_days WHERE actor_id = $1 AND member_type = $2 AND day = $3";
+/// The value at a sum's SQL/JSON path (`$path`) in a stored payload (`$payload`, JSON text), or
+/// NULL. A payload string may hold `\u0000`, which `jsonb` refuses: it is read as U+FFFD (only
+/// numbers are read from it, so no number changes, and the text stays valid JSON).
+macro_rules! payload_number {
+    ($payload:literal, $path:literal) => {
+        concat!("jsonb_path_query_first(replace(", $payload, ", '\\u0000', '\\ufffd')::jsonb, ", $path, ", '{}', true)")
+    };
+}
 /// A sum as counts are read ([`MEMBER_COUNT_BY_COUNTERS`]; the sum's path `$15`, its SQL/JSON
 /// path `$16`), or NULL when the sum is not kept: the keys cannot change under a reader (a
 /// group holds the member-history lock shared; a read is one statement).
-const MEMBER_SUM_BY_COUNTERS: &str = "SELECT CASE WHEN EXISTS \
+const MEMBER_SUM_BY_COUNTERS: &str = concat!(
+    "SELECT CASE WHEN EXISTS \
      (SELECT 1 FROM member_sum_keys WHERE member_type = $2 AND path = $15) THEN (\
      coalesce((SELECT sum(total) FROM member_day_sums WHERE actor_id = $1 AND member_type = $2 AND path = $15 AND day >= $3 AND day < $4), 0) \
      + $13::int8 * (coalesce((SELECT sum(total) FROM member_hour_sums WHERE actor_id = $1 AND member_type = $2 AND path = $15 AND hour >= $5 AND hour < $6), 0) \
-       + coalesce((SELECT sum(v::float8) FROM (SELECT jsonb_path_query_first(payload::jsonb, $16::text::jsonpath, '{}', true) AS v \
+       + coalesce((SELECT sum(v::float8) FROM (SELECT ",
+    payload_number!("payload", "$16::text::jsonpath"),
+    " AS v \
          FROM events WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $9 AND occurred_at < $10) AS p \
          WHERE jsonb_typeof(v) = 'number'), 0)) \
      + $14::int8 * (coalesce((SELECT sum(total) FROM member_hour_sums WHERE actor_id = $1 AND member_type = $2 AND path = $15 AND hour >= $7 AND hour < $8), 0) \
-       + coalesce((SELECT sum(v::float8) FROM (SELECT jsonb_path_query_first(payload::jsonb, $16::text::jsonpath, '{}', true) AS v \
+       + coalesce((SELECT sum(v::float8) FROM (SELECT ",
+    payload_number!("payload", "$16::text::jsonpath"),
+    " AS v \
          FROM events WHERE actor_id = $1 AND member_type = $2 AND occurred_at >= $11 AND occurred_at < $12) AS p \
-         WHERE jsonb_typeof(v) = 'number'), 0))) END";
+         WHERE jsonb_typeof(v) = 'number'), 0))) END"
+);
 /// A kept sum over all time, or NULL when it is not kept.
 const MEMBER_SUM_ALL: &str = "SELECT CASE WHEN EXISTS \
      (SELECT 1 FROM member_sum_keys WHERE member_type = $2 AND path = $3) THEN coalesce( \
@@ -395,7 +409,8 @@ const ADD_TO_BUDGETS: &str = "INSERT INTO limit_budgets (scenario_id, period, pe
 /// In one statement, so a group without member history pays nothing more: the events (the
 /// lower-cased type `m` kept only for the types whose history the rules read), then the day,
 /// all-time and hour counters of those that kept it.
-const INSERT_EVENTS: &str = "WITH inserted AS (\
+const INSERT_EVENTS: &str = concat!(
+    "WITH inserted AS (\
      INSERT INTO events (event_id, fingerprint, actor_id, result, processed_at, event_type, occurred_at, payload, member_type) \
      SELECT i, f, a, r, p, t, o, y, CASE WHEN m IN (SELECT member_type FROM member_history_types) THEN m END \
      FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int8[], $8::text[], \
@@ -414,7 +429,9 @@ const INSERT_EVENTS: &str = "WITH inserted AS (\
      ON CONFLICT (actor_id, member_type, hour) DO UPDATE SET events = member_hours.events + excluded.events), \
    numbers AS (SELECT actor_id, member_type, path, occurred_at, v::float8 AS n FROM ( \
        SELECT i.actor_id, i.member_type, k.path, i.occurred_at, \
-       jsonb_path_query_first(i.payload::jsonb, k.json_path, '{}', true) AS v \
+       ",
+    payload_number!("i.payload", "k.json_path"),
+    " AS v \
        FROM indexed i JOIN member_sum_keys k ON k.member_type = i.member_type WHERE i.payload IS NOT NULL) AS found \
      WHERE jsonb_typeof(v) = 'number'), \
    day_sums AS (INSERT INTO member_day_sums (actor_id, member_type, path, day, total) \
@@ -427,7 +444,8 @@ const INSERT_EVENTS: &str = "WITH inserted AS (\
      SELECT actor_id, member_type, path, floor(occurred_at::numeric / 3600000000)::int8 AS hour, sum(n) FROM numbers \
      GROUP BY actor_id, member_type, path, hour ORDER BY actor_id, member_type, path, hour \
      ON CONFLICT (actor_id, member_type, path, hour) DO UPDATE SET total = member_hour_sums.total + excluded.total) \
-   SELECT count(*) FROM inserted";
+   SELECT count(*) FROM inserted"
+);
 /// Every group holds this lock shared; re-indexing member history holds it alone, so no group
 /// writes events by an older set of indexed types once the new one is committed.
 const LOCK_HISTORY_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
@@ -1417,10 +1435,13 @@ async fn count_sum_back(tx: &tokio_postgres::Transaction<'_>, key: &SumKey) -> R
     ] {
         tx.execute(sql, &[&event_type, &path]).await?;
     }
-    const NUMBERS: &str = "SELECT e.actor_id, e.occurred_at, v::float8 AS n FROM ( \
-         SELECT e.actor_id, e.occurred_at, jsonb_path_query_first(e.payload::jsonb, k.json_path, '{}', true) AS v \
+    const NUMBERS: &str = concat!(
+        "SELECT e.actor_id, e.occurred_at, v::float8 AS n FROM (SELECT e.actor_id, e.occurred_at, ",
+        payload_number!("e.payload", "k.json_path"),
+        " AS v \
          FROM events e JOIN member_sum_keys k ON k.member_type = e.member_type AND k.path = $2 \
-         WHERE e.member_type = $1 AND e.payload IS NOT NULL) AS e WHERE jsonb_typeof(v) = 'number'";
+         WHERE e.member_type = $1 AND e.payload IS NOT NULL) AS e WHERE jsonb_typeof(v) = 'number'"
+    );
     tx.execute(
         &format!(
             "INSERT INTO member_day_sums (actor_id, member_type, path, day, total) \

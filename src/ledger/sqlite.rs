@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpointer::Checkpointer;
 use super::lots::{self, PointsState};
-use super::member::{ALL_DAYS, CountEnd, MICROS_PER_DAY, MICROS_PER_HOUR, SumKey, all_time, utc_month};
+use super::member::{ALL_DAYS, CountEnd, HOURS_PER_DAY, MICROS_PER_DAY, MICROS_PER_HOUR, SumKey, all_time, utc_month};
 use super::operations::{self, NewOperation, OperationOutcome, OperationRequest, OperationTx, StoredOperation};
 use super::posting::post;
 use super::tx::NewUse;
@@ -690,7 +690,6 @@ fn count_sum_back(tx: &Transaction<'_>, key: &SumKey) -> rusqlite::Result<()> {
         add.execute(params![actor, event_type, path, ALL_DAYS, total])?;
     }
     // In key order, a running sum starts again at each member's new month (new day).
-    const HOURS_PER_DAY: i64 = MICROS_PER_DAY / MICROS_PER_HOUR;
     let mut add = tx
         .prepare("INSERT INTO member_day_sums (actor_id, member_type, path, day, total) VALUES (?1, ?2, ?3, ?4, ?5)")?;
     for ((actor, day), total) in running_within(days, |day| utc_month(*day).map_or(i64::MIN, |m| m.0)) {
@@ -784,7 +783,6 @@ fn index_history(tx: &Transaction<'_>, added: &[&String]) -> rusqlite::Result<()
 /// Counts a member's event at `at` into the running counters ([`V12_RUNNING_COUNTS`]): its day and
 /// hour, and the later ones, go up by one; a day or hour without a row gets one.
 fn count_member_event(conn: &Connection, actor_id: &str, member_type: &str, at: i64) -> rusqlite::Result<()> {
-    const HOURS_PER_DAY: i64 = MICROS_PER_DAY / MICROS_PER_HOUR;
     let (day, hour) = (at.div_euclid(MICROS_PER_DAY), at.div_euclid(MICROS_PER_HOUR));
     let day_hour = day * HOURS_PER_DAY;
     conn.prepare_cached(BUMP_LATER_DAYS)?.execute(params![actor_id, member_type, day])?;
@@ -1322,7 +1320,6 @@ impl GroupStatements<'_> {
     /// Adds an event's numbers to the sums kept for its type: the member's total, and the running
     /// sums of its day (and its month's later days) and of its hour (and its day's later hours).
     fn add_to_sums(&self, actor: &str, member_type: &str, at: i64, payload: Option<&str>) -> Result<(), LedgerError> {
-        const HOURS_PER_DAY: i64 = MICROS_PER_DAY / MICROS_PER_HOUR;
         let keys = self.tracked.sums.iter().filter(|k| k.event_type == member_type);
         for (key, n) in keys.filter_map(|k| payload.and_then(|p| k.number_in(p)).map(|n| (k, n))) {
             let (day, hour) = (at.div_euclid(MICROS_PER_DAY), at.div_euclid(MICROS_PER_HOUR));
