@@ -1480,26 +1480,41 @@ async fn sum_member(
         let row = client.query_one(MEMBER_SUM_ALL, &[&actor, &event_type, &path, &ALL_DAYS]).await?;
         return row.try_get(0);
     }
-    let w = CounterWindow::of(from, to);
-    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
-        &actor,
-        &event_type,
-        &w.days.0,
-        &w.days.1,
-        &w.head_hours.0,
-        &w.head_hours.1,
-        &w.tail_hours.0,
-        &w.tail_hours.1,
-        &w.head.0,
-        &w.head.1,
-        &w.tail.0,
-        &w.tail.1,
-        &w.head_sign,
-        &w.tail_sign,
-        &path,
-        &json_path,
-    ];
+    let window = window_values(&CounterWindow::of(from, to));
+    let mut values = window_params(&actor, &event_type, &window);
+    values.extend([&path as &(dyn tokio_postgres::types::ToSql + Sync), &json_path]);
     client.query_one(MEMBER_SUM_BY_COUNTERS, &values).await?.try_get(0)
+}
+
+/// The parameters `$1`–`$14` of the statements that read a window of a member's events of a
+/// type from counters.
+fn window_params<'a>(
+    actor: &'a &str,
+    event_type: &'a &str,
+    window: &'a [i64; 12],
+) -> Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)> {
+    let mut values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![actor, event_type];
+    values.extend(window.iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)));
+    values
+}
+
+/// A window's parameters `$3`–`$14` of the statements that read one from counters
+/// ([`MEMBER_COUNT_BY_COUNTERS`], [`MEMBER_SUM_BY_COUNTERS`]).
+fn window_values(w: &CounterWindow) -> [i64; 12] {
+    [
+        w.days.0,
+        w.days.1,
+        w.head_hours.0,
+        w.head_hours.1,
+        w.tail_hours.0,
+        w.tail_hours.1,
+        w.head.0,
+        w.head.1,
+        w.tail.0,
+        w.tail.1,
+        w.head_sign,
+        w.tail_sign,
+    ]
 }
 
 /// How many of a member's indexed events of a type have an event time in `[from, to)`, as
@@ -1516,24 +1531,8 @@ async fn count_member(
         let row = client.query_opt(MEMBER_COUNT_ALL, &[&actor, &event_type, &ALL_DAYS]).await?;
         return row.map_or(Ok(0), |row| row.try_get(0));
     }
-    let w = CounterWindow::of(from, to);
-    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
-        &actor,
-        &event_type,
-        &w.days.0,
-        &w.days.1,
-        &w.head_hours.0,
-        &w.head_hours.1,
-        &w.tail_hours.0,
-        &w.tail_hours.1,
-        &w.head.0,
-        &w.head.1,
-        &w.tail.0,
-        &w.tail.1,
-        &w.head_sign,
-        &w.tail_sign,
-    ];
-    client.query_one(MEMBER_COUNT_BY_COUNTERS, &values).await?.try_get(0)
+    let window = window_values(&CounterWindow::of(from, to));
+    client.query_one(MEMBER_COUNT_BY_COUNTERS, &window_params(&actor, &event_type, &window)).await?.try_get(0)
 }
 
 /// A column's value; a type that does not fit is an error, not a panic.
