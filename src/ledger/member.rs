@@ -120,9 +120,10 @@ pub(crate) fn all_time(from: i64, to: i64) -> bool {
     from <= jiff::Timestamp::MIN.as_microsecond() && to >= jiff::Timestamp::MAX.as_microsecond()
 }
 
-/// What a count of a member's events before a time reads from running counters (SQLite's
-/// member counts): the days before its day, the hours of its day up to `hours_before`, less the
-/// events in `[after.0, after.1)` from the index. Mid-hour, the hours run through its own hour
+/// What a count or sum of a member's events before a time reads from running counters (SQLite's
+/// member counts; its sums read only the days of the time's month): the days before its day,
+/// the hours of its day up to `hours_before`, less the events in `[after.0, after.1)` from the
+/// index. Mid-hour, the hours run through its own hour
 /// and the index is read over the rest of that hour, after the time: for a time that is now (a
 /// window's end) no event is there yet, where the part of the hour before it may hold many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,11 +160,12 @@ pub(crate) fn utc_month(day: i64) -> Option<(i64, i64)> {
     Some((number(first)?, number(next)?))
 }
 
-/// A window `[from, to)` (µs) cut into what the counters hold: whole UTC days, the hours at
-/// either end and the partial hours at the very ends (read from the index). Each end is read
-/// the shorter way: the hours inside the window, or its whole day less the hours outside it
-/// (`head_sign`/`tail_sign` −1), so a rolling window ending now reads its last day as one
-/// counter and the empty hours after now. Empty parts are empty ranges.
+/// A window `[from, to)` (µs) cut into what per-day and per-hour counters hold (PostgreSQL's
+/// counts and sums): whole UTC days, the hours at either end and the partial hours at the very
+/// ends (read from the index). Each end is read the shorter way: the hours inside the window,
+/// or its whole day less the hours outside it (`head_sign`/`tail_sign` −1), so a rolling window
+/// ending now reads its last day as one counter and the empty hours after now. Empty parts are
+/// empty ranges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CounterWindow {
     /// Whole UTC days (day numbers).

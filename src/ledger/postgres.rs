@@ -415,7 +415,7 @@ const INSERT_EVENTS: &str = concat!(
      SELECT i, f, a, r, p, t, o, y, CASE WHEN m IN (SELECT member_type FROM member_history_types) THEN m END \
      FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int8[], $8::text[], \
      $9::text[]) AS u(i, f, a, r, p, t, o, y, m) \
-     RETURNING actor_id, member_type, occurred_at, payload), \
+     RETURNING actor_id, member_type, occurred_at, CASE WHEN member_type IS NOT NULL THEN payload END AS payload), \
    indexed AS (SELECT actor_id, member_type, occurred_at, payload FROM inserted WHERE member_type IS NOT NULL), \
    days AS (INSERT INTO member_days (actor_id, member_type, day, events) \
      SELECT actor_id, member_type, day, count(*) FROM ( \

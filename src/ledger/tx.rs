@@ -242,8 +242,9 @@ pub trait LedgerTx {
         to: i64,
     ) -> Result<Vec<String>, LedgerError>;
     /// The sum of a payload number over the actor's stored events of a type with an event time
-    /// in `[from, to)`, from counters, when the store keeps counters of it (SQLite, for the
-    /// sums the live rules read); `None` otherwise, and the caller adds up the payloads.
+    /// in `[from, to)`, from counters, when the store keeps counters of it (SQLite and
+    /// PostgreSQL, for the sums the live rules read); `None` otherwise, and the caller adds up
+    /// the payloads.
     fn member_sum(
         &mut self,
         _actor_id: &str,
