@@ -29,6 +29,12 @@
 # BENCH_ONLY=member compares the example rules with a member-history scenario added (below).
 # BENCH_RULES=FILE runs the SQLite and PostgreSQL targets on that rules file instead of the
 # example rules (the README event is still what is posted).
+#
+# Last, each comparison is summed up as ratios of runs of the same round (next to each other in
+# time, so that the machine's drift between rounds cancels): `summary: A / B: mean ± standard
+# error, median, summed, and each round's ratio` (the ratio of p99s too where B is the ceiling).
+# A comparison is a target against its `(before)` run, against baseline-hyper, or as the mode
+# pairs them (webhooks, member, limits: against the example rules).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -61,6 +67,41 @@ run() { # name, port, pid, [loadgen options...]
     --body "${body_file:-$tmp/event.json}" "$@" | tail -1)
   local rss; rss=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$pid/status")
   echo "$name: $line peak_rss=$rss"
+  printf '%s\t%s\t%s\n' "${round:-1}" "$name" "$line" >>"$tmp/runs.tsv"
+}
+
+# Prints each comparison's per-round ratios (see the header). Arguments: `A=B` pairs of labels;
+# with none, every label against its `(before)` and against baseline-hyper.
+summarize() {
+  python3 - "$tmp/runs.tsv" "$@" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    rnd, label, out = line.rstrip("\n").split("\t")
+    rps, p99 = (re.search(key + r"=([0-9.]+)", out) for key in ("rps", "p99_us"))
+    if rps and p99:
+        runs.setdefault(label, {})[rnd] = (float(rps.group(1)), float(p99.group(1)))
+pairs = [tuple(p.split("=", 1)) for p in sys.argv[2:]]
+if not pairs:
+    for label in runs:
+        if label + " (before)" in runs:
+            pairs.append((label, label + " (before)"))
+        if "baseline-hyper" in runs and label != "baseline-hyper" and not label.endswith("(before)"):
+            pairs.append((label, "baseline-hyper"))
+for a, b in pairs:
+    rounds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})), key=int)
+    if not rounds:
+        continue
+    ratios = [runs[a][r][0] / runs[b][r][0] for r in rounds]
+    error = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("nan")
+    summed = sum(runs[a][r][0] for r in rounds) / sum(runs[b][r][0] for r in rounds)
+    line = (f"summary: {a} / {b}: mean {statistics.mean(ratios):.3f} ± {error:.3f}, "
+            f"median {statistics.median(ratios):.3f}, summed {summed:.3f} over {len(rounds)} rounds "
+            f"({' '.join(f'{x:.2f}' for x in ratios)})")
+    if b == "baseline-hyper":
+        line += f"; p99 {statistics.mean(runs[a][r][1] / runs[b][r][1] for r in rounds):.2f}x the ceiling's"
+    print(line)
+PY
 }
 
 check_rows() { # label, output line, rows written
@@ -150,6 +191,7 @@ YAML
       python3 -c "import os,sqlite3,sys; d=sys.argv[1]; n=sqlite3.connect(d+'/fluxflow.db').execute('select count(*) from events').fetchone()[0]; s=sum(os.path.getsize(os.path.join(d,f)) for f in os.listdir(d)); print(f'{os.path.basename(d)}: {s/n:.0f} bytes per event on disk ({n} events, WAL included)')" "$data"
     done
   done
+  summarize "with member history=example rules"
   exit 0
 fi
 
@@ -172,6 +214,7 @@ if [ "${BENCH_ONLY:-}" = webhooks ]; then
     fi
     python3 -c "import sqlite3,sys; print('outbox rows:', sqlite3.connect(sys.argv[1]).execute('select count(*), sum(attempts) from webhook_deliveries').fetchone())" "$tmp/data$round-webhook/fluxflow.db"
   done
+  summarize "with a webhook, receiver down=example rules"
   exit 0
 fi
 
@@ -195,6 +238,7 @@ if [ "${BENCH_ONLY:-}" = limits ]; then
       esac
     done
   done
+  summarize "new members, daily limit=new members, example rules" "one member, daily limit=one member, example rules"
   exit 0
 fi
 
@@ -251,3 +295,4 @@ for round in $(seq "$rounds"); do
     fi
   fi
 done
+summarize
