@@ -224,8 +224,8 @@ fn the_member_page_shows_the_balance_change_after_an_event_is_sent() {
     let server = server(&[]);
     assert_eq!(server.post_json("/v1/events", &purchase("user_5", 1500)).0, 200);
     let base = server.base.clone();
-    runtime().block_on(async {
-        let Some(browser) = browser::start().await else { return };
+    let browsed = runtime().block_on(async {
+        let Some(browser) = browser::start().await else { return false };
         browser.open(&format!("{base}/console#/member"), "#actor-id").await;
         browser.fill("#actor-id", "user_5").await;
         browser.click("#load-member").await;
@@ -239,8 +239,12 @@ fn the_member_page_shows_the_balance_change_after_an_event_is_sent() {
             .wait_until("175 points shown", "document.querySelector('#member-balance')?.textContent.includes('175')")
             .await;
         assert_no_problems(&browser, "the member page").await;
+        true
     });
-    assert_eq!(server.get("/v1/actors/user_5/balance").1["balance"], 175);
+    // Without a browser (skipped, above) the second event was never sent.
+    if browsed {
+        assert_eq!(server.get("/v1/actors/user_5/balance").1["balance"], 175);
+    }
 }
 
 #[test]
@@ -251,8 +255,8 @@ fn a_rollback_from_the_history_changes_the_live_rules() {
     assert_eq!(server.put_rules(&edited).0, 200);
     assert_ne!(server.get("/v1/rules").1["hash"], first["hash"]);
     let base = server.base.clone();
-    runtime().block_on(async {
-        let Some(browser) = browser::start().await else { return };
+    let browsed = runtime().block_on(async {
+        let Some(browser) = browser::start().await else { return false };
         browser.open(&format!("{base}/console#/rules"), "[data-version='1'] .rollback").await;
         // The diff of version 2 against 1 names the changed line.
         browser.click("[data-version='2'] .version-select").await;
@@ -261,9 +265,13 @@ fn a_rollback_from_the_history_changes_the_live_rules() {
         browser.click("#confirm-yes").await;
         browser.wait_until("version 3 is listed", "document.querySelector(\"[data-version='3']\")").await;
         assert_no_problems(&browser, "the rollback").await;
+        true
     });
-    let (_, live) = server.get("/v1/rules");
-    assert_eq!((live["hash"].clone(), live["rules_version"].clone()), (first["hash"].clone(), json!(3)));
+    // Without a browser (skipped, above) nothing was rolled back.
+    if browsed {
+        let (_, live) = server.get("/v1/rules");
+        assert_eq!((live["hash"].clone(), live["rules_version"].clone()), (first["hash"].clone(), json!(3)));
+    }
 }
 
 #[test]
