@@ -21,7 +21,7 @@ use fluxflow::ledger::member::SumKey;
 use fluxflow::ledger::postgres::PostgresStore;
 use fluxflow::ledger::postgres::scratch::ScratchDatabase;
 use fluxflow::ledger::sqlite::SqliteStore;
-use fluxflow::ledger::{EventWrite, LedgerStore, Planned, WritePlan, fingerprint};
+use fluxflow::ledger::{EventWrite, LedgerStore, Planned, ResultPlan, WritePlan, fingerprint};
 use fluxflow::result::EventResult;
 
 const DAY_MICROS: i64 = 86_400 * 1_000_000;
@@ -56,7 +56,7 @@ fn fill(store: &dyn LedgerStore, history: usize) {
                         actions: Vec::new(),
                         stacking: Vec::new(),
                         limits: Vec::new(),
-                        build_result: Box::new(|_| EventResult::default()),
+                        result: ResultPlan::Build(Box::new(|_| EventResult::default())),
                     }),
                     job: None,
                     event: Arc::new(event),

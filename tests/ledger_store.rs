@@ -18,10 +18,10 @@ use fluxflow::ledger::postgres::PostgresStore;
 use fluxflow::ledger::postgres::scratch::ScratchDatabase;
 use fluxflow::ledger::sqlite::SqliteStore;
 use fluxflow::ledger::{
-    ActionWrite, Applied, EventWrite, Ledger, LedgerError, LedgerStore, NewJob, Planned, PointsWrite, WritePlan,
-    fingerprint,
+    ActionWrite, Applied, EventWrite, Ledger, LedgerError, LedgerStore, NewJob, Planned, PointsWrite, ResultPlan,
+    WritePlan, fingerprint,
 };
-use fluxflow::result::{ActionResult, EventResult};
+use fluxflow::result::{ActionResult, EventResult, StoredJson};
 use fluxflow::rules::loyalty::{Limit, LimitCap, LimitScope};
 use serde_json::json;
 
@@ -71,7 +71,7 @@ fn write(ev: &Event, actions: Vec<ActionWrite>) -> EventWrite {
         event_id: ev.id.clone(),
         fresh_id: ev.generated_id,
         fingerprint: fingerprint(ev),
-        plan: WritePlan::Ready(Planned { actions, stacking, limits: vec![], build_result }),
+        plan: WritePlan::Ready(Planned { actions, stacking, limits: vec![], result: ResultPlan::Build(build_result) }),
         job: None,
         event: Arc::new(ev.clone()),
         position: None,
@@ -204,7 +204,38 @@ ledger_suite!(
     one_bad_event_does_not_fail_the_events_committed_with_it,
     limits_see_the_uses_written_earlier_in_the_same_group,
     member_counts_agree_with_counting_the_events,
+    a_result_built_before_the_write_is_stored_as_it_is,
 );
+
+/// A write whose result was built before it (every outcome certain): the store writes its
+/// points, stores the JSON it was given as the result, answers `AsPlanned`, and a replay of the
+/// id answers that result.
+fn a_result_built_before_the_write_is_stored_as_it_is(backend: &dyn Backend) {
+    let store = backend.open();
+    let ev = event("planned", "ann");
+    let built = EventResult {
+        event_id: "planned".into(),
+        scenarios_matched: vec!["sc".into()],
+        actions_executed: vec![ActionResult {
+            action_id: "act".into(),
+            action_type: "reward_points".into(),
+            success: true,
+            message: "built before the write".into(),
+            code: None,
+            points: Some(40),
+        }],
+        ..EventResult::default()
+    };
+    let mut planned = write(&ev, vec![points("ann", 40)]);
+    let WritePlan::Ready(plan) = &mut planned.plan else { unreachable!() };
+    plan.result = ResultPlan::AsPlanned(StoredJson::new(serde_json::to_string(&built).unwrap()));
+    assert_eq!(store.write_events(&[planned]).unwrap(), vec![Applied::AsPlanned]);
+    assert_eq!(store.balance("ann").unwrap(), 40);
+    assert_eq!(store.stored_result("planned").unwrap().map(|(_, result)| result), Some(built.clone()));
+    let again = store.write_events(&[write(&ev, vec![points("ann", 40)])]).unwrap();
+    assert_eq!(again, vec![Applied::Replayed(built)]);
+    assert_eq!(store.balance("ann").unwrap(), 40, "a replay writes nothing");
+}
 
 /// A member's count and sum over any window, however the store keeps them (SQLite: running day
 /// and hour counters, sums within the month; PostgreSQL: day and hour counters; both: the index

@@ -37,14 +37,14 @@ use crate::facts::MemberState;
 use crate::graph::limits::{Room, Usage};
 use crate::graph::stacking::stack;
 use crate::graph::{Evaluation, LoadError, Rules, ScenarioLimits};
-use crate::graph::{Stacked, Trace};
+use crate::graph::{Stacked, StackingKey, Trace};
 use crate::ledger::member::Deferred;
 use crate::ledger::versions::{NewVersion, RulesVersions, VersionSource};
 use crate::ledger::{
-    ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, Planned, ResultBuilder, StreamPosition, WritePlan,
-    fingerprint,
+    ActionWrite, Applied, EventWrite, Ledger, LedgerError, NewJob, Planned, ResultPlan, StreamPosition, WritePlan,
+    broken, fingerprint, posting,
 };
-use crate::result::Job;
+use crate::result::{Job, StoredJson};
 use crate::rules::EngineSettings;
 pub use admission::Ticket;
 use admission::{Admission, Running};
@@ -611,16 +611,16 @@ impl Engine {
         };
         let (result, trace) = match evaluated {
             Evaluated::Done(result) => (result, trace),
-            Evaluated::ToApply(ledger, write, tally) => {
+            Evaluated::ToApply(ledger, write, as_planned, tally) => {
                 running.evaluated();
-                let result = self.applied(ledger, write, event).await?;
+                let result = self.applied(ledger, write, event, as_planned).await?;
                 self.count_tally(&live, &tally, &result);
                 (result, trace)
             }
             Evaluated::Deferred(ledger, write, decided) => {
                 // Evaluated by the writer, inside its transaction: nothing here to hold a slot for.
                 running.evaluated();
-                let result = self.applied(ledger, write, event).await?;
+                let result = self.applied(ledger, write, event, None).await?;
                 let (tally, trace) = decided.lock().ok().and_then(|mut d| d.take()).unwrap_or_default();
                 self.count_tally(&live, &tally, &result);
                 (result, trace)
@@ -642,7 +642,8 @@ impl Engine {
                 (Evaluated::Done(result), trace)
             }
             Some(ledger) => with_evaluation(task, live, |evaluation| {
-                Evaluated::ToApply(ledger, self.ledger_write(task, live, evaluation), Tally::of(evaluation))
+                let (write, as_planned) = self.ledger_write(task, live, evaluation);
+                Evaluated::ToApply(ledger, write, as_planned, Tally::of(evaluation))
             }),
         }
     }
@@ -658,9 +659,19 @@ impl Engine {
     }
 
     /// Applies a write; a replay answers the stored result (marked), a conflict is an error.
-    async fn applied(&self, ledger: &Ledger, write: EventWrite, event: &Event) -> Result<EventResult, EngineError> {
+    /// `as_planned` is the result built before the write, if it was.
+    async fn applied(
+        &self,
+        ledger: &Ledger,
+        write: EventWrite,
+        event: &Event,
+        as_planned: Option<EventResult>,
+    ) -> Result<EventResult, EngineError> {
         match ledger.apply(write).await.map_err(EngineError::Ledger)? {
             Applied::Fresh(result) => Ok(result),
+            Applied::AsPlanned => {
+                as_planned.ok_or_else(|| EngineError::Ledger(broken("a result built before its write went missing")))
+            }
             Applied::Replayed(mut stored) => {
                 stored.replayed = true;
                 Ok(stored)
@@ -676,12 +687,29 @@ impl Engine {
         }
     }
 
-    /// What the ledger must write for an evaluated event (the result is built once the ledger
-    /// has decided each action's outcome: a deduction can be refused).
-    fn ledger_write(&self, task: &Task, live: &Arc<LiveRules>, evaluation: &Evaluation) -> EventWrite {
+    /// What the ledger must write for an evaluated event, and its result when it is built here:
+    /// when no action's outcome can come out otherwise than planned ([`posting::certain`]), the
+    /// result and its JSON are built on this thread, off the ledger's writer; otherwise the
+    /// writer builds it once it has decided each outcome (a deduction can be refused).
+    fn ledger_write(
+        &self,
+        task: &Task,
+        live: &Arc<LiveRules>,
+        evaluation: &Evaluation,
+    ) -> (EventWrite, Option<EventResult>) {
         let event = &task.event;
-        let planned = planned_writes(live, event, evaluation.clone(), task.enqueued);
-        EventWrite {
+        let (actions, stacking, limits) = writes_of(live, event, evaluation);
+        let as_planned = posting::certain(&actions, &stacking, &limits).and_then(|stacked| {
+            let mut result = EventResult::build(&live.rules, event, evaluation, &stacked, task.enqueued.elapsed());
+            result.stored_json = StoredJson::new(serde_json::to_string(&result).ok()?);
+            Some(result)
+        });
+        let result = match &as_planned {
+            Some(built) => ResultPlan::AsPlanned(built.stored_json.clone()),
+            None => result_builder(live, event, evaluation.clone(), task.enqueued),
+        };
+        let planned = Planned { actions, stacking, limits, result };
+        let write = EventWrite {
             event_id: event.id.clone(),
             fresh_id: event.generated_id,
             fingerprint: fingerprint(event),
@@ -689,7 +717,8 @@ impl Engine {
             job: task.origin.job.clone(),
             event: Arc::clone(event),
             position: task.origin.position.clone(),
-        }
+        };
+        (write, as_planned)
     }
 
     /// What the ledger must write for an event whose rules read the member's state: it is
@@ -764,17 +793,30 @@ fn track_rules(store: &dyn crate::ledger::LedgerStore, rules: &Rules) -> Result<
     store.track_targets(&targets)
 }
 
-/// What the ledger must write for an evaluation: each planned action's write, its stacking key,
-/// the limits of its scenarios, and how to build the result once outcomes are decided.
+/// What the ledger must write for an evaluation inside its transaction: each planned action's
+/// write, its stacking key, the limits of its scenarios, and how to build the result once
+/// outcomes are decided (on the writer's thread already: nothing to gain by building it first).
 fn planned_writes(live: &Arc<LiveRules>, event: &Arc<Event>, evaluation: Evaluation, started: Instant) -> Planned {
+    let (actions, stacking, limits) = writes_of(live, event, &evaluation);
+    Planned { actions, stacking, limits, result: result_builder(live, event, evaluation, started) }
+}
+
+/// Each planned action's write, its stacking key, and the limits of its scenarios.
+fn writes_of(
+    live: &LiveRules,
+    event: &Event,
+    evaluation: &Evaluation,
+) -> (Vec<ActionWrite>, Vec<StackingKey>, Vec<Arc<ScenarioLimits>>) {
     let actions = ActionWrite::for_plans(&live.rules, &evaluation.planned, event);
-    let stacking = live.rules.stacking_keys(&evaluation);
-    let limits = live.rules.limits_of(&evaluation);
+    (actions, live.rules.stacking_keys(evaluation), live.rules.limits_of(evaluation))
+}
+
+/// Builds an event's result once the ledger has decided each action's outcome.
+fn result_builder(live: &Arc<LiveRules>, event: &Arc<Event>, evaluation: Evaluation, started: Instant) -> ResultPlan {
     let (live, event) = (Arc::clone(live), Arc::clone(event));
-    let build_result: ResultBuilder = Box::new(move |stacked: &Stacked| {
+    ResultPlan::Build(Box::new(move |stacked: &Stacked| {
         EventResult::build(&live.rules, &event, &evaluation, stacked, started.elapsed())
-    });
-    Planned { actions, stacking, limits, build_result }
+    }))
 }
 
 /// Splits events into chains that keep order where it matters: the events of one actor, in
@@ -816,9 +858,11 @@ fn log_warnings(rules: &Rules, path: &str) {
 /// An evaluated event: its result, or what the ledger must apply first, with what to count
 /// once it is applied; or an event the ledger evaluates (its tally and trace come back in the
 /// slot).
+#[allow(clippy::large_enum_variant, reason = "one value on `run`'s stack per event: a box would allocate for each")]
 enum Evaluated<'a> {
     Done(EventResult),
-    ToApply(&'a Ledger, EventWrite, Tally),
+    /// To write; with the result when it was built before the write ([`ResultPlan::AsPlanned`]).
+    ToApply(&'a Ledger, EventWrite, Option<EventResult>, Tally),
     Deferred(&'a Ledger, EventWrite, Arc<Mutex<Option<Decided>>>),
 }
 

@@ -12,7 +12,7 @@ use crate::facts::Facts;
 use crate::graph::{Rules, Stacked};
 use crate::ledger::member::MemberReader;
 use crate::ledger::memory::Overlay;
-use crate::ledger::posting::{PlanRef, Posting, Writes, post};
+use crate::ledger::posting::{PlanRef, Posting, ResultRef, Writes, post};
 use crate::ledger::{ActionWrite, Applied, LedgerError, LedgerStore, fingerprint};
 use crate::result::EventResult;
 
@@ -101,7 +101,8 @@ pub fn simulate_from(
         let stacking = rules.stacking_keys(&evaluation);
         let limits = rules.limits_of(&evaluation);
         let build = |stacked: &Stacked| EventResult::build(rules, event, &evaluation, stacked, started.elapsed());
-        let writes = Writes { actions: &actions, stacking: &stacking, limits: &limits, build: &build };
+        let writes =
+            Writes { actions: &actions, stacking: &stacking, limits: &limits, result: ResultRef::Build(&build) };
         let posting = Posting {
             event_id: &event.id,
             fresh_id: event.generated_id,
@@ -118,6 +119,8 @@ pub fn simulate_from(
             // A replay or a conflict shows what the rules would do now, marked as such.
             Applied::Replayed(_) => (LedgerVerdict::Replay, super::planned_result(rules, event, &evaluation, started)),
             Applied::Conflict => (LedgerVerdict::Conflict, super::planned_result(rules, event, &evaluation, started)),
+            // Only a result built before the write is answered so; the simulator builds none.
+            Applied::AsPlanned => return Err(crate::ledger::broken("a simulated result was not built")),
         };
         let effects: Vec<PointsEffect> = overlay
             .take_moved()

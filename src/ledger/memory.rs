@@ -276,7 +276,13 @@ impl LedgerTx for Overlay<'_> {
             let entry = (actor.to_owned(), member_type, event.occurred_at, event.payload.map(str::to_owned));
             self.history.push(entry);
         }
-        let stored = StoredEvent { fingerprint: *event.fingerprint, result: event.result.clone() };
+        let result = match event.result {
+            Some(result) => result.clone(),
+            None => {
+                serde_json::from_str(event.result_json).map_err(|e| super::broken(format!("a stored result: {e}")))?
+            }
+        };
+        let stored = StoredEvent { fingerprint: *event.fingerprint, result };
         self.events.insert(event.event_id.to_owned(), stored);
         Ok(())
     }
@@ -365,7 +371,7 @@ mod tests {
     use crate::actions::PointsChange;
     use crate::event::Event;
     use crate::graph::{Stacked, StackingKey};
-    use crate::ledger::posting::{PlanRef, Posting, Writes, post};
+    use crate::ledger::posting::{PlanRef, Posting, ResultRef, Writes, post};
     use crate::ledger::{ActionWrite, Applied, PointsWrite, fingerprint};
     use crate::result::EventResult;
 
@@ -409,7 +415,7 @@ mod tests {
         let fp = fingerprint(&event);
         let stacking = [StackingKey { scenario: 0, group: None }];
         let build = result(id);
-        let writes = Writes { actions: &actions, stacking: &stacking, limits: &[], build: &build };
+        let writes = Writes { actions: &actions, stacking: &stacking, limits: &[], result: ResultRef::Build(&build) };
         let posting = Posting {
             event_id: id,
             fresh_id: false,

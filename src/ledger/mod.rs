@@ -35,7 +35,7 @@ use crate::actions::{Outcome, PointsChange};
 use crate::event::Event;
 use crate::graph::limits::{Counter, Usage};
 use crate::graph::{ScenarioLimits, Stacked, StackingKey};
-use crate::result::{EventResult, Job};
+use crate::result::{EventResult, Job, StoredJson};
 use operations::{OperationOutcome, OperationRequest};
 
 /// Most events committed in one transaction.
@@ -248,6 +248,17 @@ impl ActionWrite {
 /// when another node stored the same id first).
 pub type ResultBuilder = Box<dyn Fn(&Stacked) -> EventResult + Send>;
 
+/// How the result of a planned event is made.
+pub enum ResultPlan {
+    /// Built by the ledger once it has decided every action's outcome.
+    Build(ResultBuilder),
+    /// Built before the write, since no outcome could come out otherwise than planned
+    /// ([`posting::certain`]): its JSON, which the ledger stores as it is. The writer's thread,
+    /// which every event of a store passes through one after another, then neither builds nor
+    /// encodes it.
+    AsPlanned(StoredJson),
+}
+
 /// What an event's actions ask of the ledger, planned before the write.
 pub struct Planned {
     /// One write per planned action, in order.
@@ -256,8 +267,23 @@ pub struct Planned {
     pub stacking: Vec<StackingKey>,
     /// The limits of the event's scenarios that have any.
     pub limits: Vec<Arc<ScenarioLimits>>,
-    /// Builds the result to store and answer.
-    pub build_result: ResultBuilder,
+    /// How the result to store and answer is made.
+    pub result: ResultPlan,
+}
+
+impl Planned {
+    /// What [`posting::post`] needs of it.
+    pub fn writes(&self) -> posting::Writes<'_> {
+        posting::Writes {
+            actions: &self.actions,
+            stacking: &self.stacking,
+            limits: &self.limits,
+            result: match &self.result {
+                ResultPlan::Build(build) => posting::ResultRef::Build(&**build),
+                ResultPlan::AsPlanned(json) => posting::ResultRef::AsPlanned(json),
+            },
+        }
+    }
 }
 
 /// How an event is planned: before the write, or (rules that read the member's state) inside
@@ -330,12 +356,7 @@ impl EventWrite {
     /// What [`posting::post`] needs of it.
     pub fn posting(&self) -> posting::Posting<'_> {
         let plan = match &self.plan {
-            WritePlan::Ready(planned) => posting::PlanRef::Ready(posting::Writes {
-                actions: &planned.actions,
-                stacking: &planned.stacking,
-                limits: &planned.limits,
-                build: &*planned.build_result,
-            }),
+            WritePlan::Ready(planned) => posting::PlanRef::Ready(planned.writes()),
             WritePlan::Deferred(deferred) => posting::PlanRef::Deferred(deferred),
         };
         posting::Posting {
@@ -355,6 +376,9 @@ impl EventWrite {
 pub enum Applied {
     /// First time: entries written, result stored.
     Fresh(EventResult),
+    /// First time, every action carried out as planned: entries written, and the result the
+    /// caller built before the write ([`ResultPlan::AsPlanned`]) stored.
+    AsPlanned,
     /// Seen before with the same content: the stored result, nothing applied.
     Replayed(EventResult),
     /// Seen before with other content: nothing applied.

@@ -57,8 +57,17 @@ pub struct Writes<'p> {
     pub stacking: &'p [StackingKey],
     /// The limits of the event's scenarios that have any.
     pub limits: &'p [Arc<ScenarioLimits>],
-    /// Builds the result from the decided outcomes. `Fn`: a store may post a group again.
-    pub build: &'p dyn Fn(&Stacked) -> EventResult,
+    /// How the result is made.
+    pub result: ResultRef<'p>,
+}
+
+/// How the result of a planned event is made ([`super::ResultPlan`], borrowed).
+#[derive(Clone, Copy)]
+pub enum ResultRef<'p> {
+    /// Built from the decided outcomes. `Fn`: a store may post a group again.
+    Build(&'p dyn Fn(&Stacked) -> EventResult),
+    /// Built before the write (every outcome [`certain`]): its JSON, stored as it is.
+    AsPlanned(&'p StoredJson),
 }
 
 /// Posts one event inside a store's transaction, at `now` (µs since the epoch): a stored id
@@ -71,7 +80,7 @@ pub fn post<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -
     let applied = match existing {
         Some(stored) if stored.fingerprint != *posting.fingerprint => Applied::Conflict,
         Some(stored) => Applied::Replayed(stored.result),
-        None => Applied::Fresh(apply(tx, posting, now)?),
+        None => apply(tx, posting, now)?,
     };
     if let Some((job_id, index)) = posting.job {
         let state = if applied == Applied::Conflict { EventState::Conflict } else { EventState::Done };
@@ -84,7 +93,7 @@ pub fn post<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -
     Ok(applied)
 }
 
-fn apply<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -> Result<EventResult, LedgerError> {
+fn apply<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -> Result<Applied, LedgerError> {
     // An event whose rules read the member's state is planned here, on the state this
     // transaction sees and keeps until it commits.
     let replanned: Planned;
@@ -101,22 +110,60 @@ fn apply<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -> R
                 }
                 None => (deferred.replan)(None),
             };
-            Writes {
-                actions: &replanned.actions,
-                stacking: &replanned.stacking,
-                limits: &replanned.limits,
-                build: &*replanned.build_result,
-            }
+            replanned.writes()
         }
     };
     let mut notified = Vec::new();
     let stacked = decide(tx, posting, &writes, &mut notified, now)?;
-    let mut result = (writes.build)(&stacked);
-    result.stored_json = StoredJson::new(save(tx, posting, &result, now)?);
+    let applied = match writes.result {
+        ResultRef::Build(build) => {
+            let mut result = build(&stacked);
+            let json = serde_json::to_string(&result).map_err(encoding("cannot encode a result"))?;
+            save(tx, posting, Some(&result), &json, now)?;
+            result.stored_json = StoredJson::new(json);
+            Applied::Fresh(result)
+        }
+        ResultRef::AsPlanned(json) => {
+            debug_assert_eq!(
+                certain(writes.actions, writes.stacking, writes.limits).as_ref(),
+                Some(&stacked),
+                "an event's result was built before its write, and the ledger decided otherwise"
+            );
+            let json = json.get().map(|j| std::str::from_utf8(j)).and_then(Result::ok);
+            save(tx, posting, None, json.ok_or_else(|| broken("a result built before its write has no JSON"))?, now)?;
+            Applied::AsPlanned
+        }
+    };
     for notify in notified {
         queue(tx, posting, notify, now)?;
     }
-    Ok(result)
+    Ok(applied)
+}
+
+/// The outcomes of an event's actions, stacked, when the ledger cannot make any of them come out
+/// otherwise than planned: its scenarios have no limits, and no action is a deduction (which a
+/// low balance refuses) or a reversal (which depends on what the original awarded). Its result
+/// can then be built before the write; `None` otherwise. [`decide`] answers the same outcomes
+/// for such an event (checked in debug builds at every post).
+pub fn certain(actions: &[ActionWrite], stacking: &[StackingKey], limits: &[Arc<ScenarioLimits>]) -> Option<Stacked> {
+    if !limits.is_empty() {
+        return None;
+    }
+    stack(stacking, |_, planned, outcomes| {
+        for i in planned {
+            let outcome = match actions.get(i) {
+                Some(ActionWrite::Decided(outcome)) => *outcome,
+                Some(ActionWrite::Points(points)) if points.change.amount >= 0 => {
+                    Outcome::Done(Plan::Points(points.change))
+                }
+                Some(ActionWrite::Notify(_)) => Outcome::Done(Plan::Notify),
+                _ => return Err(()),
+            };
+            outcomes.push(Some(outcome));
+        }
+        Ok(())
+    })
+    .ok()
 }
 
 /// Adds a `webhook_notify` action's delivery to the outbox, with the event as sent, in the
@@ -182,18 +229,20 @@ fn decide<'w, T: LedgerTx + ?Sized>(
     })
 }
 
-/// Stores the event with its result, type, time and payload (the member's history); answers
-/// the result's JSON as stored.
+/// An encoding error as the ledger reports it.
+fn encoding(what: &'static str) -> impl Fn(serde_json::Error) -> LedgerError {
+    move |e| LedgerError::unavailable(what, false, Some(std::sync::Arc::new(e)))
+}
+
+/// Stores the event with its result (`result_json`; the result itself when the caller has it),
+/// type, time and payload (the member's history).
 fn save<T: LedgerTx + ?Sized>(
     tx: &mut T,
     posting: &Posting<'_>,
-    result: &EventResult,
+    result: Option<&EventResult>,
+    result_json: &str,
     now: i64,
-) -> Result<String, LedgerError> {
-    let encoding = |what: &'static str| {
-        move |e: serde_json::Error| LedgerError::unavailable(what, false, Some(std::sync::Arc::new(e)))
-    };
-    let result_json = serde_json::to_string(result).map_err(encoding("cannot encode a result"))?;
+) -> Result<(), LedgerError> {
     let event = posting.event;
     let payload = match &event.payload {
         Some(payload) => Some(serde_json::to_string(payload).map_err(encoding("cannot encode a payload"))?),
@@ -209,10 +258,9 @@ fn save<T: LedgerTx + ?Sized>(
         occurred_at: event.time().as_microsecond(),
         payload: payload.as_deref(),
         result,
-        result_json: &result_json,
+        result_json,
         processed_at: now,
-    })?;
-    Ok(result_json)
+    })
 }
 
 /// What a scenario's limits leave it for this event, from its use so far (read in this
