@@ -53,6 +53,11 @@ impl StoredJson {
     pub fn get(&self) -> Option<&bytes::Bytes> {
         self.0.as_ref()
     }
+
+    /// The cached JSON as text, if any (it was a `String`, so it always is text).
+    pub fn text(&self) -> Option<&str> {
+        self.0.as_deref().and_then(|json| std::str::from_utf8(json).ok())
+    }
 }
 
 impl PartialEq for StoredJson {

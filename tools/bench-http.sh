@@ -27,6 +27,8 @@
 # BENCH_ONLY=webhooks compares the example rules with a webhook added to the example scenario
 # whose receiver is down (every delivery refused and retried), on SQLite.
 # BENCH_ONLY=member compares the example rules with a member-history scenario added (below).
+# BENCH_BINARY=/path/to/a/fluxflow measures that binary instead of this tree's build (with
+# BENCH_BEFORE: two older builds against each other).
 # BENCH_RULES=FILE runs the SQLite and PostgreSQL targets on that rules file instead of the
 # example rules (the README event is still what is posted).
 #
@@ -52,6 +54,9 @@ if [ "${BENCH_ONLY:-}" != ledgers ] && [ ! -x "$baseline_target/release/baseline
   (cd "$work" && CARGO_TARGET_DIR=$baseline_target cargo build --release >/dev/null 2>&1)
 fi
 bin=$CARGO_TARGET_DIR/release
+# The binary measured: this tree's build, or BENCH_BINARY (another commit's, measured with this
+# script's comparisons).
+fluxflow=${BENCH_BINARY:-$bin/fluxflow}
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 printf '%s' '{"type":"transaction","source":"pos-system","actor_id":"user_42","payload":{"amount":1500,"category":"food"}}' >"$tmp/event.json"
@@ -132,7 +137,7 @@ if [ -z "$pg_admin" ] && pg_isready -q -h 127.0.0.1 2>/dev/null; then
 fi
 [ "$pg_admin" = none ] && pg_admin=
 postgres_run() { # round, [label, binary]
-  local db="ff_bench_$$_$1${3:+_before}" label=${2:-fluxflow --ledger postgres} binary=${3:-$bin/fluxflow} port pid out rows
+  local db="ff_bench_$$_$1${3:+_before}" label=${2:-fluxflow --ledger postgres} binary=${3:-$fluxflow} port pid out rows
   psql -q "$pg_admin" -c "CREATE DATABASE $db" >/dev/null
   port=$(free_port)
   "$binary" --addr "127.0.0.1:$port" --config "$bench_rules" --ledger "${pg_admin%/*}/$db" >"$tmp/pg.log" 2>&1 &
@@ -149,7 +154,7 @@ limits_run() { # label, rules file, data suffix, [loadgen options...]
   local label=$1 rules=$2 data="$tmp/data$3" port pid out rows uses
   shift 3
   port=$(free_port)
-  "$bin/fluxflow" --addr "127.0.0.1:$port" --config "$rules" --ledger sqlite --data "$data" >"$tmp/sqlite.log" 2>&1 &
+  "$fluxflow" --addr "127.0.0.1:$port" --config "$rules" --ledger sqlite --data "$data" >"$tmp/sqlite.log" 2>&1 &
   pid=$!
   out=$(run "$label" "$port" $pid "$@")
   echo "$out"
@@ -177,7 +182,7 @@ if [ "${BENCH_ONLY:-}" = member ]; then
           children:
             - action: {id: act_regular, type: reward_points, params: {operation: award, points: 1}}
 YAML
-  "$bin/fluxflow" validate "$tmp/member.yaml" >/dev/null
+  "$fluxflow" validate "$tmp/member.yaml" >/dev/null
   for round in $(seq "$rounds"); do
     echo "# round $round"
     if [ $((round % 2)) -eq 1 ]; then
@@ -202,7 +207,7 @@ if [ "${BENCH_ONLY:-}" = webhooks ]; then
   sed 's/^                        expiry_days: 90$/&\n                  - action: {id: act_tell, type: webhook_notify, params: {url: "http:\/\/127.0.0.1:'"$dead_port"'\/hooks", max_attempts: 100}}/' \
     tests/fixtures/original-rules.yaml >"$tmp/webhook.yaml"
   grep -q 'webhook_notify' "$tmp/webhook.yaml" || { echo "bench-http: could not add the webhook" >&2; exit 1; }
-  "$bin/fluxflow" validate "$tmp/webhook.yaml" >/dev/null
+  "$fluxflow" validate "$tmp/webhook.yaml" >/dev/null
   for round in $(seq "$rounds"); do
     echo "# round $round"
     if [ $((round % 2)) -eq 1 ]; then
@@ -250,7 +255,7 @@ for round in $(seq "$rounds"); do
     run baseline-hyper "$port" $!
     kill $! 2>/dev/null; wait $! 2>/dev/null || true
 
-    none_runs=("fluxflow --ledger none|$bin/fluxflow" "fluxflow --ledger none, with an API key|$bin/fluxflow|key")
+    none_runs=("fluxflow --ledger none|$fluxflow" "fluxflow --ledger none, with an API key|$fluxflow|key")
     if [ -n "${BENCH_BEFORE:-}" ]; then
       none_runs+=("fluxflow --ledger none (before)|$BENCH_BEFORE")
       # Alternate which binary goes first.
@@ -262,7 +267,7 @@ for round in $(seq "$rounds"); do
       if [ -n "$keyed" ]; then
         # Every request carries a key with the scope: the check hashes it and looks it up.
         rm -rf "$tmp/keys"
-        key=$("$bin/fluxflow" keys add bench --scopes events:write --data "$tmp/keys" | tail -1)
+        key=$("$fluxflow" keys add bench --scopes events:write --data "$tmp/keys" | tail -1)
         key_args=(--data "$tmp/keys") auth=(--header "Authorization: Bearer $key")
       fi
       port=$(free_port)
@@ -275,9 +280,9 @@ for round in $(seq "$rounds"); do
   # With BENCH_BEFORE, the two SQLite runs swap places every round (neither always goes first).
   if [ -n "${BENCH_BEFORE:-}" ] && [ $((round % 2)) -eq 0 ]; then
     sqlite_run "fluxflow --ledger sqlite (before)" "$BENCH_BEFORE" "$round-before"
-    sqlite_run "fluxflow --ledger sqlite" "$bin/fluxflow" "$round"
+    sqlite_run "fluxflow --ledger sqlite" "$fluxflow" "$round"
   else
-    sqlite_run "fluxflow --ledger sqlite" "$bin/fluxflow" "$round"
+    sqlite_run "fluxflow --ledger sqlite" "$fluxflow" "$round"
     if [ -n "${BENCH_BEFORE:-}" ]; then
       sqlite_run "fluxflow --ledger sqlite (before)" "$BENCH_BEFORE" "$round-before"
     fi

@@ -5,7 +5,9 @@
 #
 #   tools/cpu-per-event.sh BINARY RULES [ENV=VALUE...]
 #
-# prints `rps=… writer_us_per_event=… process_us_per_event=… write_bytes_per_event=…`. Run two
+# prints `rps=… writer_us_per_event=… process_us_per_event=… write_bytes_per_event=…`, then
+# `threads_us_per_event=NAME:µs,…` (each kind of thread: the tokio workers, the writer, the
+# checkpointer, …). Run two
 # rules files (or binaries) alternately, a few times each: BENCHMARKS.md's webhook table was made
 # so, with tests/fixtures/original-rules.yaml and the bench's webhook variant of it.
 set -euo pipefail
@@ -27,8 +29,18 @@ out=$("$CARGO_TARGET_DIR/release/loadgen" --url "http://127.0.0.1:$port/v1/event
 writer=$(awk '{print $14 + $15}' "/proc/$pid/task/$tid/stat")
 process=$(awk '{print $14 + $15}' "/proc/$pid/stat")
 written=$(awk '/^write_bytes/ {print $2}' "/proc/$pid/io")
+threads=$(for t in /proc/$pid/task/*; do printf '%s\t%s\n' "$(cat "$t/comm")" "$(awk '{print $14 + $15}' "$t/stat")"; done)
 kill $pid; wait $pid 2>/dev/null || true
 n=$(sed -n 's/.*status_2xx=\([0-9]*\).*/\1/p' <<<"$out")
 rps=$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$out")
 tick=$(getconf CLK_TCK)
-python3 -c "import sys; t,n=int(sys.argv[1]),int(sys.argv[2]); print(f'rps={sys.argv[3]} writer_us_per_event={int(sys.argv[4])*1e6/t/n:.1f} process_us_per_event={int(sys.argv[5])*1e6/t/n:.1f} write_bytes_per_event={int(sys.argv[6])//n}')" "$tick" "$n" "$rps" "$writer" "$process" "$written"
+python3 -c "
+import sys
+t, n = int(sys.argv[1]), int(sys.argv[2])
+print(f'rps={sys.argv[3]} writer_us_per_event={int(sys.argv[4])*1e6/t/n:.1f} process_us_per_event={int(sys.argv[5])*1e6/t/n:.1f} write_bytes_per_event={int(sys.argv[6])//n}', end=' ')
+kinds = {}
+for line in sys.argv[7].splitlines():
+    name, ticks = line.split('\t')
+    kinds[name] = kinds.get(name, 0) + int(ticks)
+print('threads_us_per_event=' + ','.join(f'{k}:{v*1e6/t/n:.1f}' for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]) if v))
+" "$tick" "$n" "$rps" "$writer" "$process" "$written" "$threads"

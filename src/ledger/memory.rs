@@ -276,12 +276,9 @@ impl LedgerTx for Overlay<'_> {
             let entry = (actor.to_owned(), member_type, event.occurred_at, event.payload.map(str::to_owned));
             self.history.push(entry);
         }
-        let result = match event.result {
-            Some(result) => result.clone(),
-            None => {
-                serde_json::from_str(event.result_json).map_err(|e| super::broken(format!("a stored result: {e}")))?
-            }
-        };
+        // Read back as a store reads a stored result: the one thing every poster gives is its JSON.
+        let result =
+            serde_json::from_str(event.result_json).map_err(|e| super::broken(format!("a stored result: {e}")))?;
         let stored = StoredEvent { fingerprint: *event.fingerprint, result };
         self.events.insert(event.event_id.to_owned(), stored);
         Ok(())

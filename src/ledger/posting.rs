@@ -119,7 +119,7 @@ fn apply<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -> R
         ResultRef::Build(build) => {
             let mut result = build(&stacked);
             let json = serde_json::to_string(&result).map_err(encoding("cannot encode a result"))?;
-            save(tx, posting, Some(&result), &json, now)?;
+            save(tx, posting, &json, now)?;
             result.stored_json = StoredJson::new(json);
             Applied::Fresh(result)
         }
@@ -129,8 +129,7 @@ fn apply<T: LedgerTx + ?Sized>(tx: &mut T, posting: &Posting<'_>, now: i64) -> R
                 Some(&stacked),
                 "an event's result was built before its write, and the ledger decided otherwise"
             );
-            let json = json.get().map(|j| std::str::from_utf8(j)).and_then(Result::ok);
-            save(tx, posting, None, json.ok_or_else(|| broken("a result built before its write has no JSON"))?, now)?;
+            save(tx, posting, json.text().ok_or_else(|| broken("a result built before its write has no JSON"))?, now)?;
             Applied::AsPlanned
         }
     };
@@ -234,12 +233,10 @@ fn encoding(what: &'static str) -> impl Fn(serde_json::Error) -> LedgerError {
     move |e| LedgerError::unavailable(what, false, Some(std::sync::Arc::new(e)))
 }
 
-/// Stores the event with its result (`result_json`; the result itself when the caller has it),
-/// type, time and payload (the member's history).
+/// Stores the event with its result's JSON, type, time and payload (the member's history).
 fn save<T: LedgerTx + ?Sized>(
     tx: &mut T,
     posting: &Posting<'_>,
-    result: Option<&EventResult>,
     result_json: &str,
     now: i64,
 ) -> Result<(), LedgerError> {
@@ -257,7 +254,6 @@ fn save<T: LedgerTx + ?Sized>(
         event_type: &event.event_type,
         occurred_at: event.time().as_microsecond(),
         payload: payload.as_deref(),
-        result,
         result_json,
         processed_at: now,
     })

@@ -132,9 +132,6 @@ pub struct NewEvent<'a> {
     pub occurred_at: i64,
     /// The payload as JSON text, when the event has one.
     pub payload: Option<&'a str>,
-    /// The result, as answered, when the poster has it (not when it was built before the write
-    /// and only its JSON came with the event: [`super::ResultPlan::AsPlanned`]).
-    pub result: Option<&'a EventResult>,
     /// The result as JSON text, as stored.
     pub result_json: &'a str,
     /// When it was applied (µs since the epoch).
