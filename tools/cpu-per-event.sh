@@ -7,7 +7,8 @@
 #
 # prints `rps=… writer_us_per_event=… process_us_per_event=… write_bytes_per_event=…`, then
 # `threads_us_per_event=NAME:µs,…` (each kind of thread: the tokio workers, the writer, the
-# checkpointer, …). Run two
+# checkpointer, …). LOAD=members posts a new member with every event (loadgen --sequence) instead
+# of one member for all. Run two
 # rules files (or binaries) alternately, a few times each: BENCHMARKS.md's webhook table was made
 # so, with tests/fixtures/original-rules.yaml and the bench's webhook variant of it.
 set -euo pipefail
@@ -19,13 +20,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/fluxflow-target}"
 cargo build --release --bin loadgen >/dev/null 2>&1
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-printf '%s' '{"type":"transaction","source":"pos-system","actor_id":"user_42","payload":{"amount":1500,"category":"food"}}' >"$tmp/event.json"
+actor=user_42 sequence=()
+if [ "${LOAD:-one}" = members ]; then actor='m{n}' sequence=(--sequence '{n}'); fi
+printf '{"type":"transaction","source":"pos-system","actor_id":"%s","payload":{"amount":1500,"category":"food"}}' "$actor" >"$tmp/event.json"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 env "$@" "$bin" --addr "127.0.0.1:$port" --config "$rules" --ledger sqlite --data "$tmp/data" >"$tmp/log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.05; done
 tid=$(grep -l ledger-writer /proc/$pid/task/*/comm | head -1 | cut -d/ -f5)
-out=$("$CARGO_TARGET_DIR/release/loadgen" --url "http://127.0.0.1:$port/v1/events" --connections 64 --duration 6s --body "$tmp/event.json" | tail -1)
+out=$("$CARGO_TARGET_DIR/release/loadgen" --url "http://127.0.0.1:$port/v1/events" --connections 64 --duration 6s --body "$tmp/event.json" "${sequence[@]}" | tail -1)
 writer=$(awk '{print $14 + $15}' "/proc/$pid/task/$tid/stat")
 process=$(awk '{print $14 + $15}' "/proc/$pid/stat")
 written=$(awk '/^write_bytes/ {print $2}' "/proc/$pid/io")

@@ -49,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     V11_APPENDED_OUTBOX,
     V12_RUNNING_COUNTS,
     V13_RUNNING_SUMS,
+    V14_NO_ENTRIES_BY_EVENT,
 ];
 
 /// Prepared statements kept per connection (see `configure`).
@@ -368,6 +369,14 @@ const V13_RUNNING_SUMS: &str = "
 DELETE FROM member_sum_keys;
 DELETE FROM member_day_sums;
 DELETE FROM member_hour_sums;
+";
+
+/// Version 14: no `entries_by_event`. A reversal's look at the event it reverses, its one
+/// reader, names the member too, so it reads that member's entries through `entries_by_actor`
+/// (as tier points do); every award then writes one B-tree fewer, and with ids a client chose
+/// (not increasing, unlike the generated ones) it was a page of its own per event.
+const V14_NO_ENTRIES_BY_EVENT: &str = "
+DROP INDEX entries_by_event;
 ";
 
 const QUEUE_DELIVERY: &str =
@@ -2028,6 +2037,36 @@ mod tests {
         }
         conn.execute_batch(rows).unwrap();
         dir
+    }
+
+    /// Version 14 drops `entries_by_event`: a reversal still reads what the event it reverses
+    /// awarded, through the member's entries (`entries_by_actor`, never a scan of all entries).
+    #[test]
+    fn without_entries_by_event_a_reversal_reads_the_members_entries() {
+        let dir = ledger_at_version(
+            13,
+            "INSERT INTO entries (actor_id, event_id, action_id, scenario_id, points, kind, created_at, dated_at, \
+                 reverses) VALUES ('ann', 'e1', 'give', 'buy', 10, 'award', 1, 1, NULL), \
+                 ('bob', 'e2', 'give', 'buy', 20, 'award', 2, 2, NULL), ('ann', 'e3', 'give', 'buy', 5, 'award', 3, 3, NULL), \
+                 ('ann', 'e4', 'back', 'refund', -4, 'reverse', 4, 4, 'e1');",
+        );
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.pragma("user_version").unwrap(), SCHEMA_VERSION.to_string());
+        let conn = store.writer.lock().unwrap();
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'entries' ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .unwrap();
+        assert_eq!(indexes, ["entries_by_actor", "entries_reversing"]);
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {REVERSIBLE}"))
+            .and_then(|mut s| s.query_map(params!["ann", "e1"], |r| r.get(3))?.collect())
+            .unwrap();
+        assert!(plan[0].contains("USING INDEX entries_by_actor"), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN")), "{plan:?}");
+        drop(conn);
+        let reversible = store.reversible("ann", "e1").unwrap();
+        assert_eq!((reversible.awarded, reversible.expired, reversible.reversed), (10, 0, 4));
     }
 
     /// A version-10 outbox (keyed by delivery id) keeps its deliveries through version 11: the
