@@ -11,7 +11,7 @@ no index: tried for issue 18, not kept). Loads: one member; a member of 100,000 
 increasing event ids (generated ones are UUID v7); the same with random ids (a client's). Each
 round runs every layout once, in turn, and prints the CPU (user + system) the shell took and
 the WAL bytes per event (checkpoints off, so the WAL holds every page each commit wrote).
-BENCHMARKS.md quotes it (issue 18, entries).
+BENCHMARKS.md quotes it (issue 18, entries). Needs the sqlite3 shell (Debian's `sqlite3`).
 """
 import os
 import resource
