@@ -270,6 +270,107 @@ fn deliveries_pending_when_the_service_is_killed_are_all_made_after_restart() {
     assert!(wait_until(Duration::from_secs(5), || Store::sqlite().count(server.dir.path(), delivered) == 20));
 }
 
+/// A receiver that takes connections and never answers, until stopped: each attempt holds its
+/// lease until the action's timeout.
+struct Hanging {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Hanging {
+    fn on(port: u16) -> Hanging {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => held.push(stream),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Hanging { stop, thread }
+    }
+
+    /// Closes the port and every connection taken.
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
+}
+
+/// Killed while attempts were in flight (each delivery leased until its attempt ends), a
+/// restarted SQLite node frees those leases at once: one worker per SQLite ledger, so a lease at
+/// its start can only be a stopped worker's. Without that, the deliveries waited 75 s.
+#[test]
+fn deliveries_in_flight_when_the_service_is_killed_are_made_at_once_after_restart() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let hanging = Hanging::on(port);
+    let dir = tempfile::tempdir().unwrap();
+    let action = hook("tell", &url, ", timeout_ms: 30000, max_attempts: 100");
+    std::fs::write(dir.path().join("rules.yaml"), rules(&action)).unwrap();
+    let mut flags = vec!["--ledger", "sqlite"];
+    flags.extend(FAST);
+    let args = Server::args_for(dir.path(), &flags);
+    let mut server = Server::spawn(dir, &args);
+    for i in 0..5 {
+        let event = json!({"id": format!("e{i}"), "type": "signup", "actor_id": format!("u{i}")});
+        assert_eq!(server.post_json("/v1/events", &event).0, 200);
+    }
+    let leased = "SELECT count(*) FROM webhook_deliveries WHERE lease_until IS NOT NULL";
+    assert!(
+        wait_until(Duration::from_secs(10), || Store::sqlite().count(server.dir.path(), leased) >= 1),
+        "deliveries are being attempted (a round waits for its attempts: the later ones may not be)"
+    );
+    server.signal(nix::sys::signal::Signal::SIGKILL);
+    server.wait_exit(Duration::from_secs(5));
+    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
+    drop(server);
+    hanging.stop();
+
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&received);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            serve(stream, &log, &|_| Answer::Status(200));
+        }
+    });
+    let _server = Server::spawn(dir, &args);
+    let all = || received.lock().unwrap().len() >= 5;
+    assert!(wait_until(Duration::from_secs(20), all), "the deliveries are made well before their leases run out");
+}
+
+/// While receivers are down the worker pauses between rounds, and records a round's outcomes
+/// before its pause: no delivery stays leased through it (a node stopped then would leave them
+/// to wait for the lease).
+#[test]
+fn no_delivery_is_leased_while_the_worker_pauses() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), rules(&hook("tell", &url, ", max_attempts: 100"))).unwrap();
+    let mut flags = vec!["--ledger", "sqlite"];
+    flags.extend(FAST);
+    let args = Server::args_for(dir.path(), &flags);
+    let server = Server::spawn(dir, &args);
+    for i in 0..5 {
+        let event = json!({"id": format!("e{i}"), "type": "signup", "actor_id": format!("u{i}")});
+        assert_eq!(server.post_json("/v1/events", &event).0, 200);
+    }
+    // Before the change, a round's outcomes were recorded by the next round's claim, in the same
+    // transaction: tried deliveries were never all free of their leases at once.
+    let recorded = "SELECT count(*) FROM webhook_deliveries WHERE attempts >= 1 AND lease_until IS NULL";
+    assert!(
+        wait_until(Duration::from_secs(10), || Store::sqlite().count(server.dir.path(), recorded) == 5),
+        "tried, recorded and free of leases during a pause"
+    );
+}
+
 #[test]
 fn two_nodes_share_the_outbox_and_each_delivery_is_made_by_one() {
     let Some(store) = Store::postgres() else { return };

@@ -1783,6 +1783,12 @@ impl crate::webhooks::Outbox for SqliteStore {
         Ok(due)
     }
 
+    /// One worker per SQLite ledger: any lease at its start is a stopped worker's.
+    fn release_stale_leases(&self) -> Result<u64, LedgerError> {
+        let conn = self.writer.lock().map_err(broken)?;
+        conn.execute(RELEASE_LEASES, []).map(|n| n as u64).map_err(unavailable)
+    }
+
     fn list(
         &self,
         state: Option<crate::webhooks::DeliveryState>,
@@ -1897,6 +1903,9 @@ macro_rules! claim_select {
     };
 }
 
+/// Every lease held (through `due_deliveries`: only pending deliveries hold one).
+const RELEASE_LEASES: &str =
+    "UPDATE webhook_deliveries SET lease_until = NULL WHERE state = 'pending' AND lease_until IS NOT NULL";
 /// Pending deliveries due and not leased, with the event's stored result.
 const CLAIM_DUE: &str = concat!(
     claim_select!(),

@@ -172,6 +172,13 @@ pub trait Outbox: Send + Sync {
     fn retry(&self, delivery_id: &str, now: i64) -> Result<Retried, LedgerError>;
     /// Deliveries pending.
     fn pending(&self) -> Result<u64, LedgerError>;
+    /// Frees, as a worker starts, the leases a stopped worker left, where no other worker can
+    /// hold one (SQLite: one worker per ledger), so that a restart tries their deliveries at once
+    /// rather than when the leases run out; answers how many. Where nodes share the outbox
+    /// (PostgreSQL) a lease may be a live node's, and it runs out instead.
+    fn release_stale_leases(&self) -> Result<u64, LedgerError> {
+        Ok(0)
+    }
 }
 
 /// A stored delivery's listed columns.
@@ -318,9 +325,16 @@ impl Worker {
 
     /// Delivers what is due until the task is stopped; a failing outbox is tried again later.
     /// Rounds follow each other at once while deliveries succeed; while none does (receivers
-    /// down), the pause between rounds doubles up to `idle_cap`, and one success resets it.
+    /// down), the pause between rounds doubles up to `idle_cap`, and one success resets it. A
+    /// round's outcomes are recorded with the next round's claim, or before a pause.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let outbox = Arc::clone(&self.outbox);
+            match blocking(move || outbox.release_stale_leases()).await {
+                Ok(0) => {}
+                Ok(released) => tracing::info!(released, "webhook deliveries a stopped worker held are due again"),
+                Err(e) => tracing::warn!(error = %e.detail(), "cannot free the webhook leases of a stopped worker"),
+            }
             let mut counted = tokio::time::Instant::now() - PENDING_COUNT_INTERVAL;
             let mut settled: Vec<Attempt> = Vec::new();
             let mut pause = Duration::ZERO;
@@ -345,7 +359,7 @@ impl Worker {
                         } else {
                             (pause * 2).max(self.settings.poll).min(self.settings.idle_cap)
                         };
-                        settled = attempts;
+                        settled = if pause.is_zero() { attempts } else { self.record(attempts).await };
                         if !pause.is_zero() {
                             tokio::time::sleep(pause).await;
                         }
@@ -379,6 +393,20 @@ impl Worker {
             self.outcomes.get_or_create(&OutcomeLabel { outcome }).inc();
         }
         Ok(attempts)
+    }
+
+    /// Records outcomes now, in a transaction that claims nothing, before the worker pauses: a
+    /// node stopped during the pause would otherwise leave their leases held, and a restarted
+    /// node could not try them again until the leases ran out. Answers what could not be
+    /// recorded, for the next round.
+    async fn record(&self, attempts: Vec<Attempt>) -> Vec<Attempt> {
+        let now = crate::ledger::now_micros();
+        let outbox = Arc::clone(&self.outbox);
+        let keep = attempts.clone();
+        match blocking(move || outbox.settle(&attempts, now, now, 0)).await {
+            Ok(_) => Vec::new(),
+            Err(_) => keep,
+        }
     }
 
     /// One attempt of one delivery.
