@@ -359,8 +359,10 @@ impl Worker {
                         } else {
                             (pause * 2).max(self.settings.poll).min(self.settings.idle_cap)
                         };
-                        settled = if pause.is_zero() { attempts } else { self.record(attempts).await };
-                        if !pause.is_zero() {
+                        if pause.is_zero() {
+                            settled = attempts;
+                        } else {
+                            settled = self.record(attempts).await;
                             tokio::time::sleep(pause).await;
                         }
                     }
