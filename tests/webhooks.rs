@@ -40,7 +40,12 @@ struct Receiver {
 
 impl Receiver {
     fn start(script: impl Fn(usize) -> Answer + Send + Sync + 'static) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Receiver::start_on(0, script)
+    }
+
+    /// On loopback port `port` (0: a free one).
+    fn start_on(port: u16, script: impl Fn(usize) -> Answer + Send + Sync + 'static) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let url = format!("http://{}/hooks", listener.local_addr().unwrap());
         let received = Arc::new(Mutex::new(Vec::new()));
         let (log, script) = (Arc::clone(&received), Arc::new(script));
@@ -241,33 +246,30 @@ fn deliveries_pending_when_the_service_is_killed_are_all_made_after_restart() {
     let mut flags = vec!["--ledger", "sqlite"];
     flags.extend(FAST);
     let args = Server::args_for(dir.path(), &flags);
-    let mut server = Server::spawn(dir, &args);
+    let server = Server::spawn(dir, &args);
     for i in 0..20 {
         let event = json!({"id": format!("e{i}"), "type": "signup", "actor_id": format!("u{i}")});
         assert_eq!(server.post_json("/v1/events", &event).0, 200);
     }
-    server.signal(nix::sys::signal::Signal::SIGKILL);
-    server.wait_exit(Duration::from_secs(5));
-    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
-    drop(server);
+    let dir = kill_keeping_data(server);
 
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&received);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            serve(stream, &log, &|_| Answer::Status(200));
-        }
-    });
+    let receiver = Receiver::start_on(port, |_| Answer::Status(200));
     let server = Server::spawn(dir, &args);
     let all = || {
         let ids: std::collections::HashSet<String> =
-            received.lock().unwrap().iter().map(|r: &Received| r.headers["x-fluxflow-delivery"].clone()).collect();
+            receiver.received().iter().map(|r: &Received| r.headers["x-fluxflow-delivery"].clone()).collect();
         ids.len() == 20
     };
     assert!(wait_until(Duration::from_secs(20), all), "every delivery is made after the restart");
     let delivered = "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'";
     assert!(wait_until(Duration::from_secs(5), || Store::sqlite().count(server.dir.path(), delivered) == 20));
+}
+
+/// SIGKILLs the service and keeps its directory (rules and ledger) for the next start.
+fn kill_keeping_data(mut server: Server) -> tempfile::TempDir {
+    server.signal(nix::sys::signal::Signal::SIGKILL);
+    server.wait_exit(Duration::from_secs(5));
+    std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap())
 }
 
 /// A receiver that takes connections and never answers, until stopped: each attempt holds its
@@ -316,7 +318,7 @@ fn deliveries_in_flight_when_the_service_is_killed_are_made_at_once_after_restar
     let mut flags = vec!["--ledger", "sqlite"];
     flags.extend(FAST);
     let args = Server::args_for(dir.path(), &flags);
-    let mut server = Server::spawn(dir, &args);
+    let server = Server::spawn(dir, &args);
     for i in 0..5 {
         let event = json!({"id": format!("e{i}"), "type": "signup", "actor_id": format!("u{i}")});
         assert_eq!(server.post_json("/v1/events", &event).0, 200);
@@ -326,22 +328,12 @@ fn deliveries_in_flight_when_the_service_is_killed_are_made_at_once_after_restar
         wait_until(Duration::from_secs(10), || Store::sqlite().count(server.dir.path(), leased) >= 1),
         "deliveries are being attempted (a round waits for its attempts: the later ones may not be)"
     );
-    server.signal(nix::sys::signal::Signal::SIGKILL);
-    server.wait_exit(Duration::from_secs(5));
-    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
-    drop(server);
+    let dir = kill_keeping_data(server);
     hanging.stop();
 
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&received);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            serve(stream, &log, &|_| Answer::Status(200));
-        }
-    });
+    let receiver = Receiver::start_on(port, |_| Answer::Status(200));
     let _server = Server::spawn(dir, &args);
-    let all = || received.lock().unwrap().len() >= 5;
+    let all = || receiver.received().len() >= 5;
     assert!(wait_until(Duration::from_secs(20), all), "the deliveries are made well before their leases run out");
 }
 
