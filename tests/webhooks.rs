@@ -239,18 +239,8 @@ fn a_4xx_fails_at_once_and_a_silent_receiver_is_tried_until_max_attempts(store: 
 #[test]
 fn deliveries_pending_when_the_service_is_killed_are_all_made_after_restart() {
     // A port with nothing behind it: every attempt fails to connect until the receiver starts.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}/hooks");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("rules.yaml"), rules(&hook("tell", &url, ", max_attempts: 100"))).unwrap();
-    let mut flags = vec!["--ledger", "sqlite"];
-    flags.extend(FAST);
-    let args = Server::args_for(dir.path(), &flags);
-    let server = Server::spawn(dir, &args);
-    for i in 0..20 {
-        let event = json!({"id": format!("e{i}"), "type": "signup", "actor_id": format!("u{i}")});
-        assert_eq!(server.post_json("/v1/events", &event).0, 200);
-    }
+    let port = free_port();
+    let (server, args) = sqlite_node_with_signups(port, ", max_attempts: 100", 20);
     let dir = kill_keeping_data(server);
 
     let receiver = Receiver::start_on(port, |_| Answer::Status(200));
@@ -263,6 +253,29 @@ fn deliveries_pending_when_the_service_is_killed_are_all_made_after_restart() {
     assert!(wait_until(Duration::from_secs(20), all), "every delivery is made after the restart");
     let delivered = "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'";
     assert!(wait_until(Duration::from_secs(5), || Store::sqlite().count(server.dir.path(), delivered) == 20));
+}
+
+/// A loopback port nothing listens on (until a test starts a receiver there).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A SQLite node whose signups notify `http://127.0.0.1:{port}/hooks` (the action's params
+/// `extra`), with fast retries, after `signups` signups of distinct members; and its arguments,
+/// to start it again on the same directory.
+fn sqlite_node_with_signups(port: u16, extra: &str, signups: usize) -> (Server, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    std::fs::write(dir.path().join("rules.yaml"), rules(&hook("tell", &url, extra))).unwrap();
+    let mut flags = vec!["--ledger", "sqlite"];
+    flags.extend(FAST);
+    let args = Server::args_for(dir.path(), &flags);
+    let server = Server::spawn(dir, &args);
+    for i in 0..signups {
+        let event = json!({"id": format!("e{i}"), "type": "signup", "actor_id": format!("u{i}")});
+        assert_eq!(server.post_json("/v1/events", &event).0, 200);
+    }
+    (server, args)
 }
 
 /// SIGKILLs the service and keeps its directory (rules and ledger) for the next start.
@@ -309,20 +322,9 @@ impl Hanging {
 /// its start can only be a stopped worker's. Without that, the deliveries waited 75 s.
 #[test]
 fn deliveries_in_flight_when_the_service_is_killed_are_made_at_once_after_restart() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}/hooks");
+    let port = free_port();
     let hanging = Hanging::on(port);
-    let dir = tempfile::tempdir().unwrap();
-    let action = hook("tell", &url, ", timeout_ms: 30000, max_attempts: 100");
-    std::fs::write(dir.path().join("rules.yaml"), rules(&action)).unwrap();
-    let mut flags = vec!["--ledger", "sqlite"];
-    flags.extend(FAST);
-    let args = Server::args_for(dir.path(), &flags);
-    let server = Server::spawn(dir, &args);
-    for i in 0..5 {
-        let event = json!({"id": format!("e{i}"), "type": "signup", "actor_id": format!("u{i}")});
-        assert_eq!(server.post_json("/v1/events", &event).0, 200);
-    }
+    let (server, args) = sqlite_node_with_signups(port, ", timeout_ms: 30000, max_attempts: 100", 5);
     let leased = "SELECT count(*) FROM webhook_deliveries WHERE lease_until IS NOT NULL";
     assert!(
         wait_until(Duration::from_secs(10), || Store::sqlite().count(server.dir.path(), leased) >= 1),
@@ -342,18 +344,7 @@ fn deliveries_in_flight_when_the_service_is_killed_are_made_at_once_after_restar
 /// to wait for the lease).
 #[test]
 fn no_delivery_is_leased_while_the_worker_pauses() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}/hooks");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("rules.yaml"), rules(&hook("tell", &url, ", max_attempts: 100"))).unwrap();
-    let mut flags = vec!["--ledger", "sqlite"];
-    flags.extend(FAST);
-    let args = Server::args_for(dir.path(), &flags);
-    let server = Server::spawn(dir, &args);
-    for i in 0..5 {
-        let event = json!({"id": format!("e{i}"), "type": "signup", "actor_id": format!("u{i}")});
-        assert_eq!(server.post_json("/v1/events", &event).0, 200);
-    }
+    let (server, _) = sqlite_node_with_signups(free_port(), ", max_attempts: 100", 5);
     // Before the change, a round's outcomes were recorded by the next round's claim, in the same
     // transaction: tried deliveries were never all free of their leases at once.
     let recorded = "SELECT count(*) FROM webhook_deliveries WHERE attempts >= 1 AND lease_until IS NULL";
